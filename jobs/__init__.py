@@ -1,0 +1,1 @@
+"""The application: settings, pipeline orchestration, scheduled jobs and the CLI. Nothing imports it."""

@@ -1,0 +1,33 @@
+"""Per-invocation context: the configuration directory and lazily loaded settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import typer
+
+from jobs.settings import EventConfig, Settings, load_events, load_settings
+
+
+@dataclass
+class AppContext:
+    config_dir: Path | None = None
+    _cache: dict = field(default_factory=dict)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config_dir)
+
+    @cached_property
+    def events(self) -> EventConfig:
+        return load_events(self.settings)
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    """The AppContext of the running command (created by the root callback)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppContext):
+        root.obj = AppContext()
+    return root.obj

@@ -1,0 +1,128 @@
+"""Settings and configuration files, read in exactly one place.
+
+Order of precedence: ``MKTG_*`` environment variables > ``<config dir>/settings.toml`` > defaults. The
+config directory is ``--config DIR``, else ``MKTG_CONFIG_DIR``, else the project's ``config/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recommender.errors import UserError
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+ENV_PREFIX = "MKTG_"
+
+
+class ConfigError(UserError):
+    """A configuration file is missing or invalid."""
+
+
+class SchedulerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = 300
+    coalesce: bool = True
+    max_instances: int = 1
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    database_url: str = "sqlite:///var/mktg.db"
+    data_dir: Path = Path("var/data")
+    var_dir: Path = Path("var")
+    threads: int = Field(default=2, ge=1)
+    log_level: str = "INFO"
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @property
+    def export_dir(self) -> Path:
+        return self.var_dir / "exports"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.var_dir / "models"
+
+
+class EventConfig(BaseModel):
+    """``config/events.toml``: event-type weights, recency half-life, positive event types."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, float]
+    half_life_days: float | None = None
+    positive: list[str] = Field(default_factory=list)
+
+    @property
+    def event_types(self) -> set[str]:
+        return set(self.weights)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; a missing or malformed file is a one-line :class:`ConfigError`."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file '{path}' not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file '{path}' is not valid TOML: {exc}") from exc
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG_DIR":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def parse_model(model: type[BaseModel], data: dict[str, Any], *, source: Path | str) -> Any:
+    """Validate ``data`` with a pydantic model; report the first problem as one line naming the file."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from exc
+
+
+def resolve_config_dir(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    chosen = config_dir or environ.get(f"{ENV_PREFIX}CONFIG_DIR") or DEFAULT_CONFIG_DIR
+    path = Path(chosen)
+    if not path.is_dir():
+        raise ConfigError(f"configuration directory '{path}' does not exist")
+    return path
+
+
+def load_settings(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    directory = resolve_config_dir(config_dir, environ)
+    file = directory / "settings.toml"
+    data = read_toml(file) if file.exists() else {}
+    data = _merge(data, _env_overrides(environ))
+    data["config_dir"] = directory
+    return parse_model(Settings, data, source=file)
+
+
+def load_events(settings: Settings) -> EventConfig:
+    path = settings.config_dir / "events.toml"
+    return parse_model(EventConfig, read_toml(path), source=path)

@@ -1,0 +1,151 @@
+"""Event weighting and the customer x product interaction matrix.
+
+This module is the only place that builds the sparse interaction matrix; everything else receives an
+:class:`InteractionMatrix` (matrix plus its frozen id maps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Mapping
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recommender.columns import Columns
+from recommender.errors import UnknownIdError
+from recommender.idmap import IdMap
+
+_SECONDS_PER_DAY = 86_400.0
+
+
+def weight_events(
+    events: pl.LazyFrame | pl.DataFrame,
+    *,
+    weights: Mapping[str, float],
+    half_life_days: float | None,
+    as_of: datetime,
+) -> pl.LazyFrame:
+    """Weighted interaction strength per (customer, product), as a lazy frame.
+
+    Each event contributes ``weights[event_type] * 0.5 ** (age_days / half_life_days)`` where the age is
+    measured back from ``as_of``. Events after ``as_of`` are dropped (no leakage); event types without a
+    weight contribute nothing. ``half_life_days=None`` (or 0) disables decay.
+    """
+    lf = events.lazy() if isinstance(events, pl.DataFrame) else events
+    type_weights = pl.DataFrame(
+        {Columns.EventType: list(weights), "_type_weight": [float(w) for w in weights.values()]},
+        schema={Columns.EventType: pl.String, "_type_weight": pl.Float64},
+    ).lazy()
+    as_of_lit = pl.lit(as_of).cast(pl.Datetime("us"))
+    lf = lf.filter(pl.col(Columns.EventTime) <= as_of_lit).join(type_weights, on=Columns.EventType, how="inner")
+    if half_life_days:
+        age_days = (as_of_lit - pl.col(Columns.EventTime)).dt.total_microseconds() / (1e6 * _SECONDS_PER_DAY)
+        decay = pl.lit(0.5).pow(age_days / float(half_life_days))
+        weight = pl.col("_type_weight") * decay
+    else:
+        weight = pl.col("_type_weight")
+    return (
+        lf.with_columns(weight.alias(Columns.Weight))
+        .group_by(Columns.Customer, Columns.Product)
+        .agg(pl.col(Columns.Weight).sum())
+        .filter(pl.col(Columns.Weight) > 0)
+    )
+
+
+@dataclass(frozen=True)
+class InteractionMatrix:
+    """A CSR customer x product matrix with the id maps that give its rows and columns meaning."""
+
+    matrix: sp.csr_matrix
+    customers: IdMap
+    products: IdMap
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pl.DataFrame | pl.LazyFrame,
+        *,
+        customers: IdMap | None = None,
+        products: IdMap | None = None,
+        unknown: Literal["raise", "skip"] = "raise",
+    ) -> InteractionMatrix:
+        """Build from a (customer_id, product_id, weight) frame. Duplicate pairs are summed.
+
+        Without explicit id maps, rows and columns are the sorted distinct ids in the frame, so the result
+        does not depend on row order. With id maps, ids outside them raise (``unknown="raise"``) or are
+        dropped (``"skip"``).
+        """
+        df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        df = df.select(Columns.Customer, Columns.Product, pl.col(Columns.Weight).cast(pl.Float32))
+        customers = customers or IdMap.from_sorted(df[Columns.Customer], name=Columns.Customer)
+        products = products or IdMap.from_sorted(df[Columns.Product], name=Columns.Product)
+        joined = df.join(
+            customers.frame(id_col=Columns.Customer, index_col="_row"), on=Columns.Customer, how="left"
+        ).join(products.frame(id_col=Columns.Product, index_col="_col"), on=Columns.Product, how="left")
+        missing = joined["_row"].is_null() | joined["_col"].is_null()
+        if missing.any():
+            if unknown == "raise":
+                sample = joined.filter(missing).select(Columns.Customer, Columns.Product).head(5).rows()
+                raise UnknownIdError(f"interactions: {int(missing.sum())} pair(s) with unknown ids, e.g. {sample}")
+            joined = joined.filter(~missing)
+        matrix = sp.coo_matrix(
+            (
+                joined[Columns.Weight].to_numpy(),
+                (joined["_row"].to_numpy().astype(np.int32), joined["_col"].to_numpy().astype(np.int32)),
+            ),
+            shape=(customers.size, products.size),
+            dtype=np.float32,
+        ).tocsr()
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        return cls(matrix=matrix, customers=customers, products=products)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @property
+    def density(self) -> float:
+        rows, cols = self.matrix.shape
+        return self.matrix.nnz / (rows * cols) if rows and cols else 0.0
+
+    def to_frame(self) -> pl.DataFrame:
+        """Back to a long (customer_id, product_id, weight) frame of the stored entries."""
+        coo = self.matrix.tocoo()
+        return pl.DataFrame(
+            {
+                Columns.Customer: self.customers.to_external(coo.row),
+                Columns.Product: self.products.to_external(coo.col),
+                Columns.Weight: coo.data,
+            }
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the matrix and its ids: the data snapshot hash recorded with trained models."""
+        digest = hashlib.sha256()
+        for array in (self.matrix.indptr, self.matrix.indices, self.matrix.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        for ids in (self.customers.external_ids, self.products.external_ids):
+            digest.update("\x1f".join(ids.to_list()).encode())
+        return digest.hexdigest()
+
+
+def build_interactions(
+    events: pl.LazyFrame | pl.DataFrame,
+    *,
+    weights: Mapping[str, float],
+    half_life_days: float | None,
+    as_of: datetime,
+    customers: IdMap | None = None,
+    products: IdMap | None = None,
+    unknown: Literal["raise", "skip"] = "raise",
+) -> InteractionMatrix:
+    """Weight, decay and aggregate ``events`` as of ``as_of`` and build the interaction matrix."""
+    weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
+    return InteractionMatrix.from_frame(
+        weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
+    )
