@@ -1,0 +1,1 @@
+"""Persistence: typed ORM models, engine/session helpers, bulk inserts, Alembic upgrade."""

@@ -1,0 +1,116 @@
+"""SQLAlchemy 2 typed models. The schema is managed by Alembic (campaigns/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Index
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=False)}
+
+
+class CampaignRun(Base):
+    """One execution of a campaign, keyed by (campaign_id, scheduled_for)."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (UniqueConstraint("campaign_id", "scheduled_for", name="uq_campaign_runs_key"),)
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    scheduled_for: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    generated_at: Mapped[datetime | None]
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    model_versions: Mapped[dict[str, Any] | None]
+    export_dir: Mapped[str | None] = mapped_column(Text)
+    row_count: Mapped[int | None]
+    control_count: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class TargetListRow(Base):
+    """One (customer, offer) of a run's target list; control-arm rows are kept (arm='control')."""
+
+    __tablename__ = "target_list_rows"
+    __table_args__ = (Index("ix_target_list_rows_run_customer", "run_id", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    schema_version: Mapped[str] = mapped_column(String(16))
+    campaign_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    offer_id: Mapped[str] = mapped_column(String(64))
+    offer_rank: Mapped[int]
+    score: Mapped[float] = mapped_column(Float)
+    segment: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(32))
+    generated_at: Mapped[datetime]
+
+
+class Exclusion(Base):
+    """Why a (customer, offer) pair was excluded from a run: the rule ids, comma-separated."""
+
+    __tablename__ = "exclusions"
+    __table_args__ = (Index("ix_exclusions_run_customer", "run_id", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    offer_id: Mapped[str | None] = mapped_column(String(64))
+    rule_ids: Mapped[str] = mapped_column(Text)
+
+
+class ContactHistory(Base):
+    """A committed contact: counts toward the contact-frequency cap."""
+
+    __tablename__ = "contact_history"
+    __table_args__ = (Index("ix_contact_history_customer_time", "customer_id", "contacted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    campaign_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    offer_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(32))
+    contacted_at: Mapped[datetime]
+
+
+class ModelVersion(Base):
+    """A trained model in the registry."""
+
+    __tablename__ = "model_registry"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any]]
+    data_hash: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any] | None]
+    trained_at: Mapped[datetime]
+    train_seconds: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobRun(Base):
+    """One execution of a scheduled (or manually run) job; (job_name, fire_time) is unique."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job_name", "fire_time", name="uq_job_runs_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_name: Mapped[str] = mapped_column(String(128), index=True)
+    fire_time: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    rows_produced: Mapped[int | None]
+    model_versions: Mapped[dict[str, Any] | None]
+    run_id: Mapped[str | None] = mapped_column(String(64))
