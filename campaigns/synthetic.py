@@ -236,7 +236,7 @@ def _consents(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> pl.
             pl.lit("web").alias("source"),
         )
         parts += [part, withdrawn]
-    return pl.concat(parts).sort("customer_id", "channel", "updated_at")
+    return pl.concat(parts).sort("customer_id", "channel", "updated_at", maintain_order=True)
 
 
 def _suppression(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> pl.DataFrame:
@@ -299,13 +299,13 @@ def _events(
             "channel": np.array(EVENT_CHANNELS)[channel_pick[rows]],
             "amount": amount[rows] if name == "activation" else np.full(rows.size, np.nan),
         }))
-    events = pl.concat(parts).with_columns(pl.col("amount").fill_nan(None)).sort("customer_id", "event_time", "product_id", "event_type")
+    events = pl.concat(parts).with_columns(pl.col("amount").fill_nan(None)).sort("customer_id", "event_time", "product_id", "event_type", maintain_order=True)
     activations = events.filter(pl.col("event_type") == "activation")
     return events, activations
 
 
 def _holdings(rng: np.random.Generator, ids: np.ndarray, activations: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    from_funnel = activations.group_by("customer_id", "product_id").agg(pl.col("event_time").min().alias("since"))
+    from_funnel = activations.group_by("customer_id", "product_id", maintain_order=True).agg(pl.col("event_time").min().alias("since"))
     # Most customers already hold an instant-access savings account from before the event history.
     has_savings = rng.random(ids.size) < 0.55
     start = np.datetime64(as_of - timedelta(days=HISTORY_DAYS + 10 * 365), "s")
@@ -313,10 +313,10 @@ def _holdings(rng: np.random.Generator, ids: np.ndarray, activations: pl.DataFra
     prior = pl.DataFrame({"customer_id": ids, "product_id": "DEP_SAVINGS", "since": since.astype("datetime64[us]")}).filter(
         pl.Series(has_savings))
     holdings = pl.concat([prior, from_funnel.select("customer_id", "product_id", "since")]).unique(
-        ["customer_id", "product_id"], keep="first", maintain_order=True)
+        ["customer_id", "product_id"], keep="first", maintain_order=True).sort("customer_id", "product_id", maintain_order=True)
     closed = rng.random(holdings.height) < 0.08
     until = pl.Series("until", np.where(closed, np.datetime64(as_of, "us") - np.timedelta64(5 * 86_400_000_000, "us"), np.datetime64("NaT")))
-    return holdings.with_columns(until.alias("until")).sort("customer_id", "product_id")
+    return holdings.with_columns(until.alias("until"))
 
 
 def _chunk(seed: int, index: int, start: int, stop: int, catalogue: Catalogue, as_of: datetime,
