@@ -1,0 +1,14 @@
+"""BLAS pinned to one thread while implicit / LightFM run their own worker threads."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from threadpoolctl import threadpool_limits
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    with threadpool_limits(1, "blas"):
+        yield

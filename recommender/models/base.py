@@ -1,0 +1,223 @@
+"""The one contract every ranking model follows (template method).
+
+The public :meth:`RankingModel.fit` / :meth:`RankingModel.score` / :meth:`save` / :func:`load_model` do
+the checks, id conversion and cold-customer handling; a subclass supplies only ``_fit`` (its factors),
+``_score_warm`` (scores for known customers) and its arrays. Customers without interactions are scored
+by segment popularity unless the model can do better from features (LightFM overrides ``_score_cold``).
+
+Saved models are a directory with ``model.json`` (kind, version, parameters, metadata) and
+``arrays.npz`` loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recommender.columns import Columns
+from recommender.errors import NotFittedError, UserError
+from recommender.idmap import IdMap
+from recommender.interactions import InteractionMatrix
+from recommender.models.fallback import SegmentPopularity
+
+MODEL_FILE = "model.json"
+ARRAYS_FILE = "arrays.npz"
+FORMAT_VERSION = 1
+
+
+class ModelConfigError(UserError):
+    """Unknown model kind or invalid hyper-parameters."""
+
+
+class RankingModel(ABC):
+    """Fit on an interaction matrix; score customers against every offer the model knows."""
+
+    kind: ClassVar[str]
+    uses_features: ClassVar[bool] = False  # customer/offer tag columns change the scores
+    deterministic_threads: ClassVar[bool] = True  # same result with threads > 1
+
+    def __init__(self) -> None:
+        self.customers: IdMap | None = None
+        self.offers: IdMap | None = None
+        self.fallback: SegmentPopularity | None = None
+        self.version: str | None = None
+        self.meta: dict[str, Any] = {}
+        self._warm: np.ndarray | None = None
+
+    # --- subclass hooks -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters (JSON-serialisable); ``type(self)(**params)`` rebuilds the model."""
+
+    @abstractmethod
+    def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
+        """Learn from ``matrix``; ``customers``/``offers`` are aligned to its rows/columns."""
+
+    @abstractmethod
+    def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
+        """(len(rows), n_offers) scores for training rows ``rows``; ``frame`` is their customers."""
+
+    def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
+        segments = frame[Columns.Segment] if Columns.Segment in frame.columns else None
+        return self.fallback.score(segments, frame.height)
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Model-specific arrays to save."""
+
+    @abstractmethod
+    def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Inverse of ``_arrays`` (``meta`` is ``self.meta`` as saved)."""
+
+    # --- public API -----------------------------------------------------------------------------
+    def fit(
+        self,
+        interactions: InteractionMatrix,
+        *,
+        customers: pl.DataFrame | None = None,
+        offers: pl.DataFrame | None = None,
+        threads: int = 1,
+    ) -> RankingModel:
+        """Fit on ``interactions``. ``customers`` (customer_id, segment, tag columns) feeds the
+        segment-popularity fallback and feature models; ``offers`` (product_id, family, ...) the offer
+        features. Rows/ids absent from those frames just have no segment or tags."""
+        matrix = interactions.matrix.tocsr().astype(np.float32)
+        if matrix.nnz == 0:
+            raise UserError("cannot fit a model: the interaction matrix is empty (no weighted events)")
+        started = datetime.now(UTC)
+        self.customers = interactions.customers
+        self.offers = interactions.products
+        cust = _aligned(customers, interactions.customers, Columns.Customer)
+        prod = _aligned(offers, interactions.products, Columns.Product)
+        self.fallback = SegmentPopularity.fit(
+            matrix, row_segments=cust[Columns.Segment] if Columns.Segment in cust.columns else None
+        )
+        self._warm = np.diff(matrix.indptr) > 0
+        self._fit(matrix, customers=cust, offers=prod, threads=threads)
+        digest = hashlib.sha256(
+            (json.dumps(self.params, sort_keys=True) + interactions.fingerprint()).encode()
+        ).hexdigest()
+        self.version = f"{self.kind}-{started:%Y%m%dT%H%M%S}-{digest[:8]}"
+        self.meta["data_hash"] = interactions.fingerprint()
+        self.meta["trained_at"] = started.replace(tzinfo=None).isoformat()
+        self.meta["train_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 3)
+        return self
+
+    def _check_fitted(self) -> None:
+        if self.offers is None or self.fallback is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+
+    def score(self, customers: pl.DataFrame | pl.Series | list[str]) -> np.ndarray:
+        """Dense (n_customers, n_offers) float32 scores; columns follow ``self.offers``.
+
+        ``customers``: customer ids, or a frame with customer_id and optionally segment and tag columns.
+        Customers the model has not seen (or who had no interactions) are cold: they get
+        ``_score_cold`` (segment popularity, or features for LightFM), never an error.
+        """
+        self._check_fitted()
+        frame = _as_frame(customers)
+        rows = self.customers.to_internal(frame[Columns.Customer], unknown="null")
+        warm = rows >= 0
+        warm[warm] = self._warm[rows[warm]]
+        out = np.empty((frame.height, self.offers.size), dtype=np.float32)
+        if warm.any():
+            out[warm] = self._score_warm(rows[warm], frame.filter(pl.Series(warm)))
+        if (~warm).any():
+            out[~warm] = self._score_cold(frame.filter(pl.Series(~warm)))
+        return out
+
+    def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:
+        self._check_fitted()
+        rows = self.customers.to_internal(pl.Series(Columns.Customer, customer_ids, dtype=pl.String), unknown="null")
+        warm = rows >= 0
+        warm[warm] = self._warm[rows[warm]]
+        return warm
+
+    # --- persistence ----------------------------------------------------------------------------
+    def save(self, directory: Path | str) -> Path:
+        """Write ``model.json`` and ``arrays.npz`` (no pickle) into ``directory``; return it."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "customers": self.customers.save(),
+            "offers": self.offers.save(),
+            "warm": self._warm,
+            **self.fallback.arrays(),
+            **self._arrays(),
+        }
+        tmp = directory / f".{ARRAYS_FILE}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(directory / ARRAYS_FILE)
+        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params, "meta": self.meta}
+        (directory / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return directory
+
+
+def _as_frame(customers: pl.DataFrame | pl.Series | list[str]) -> pl.DataFrame:
+    if isinstance(customers, pl.DataFrame):
+        if Columns.Customer not in customers.columns:
+            raise UserError(f"customers frame needs a '{Columns.Customer}' column")
+        return customers.with_columns(pl.col(Columns.Customer).cast(pl.String))
+    return pl.DataFrame({Columns.Customer: pl.Series(Columns.Customer, customers, dtype=pl.String)})
+
+
+def _aligned(frame: pl.DataFrame | None, ids: IdMap, id_col: str) -> pl.DataFrame:
+    """``frame`` reordered to the id map (one row per id, nulls where the frame has no row)."""
+    base = pl.DataFrame({id_col: ids.external_ids.alias(id_col)})
+    if frame is None or id_col not in frame.columns:
+        return base
+    frame = frame.with_columns(pl.col(id_col).cast(pl.String)).unique(id_col, keep="first")
+    return base.join(frame, on=id_col, how="left", maintain_order="left")
+
+
+def model_kinds() -> dict[str, type[RankingModel]]:
+    from recommender.models.als import ALSModel
+    from recommender.models.bpr import BPRModel
+    from recommender.models.lightfm_model import LightFMModel
+    from recommender.models.popularity import PopularityModel
+
+    return {cls.kind: cls for cls in (ALSModel, BPRModel, LightFMModel, PopularityModel)}
+
+
+def build_model(kind: str, params: Mapping[str, Any] | None = None) -> RankingModel:
+    """A fresh model of ``kind`` with ``params``; unknown kinds or parameters are a one-line error."""
+    kinds = model_kinds()
+    if kind not in kinds:
+        raise ModelConfigError(f"unknown model kind '{kind}' (known: {', '.join(sorted(kinds))})")
+    try:
+        return kinds[kind](**dict(params or {}))
+    except TypeError as exc:
+        raise ModelConfigError(f"model '{kind}': {exc}") from exc
+
+
+def load_model(directory: Path | str) -> RankingModel:
+    """Load a model saved by :meth:`RankingModel.save` (no pickle)."""
+    directory = Path(directory)
+    try:
+        doc = json.loads((directory / MODEL_FILE).read_text())
+        arrays = np.load(directory / ARRAYS_FILE, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise UserError(f"no saved model in '{directory}' ({exc.filename} missing)") from exc
+    if doc.get("format") != FORMAT_VERSION:
+        raise UserError(f"model in '{directory}' has unsupported format {doc.get('format')!r}")
+    model = build_model(doc["kind"], doc["params"])
+    with arrays:
+        data = {name: arrays[name] for name in arrays.files}
+    model.customers = IdMap.load(data["customers"], name=Columns.Customer)
+    model.offers = IdMap.load(data["offers"], name=Columns.Product)
+    model._warm = data["warm"].astype(bool)
+    model.fallback = SegmentPopularity.from_arrays(data)
+    model.version = doc["version"]
+    model.meta = doc["meta"]
+    model._restore(data, doc["meta"])
+    return model

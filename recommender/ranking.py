@@ -1,0 +1,151 @@
+"""Rank offers for customers within their segment's allow-list, minus denied and already-held offers.
+
+Filtering happens inside the top-k step (disallowed scores become -inf before ``argpartition``), so a
+customer with at least k candidates always gets k offers. Work is done in blocks of customers with
+dense numpy arrays: no per-customer Python loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recommender.columns import Columns
+from recommender.errors import UserError
+from recommender.idmap import IdMap
+from recommender.models.base import RankingModel
+
+UnknownOffers = Literal["ignore", "warn", "raise"]
+
+
+def top_k(
+    scores: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best ``k`` candidate columns per row, best first; ties broken by lower column index.
+
+    Returns (row, column, score, rank) arrays of the kept entries (rows with fewer than k candidates
+    give fewer entries), ordered by row then rank; rank is 1-based.
+    """
+    n, m = scores.shape
+    k = min(k, m)
+    if n == 0 or k <= 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.float32), empty
+    masked = np.where(candidates, scores, -np.inf).astype(np.float32, copy=False)
+    if k < m:
+        part = np.argpartition(-masked, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    top = np.take_along_axis(masked, part, axis=1)
+    rows = np.repeat(np.arange(n), k)
+    order = np.lexsort((part.ravel(), -top.ravel(), rows))
+    cols = part.ravel()[order]
+    vals = top.ravel()[order]
+    ranks = np.tile(np.arange(1, k + 1), n)  # -inf (non-candidates) sort last within each row
+    keep = np.isfinite(vals)
+    return rows[keep], cols[keep], vals[keep], ranks[keep]
+
+
+def _offer_mask(
+    model_offers: IdMap, allowed: pl.DataFrame, segments: IdMap, denied: pl.DataFrame | None, unknown: UnknownOffers
+) -> np.ndarray:
+    """(n_segments, n_offers) bool: offer is in the segment's allow-list and not denied."""
+    mask = np.zeros((segments.size, model_offers.size), dtype=bool)
+    seg = segments.to_internal(allowed[Columns.Segment], unknown="null")
+    off = model_offers.to_internal(allowed[Columns.Offer], unknown="null")
+    missing = off < 0
+    if missing.any():
+        names = allowed.filter(pl.Series(missing))[Columns.Offer].unique().sort().head(5).to_list()
+        message = f"{int(missing.sum())} allowed (segment, offer) pair(s) name offers the model cannot score, e.g. {names}"
+        if unknown == "raise":
+            raise UserError(message)
+        if unknown == "warn":
+            warnings.warn(message, stacklevel=3)
+    ok = (seg >= 0) & ~missing
+    mask[seg[ok], off[ok]] = True
+    if denied is not None and denied.height:
+        deny = model_offers.to_internal(denied[Columns.Offer], unknown="skip")
+        mask[:, deny] = False
+    return mask
+
+
+def _held_matrix(customer_ids: pl.Series, model_offers: IdMap, held: pl.DataFrame | None) -> sp.csr_matrix:
+    n = customer_ids.len()
+    if held is None or held.height == 0:
+        return sp.csr_matrix((n, model_offers.size), dtype=bool)
+    product_col = Columns.Product if Columns.Product in held.columns else Columns.Offer
+    positions = pl.DataFrame({Columns.Customer: customer_ids}).with_row_index("_pos")
+    pairs = held.select(pl.col(Columns.Customer).cast(pl.String), pl.col(product_col).cast(pl.String).alias("_offer"))
+    pairs = pairs.join(positions, on=Columns.Customer, how="inner").join(
+        model_offers.frame(id_col="_offer", index_col="_col"), on="_offer", how="inner"
+    )
+    return sp.csr_matrix(
+        (np.ones(pairs.height, dtype=bool), (pairs["_pos"].to_numpy(), pairs["_col"].to_numpy())),
+        shape=(n, model_offers.size),
+        dtype=bool,
+    )
+
+
+def rank_within_segments(
+    model: RankingModel,
+    *,
+    customers: pl.DataFrame,
+    allowed: pl.DataFrame,
+    held: pl.DataFrame | None = None,
+    k: int,
+    denied: pl.DataFrame | None = None,
+    batch_size: int = 20_000,
+    unknown_offers: UnknownOffers = "warn",
+) -> pl.DataFrame:
+    """Top-k offers per customer among its segment's allowed offers, excluding denied and held ones.
+
+    ``customers``: customer_id, segment (+ tag columns for feature models). ``allowed``: (segment,
+    offer_id). ``held``: (customer_id, product_id) already held, excluded per customer. ``denied``:
+    offer_id excluded for everyone. Cold customers are included (scored by the model's cold path).
+    Returns customer_id, segment, offer_id, score (Float32), rank (1-based within customer), in the
+    order of ``customers`` then rank. Customers with no candidate get no rows.
+    """
+    if k < 1:
+        raise UserError(f"k must be at least 1, not {k}")
+    for column in (Columns.Customer, Columns.Segment):
+        if column not in customers.columns:
+            raise UserError(f"customers frame needs a '{column}' column")
+    for column in (Columns.Segment, Columns.Offer):
+        if column not in allowed.columns:
+            raise UserError(f"allowed frame needs a '{column}' column")
+    model._check_fitted()
+    customers = customers.with_columns(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Segment).cast(pl.String))
+    segments = IdMap.from_values(
+        pl.concat([customers[Columns.Segment].drop_nulls(), allowed[Columns.Segment].cast(pl.String)]), name="segment"
+    )
+    mask = _offer_mask(model.offers, allowed.with_columns(pl.col(Columns.Segment).cast(pl.String)), segments, denied,
+                       unknown_offers)
+    seg_idx = segments.to_internal(customers[Columns.Segment].fill_null("\x00"), unknown="null")
+    held_matrix = _held_matrix(customers[Columns.Customer], model.offers, held)
+    no_candidates = np.zeros(model.offers.size, dtype=bool)
+    parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
+    for start in range(0, customers.height, batch_size):
+        stop = min(start + batch_size, customers.height)
+        block = customers.slice(start, stop - start)
+        idx = seg_idx[start:stop]
+        candidates = np.where((idx >= 0)[:, None], mask[np.maximum(idx, 0)], no_candidates)
+        candidates &= ~held_matrix[start:stop].toarray()
+        scores = model.score(block)
+        rows, cols, vals, ranks = top_k(scores, candidates, k)
+        parts_rows.append(rows + start)
+        parts_cols.append(cols)
+        parts_vals.append(vals)
+        parts_ranks.append(ranks)
+    rows = np.concatenate(parts_rows) if parts_rows else np.empty(0, np.int64)
+    cols = np.concatenate(parts_cols) if parts_cols else np.empty(0, np.int64)
+    return pl.DataFrame({
+        Columns.Customer: customers[Columns.Customer].gather(rows),
+        Columns.Segment: customers[Columns.Segment].gather(rows),
+        Columns.Offer: model.offers.to_external(cols).alias(Columns.Offer),
+        Columns.Score: np.concatenate(parts_vals).astype(np.float32) if parts_vals else np.empty(0, np.float32),
+        Columns.Rank: (np.concatenate(parts_ranks) if parts_ranks else np.empty(0, np.int64)).astype(np.int32),
+    })
