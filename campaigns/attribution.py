@@ -83,10 +83,9 @@ def _customers(assignments: pl.DataFrame) -> pl.DataFrame:
     )
     clash = per_customer.filter(pl.col("_arms") > 1).sort("customer_id")
     if clash.height:
-        raise AttributionError(
-            "assignments", "arm", f"customer assigned to more than one arm ({clash.height} customers)",
-            values=clash["customer_id"].head(5).to_list(), rows=[],
-        )
+        shown = ", ".join(repr(c) for c in clash["customer_id"].head(5))
+        raise AttributionError("assignments", "arm",
+                               f"customer assigned to more than one arm ({clash.height} customers, e.g. {shown})")
     return per_customer.drop("_arms").with_columns(pl.col("segment").fill_null(NO_SEGMENT)).sort("customer_id")
 
 
