@@ -2,7 +2,8 @@
 
 Plain Polars in, plain Polars out. ``assignments`` has one row per (customer, offer) of a run (control rows
 included; they are attributed exactly like treated ones, so the comparison is like for like):
-customer_id, arm and optionally segment, exposed_at (the run's generation time), offer_id, family.
+customer_id, arm and optionally segment, exposed_at (the run's generation time; a target list's
+``generated_at`` is taken as such), offer_id, family.
 ``conversions`` needs only customer_id; product_id, converted_at, amount (and family) are optional.
 
 A conversion counts for a customer when it happens strictly after exposed_at and at most ``window_days``
@@ -107,6 +108,8 @@ def attribute(
     """Attribute conversions to assigned customers for every metric the columns allow."""
     if assignments.height == 0:
         raise AttributionError("assignments", None, "no assigned customers")
+    if "exposed_at" not in assignments.columns and "generated_at" in assignments.columns:
+        assignments = assignments.rename({"generated_at": "exposed_at"})  # a target list's generation time
     assignments = _with_family(assignments, products, "offer_id")
     conversions = _with_family(conversions, products, "product_id")
     if "exposed_at" not in assignments.columns:

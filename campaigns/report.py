@@ -279,7 +279,7 @@ def _metric_html(m: MetricReport, result: ReportResult) -> str:
     parts = [f"<h2>{esc(m.label)} <small>({esc(m.metric)})</small></h2>"]
     parts.append(_table(
         ["arm", "customers", "conversions", "rate", f"{conf:.0%} interval (Wilson)"],
-        [[esc(r.arm) + (" (control)" if r.arm == ctrl else ""), f"{r.n:,}", f"{r.conversions:,}", _pct(r.rate),
+        [[esc(r.arm) + (" (control)" if r.arm == ctrl and "control" not in r.arm.lower() else ""), f"{r.n:,}", f"{r.conversions:,}", _pct(r.rate),
           _interval(r.ci_low, r.ci_high, _pct)] for r in m.arms]))
     parts.append(f'<img alt="conversion by arm" src="{report_plots.conversion_by_arm(m.arms, control_arm=ctrl, title=m.label, confidence=conf)}">')
     parts.append(f"<h3>Lift vs {esc(ctrl)}</h3>")

@@ -87,10 +87,12 @@ def cumulative_over_time(timeline: pl.DataFrame, *, control_arm: str, by_exposur
     arms = sorted(timeline["arm"].unique().to_list())
     colours = arm_colours([*arms, control_arm], control_arm)
     fig, ax = _figure(3.6)
+    last_day = int(timeline["day"].max())
     for arm in arms:
         part = timeline.filter(pl.col("arm") == arm).sort("day")
-        days = [0, *part["day"].to_list()]
+        days = [0, *part["day"].to_list(), last_day]
         rates = [0.0, *(part["cumulative_rate"] * 100).to_list()]
+        rates.append(rates[-1])
         ax.step(days, rates, where="post", label=arm, color=colours[arm], linewidth=2)
     ax.set_xlabel("days since exposure" if by_exposure else "days since first conversion")
     ax.set_ylabel("cumulative conversion rate (%)")

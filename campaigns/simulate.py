@@ -1,0 +1,105 @@
+"""Simulated conversions for a campaign run, drawn from the synthetic world's ground truth.
+
+Never from a model's scores: a contacted customer converts to the offered product with the ground-truth
+probability :meth:`campaigns.synthetic.GroundTruth.conversion_probability`; a control (not contacted) customer
+with that probability times ``uncontacted_factor`` (some would have taken the product anyway). On top, every
+listed customer has a small ``organic_rate`` chance of converting to a random catalogue product. Delays after
+exposure are exponential, so some conversions fall outside the attribution window, as in life.
+
+Deterministic: same inputs and seed, same table (rows are sorted before any random draw).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from campaigns.synthetic import GroundTruth
+
+SCHEMA = {"customer_id": pl.String, "product_id": pl.String, "converted_at": pl.Datetime("us"),
+          "amount": pl.Float64, "channel": pl.String}
+ORGANIC_CHANNEL = "organic"
+_DAY_US = 86_400 * 1_000_000
+
+
+def _exposure(targets: pl.DataFrame) -> pl.Expr:
+    for name in ("exposed_at", "generated_at"):
+        if name in targets.columns:
+            return pl.col(name).cast(pl.Datetime("us"))
+    raise ValueError("targets need an exposed_at or generated_at column")
+
+
+def _times(start: np.ndarray, delay_days: np.ndarray) -> np.ndarray:
+    return start + (delay_days * _DAY_US).astype("int64").astype("timedelta64[us]")
+
+
+def simulate_conversions(
+    targets: pl.DataFrame,
+    truth: GroundTruth,
+    products: pl.DataFrame,
+    *,
+    seed: int,
+    control_arm: str = "control",
+    uncontacted_factor: float = 0.3,
+    organic_rate: float = 0.01,
+    mean_delay_days: float = 7.0,
+    organic_days: float = 45.0,
+) -> pl.DataFrame:
+    """A SPEC ``conversions`` table (customer_id, product_id, converted_at, amount, channel) for ``targets``.
+
+    ``targets`` holds one row per (customer, offer) of a run, control included: customer_id, offer_id, arm,
+    exposed_at or generated_at, optionally channel. ``products`` is the catalogue (product_id).
+    """
+    rng = np.random.default_rng(seed)
+    rows = targets.select(
+        pl.col("customer_id").cast(pl.String), pl.col("offer_id").cast(pl.String), pl.col("arm").cast(pl.String),
+        _exposure(targets).alias("exposed_at"),
+        pl.col("channel").cast(pl.String) if "channel" in targets.columns else pl.lit("unknown").alias("channel"),
+    ).sort("customer_id", "offer_id")
+    if rows.height == 0:
+        return pl.DataFrame(schema=SCHEMA)
+
+    probability = truth.conversion_probability(rows.select("customer_id", pl.col("offer_id").alias("product_id")))
+    probability = np.nan_to_num(probability, nan=0.0)
+    contacted = (rows["arm"] != control_arm).to_numpy()
+    probability = np.where(contacted, probability, probability * uncontacted_factor)
+    hit = rng.random(rows.height) < probability
+    delays = rng.exponential(mean_delay_days, size=rows.height)
+    amounts = np.round(rng.lognormal(7.0, 0.8, size=rows.height), 2)
+    start = rows["exposed_at"].to_numpy()
+    offered = pl.DataFrame({
+        "customer_id": rows["customer_id"].filter(hit),
+        "product_id": rows["offer_id"].filter(hit),
+        "converted_at": _times(start, delays)[hit],
+        "amount": amounts[hit],
+        "channel": pl.Series(np.where(contacted, rows["channel"].to_numpy(), ORGANIC_CHANNEL)).filter(hit),
+    }, schema=SCHEMA)
+
+    customers = rows.group_by("customer_id").agg(pl.col("exposed_at").min()).sort("customer_id")
+    catalogue = np.sort(products["product_id"].cast(pl.String).unique().to_numpy())
+    organic_hit = rng.random(customers.height) < organic_rate
+    picks = catalogue[rng.integers(0, catalogue.size, size=customers.height)]
+    organic_times = _times(customers["exposed_at"].to_numpy(), rng.uniform(0, organic_days, customers.height))
+    organic_amounts = np.round(rng.lognormal(6.5, 0.8, size=customers.height), 2)
+    organic = pl.DataFrame({
+        "customer_id": customers["customer_id"].filter(organic_hit),
+        "product_id": picks[organic_hit],
+        "converted_at": organic_times[organic_hit],
+        "amount": organic_amounts[organic_hit],
+        "channel": ORGANIC_CHANNEL,
+    }, schema=SCHEMA)
+    return pl.concat([offered, organic]).sort("customer_id", "converted_at", "product_id")
+
+
+def simulate_for_run(
+    targets: pl.DataFrame, world_dir: Path | str, *, seed: int, control_arm: str = "control", **options
+) -> pl.DataFrame:
+    """:func:`simulate_conversions` with the ground truth and catalogue read from a generated world directory."""
+    directory = Path(world_dir)
+    products = pl.read_parquet(directory / "products.parquet") if (directory / "products.parquet").exists() \
+        else pl.read_csv(directory / "products.csv", infer_schema=False)
+    return simulate_conversions(targets, GroundTruth.load(directory), products, seed=seed,
+                                control_arm=control_arm, **options)
+
