@@ -146,7 +146,9 @@ def _age(frame: pl.DataFrame, as_of: datetime) -> pl.Expr:
     return pl.lit(None, dtype=pl.Int32)
 
 
-def _band(band: Band) -> pl.Expr:
+def _band(band: Band, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    if band.column not in schema:  # optional input column absent: everyone gets the missing label
+        return pl.lit(band.missing)
     value = pl.col(band.column).cast(pl.Float64)
     chain = pl.when(value.is_null() | value.is_nan()).then(pl.lit(band.missing))
     for edge, label in zip(band.edges, band.labels):
@@ -193,7 +195,7 @@ class SegmentRules:
             student = student | pl.col("is_student").cast(pl.Boolean).fill_null(False)
         if "occupation" in frame.columns:
             student = student | (pl.col("occupation").cast(pl.String) == "student").fill_null(False)
-        frame = frame.with_columns(student.alias("student"), *[_band(b).alias(name) for name, b in tags.bands.items()])
+        frame = frame.with_columns(student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()])
         return frame.with_columns(_first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage"))
 
     def assign(self, customers: pl.DataFrame, *, as_of: datetime) -> pl.DataFrame:

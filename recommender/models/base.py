@@ -163,6 +163,12 @@ class RankingModel(ABC):
         return directory
 
 
+def exact_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:
+    """Dot products in float64, rounded to float32: the result for a customer does not depend on which
+    other customers share its block (float32 BLAS sums in block-size-dependent order)."""
+    return (customer_vectors.astype(np.float64) @ offer_vectors.astype(np.float64).T).astype(np.float32)
+
+
 def _as_frame(customers: pl.DataFrame | pl.Series | list[str]) -> pl.DataFrame:
     if isinstance(customers, pl.DataFrame):
         if Columns.Customer not in customers.columns:
