@@ -23,12 +23,38 @@ class ConfigError(UserError):
     """A configuration file is missing or invalid."""
 
 
+class ExtraJob(BaseModel):
+    """A site-specific scheduled job: a plain function ``fn(ctx, **kwargs)`` named by ``module:function``."""
+
+    model_config = ConfigDict(extra="forbid")
+    func: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    schedule: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class SchedulerSettings(BaseModel):
+    """``[scheduler]``: APScheduler job defaults, the instance name (own job store), built-in job schedules."""
+
     model_config = ConfigDict(extra="forbid")
     timezone: str = "UTC"
-    misfire_grace_seconds: int = 300
+    misfire_grace_seconds: int = Field(default=300, ge=1)
     coalesce: bool = True
-    max_instances: int = 1
+    max_instances: int = Field(default=1, ge=1)
+    instance: str = Field(default="main", pattern=r"^[a-z0-9_]{1,32}$")
+    workers: int = Field(default=4, ge=1)
+    log_format: str = Field(default="logfmt", pattern=r"^(logfmt|json)$")
+    model_refresh: str | None = "0 2 * * *"
+    conversion_analysis: str | None = "0 6 * * *"
+    extra_jobs: dict[str, ExtraJob] = Field(default_factory=dict)
+
+
+class RefreshSettings(BaseModel):
+    """``[refresh]``: the nightly model refresh and when it keeps the previous model."""
+
+    model_config = ConfigDict(extra="forbid")
+    kinds: list[str] = Field(default_factory=lambda: ["als"])
+    metric: str = "ndcg@10"
+    max_regression: float = Field(default=0.02, ge=0, le=1)
 
 
 class Settings(BaseModel):
@@ -40,6 +66,7 @@ class Settings(BaseModel):
     threads: int = Field(default=2, ge=1)
     log_level: str = "INFO"
     scheduler: SchedulerSettings = SchedulerSettings()
+    refresh: RefreshSettings = RefreshSettings()
 
     @property
     def export_dir(self) -> Path:
