@@ -267,10 +267,14 @@ def validate(
     )
     checks: dict[str, tuple[pl.Expr, str, str]] = {}
     for c, dtype in present.items():
-        checks[f"type:{c}"] = (pl.col(c).is_not_null() & pl.col(f"_typed_{c}").is_null(), c, _type_reason(dtype))
+        if schema[c] != dtype:  # a column already of the right type cannot fail its conversion
+            checks[f"type:{c}"] = (pl.col(c).is_not_null() & pl.col(f"_typed_{c}").is_null(), c, _type_reason(dtype))
     for c in spec.non_null:
         if c in present:
-            checks[f"null:{c}"] = (pl.col(c).is_null() | (pl.col(c).cast(pl.String) == ""), c, "must not be empty")
+            empty = pl.col(c).is_null()
+            if schema[c] == pl.String:
+                empty = empty | (pl.col(c).str.strip_chars() == "")
+            checks[f"null:{c}"] = (empty, c, "must not be empty")
     if spec.key:
         key_cols = [pl.col(f"_typed_{c}") for c in spec.key]
         checks["key"] = (pl.len().over(key_cols) > 1, spec.key[-1] if len(spec.key) == 1 else spec.key[0],
@@ -323,22 +327,19 @@ def find_table(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _check_references(table: str, column: str, lf: pl.LazyFrame, target: str, keys: pl.DataFrame) -> None:
-    key_col = keys.columns[0]
-    dangling = (
-        lf.with_row_index("_row", offset=1)
-        .join(keys.lazy().rename({key_col: column}), on=column, how="anti")
-    )
-    stats = dangling.select(pl.len()).collect(engine="streaming").item()
-    if stats:
-        bad = dangling.select("_row", column).head(MAX_REPORTED_ROWS).collect()
-        raise ContractError(
-            table,
-            column,
-            f"refers to unknown {target} ({stats} row{'s' if stats != 1 else ''})",
-            rows=bad["_row"].to_list(),
-            values=bad[column].to_list(),
-        )
+def _check_references(table: str, lf: pl.LazyFrame, targets: dict[str, tuple[str, pl.Series]]) -> None:
+    """One pass over ``lf`` counting values of each column missing from its target table's keys."""
+    dangling = {column: ~pl.col(column).is_in(keys.implode()) for column, (_, keys) in targets.items()}
+    counts = lf.select(**{c: cond.sum() for c, cond in dangling.items()}).collect(engine="streaming")
+    for column, (target, _) in targets.items():
+        n = counts[column][0]
+        if n:
+            bad = lf.with_row_index("_row", offset=1).filter(dangling[column]).select("_row", column)
+            bad = bad.head(MAX_REPORTED_ROWS).collect()
+            raise ContractError(
+                table, column, f"refers to unknown {target} ({n} row{'s' if n != 1 else ''})",
+                rows=bad["_row"].to_list(), values=bad[column].to_list(),
+            )
 
 
 def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
@@ -363,11 +364,12 @@ def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
         frames[name] = validate(scan_file(path), spec, event_types=event_types if name == "events" else None)
 
     eager = {name: lf.collect() for name, lf in frames.items() if name != "events"}
-    for (table, column), target in REFERENCES.items():
+    for table in dict.fromkeys(t for t, _ in REFERENCES):
         if table not in sources:
             continue
-        key_col = TABLES[target].key[0]
-        keys = eager[target].select(key_col)
-        lf = frames[table] if table == "events" else eager[table].lazy()
-        _check_references(table, column, lf, target, keys)
+        targets = {
+            column: (target, eager[target][TABLES[target].key[0]])
+            for (t, column), target in REFERENCES.items() if t == table
+        }
+        _check_references(table, frames[table] if table == "events" else eager[table].lazy(), targets)
     return World(events=frames["events"], sources=sources, **eager)
