@@ -75,3 +75,4 @@ def configure_logging(*, level: str = "INFO", fmt: str = "logfmt", stream=None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))  # our own events say it once

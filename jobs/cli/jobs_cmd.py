@@ -1,0 +1,163 @@
+"""``mktg jobs list|history|run`` and ``mktg scheduler start``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from campaigns.db.session import make_engine
+from jobs.cli.context import app_context
+from jobs.jobs_registry import build_jobs, find_job, make_trigger
+from jobs.logging import configure_logging
+from jobs.runner import JobRunner, Outcome, history, utcnow
+from jobs.settings import SchedulerSettings, parse_model
+from recommender.errors import UserError
+
+jobs_app = typer.Typer(help="Scheduled jobs: what will run when, what ran, run one now.", no_args_is_help=True)
+scheduler_app = typer.Typer(help="The job scheduler (APScheduler).", no_args_is_help=True)
+console = Console(width=None if Console().is_terminal else 160)
+
+
+class TimestampError(UserError):
+    """An unparseable --at timestamp."""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(sep=" ") if moment else None
+
+
+def parse_at(text: str) -> datetime:
+    """``--at``: ISO timestamp; without an offset it is UTC (as shown by ``mktg jobs history``)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TimestampError(f"--at: not an ISO timestamp: {text!r} (e.g. 2025-03-01T06:00:00)") from exc
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _last_runs(engine, names: list[str]) -> dict[str, object]:  # noqa: ANN001
+    last: dict[str, object] = {}
+    for row in history(engine, limit=max(200, 10 * len(names))):
+        last.setdefault(row.job_name, row)
+    return last
+
+
+@jobs_app.command("list")
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+    """The scheduled jobs, their schedule, next fire time, and their last run."""
+    settings = app_context(ctx).settings
+    jobs = build_jobs(settings)
+    tz = settings.scheduler.timezone
+    now = datetime.now(timezone.utc)
+    try:
+        last = _last_runs(make_engine(settings.database_url), [j.name for j in jobs])
+    except SQLAlchemyError:  # listing the schedule works before `mktg db upgrade` too
+        last = {}
+    rows = []
+    for job in jobs:
+        nxt = make_trigger(job.schedule, timezone=tz).get_next_fire_time(None, now)
+        run = last.get(job.name)
+        rows.append({"job": job.name, "schedule": job.schedule, "timezone": tz,
+                     "next_fire_time": nxt.isoformat() if nxt else None,
+                     "next_fire_time_utc": _iso(nxt.astimezone(timezone.utc).replace(tzinfo=None)) if nxt else None,
+                     "last_fire_time": _iso(run.fire_time) if run else None,
+                     "last_status": run.status if run else None, "description": job.description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"scheduled jobs (time zone {tz})", title_justify="left")
+    for column in ("job", "schedule", "next fire time", "last fire time (UTC)", "last status", "what"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["job"], r["schedule"], (r["next_fire_time"] or "-").replace("T", " "),
+                      r["last_fire_time"] or "-", r["last_status"] or "-", r["description"])
+    console.print(table if rows else "no scheduled jobs (add a `schedule` to a campaign in config/campaigns/)")
+
+
+def _run_json(row) -> dict:  # noqa: ANN001
+    seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
+    return {"job": row.job_name, "fire_time": row.fire_time.isoformat(), "status": row.status, "run_id": row.run_id,
+            "started_at": row.started_at.isoformat(), "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+            "seconds": seconds, "rows_produced": row.rows_produced, "model_versions": row.model_versions,
+            "error": row.error}
+
+
+@jobs_app.command("history")
+def history_cmd(
+    ctx: typer.Context,
+    job: Optional[str] = typer.Option(None, "--job", help="Only this job (e.g. campaign:card_q3)."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many runs, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per run."),
+) -> None:
+    """Past runs, newest fire time first (times in UTC). Runs whose process died are shown as failed."""
+    settings = app_context(ctx).settings
+    engine = make_engine(settings.database_url)
+    JobRunner(engine, settings=settings).reap_abandoned()
+    runs = history(engine, job=job, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
+        return
+    table = Table(title="job runs (UTC)", title_justify="left")
+    for column in ("job", "fire time", "status", "started", "seconds", "rows", "run id", "error"):
+        table.add_column(column, overflow="fold")
+    styles = {"succeeded": "green", "failed": "red", "running": "yellow"}
+    for r in runs:
+        d = _run_json(r)
+        table.add_row(r.job_name, _iso(r.fire_time), f"[{styles.get(r.status, '')}]{r.status}[/]", _iso(r.started_at),
+                      f"{d['seconds']:.1f}" if d["seconds"] is not None else "-",
+                      str(r.rows_produced) if r.rows_produced is not None else "-", r.run_id or "-", r.error or "")
+    console.print(table if runs else "no job runs recorded yet")
+
+
+@jobs_app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Job name, as shown by `mktg jobs list`."),
+    at: Optional[str] = typer.Option(None, "--at", help="Fire time to run (UTC unless an offset is given); "
+                                     "default: now. A failed fire time is retried; a succeeded one is not rerun."),
+) -> None:
+    """Run one job now, through the same wrapper as the scheduler (claim, transaction, history, logs)."""
+    settings = app_context(ctx).settings
+    configure_logging(level=settings.log_level, fmt=settings.scheduler.log_format)
+    job = find_job(settings, name)
+    fire_time = parse_at(at) if at else utcnow().replace(microsecond=0)
+    runner = JobRunner(make_engine(settings.database_url), settings=settings)
+    report = runner.run(job.name, fire_time, job.func, job.kwargs, retry_failed=True)
+    messages = {
+        Outcome.SUCCEEDED: f"{job.name} @ {_iso(fire_time)}: succeeded (run {report.run_id})",
+        Outcome.ALREADY_SUCCEEDED: f"{job.name} @ {_iso(fire_time)}: already succeeded (run {report.run_id}); nothing to do",
+        Outcome.RUNNING_ELSEWHERE: f"{job.name} @ {_iso(fire_time)}: is running in another process right now",
+        Outcome.FAILED: f"{job.name} @ {_iso(fire_time)}: failed: {report.error}",
+    }
+    typer.echo(messages.get(report.outcome, f"{job.name} @ {_iso(fire_time)}: {report.outcome.value}"))
+    if report.outcome in (Outcome.FAILED, Outcome.RUNNING_ELSEWHERE):
+        raise typer.Exit(1)
+
+
+@scheduler_app.command("start")
+def start_cmd(
+    ctx: typer.Context,
+    instance: Optional[str] = typer.Option(None, "--instance", help="Scheduler instance name (own job store table); "
+                                           "default: [scheduler] instance."),
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM / Ctrl-C (running jobs finish first)."""
+    from jobs.scheduler import run_scheduler
+
+    settings = app_context(ctx).settings
+    configure_logging(level=settings.log_level, fmt=settings.scheduler.log_format)
+    if instance is not None:
+        scheduler = parse_model(SchedulerSettings, {**settings.scheduler.model_dump(), "instance": instance},
+                                source="--instance")
+        settings = settings.model_copy(update={"scheduler": scheduler})
+    run_scheduler(settings, build_jobs(settings), engine=make_engine(settings.database_url))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(jobs_app, name="jobs")
+    root.add_typer(scheduler_app, name="scheduler")

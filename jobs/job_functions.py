@@ -1,0 +1,170 @@
+"""The scheduled jobs themselves: plain functions ``fn(ctx: JobContext, **kwargs) -> JobResult``.
+
+They hold no cross-cutting logic (claim, transaction, timing, history, log context): :mod:`jobs.runner` does
+that for every job. Writes that belong to the run go through ``ctx.session`` so they commit together with the
+run's ``succeeded`` record.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from campaigns.db.models import CampaignRun
+from jobs.logging import event
+from jobs.runner import JobContext, JobResult
+from recommender.errors import UserError
+
+log = logging.getLogger("mktg.jobs")
+
+
+class JobUnavailableError(UserError):
+    """A job needs a part of the application that is not installed in this build."""
+
+
+# --- campaign ------------------------------------------------------------------------------------------------
+
+
+def campaign_job(ctx: JobContext, *, campaign_id: str) -> JobResult:
+    """Run one campaign for this fire time; the campaign run flow is idempotent on (campaign, scheduled_for)."""
+    try:
+        pipeline = importlib.import_module("jobs.pipeline")
+        run_campaign = getattr(pipeline, "run_scheduled_campaign")
+    except (ImportError, AttributeError) as exc:
+        raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
+    run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine)
+    return JobResult(rows_produced=getattr(run, "row_count", None), model_versions=getattr(run, "model_versions", None),
+                     run_id=getattr(run, "run_id", None))
+
+
+# --- model refresh -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A freshly trained and evaluated model, not yet registered."""
+
+    version: str
+    kind: str
+    params: dict[str, Any]
+    data_hash: str
+    metrics: dict[str, Any]
+    trained_at: datetime
+    train_seconds: float
+    path: str
+
+
+def keep_previous(new: float | None, previous: float | None, *, max_regression: float) -> bool:
+    """True when the active model stays: the new one is worse than it by more than ``max_regression`` (relative)."""
+    if previous is None:
+        return False
+    if new is None:
+        return True
+    return new < previous * (1.0 - max_regression)
+
+
+def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return None if value is None else float(value)
+
+
+def _default_trainer(settings: Any, kind: str) -> Candidate:
+    try:
+        module = importlib.import_module("jobs.pipeline_models")
+        train = getattr(module, "train_candidate")
+    except (ImportError, AttributeError) as exc:
+        raise JobUnavailableError(f"model training is not available: {exc}") from exc
+    return train(settings, kind=kind)
+
+
+def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
+    if ref is None:
+        return _default_trainer
+    module_name, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResult:
+    """Rebuild interactions, retrain and evaluate each configured model kind, register the new version, and make
+    it active unless it is worse than the active one by more than ``[refresh] max_regression`` on
+    ``[refresh] metric``; otherwise it is registered inactive and the previous model keeps serving.
+
+    ``trainer`` ("module:function", ``fn(settings, kind) -> Candidate``) replaces the standard training.
+    """
+    from campaigns.model_registry import active_version, register_model
+
+    refresh = ctx.settings.refresh
+    train = _resolve(trainer)
+    active: dict[str, str] = {}
+    for kind in refresh.kinds:
+        candidate = train(ctx.settings, kind)
+        previous = active_version(ctx.session, candidate.kind)
+        old_metric = _metric(previous.metrics, refresh.metric) if previous else None
+        new_metric = _metric(candidate.metrics, refresh.metric)
+        keep = keep_previous(new_metric, old_metric, max_regression=refresh.max_regression)
+        register_model(ctx.session, version=candidate.version, name=candidate.kind, params=candidate.params,
+                       data_hash=candidate.data_hash, trained_at=candidate.trained_at,
+                       train_seconds=candidate.train_seconds, path=candidate.path, metrics=candidate.metrics,
+                       activate=not keep)
+        chosen = previous.version if keep and previous else candidate.version
+        active[candidate.kind] = chosen
+        event(log, "kept the previous model" if keep else "activated the new model", kind=candidate.kind,
+              new_version=candidate.version, new_metric=new_metric, previous_version=previous.version if previous else None,
+              previous_metric=old_metric, metric=refresh.metric, max_regression=refresh.max_regression)
+    return JobResult(rows_produced=len(active), model_versions=active)
+
+
+# --- conversion analysis -------------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
+
+
+def conversion_analysis_job(ctx: JobContext) -> JobResult:
+    """Write the A/B report (JSON + HTML under ``<var_dir>/reports/``) of every succeeded campaign run whose
+    conversion window was still open a day ago, from the conversions in ``data_dir``."""
+    from campaigns.contracts import find_table
+    from campaigns.report import build_report, write_html, write_json
+    from campaigns.report_data import load_run_assignments, read_conversions, read_products
+    from campaigns.specs import load_campaigns
+
+    settings = ctx.settings
+    directory = Path(settings.config_dir) / "campaigns"
+    specs = load_campaigns(directory) if directory.is_dir() else {}
+    conversions_path = find_table(Path(settings.data_dir), "conversions")
+    if not specs or conversions_path is None:
+        event(log, "nothing to analyse", campaigns=len(specs), conversions=str(conversions_path))
+        return JobResult(rows_produced=0)
+    conversions = read_conversions(conversions_path)
+    products_path = find_table(Path(settings.data_dir), "products")
+    products = read_products(products_path) if products_path else None
+    written = 0
+    for spec in specs.values():
+        if not any(arm.is_control for arm in spec.arms):
+            continue  # no holdout: nothing to compare against
+        since = ctx.fire_time - timedelta(days=spec.conversion_window_days + 1)
+        runs = ctx.session.scalars(
+            select(CampaignRun.run_id).where(CampaignRun.campaign_id == spec.id, CampaignRun.status == "succeeded",
+                                             CampaignRun.scheduled_for >= since, CampaignRun.scheduled_for <= ctx.fire_time)
+        ).all()
+        for run_id in runs:
+            loaded = load_run_assignments(ctx.engine, spec.id, run_id=run_id)
+            result = build_report(loaded.assignments, conversions, control_arm="control",
+                                  traffic_shares={arm.name: arm.share for arm in spec.arms},
+                                  window_days=float(spec.conversion_window_days), products=products,
+                                  title=f"A/B report: campaign {spec.id}, run {run_id}")
+            base = Path(settings.var_dir) / "reports" / _slug(f"{spec.id}-{run_id}")
+            write_json(result, base.with_suffix(".json"))
+            write_html(result, base.with_suffix(".html"))
+            written += 1
+            event(log, "report written", campaign=spec.id, campaign_run_id=run_id, path=str(base.with_suffix(".html")))
+    return JobResult(rows_produced=written)
+

@@ -1,0 +1,106 @@
+"""Which jobs exist and when they fire: one per scheduled campaign, the model refresh, the conversion analysis,
+plus site-specific ``[scheduler.extra_jobs]``.
+
+Job names are stable ids (``campaign:<id>``, ``model_refresh``, ``conversion_analysis``, extra job names):
+they key the run history (``job_runs``) and the scheduler's job store. Schedules are cron expressions read in
+the scheduler's time zone: 5 fields (minute hour day month weekday), or 6 with seconds first. Only cron
+triggers are used because every scheduler process must compute the same fire times for exactly-once to work
+(an interval trigger would depend on when each process started).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from apscheduler.triggers.cron import CronTrigger
+
+from jobs.job_functions import campaign_job, conversion_analysis_job, model_refresh_job
+from jobs.settings import ConfigError, Settings
+from recommender.errors import UserError
+
+
+class UnknownJobError(UserError):
+    """A job name that no campaign or setting defines."""
+
+
+@dataclass(frozen=True)
+class JobDef:
+    name: str
+    func: Callable[..., Any]  # plain job function fn(ctx, **kwargs)
+    schedule: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def func_ref(self) -> str:
+        return f"{self.func.__module__}:{self.func.__qualname__}"
+
+
+def make_trigger(schedule: str, *, timezone: str) -> CronTrigger:
+    """A cron trigger from 5 fields, or 6 with seconds first (e.g. ``*/2 * * * * *`` for every 2 seconds)."""
+    fields = schedule.split()
+    try:
+        if len(fields) == 5:
+            return CronTrigger.from_crontab(schedule, timezone=timezone)
+        if len(fields) == 6:
+            second, minute, hour, day, month, day_of_week = fields
+            return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                               day_of_week=day_of_week, timezone=timezone)
+    except (ValueError, LookupError) as exc:
+        raise ConfigError(f"invalid schedule {schedule!r}: {exc}") from exc
+    raise ConfigError(f"invalid schedule {schedule!r}: expected 5 cron fields (or 6 with seconds first)")
+
+
+def _import_ref(ref: str) -> Callable[..., Any]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"extra job function {ref!r} cannot be imported: {exc}") from exc
+    return target
+
+
+def _campaign_jobs(settings: Settings) -> list[JobDef]:
+    directory = settings.config_dir / "campaigns"
+    if not directory.is_dir():
+        return []
+    from campaigns.specs import load_campaigns
+
+    return [
+        JobDef(f"campaign:{spec.id}", campaign_job, spec.schedule, {"campaign_id": spec.id},
+               f"campaign {spec.name!r} ({spec.channel})")
+        for spec in load_campaigns(directory).values()
+        if spec.schedule and spec.enabled
+    ]
+
+
+def build_jobs(settings: Settings) -> list[JobDef]:
+    """Every scheduled job from the configuration, sorted by name; schedules are validated here."""
+    jobs = _campaign_jobs(settings)
+    sched = settings.scheduler
+    if sched.model_refresh:
+        jobs.append(JobDef("model_refresh", model_refresh_job, sched.model_refresh,
+                           description="rebuild interactions, retrain, evaluate, register (keep the better model)"))
+    if sched.conversion_analysis:
+        jobs.append(JobDef("conversion_analysis", conversion_analysis_job, sched.conversion_analysis,
+                           description="attribute conversions to campaign runs, write A/B reports"))
+    for name, extra in sched.extra_jobs.items():
+        jobs.append(JobDef(name, _import_ref(extra.func), extra.schedule, dict(extra.kwargs), f"extra job {extra.func}"))
+    for job in jobs:
+        make_trigger(job.schedule, timezone=sched.timezone)
+    names = [job.name for job in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"job name {duplicates[0]!r} is defined twice")
+    return sorted(jobs, key=lambda job: job.name)
+
+
+def find_job(settings: Settings, name: str) -> JobDef:
+    jobs = {job.name: job for job in build_jobs(settings)}
+    if name not in jobs:
+        raise UnknownJobError(f"unknown job '{name}' (jobs: {', '.join(jobs) or 'none'})")
+    return jobs[name]
