@@ -1,0 +1,253 @@
+"""Model orchestration: world -> interactions -> segments -> fit -> save/register; evaluate; recommend.
+
+Plain functions used by ``mktg train|evaluate|recommend`` and by the demo and campaign pipelines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from campaigns.contracts import World
+from campaigns.segments import SegmentRules, assign_segments
+from jobs.settings import ConfigError, EventConfig, Settings, parse_model, read_toml
+from recommender.columns import Columns
+from recommender.errors import UserError
+from recommender.evaluation import EvaluationResult, evaluate, graded_ndcg, time_split
+from recommender.idmap import IdMap
+from recommender.interactions import InteractionMatrix, build_interactions
+from recommender.models import RankingModel, build_model, load_model
+from recommender.ranking import rank_within_segments
+
+Progress = Callable[[str], None]
+
+
+class ModelsConfig(BaseModel):
+    """``config/models.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: str
+    train: list[str]
+    test_days: float = Field(default=60, gt=0)
+    models: dict[str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _names(self) -> ModelsConfig:
+        for name in [self.default, *self.train]:
+            if name not in self.models:
+                raise ValueError(f"model '{name}' is not defined under [models] (defined: {', '.join(self.models)})")
+        for name, spec in self.models.items():
+            if "kind" not in spec:
+                raise ValueError(f"[models.{name}] needs a 'kind'")
+        return self
+
+    def build(self, name: str) -> RankingModel:
+        if name not in self.models:
+            raise ConfigError(f"unknown model '{name}' (configured: {', '.join(self.models)})")
+        spec = dict(self.models[name])
+        return build_model(spec.pop("kind"), spec)
+
+
+def load_models_config(settings: Settings) -> ModelsConfig:
+    path = settings.config_dir / "models.toml"
+    return parse_model(ModelsConfig, read_toml(path), source=path)
+
+
+def load_segment_rules(settings: Settings) -> SegmentRules:
+    path = settings.config_dir / "segments.toml"
+    return SegmentRules.from_toml_dict(read_toml(path), source=str(path))
+
+
+def latest_event_time(world: World) -> datetime:
+    value = world.events.select(pl.col(Columns.EventTime).max()).collect().item()
+    if value is None:
+        raise UserError("table 'events' is empty: nothing to train on")
+    return value
+
+
+def held_as_of(holdings: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """(customer_id, product_id) held at ``as_of``: since <= as_of and not closed by then."""
+    held = holdings.filter(pl.col("since") <= as_of)
+    if "until" in held.columns:
+        held = held.filter(pl.col("until").is_null() | (pl.col("until") > as_of))
+    return held.select(Columns.Customer, Columns.Product).unique()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    interactions: InteractionMatrix
+    segments: pl.DataFrame  # customer_id, segment, tag columns
+    products: pl.DataFrame
+    as_of: datetime
+
+
+def prepare(world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of: datetime,
+            events: pl.LazyFrame | None = None) -> TrainingData:
+    """Interaction matrix over every customer and product (cold rows kept) and segments as of ``as_of``."""
+    interactions = build_interactions(
+        world.events if events is None else events,
+        weights=events_cfg.weights,
+        half_life_days=events_cfg.half_life_days,
+        as_of=as_of,
+        customers=IdMap.from_sorted(world.customers[Columns.Customer], name=Columns.Customer),
+        products=IdMap.from_sorted(world.products[Columns.Product], name=Columns.Product),
+        unknown="skip",
+    )
+    segments = assign_segments(world.customers, rules, as_of=as_of)
+    return TrainingData(interactions=interactions, segments=segments, products=world.products, as_of=as_of)
+
+
+def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: int,
+               progress: Progress | None = None) -> dict[str, RankingModel]:
+    for name, model in models.items():
+        if progress:
+            progress(f"training {name}")
+        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads)
+    return models
+
+
+def train_models(
+    world: World, settings: Settings, events_cfg: EventConfig, *, as_of: datetime,
+    names: Iterable[str] | None = None, progress: Progress | None = None,
+) -> dict[str, RankingModel]:
+    """Fit the configured models (``names`` or ``train`` from models.toml) on ``world`` as of ``as_of``."""
+    config = load_models_config(settings)
+    data = prepare(world, load_segment_rules(settings), events_cfg, as_of=as_of)
+    chosen = list(names) if names else config.train
+    return fit_models(data, {name: config.build(name) for name in chosen}, threads=settings.threads, progress=progress)
+
+
+def save_and_register(models: dict[str, RankingModel], settings: Settings, *, metrics: dict[str, dict] | None = None,
+                      activate: bool = True) -> dict[str, Path]:
+    """Save each model under ``<var_dir>/models/<version>/`` and record it in the registry."""
+    from campaigns.db.session import make_engine, session_scope, upgrade
+    from campaigns.model_registry import register_model
+
+    paths = {name: model.save(settings.model_dir / model.version) for name, model in models.items()}
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        with session_scope(engine) as session:
+            for name, model in models.items():
+                register_model(
+                    session, version=model.version, name=name, params={"kind": model.kind, **model.params},
+                    data_hash=model.meta["data_hash"], trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+                    train_seconds=model.meta["train_seconds"], path=str(paths[name].resolve()),
+                    metrics=(metrics or {}).get(name), activate=activate,
+                )
+    finally:
+        engine.dispose()
+    return paths
+
+
+def load_active_model(settings: Settings, name: str) -> RankingModel:
+    """The registry's active version of ``name``, loaded from disk."""
+    from campaigns.db.session import make_engine, session_scope, upgrade
+    from campaigns.model_registry import active_version
+
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        with session_scope(engine) as session:
+            row = active_version(session, name)
+            path = row.path if row is not None else None
+    finally:
+        engine.dispose()
+    if path is None:
+        raise UserError(f"no active model '{name}' in the registry: run `mktg train` first")
+    return load_model(path)
+
+
+@dataclass
+class ModelEvaluation:
+    name: str
+    result: EvaluationResult
+    ground_truth: dict[str, float] | None = None
+    train_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"model": self.name, **self.result.to_dict(), "train_seconds": self.train_seconds}
+        if self.ground_truth is not None:
+            out["ground_truth"] = self.ground_truth
+        return out
+
+
+def evaluate_models(
+    world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None, k: int = 10,
+    test_days: float | None = None, world_dir: Path | None = None, progress: Progress | None = None,
+) -> tuple[list[ModelEvaluation], dict[str, Any]]:
+    """Time-based split: fit on events before (last event - test_days), rank every customer with a
+    positive event afterwards (cold ones included) within their segment minus held products, and score.
+    With a synthetic world's ground truth in ``world_dir``, also graded NDCG against true conversion
+    probabilities over each customer's candidates."""
+    config = load_models_config(settings)
+    chosen = list(names) if names else config.train
+    models = {name: config.build(name) for name in chosen}
+    rules = load_segment_rules(settings)
+    end = latest_event_time(world)
+    cutoff = end - timedelta(days=test_days or config.test_days)
+    split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
+    data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
+    held = held_as_of(world.holdings, cutoff)
+    relevant = split.test_pairs.join(held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer],
+                                     how="anti")
+    customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
+    allowed = rules.allowed_offers(world.products)
+    truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
+    info = {"cutoff": cutoff.isoformat(), "end": end.isoformat(), "k": k, "test_customers": customers.height,
+            "test_pairs": relevant.height, "warm_test_customers": None}
+    results = []
+    for name, model in models.items():
+        if progress:
+            progress(f"training and evaluating {name}")
+        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=settings.threads)
+        recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
+        result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
+        gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
+        results.append(ModelEvaluation(name, result, gt, model.meta["train_seconds"]))
+        info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
+    return results, info
+
+
+def _ground_truth_gains(world_dir: Path, customers: pl.DataFrame, allowed: pl.DataFrame,
+                        held: pl.DataFrame) -> pl.DataFrame | None:
+    """True conversion probability of every (customer, candidate offer), when the world has a ground truth."""
+    if not (Path(world_dir) / "ground_truth.json").exists():
+        return None
+    from campaigns.synthetic import GroundTruth
+
+    gt = GroundTruth.load(world_dir)
+    pairs = (
+        customers.select(Columns.Customer, Columns.Segment)
+        .join(allowed, on=Columns.Segment, how="inner")
+        .join(held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti")
+        .select(Columns.Customer, Columns.Offer)
+    )
+    probability = gt.conversion_probability(pairs.rename({Columns.Offer: Columns.Product}))
+    return pairs.with_columns(pl.Series("gain", probability))
+
+
+def recommend_for(
+    world: World, settings: Settings, *, customer_ids: list[str], k: int, model_name: str | None = None,
+    as_of: datetime | None = None,
+) -> tuple[pl.DataFrame, RankingModel]:
+    """Ranked offers for ``customer_ids`` from the active registered model (segments as of ``as_of``)."""
+    config = load_models_config(settings)
+    name = model_name or config.default
+    model = load_active_model(settings, name)
+    as_of = as_of or latest_event_time(world)
+    rules = load_segment_rules(settings)
+    wanted = world.customers.filter(pl.col(Columns.Customer).is_in(customer_ids))
+    missing = sorted(set(customer_ids) - set(wanted[Columns.Customer].to_list()))
+    if missing:
+        raise UserError(f"table 'customers': unknown customer id(s) {missing[:5]}")
+    segments = assign_segments(wanted, rules, as_of=as_of)
+    recs = rank_within_segments(model, customers=segments, allowed=rules.allowed_offers(world.products),
+                                held=held_as_of(world.holdings, as_of), k=k)
+    return recs, model

@@ -1,0 +1,62 @@
+"""mktg train / evaluate / recommend end to end on a tiny generated world."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from campaigns.synthetic import generate_world
+
+FAST_MODELS = "popularity,als"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    path = tmp_path_factory.mktemp("world")
+    generate_world(path, customers=400, seed=3)
+    return path
+
+
+def mktg(tmp_path, *args):
+    env = {"MKTG_VAR_DIR": str(tmp_path / "var"), "MKTG_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'm.db'}",
+           "MKTG_THREADS": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_train_registers_and_recommend_uses_active_model(world, tmp_path):
+    out = mktg(tmp_path, "train", "--data", str(world), "--models", FAST_MODELS)
+    assert out.returncode == 0, out.stderr
+    saved = sorted(p.name for p in (tmp_path / "var" / "models").iterdir())
+    assert len(saved) == 2 and {s.split("-")[0] for s in saved} == {"popularity", "als"}
+    rec = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--k", "3", "--model", "als")
+    assert rec.returncode == 0, rec.stderr
+    assert "als-" in rec.stdout and rec.stdout.count("C00000005") == 3
+
+
+def test_recommend_errors_are_one_line(world, tmp_path):
+    none = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--model", "als")
+    assert none.returncode == 2 and "run `mktg train` first" in none.stderr and "Traceback" not in none.stderr
+    mktg(tmp_path, "train", "--data", str(world), "--models", "popularity")
+    bad = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "NOPE", "--model", "popularity")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "NOPE" in bad.stderr
+
+
+def test_evaluate_prints_table_and_writes_json(world, tmp_path):
+    target = tmp_path / "eval.json"
+    out = mktg(tmp_path, "evaluate", "--data", str(world), "--models", FAST_MODELS, "--k", "5", "--json", str(target))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(target.read_text())
+    assert [r["model"] for r in doc["results"]] == ["popularity", "als"]
+    for r in doc["results"]:
+        assert r["k"] == 5 and 0 <= r["overall"]["ndcg"] <= 1 and r["overall"]["customers"] == doc["split"]["test_customers"]
+        assert r["per_segment"] and 0 <= r["ground_truth"]["ndcg"] <= 1
+    assert "popularity" in out.stdout
+
+
+def test_unknown_model_name_is_a_config_error(world, tmp_path):
+    out = mktg(tmp_path, "train", "--data", str(world), "--models", "nonsense")
+    assert out.returncode == 2 and "unknown model 'nonsense'" in out.stderr
