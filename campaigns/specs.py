@@ -1,0 +1,214 @@
+"""Campaign specs (``config/campaigns/<id>.toml``), validated with one-line errors naming file and field.
+
+A campaign says which offers (ids and/or families) go to which segments through which channel, how big the
+audience may be, and how it is split into arms. Every arm except ``control`` names the ranking strategy used
+for its customers (``als``, ``popular_in_segment``, ``lightfm``, ...), so analysts can compare strategies as
+well as treatment vs holdout. The control arm is ranked too (with ``strategy``, default: the first treatment
+arm's) so its customers carry the offer they *would* have received, but they are never contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recommender.errors import UserError
+
+CONTROL = "control"
+CHANNELS = ("email", "sms", "app_push", "call", "letter")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SHARE_TOLERANCE = 1e-9
+
+
+class CampaignSpecError(UserError):
+    """A campaign file is missing, malformed or invalid."""
+
+
+class ContactCap(BaseModel):
+    """At most ``max_contacts`` committed contacts per customer per ``window_days`` on the campaign's channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_contacts: int = Field(ge=1)
+    window_days: int = Field(ge=1)
+
+
+class ArmSpec(BaseModel):
+    """One arm: a traffic share and (for treatment arms) the ranking strategy its customers get."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    share: float = Field(gt=0, le=1)
+    strategy: str | None = None  # default: the arm's name; for control, the first treatment arm's strategy
+    min_score: float | None = None  # overrides the campaign's min_score for this arm (strategy scales differ)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("arm names are lower-case letters, digits, '_' or '-'")
+        return value
+
+    @property
+    def is_control(self) -> bool:
+        return self.name == CONTROL
+
+
+class CampaignSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    description: str = ""
+    offers: list[str] = Field(default_factory=list, description="offer ids")
+    families: list[str] = Field(default_factory=list, description="offer families (all their offers)")
+    segments: list[str] = Field(default_factory=list, description="target segments; empty = every segment")
+    channel: str
+    consent_purpose: str = "marketing"
+    max_audience: int | None = Field(default=None, ge=1)
+    offers_per_customer: int = Field(default=1, ge=1)
+    capacity: dict[str, int] = Field(default_factory=dict, description="per-offer capacity (offer id -> max rows)")
+    min_score: float | None = None
+    arms: list[ArmSpec]
+    salt: str = Field(min_length=1)
+    schedule: str | None = None  # cron, 5 fields, in the scheduler's timezone
+    conversion_window_days: int = Field(default=30, ge=1)
+    eligibility: str = "default"
+    contact_cap: ContactCap | None = None  # overrides the rule set's contact_cap parameters
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("campaign ids are 1-64 lower-case letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value not in CHANNELS:
+            raise ValueError(f"unknown channel {value!r} (one of {', '.join(CHANNELS)})")
+        return value
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, v in value.items() if v < 0]
+        if bad:
+            raise ValueError(f"capacity of {bad[0]!r} must be >= 0")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CampaignSpec":
+        if not self.offers and not self.families:
+            raise ValueError("offers: name at least one offer id or one family (field 'families')")
+        names = [arm.name for arm in self.arms]
+        if not names:
+            raise ValueError("arms: at least one arm is required")
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: duplicate arm name in {names}")
+        total = sum(arm.share for arm in self.arms)
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            raise ValueError(f"arms: traffic shares must sum to 1 (they sum to {total:g})")
+        if not self.treatment_arms:
+            raise ValueError("arms: at least one non-control arm is required")
+        return self
+
+    @property
+    def treatment_arms(self) -> list[ArmSpec]:
+        return [arm for arm in self.arms if not arm.is_control]
+
+    def strategy_of(self, arm: ArmSpec) -> str:
+        """The ranking strategy used for an arm's customers."""
+        if arm.strategy:
+            return arm.strategy
+        return self.treatment_arms[0].name if arm.is_control else arm.name
+
+    @property
+    def strategies(self) -> list[str]:
+        return sorted({self.strategy_of(arm) for arm in self.arms})
+
+    def resolve_offers(self, products: pl.DataFrame) -> list[str]:
+        """Offer ids of this campaign against the products table: listed ids plus every offer of listed families."""
+        known = set(products["product_id"].to_list())
+        unknown = [o for o in self.offers if o not in known]
+        if unknown:
+            raise CampaignSpecError(f"campaign '{self.id}': offers: unknown offer id {unknown[0]!r} (not in products)")
+        families = set(products["family"].to_list())
+        missing = [f for f in self.families if f not in families]
+        if missing:
+            raise CampaignSpecError(f"campaign '{self.id}': families: no offer of family {missing[0]!r} in products")
+        by_family = products.filter(pl.col("family").is_in(self.families))["product_id"].to_list()
+        return sorted(set(self.offers) | set(by_family))
+
+    def config_hash(self, extra: dict[str, Any] | None = None) -> str:
+        """sha256 of the canonical JSON of the spec (plus e.g. the eligibility rule set): what was run."""
+        payload = {"campaign": self.model_dump(mode="json"), **(extra or {})}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _format_error(source: Path | str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{source}: {where}: {message}"
+
+
+def parse_campaign(data: dict[str, Any], *, source: Path | str) -> CampaignSpec:
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignSpecError(_format_error(source, exc)) from exc
+
+
+def load_campaign(path: Path | str) -> CampaignSpec:
+    """Read and validate one campaign file; its ``id`` must equal the file name's stem."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise CampaignSpecError(f"campaign file '{path}' not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignSpecError(f"{path}: not valid TOML: {exc}") from exc
+    spec = parse_campaign(data, source=path)
+    if spec.id != path.stem:
+        raise CampaignSpecError(f"{path}: id: campaign id {spec.id!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def load_campaigns(directory: Path | str) -> dict[str, CampaignSpec]:
+    """Every ``*.toml`` campaign in ``directory``, by id (sorted)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CampaignSpecError(f"campaign directory '{directory}' does not exist")
+    return {spec.id: spec for spec in (load_campaign(p) for p in sorted(directory.glob("*.toml")))}
+
+
+def find_campaign(directory: Path | str, campaign_id: str) -> CampaignSpec:
+    path = Path(directory) / f"{campaign_id}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in Path(directory).glob("*.toml"))) or "none"
+        raise CampaignSpecError(f"unknown campaign '{campaign_id}' (campaigns in {directory}: {known})")
+    return load_campaign(path)
