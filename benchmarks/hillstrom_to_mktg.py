@@ -29,8 +29,7 @@ def convert(source: Path | str, out_dir: Path | str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = pl.read_csv(source, schema_overrides={"spend": pl.Float64, "history": pl.Float64}).with_row_index("customer_id", offset=1).with_columns(pl.col("customer_id").cast(pl.String))
-    # history_segment reads e.g. "2) $100 - $200": drop the sort prefix for a readable label.
-    segment = pl.col("history_segment").str.replace(r"^\d+\)\s*", "")
+    segment = pl.col("history_segment")  # last year's spend band, e.g. "2) $100 - $200" (the prefix sorts them)
     paths = {
         "assignments": out_dir / "hillstrom_assignments.csv",
         "conversions": out_dir / "hillstrom_conversions.csv",

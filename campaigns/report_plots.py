@@ -20,9 +20,12 @@ DPI = 110
 
 
 def _figure(height: float):
-    """A new figure whose text is literal (no mathtext: segment names like "$100 - $200" stay as written)."""
-    with plt.rc_context({"text.parse_math": False}):
-        return plt.subplots(figsize=(7.0, height))
+    return plt.subplots(figsize=(7.0, height))
+
+
+def _literal(text: str) -> str:
+    """Text shown as written: '$' would start matplotlib mathtext (segment names like "$100 - $200")."""
+    return text.replace("$", r"\$")
 
 
 def _png(fig) -> str:
@@ -53,10 +56,10 @@ def conversion_by_arm(arms: list[ArmRate], *, control_arm: str, title: str, conf
                     fmt="o", color=colours[a.arm], capsize=5, markersize=7, linewidth=2)
         ax.annotate(f"{a.rate:.2%}", (a.rate * 100, y), textcoords="offset points", xytext=(0, 9),
                     ha="center", fontsize=9)
-    ax.set_yticks(range(len(shown)), [f"{a.arm}\n(n={a.n:,})" for a in shown])
+    ax.set_yticks(range(len(shown)), [_literal(f"{a.arm}\n(n={a.n:,})") for a in shown])
     ax.set_ylim(-0.7, len(shown) - 0.3)
     ax.set_xlabel(f"conversion rate (%) with {confidence:.0%} Wilson interval")
-    ax.set_title(title)
+    ax.set_title(_literal(title))
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
@@ -72,12 +75,12 @@ def lift_by_segment(segments: list[SegmentComparison], *, control_arm: str, titl
         c = s.comparison
         ax.errorbar(c.abs_lift * 100, y, xerr=[[(c.abs_lift - c.abs_ci_low) * 100], [(c.abs_ci_high - c.abs_lift) * 100]],
                     fmt="s" if s.p_adjusted < 0.05 else "o", color=colours[c.arm], capsize=3, markersize=5)
-        labels.append(f"{s.segment} · {c.arm}")
+        labels.append(_literal(f"{s.segment} · {c.arm}"))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"absolute lift vs {control_arm} (percentage points); squares: BH-adjusted p < 0.05")
-    ax.set_title(title)
+    ax.set_xlabel(_literal(f"absolute lift vs {control_arm} (percentage points); squares: BH-adjusted p < 0.05"))
+    ax.set_title(_literal(title))
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
@@ -93,10 +96,10 @@ def cumulative_over_time(timeline: pl.DataFrame, *, control_arm: str, by_exposur
         days = [0, *part["day"].to_list(), last_day]
         rates = [0.0, *(part["cumulative_rate"] * 100).to_list()]
         rates.append(rates[-1])
-        ax.step(days, rates, where="post", label=arm, color=colours[arm], linewidth=2)
+        ax.step(days, rates, where="post", label=_literal(arm), color=colours[arm], linewidth=2)
     ax.set_xlabel("days since exposure" if by_exposure else "days since first conversion")
     ax.set_ylabel("cumulative conversion rate (%)")
-    ax.set_title(title)
+    ax.set_title(_literal(title))
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     return _png(fig)
