@@ -1,0 +1,93 @@
+"""Database side of a campaign run: look up runs, read committed contacts, write one run in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, Engine, select
+
+from campaigns.db.bulk import insert_frame
+from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
+
+SUCCEEDED = "succeeded"
+
+
+def find_run(engine: Engine | Connection, campaign_id: str, scheduled_for: datetime) -> dict[str, Any] | None:
+    """The committed run of (campaign_id, scheduled_for), as a dict of columns, or None."""
+    query = select(CampaignRun.__table__).where(
+        CampaignRun.campaign_id == campaign_id, CampaignRun.scheduled_for == scheduled_for)
+    return _one(engine, query)
+
+
+def get_run(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    return _one(engine, select(CampaignRun.__table__).where(CampaignRun.run_id == run_id))
+
+
+def latest_run(engine: Engine, campaign_id: str) -> dict[str, Any] | None:
+    query = (select(CampaignRun.__table__).where(CampaignRun.campaign_id == campaign_id, CampaignRun.status == SUCCEEDED)
+             .order_by(CampaignRun.scheduled_for.desc()).limit(1))
+    return _one(engine, query)
+
+
+def list_runs(engine: Engine, campaign_id: str | None = None, *, limit: int = 20) -> list[dict[str, Any]]:
+    query = select(CampaignRun.__table__).order_by(CampaignRun.scheduled_for.desc()).limit(limit)
+    if campaign_id:
+        query = query.where(CampaignRun.campaign_id == campaign_id)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _one(engine: Engine | Connection, query) -> dict[str, Any] | None:
+    if isinstance(engine, Connection):
+        row = engine.execute(query).first()
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(query).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def committed_contacts(engine: Engine, *, channel: str, since: datetime, before: datetime) -> pl.DataFrame:
+    """Contacts on ``channel`` in [since, before) from succeeded runs (customer_id, channel, contacted_at)."""
+    ch, runs = ContactHistory.__table__, CampaignRun.__table__
+    query = (
+        select(ch.c.customer_id, ch.c.channel, ch.c.contacted_at)
+        .join(runs, runs.c.run_id == ch.c.run_id)
+        .where(runs.c.status == SUCCEEDED, ch.c.channel == channel, ch.c.contacted_at >= since, ch.c.contacted_at < before)
+    )
+    schema = {"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")}
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+def contact_window_start(before: datetime, window_days: int | None) -> datetime:
+    return before - timedelta(days=window_days or 0)
+
+
+def insert_run(
+    conn: Connection,
+    *,
+    run: dict[str, Any],
+    targets: pl.DataFrame,
+    exclusions: pl.DataFrame,
+    contacts: pl.DataFrame,
+) -> None:
+    """Insert the run row first (the unique key makes a concurrent second writer fail here), then its rows."""
+    conn.execute(CampaignRun.__table__.insert().values(**run))
+    insert_frame(conn, TargetListRow.__table__, targets)
+    insert_frame(conn, Exclusion.__table__, exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id")))
+    insert_frame(conn, ContactHistory.__table__, contacts)
+
+
+def run_rows(engine: Engine, table, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
+    """Rows of ``table`` (target_list_rows or exclusions) for a run, optionally one customer."""
+    query = select(table).where(table.c.run_id == run_id)
+    if customer_id is not None:
+        query = query.where(table.c.customer_id == customer_id)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        names = list(result.keys())
+        rows = result.all()
+    return pl.DataFrame([tuple(r) for r in rows], schema=names, orient="row", infer_schema_length=None)
