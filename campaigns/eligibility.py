@@ -150,7 +150,7 @@ def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def _age_years(birth: pl.Expr, as_of: datetime) -> pl.Expr:
-    before_birthday = (birth.dt.month() * 100 + birth.dt.day()) > (as_of.month * 100 + as_of.day)
+    before_birthday = (birth.dt.month().cast(pl.Int32) * 100 + birth.dt.day().cast(pl.Int32)) > (as_of.month * 100 + as_of.day)
     return (pl.lit(as_of.year) - birth.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int32)
 
 

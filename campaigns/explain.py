@@ -1,0 +1,91 @@
+"""Why a customer was or was not targeted by a campaign run, from what the run stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine
+
+from campaigns import run_store
+from campaigns.db.models import Exclusion, TargetListRow
+from campaigns.specs import CONTROL
+from recommender.errors import UserError
+
+
+class RunNotFoundError(UserError):
+    """No committed run matches the campaign (and run id) asked for."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    campaign_id: str
+    customer_id: str
+    run: dict[str, Any]
+    targeted: list[dict[str, Any]] = field(default_factory=list)  # rows + rank_in_segment / segment_size
+    exclusions: list[tuple[str | None, list[str]]] = field(default_factory=list)  # (offer or None = all, rule ids)
+
+    @property
+    def arm(self) -> str | None:
+        return self.targeted[0]["arm"] if self.targeted else None
+
+    def lines(self) -> list[str]:
+        head = f"campaign {self.campaign_id}, run {self.run['run_id']} (scheduled for {self.run['scheduled_for']:%Y-%m-%d %H:%M})"
+        out = [head]
+        if self.targeted:
+            contacted = "held out (control arm: recorded, not contacted)" if self.arm == CONTROL else "contacted"
+            out.append(f"customer {self.customer_id}: TARGETED in arm '{self.arm}', {contacted}")
+            for row in self.targeted:
+                out.append(
+                    f"  offer {row['offer_id']} (offer rank {row['offer_rank']}), score {row['score']:.6g}, "
+                    f"segment {row['segment']}: rank {row['rank_in_segment']} of {row['segment_size']} by score in segment and arm"
+                )
+        else:
+            out.append(f"customer {self.customer_id}: NOT targeted")
+        for offer, rules in self.exclusions:
+            target = "every offer" if offer is None else f"offer {offer}"
+            out.append(f"  {target}: excluded by {', '.join(rules)}")
+        if not self.targeted and not self.exclusions:
+            out.append("  not in the campaign's candidate list (outside its target segments, unknown id, "
+                       "or no ranked offer)")
+        return out
+
+
+def _resolve_run(engine: Engine, campaign_id: str, run_id: str | None) -> dict[str, Any]:
+    if run_id is not None:
+        run = run_store.get_run(engine, run_id)
+        if run is None or run["campaign_id"] != campaign_id:
+            raise RunNotFoundError(f"no run '{run_id}' of campaign '{campaign_id}'")
+        return run
+    run = run_store.latest_run(engine, campaign_id)
+    if run is None:
+        raise RunNotFoundError(f"campaign '{campaign_id}' has no committed run yet (run `mktg campaign run {campaign_id}`)")
+    return run
+
+
+def explain(engine: Engine, campaign_id: str, customer_id: str, *, run_id: str | None = None) -> Explanation:
+    """Targeted rows (arm, offer, score, rank in segment) or the rule ids per excluded offer, for one run."""
+    run = _resolve_run(engine, campaign_id, run_id)
+    mine = run_store.run_rows(engine, TargetListRow.__table__, run["run_id"], customer_id)
+    targeted = []
+    for row in mine.sort("offer_rank").iter_rows(named=True) if mine.height else []:
+        segment_rows = _segment_scores(engine, run["run_id"], row["segment"], row["arm"])
+        better = int((segment_rows > row["score"]).sum())
+        targeted.append({**row, "rank_in_segment": better + 1, "segment_size": segment_rows.len()})
+    excl = run_store.run_rows(engine, Exclusion.__table__, run["run_id"], customer_id)
+    exclusions = []
+    if excl.height:
+        ordered = excl.sort("offer_id", nulls_last=False)
+        exclusions = [(o, r.split(",")) for o, r in zip(ordered["offer_id"].to_list(), ordered["rule_ids"].to_list())]
+    return Explanation(campaign_id=campaign_id, customer_id=customer_id, run=run, targeted=targeted, exclusions=exclusions)
+
+
+def _segment_scores(engine: Engine, run_id: str, segment: str, arm: str) -> pl.Series:
+    from sqlalchemy import select
+
+    table = TargetListRow.__table__
+    query = select(table.c.score).where(table.c.run_id == run_id, table.c.segment == segment, table.c.arm == arm)
+    with engine.connect() as conn:
+        scores = [r[0] for r in conn.execute(query)]
+    return pl.Series("score", scores, dtype=pl.Float64)

@@ -1,0 +1,153 @@
+"""``mktg campaign list|show|preview|run|explain``: thin wrappers over jobs.pipeline and campaigns.explain."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from campaigns.db.session import make_engine, upgrade
+from campaigns.explain import explain
+from jobs import pipeline
+from jobs.cli.context import app_context
+from recommender.errors import UserError
+
+app = typer.Typer(help="Campaigns: list, show, preview, run, explain.", no_args_is_help=True)
+console = Console()
+
+
+def parse_at(value: str | None) -> datetime:
+    """``--at`` as naive UTC (ISO 8601; an offset is converted); default: now, to the minute."""
+    if value is None:
+        from campaigns.runs import utcnow
+
+        return utcnow().replace(second=0, microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UserError(f"--at: {value!r} is not an ISO 8601 timestamp (e.g. 2026-11-02T09:00)") from exc
+    if parsed.tzinfo is not None:
+        from datetime import timezone
+
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def frame_table(title: str, frame: pl.DataFrame) -> Table:
+    table = Table(title=title)
+    for column, dtype in frame.schema.items():
+        table.add_column(column, justify="right" if dtype.is_numeric() else "left")
+    for row in frame.iter_rows():
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    return table
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context) -> None:
+    """Every campaign under <config>/campaigns with channel, arms and schedule."""
+    specs = pipeline.load_all_specs(app_context(ctx).settings)
+    table = Table(title="campaigns")
+    for column in ("id", "name", "channel", "offers", "arms", "schedule", "enabled"):
+        table.add_column(column)
+    for spec in specs.values():
+        offers = ", ".join(spec.families + spec.offers)
+        arms = ", ".join(f"{a.name} {a.share:.0%}" for a in spec.arms)
+        table.add_row(spec.id, spec.name, spec.channel, offers, arms, spec.schedule or "-", "yes" if spec.enabled else "no")
+    console.print(table)
+
+
+@app.command("show")
+def show_cmd(ctx: typer.Context, campaign_id: str = typer.Argument(..., help="Campaign id.")) -> None:
+    """The validated campaign spec (JSON) and its recent runs."""
+    settings = app_context(ctx).settings
+    spec = pipeline.load_spec(settings, campaign_id)
+    typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
+    from campaigns import run_store
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        runs = run_store.list_runs(make_engine(settings.database_url), campaign_id, limit=10)
+    except DBAPIError:
+        runs = []
+    for run in runs:
+        typer.echo(f"run {run['run_id']}: {run['status']}, {run['row_count']} rows ({run['control_count']} control), "
+                   f"{run['export_dir']}")
+
+
+@app.command("preview")
+def preview_cmd(
+    ctx: typer.Context,
+    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Run time, ISO 8601 UTC (default: now)."),
+) -> None:
+    """Audience per arm, segment and offer, and exclusions per rule; writes nothing."""
+    context = app_context(ctx)
+    settings = context.settings
+    when = parse_at(at)
+    with console.status(f"planning {campaign_id} as of {when:%Y-%m-%d %H:%M}"):
+        plan = pipeline.preview(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
+                                at=when, engine=make_engine(settings.database_url))
+    summary = plan.summary()
+    console.print(f"campaign {campaign_id} as of {when:%Y-%m-%d %H:%M} (preview: nothing written): "
+                  f"{plan.targets.height:,} rows, {plan.targets[ 'customer_id'].n_unique():,} customers")
+    for name, title in (("arm", "audience per arm"), ("segment", "customers per segment"), ("offer", "rows per offer"),
+                        ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
+                        ("unallocated", "eligible but not allocated")):
+        console.print(frame_table(title, summary[name]))
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Scheduled fire time, ISO 8601 UTC (default: now, to the minute)."),
+) -> None:
+    """Run once for a fire time: files under <var>/exports/<campaign>/<run>/ and the run in the database.
+
+    The same (campaign, --at) again returns the existing run and writes nothing.
+    """
+    context = app_context(ctx)
+    settings = context.settings
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    when = parse_at(at)
+    with console.status(f"running {campaign_id} for {when:%Y-%m-%d %H:%M}"):
+        result = pipeline.run(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
+                              scheduled_for=when, engine=engine)
+    verb = "ran" if result.created else "already ran (nothing written)"
+    console.print(f"{campaign_id} {verb}: run {result.run_id}, {result.row_count:,} rows "
+                  f"({result.control_count:,} control) in {result.export_dir}")
+
+
+@app.command("explain")
+def explain_cmd(
+    ctx: typer.Context,
+    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    customer: str = typer.Option(..., "--customer", help="Customer id."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest committed run)."),
+) -> None:
+    """Was the customer targeted (arm, offer, score, rank in segment) or which rules excluded which offers."""
+    settings = app_context(ctx).settings
+    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error
+    engine = make_engine(settings.database_url)
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        explanation = explain(engine, campaign_id, customer, run_id=run_id)
+    except DBAPIError as exc:
+        raise UserError(f"database {settings.database_url} has no campaign runs (run `mktg db upgrade`): "
+                        f"{type(exc.orig).__name__}") from exc
+    for line in explanation.lines():
+        typer.echo(line)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="campaign")

@@ -1,0 +1,240 @@
+"""Every eligibility rule on hand-built tables, as of the run time; fail-closed reason codes; all rule ids kept."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from campaign_world import AS_OF, default_rules, tables, world
+
+from campaigns.eligibility import EligibilityConfigError, compact_exclusions, evaluate, load_rule_sets
+
+CREDIT_RISK_RULES = ["credit_score", "dti", "dpd_current", "dpd_12m"]
+
+
+def judge(frames, *, ids=("A",), offers=("CARD", "SAVE"), history=None, channel="sms"):
+    candidates = pl.DataFrame([(c, o) for c in ids for o in offers], schema=["customer_id", "offer_id"], orient="row")
+    result = evaluate(candidates, world=world(frames), rules=default_rules(), channel=channel, as_of=AS_OF,
+                      contact_history=history)
+    got = {(c, o): r for c, o, r in result.exclusions.iter_rows()}
+    eligible = set(result.eligible.iter_rows())
+    assert eligible.isdisjoint(got)
+    assert len(eligible) + len(got) == candidates.height
+    return {o: got.get(("A", o), []) for o in offers}
+
+
+def patch(frame: pl.DataFrame, **values) -> pl.DataFrame:
+    return frame.with_columns(**{k: pl.lit(v, dtype=frame.schema[k]) for k, v in values.items()})
+
+
+def test_healthy_customer_is_eligible_for_everything():
+    assert judge(tables(["A"]), offers=("CARD", "SAVE", "LOAN")) == {"CARD": [], "SAVE": [], "LOAN": []}
+
+
+def test_missing_risk_fails_closed_with_its_own_code():
+    frames = tables(["A"])
+    frames["risk"] = frames["risk"].clear()
+    got = judge(frames)
+    assert got["CARD"] == ["no_risk", *CREDIT_RISK_RULES, "kyc"]
+    assert got["SAVE"] == ["no_risk", "kyc"]
+
+
+def test_stale_risk_and_risk_from_the_future():
+    frames = tables(["A"])
+    frames["risk"] = patch(frames["risk"], as_of=AS_OF - timedelta(days=46))
+    assert judge(frames) == {"CARD": ["stale_risk"], "SAVE": ["stale_risk"]}
+    frames["risk"] = patch(frames["risk"], as_of=AS_OF - timedelta(days=44))
+    assert judge(frames) == {"CARD": [], "SAVE": []}
+    frames["risk"] = patch(frames["risk"], as_of=AS_OF + timedelta(hours=1))  # not known yet at run time
+    assert judge(frames)["SAVE"] == ["no_risk", "kyc"]
+
+
+def test_consent_latest_by_updated_at_as_of_run_time():
+    frames = tables(["A"])
+    base = frames["consents"]
+    withdrawn = patch(base, granted=False, updated_at=AS_OF - timedelta(days=10))
+    frames["consents"] = pl.concat([base, withdrawn])
+    assert judge(frames) == {"CARD": ["no_consent"], "SAVE": ["no_consent"]}
+    regranted = patch(base, updated_at=AS_OF - timedelta(days=1))
+    frames["consents"] = pl.concat([base, withdrawn, regranted])
+    assert judge(frames) == {"CARD": [], "SAVE": []}
+    later = patch(base, granted=False, updated_at=AS_OF + timedelta(days=1))  # withdrawn after the run time
+    frames["consents"] = pl.concat([base, later])
+    assert judge(frames) == {"CARD": [], "SAVE": []}
+
+
+def test_consent_is_per_channel_and_purpose():
+    frames = tables(["A"], channel="email")
+    assert judge(frames) == {"CARD": ["no_consent"], "SAVE": ["no_consent"]}
+    assert judge(frames, channel="email") == {"CARD": [], "SAVE": []}
+    frames = tables(["A"])
+    frames["consents"] = patch(frames["consents"], purpose="service")
+    assert judge(frames)["SAVE"] == ["no_consent"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "until", "suppressed"),
+    [
+        (None, None, True),  # do-not-contact, every channel, no end
+        ("sms", AS_OF + timedelta(days=3), True),
+        ("email", None, False),  # other channel
+        (None, AS_OF - timedelta(days=1), False),  # expired
+        (None, AS_OF, False),  # expires exactly at run time
+    ],
+)
+def test_suppression_channel_and_expiry(channel, until, suppressed):
+    frames = tables(["A"])
+    frames["suppression"] = pl.DataFrame({"customer_id": ["A"], "reason": ["complaint"], "channel": [channel], "until": [until]},
+                                         schema={"customer_id": pl.String, "reason": pl.String, "channel": pl.String,
+                                                 "until": pl.Datetime("us")})
+    expected = ["suppressed"] if suppressed else []
+    assert judge(frames) == {"CARD": expected, "SAVE": expected}
+
+
+@pytest.mark.parametrize(
+    ("birth", "card", "save"),
+    [
+        (date(2008, 6, 2), ["minor", "offer_age"], ["minor", "offer_age"]),  # 17, 18th birthday the next day
+        (date(2008, 6, 1), ["offer_age"], []),  # 18 today: adult, but the card needs 21
+        (date(2005, 6, 1), [], []),  # 21 today
+    ],
+)
+def test_minimum_age_and_offer_age_band(birth, card, save):
+    frames = tables(["A"])
+    frames["customers"] = patch(frames["customers"], birth_date=birth)
+    assert judge(frames) == {"CARD": card, "SAVE": save}
+
+
+def test_offer_max_age_and_missing_age_fails_closed():
+    frames = tables(["A"])
+    frames["customers"] = patch(frames["customers"], birth_date=date(1950, 1, 1))  # 76: LOAN max_age 70
+    assert judge(frames, offers=("LOAN", "SAVE")) == {"LOAN": ["offer_age"], "SAVE": []}
+    frames["customers"] = frames["customers"].with_columns(pl.lit(None, dtype=pl.Date).alias("birth_date"))
+    assert judge(frames, offers=("LOAN", "SAVE")) == {"LOAN": ["minor", "offer_age"], "SAVE": ["minor", "offer_age"]}
+
+
+def test_students_are_excluded_from_credit_offers_only():
+    frames = tables(["A"])
+    frames["customers"] = patch(frames["customers"], is_student=True)
+    assert judge(frames, offers=("CARD", "LOAN", "SAVE")) == {"CARD": ["student_credit"], "LOAN": ["student_credit"], "SAVE": []}
+    frames["customers"] = patch(tables(["A"])["customers"], occupation="student")
+    assert judge(frames)["CARD"] == ["student_credit"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "card", "loan"),
+    [
+        ("credit_score", 649.0, ["credit_score"], []),  # CARD floor 650, LOAN floor 600
+        ("credit_score", 650.0, [], []),
+        ("credit_score", None, ["credit_score"], ["credit_score"]),  # unknown score fails closed
+        ("dti", 0.41, ["dti"], []),  # CARD cap 0.40, LOAN cap 0.45
+        ("dti", 0.40, [], []),
+        ("dpd_current", 1, ["dpd_current"], ["dpd_current"]),
+        ("max_dpd_12m", 30, [], []),
+        ("max_dpd_12m", 31, ["dpd_12m"], ["dpd_12m"]),
+    ],
+)
+def test_per_offer_risk_thresholds(column, value, card, loan):
+    frames = tables(["A"])
+    frames["risk"] = patch(frames["risk"], **{column: value})
+    assert judge(frames, offers=("CARD", "LOAN", "SAVE")) == {"CARD": card, "LOAN": loan, "SAVE": []}
+
+
+@pytest.mark.parametrize(("column", "value", "rule"), [("fraud_flag", True, "fraud"), ("blacklisted", True, "blacklisted"),
+                                                       ("kyc_ok", False, "kyc"), ("kyc_ok", None, "kyc")])
+def test_fraud_blacklist_and_kyc_exclude_every_offer(column, value, rule):
+    frames = tables(["A"])
+    frames["risk"] = patch(frames["risk"], **{column: value})
+    assert judge(frames) == {"CARD": [rule], "SAVE": [rule]}
+
+
+def test_missing_fraud_flag_passes_but_a_set_one_does_not():
+    frames = tables(["A"])
+    frames["risk"] = frames["risk"].drop("fraud_flag", "blacklisted")
+    assert judge(frames) == {"CARD": [], "SAVE": []}
+
+
+@pytest.mark.parametrize(("until", "held"), [(None, True), (AS_OF + timedelta(days=1), True), (AS_OF - timedelta(days=1), False)])
+def test_product_already_held(until, held):
+    frames = tables(["A"])
+    frames["holdings"] = pl.DataFrame({"customer_id": ["A"], "product_id": ["CARD"], "since": [datetime(2020, 1, 1)],
+                                       "until": [until]}, schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+    assert judge(frames) == {"CARD": ["already_held"] if held else [], "SAVE": []}
+
+
+def test_holding_opened_after_the_run_time_does_not_count():
+    frames = tables(["A"])
+    frames["holdings"] = pl.DataFrame({"customer_id": ["A"], "product_id": ["CARD"], "since": [AS_OF + timedelta(days=1)],
+                                       "until": [None]}, schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+    assert judge(frames)["CARD"] == []
+
+
+def test_offer_active_window():
+    frames = tables(["A"])
+    frames["products"] = frames["products"].with_columns(
+        pl.when(pl.col("product_id") == "CARD").then(pl.lit(AS_OF)).otherwise(pl.col("active_to")).alias("active_to"))
+    assert judge(frames) == {"CARD": ["offer_inactive"], "SAVE": []}
+    frames["products"] = tables(["A"])["products"].with_columns(
+        pl.when(pl.col("product_id") == "SAVE").then(pl.lit(AS_OF + timedelta(days=1))).otherwise(pl.col("active_from"))
+        .alias("active_from"))
+    assert judge(frames) == {"CARD": [], "SAVE": ["offer_inactive"]}
+
+
+def test_unknown_customer_has_its_own_code():
+    frames = tables(["B"])
+    rules = judge(frames)["SAVE"]
+    assert rules[0] == "unknown_customer"
+    assert "no_risk" in rules and "no_consent" in rules
+
+
+def _history(rows):
+    return pl.DataFrame(rows, schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")},
+                        orient="row")
+
+
+def test_contact_frequency_cap_counts_the_window_before_the_run_on_the_channel():
+    inside = [("A", "sms", AS_OF - timedelta(days=d)) for d in (1, 5, 10, 29)]  # cap: 4 per 30 days
+    assert judge(tables(["A"]), history=_history(inside)) == {"CARD": ["contact_cap"], "SAVE": ["contact_cap"]}
+    not_counted = inside[:3] + [
+        ("A", "sms", AS_OF - timedelta(days=31)),  # outside the window
+        ("A", "email", AS_OF - timedelta(days=2)),  # other channel
+        ("A", "sms", AS_OF),  # not earlier than the run
+        ("A", "sms", AS_OF + timedelta(days=1)),
+    ]
+    assert judge(tables(["A"]), history=_history(not_counted)) == {"CARD": [], "SAVE": []}
+
+
+def test_every_failing_rule_is_kept_in_rule_set_order():
+    frames = tables(["A"])
+    frames["customers"] = patch(frames["customers"], is_student=True)
+    frames["risk"] = patch(frames["risk"], dti=0.9, fraud_flag=True, credit_score=500.0)
+    frames["suppression"] = pl.DataFrame({"customer_id": ["A"], "reason": ["dnc"]})
+    assert judge(frames) == {
+        "CARD": ["suppressed", "student_credit", "credit_score", "dti", "fraud"],
+        "SAVE": ["suppressed", "fraud"],
+    }
+
+
+def test_compact_storage_keeps_customer_level_rules_once():
+    frames = tables(["A", "B"])
+    frames["risk"] = patch(frames["risk"], fraud_flag=True).with_columns(
+        pl.when(pl.col("customer_id") == "B").then(False).otherwise(pl.col("fraud_flag")).alias("fraud_flag"),
+        pl.when(pl.col("customer_id") == "A").then(500.0).otherwise(pl.col("credit_score")).alias("credit_score"))
+    candidates = pl.DataFrame({"customer_id": ["A", "A", "B", "B"], "offer_id": ["CARD", "SAVE", "CARD", "SAVE"]})
+    result = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
+    stored = compact_exclusions(result.exclusions, default_rules())
+    assert stored.rows() == [("A", None, "fraud"), ("A", "CARD", "credit_score")]
+
+
+def test_rule_file_errors_name_file_rule_and_field(tmp_path):
+    bad = tmp_path / "eligibility.toml"
+    bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "risk_fresh"\n')
+    with pytest.raises(EligibilityConfigError, match=r"eligibility.toml: strict.rules.0: .*needs parameter 'max_age_days'"):
+        load_rule_sets(bad)
+    bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "horoscope"\n')
+    with pytest.raises(EligibilityConfigError, match="unknown check 'horoscope'"):
+        load_rule_sets(bad)
+    bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "kyc_ok"\n[[strict.rules]]\nid = "x"\ncheck = "consent"\n')
+    with pytest.raises(EligibilityConfigError, match="duplicate rule id 'x'"):
+        load_rule_sets(bad)
