@@ -40,6 +40,8 @@ def campaign_job(ctx: JobContext, *, campaign_id: str) -> JobResult:
     except (ImportError, AttributeError) as exc:
         raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
     run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine)
+    if getattr(run, "status", "succeeded") != "succeeded":
+        raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
     return JobResult(rows_produced=getattr(run, "row_count", None), model_versions=getattr(run, "model_versions", None),
                      run_id=getattr(run, "run_id", None))
 
@@ -75,13 +77,22 @@ def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _default_trainer(settings: Any, kind: str) -> Candidate:
-    try:
-        module = importlib.import_module("jobs.pipeline_models")
-        train = getattr(module, "train_candidate")
-    except (ImportError, AttributeError) as exc:
-        raise JobUnavailableError(f"model training is not available: {exc}") from exc
-    return train(settings, kind=kind)
+def _default_trainer(settings: Any, name: str) -> Candidate:
+    """Rebuild interactions from ``data_dir``, evaluate ``name`` on a time split (metrics), then fit it on all events
+    up to the latest one and save it under ``<var_dir>/models/<version>/``."""
+    from campaigns.contracts import load_world
+    from jobs.pipeline_models import evaluate_models, latest_event_time, train_models
+    from jobs.settings import load_events
+
+    events = load_events(settings)
+    world = load_world(Path(settings.data_dir), event_types=events.event_types)
+    [evaluation], _info = evaluate_models(world, settings, events, names=[name])
+    model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name])[name]
+    path = model.save(Path(settings.model_dir) / model.version)
+    return Candidate(version=model.version, kind=name, params={"kind": model.kind, **model.params},
+                     data_hash=model.meta["data_hash"], metrics={"k": evaluation.result.k, **evaluation.result.overall},
+                     trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+                     train_seconds=float(model.meta["train_seconds"]), path=str(Path(path).resolve()))
 
 
 def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
@@ -102,9 +113,14 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
 
     refresh = ctx.settings.refresh
     train = _resolve(trainer)
+    names = refresh.models
+    if not names:
+        from jobs.pipeline_models import load_models_config
+
+        names = list(load_models_config(ctx.settings).train)
     active: dict[str, str] = {}
-    for kind in refresh.kinds:
-        candidate = train(ctx.settings, kind)
+    for name in names:
+        candidate = train(ctx.settings, name)
         previous = active_version(ctx.session, candidate.kind)
         old_metric = _metric(previous.metrics, refresh.metric) if previous else None
         new_metric = _metric(candidate.metrics, refresh.metric)

@@ -52,8 +52,8 @@ class RefreshSettings(BaseModel):
     """``[refresh]``: the nightly model refresh and when it keeps the previous model."""
 
     model_config = ConfigDict(extra="forbid")
-    kinds: list[str] = Field(default_factory=lambda: ["als"])
-    metric: str = "ndcg@10"
+    models: list[str] = Field(default_factory=list)  # empty: the `train` list of config/models.toml
+    metric: str = "ndcg"
     max_regression: float = Field(default=0.02, ge=0, le=1)
 
 

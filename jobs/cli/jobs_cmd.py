@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -137,7 +138,7 @@ def run_cmd(
     }
     typer.echo(messages.get(report.outcome, f"{job.name} @ {_iso(fire_time)}: {report.outcome.value}"))
     if report.outcome in (Outcome.FAILED, Outcome.RUNNING_ELSEWHERE):
-        raise typer.Exit(1)
+        sys.exit(1)  # (typer.Exit is swallowed by main()'s standalone_mode=False)
 
 
 @scheduler_app.command("start")

@@ -147,18 +147,18 @@ def trainer(settings, kind):  # a stand-in for the training pipeline, used by mo
     n = len(CANDIDATE_METRIC["trained"])
     CANDIDATE_METRIC["trained"].append(n)
     return Candidate(version=f"{kind}-v{n + 2}", kind=kind, params={"factors": 8}, data_hash="h",
-                     metrics={"ndcg@10": CANDIDATE_METRIC["value"]}, trained_at=FIRE, train_seconds=1.0,
+                     metrics={"ndcg": CANDIDATE_METRIC["value"]}, trained_at=FIRE, train_seconds=1.0,
                      path=f"/models/{kind}-v{n + 2}.npz")
 
 
 @pytest.mark.parametrize(("new_metric", "stays_active"), [(0.20, "als-v1"), (0.35, "als-v2")])
 def test_model_refresh_keeps_the_previous_model_when_the_new_one_is_worse(engine, new_metric, stays_active):
     with session_scope(engine) as s:
-        s.add(ModelVersion(version="als-v1", kind="als", params={}, data_hash="h0", metrics={"ndcg@10": 0.30},
+        s.add(ModelVersion(version="als-v1", kind="als", params={}, data_hash="h0", metrics={"ndcg": 0.30},
                            trained_at=FIRE - timedelta(days=1), train_seconds=1.0, path="/models/als-v1.npz",
                            is_active=True))
     CANDIDATE_METRIC.update(value=new_metric, trained=[])
-    settings = Settings()
+    settings = Settings(refresh={"models": ["als"]})
     report = JobRunner(engine, settings=settings).run(
         "model_refresh", FIRE, model_refresh_job, {"trainer": f"{__name__}:trainer"})
     assert report.outcome == Outcome.SUCCEEDED, report.error

@@ -1,0 +1,84 @@
+"""`mktg jobs list|history|run` through the real console entry point, on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from probe_jobs import metadata, probe_rows
+from sqlalchemy import func, select
+from test_scheduler import MKTG, env, write_config
+
+from campaigns.db.session import make_engine, upgrade
+
+
+def mktg(config, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*MKTG, "--config", str(config), *args], cwd=config, capture_output=True, text=True,
+                          env=env(**extra_env), timeout=120)
+
+
+@pytest.fixture
+def config(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    metadata.create_all(engine)
+    engine.dispose()
+    return write_config(tmp_path / "cfg", url, schedule="0 6 * * *",
+                        extra='[scheduler.extra_jobs.other]\nfunc = "probe_jobs:write_probe_row"\nschedule = "30 1 * * *"\n')
+
+
+def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config):
+    text = (config / "settings.toml").read_text().replace("[scheduler]\n", '[scheduler]\ntimezone = "Europe/Madrid"\n')
+    (config / "settings.toml").write_text(text)
+    before = datetime.now(timezone.utc)
+    result = mktg(config, "jobs", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    jobs = {j["job"]: j for j in json.loads(result.stdout)}
+    assert set(jobs) == {"probe", "other"}  # built-in jobs disabled in this config, no campaign files
+    nxt = datetime.fromisoformat(jobs["probe"]["next_fire_time"])
+    local = nxt.astimezone(ZoneInfo("Europe/Madrid"))
+    assert (local.hour, local.minute, local.second) == (6, 0, 0)
+    assert before < nxt <= before.astimezone(ZoneInfo("Europe/Madrid")).replace(hour=6, minute=0, second=0) + \
+        __import__("datetime").timedelta(days=1)
+    assert jobs["probe"]["last_status"] is None
+
+
+def test_run_failure_retry_and_history(config):
+    at = "2025-03-01T06:00:00"
+    failed = mktg(config, "jobs", "run", "probe", "--at", at, PROBE_FAIL="1")
+    assert failed.returncode == 1 and "failed: RuntimeError: probe failure" in failed.stdout
+    assert '"job failed" job=probe fire_time=2025-03-01T06:00:00 run_id=' in failed.stderr  # one structured line
+    ok = mktg(config, "jobs", "run", "probe", "--at", "2025-03-01T07:00:00+01:00")  # same instant, with an offset
+    assert ok.returncode == 0 and "succeeded" in ok.stdout, ok.stdout + ok.stderr
+    again = mktg(config, "jobs", "run", "probe", "--at", at)
+    assert again.returncode == 0 and "already succeeded" in again.stdout
+    assert mktg(config, "jobs", "run", "other", "--at", "2025-03-02T01:30:00").returncode == 0
+
+    history = mktg(config, "jobs", "history", "--json")
+    assert history.returncode == 0, history.stderr
+    runs = json.loads(history.stdout)
+    assert [(r["job"], r["fire_time"], r["status"]) for r in runs] == [
+        ("other", "2025-03-02T01:30:00", "succeeded"), ("probe", "2025-03-01T06:00:00", "succeeded")]
+    assert all(r["run_id"] and r["rows_produced"] == 1 and r["error"] is None for r in runs)
+    only = json.loads(mktg(config, "jobs", "history", "--job", "probe", "--limit", "5", "--json").stdout)
+    assert [r["job"] for r in only] == ["probe"]
+    engine = make_engine(f"sqlite:///{config.parent / 'm.db'}")
+    with engine.connect() as conn:  # the failed attempt's row was rolled back; the retry wrote exactly one
+        assert conn.execute(select(func.count()).select_from(probe_rows)).scalar_one() == 2
+    table = mktg(config, "jobs", "history")
+    assert table.returncode == 0 and "succeeded" in table.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("jobs", "run", "nope"), "unknown job 'nope' (jobs: other, probe)"),
+    (("jobs", "run", "probe", "--at", "yesterday"), "--at: not an ISO timestamp"),
+    (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
+])
+def test_user_errors_are_one_line_with_exit_2(config, args, message):
+    result = mktg(config, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
