@@ -269,8 +269,8 @@ def run_campaign(
             run_store.insert_run(conn, run=run, targets=rows, exclusions=stored_exclusions(plan), contacts=contacted)
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
             export.remove_leftovers(staged)
+            published = True  # from here the final name is ours: remove it on any failure, even mid-rename
             export.publish(staged)
-            published = True
     except IntegrityError:
         export.discard(staged, published=published)
         winner = run_store.find_run(engine, spec.id, scheduled_for)

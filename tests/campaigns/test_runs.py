@@ -1,0 +1,208 @@
+"""The run flow: exactly once per (campaign, fire time), atomic files + one transaction, committed contacts only."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from campaign_world import AS_OF, default_rules, ranked_all, spec, tables, world
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from campaigns import export
+from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
+from campaigns.runs import plan_campaign, ranker_from_frames, run_campaign
+
+IDS = [f"C{i:03d}" for i in range(60)]
+OFFERS = ["CARD", "SAVE", "LOAN"]
+
+
+def base_world(ids=IDS):
+    frames = tables(ids)
+    # C000-C009 are excluded from everything (no consent), C010-C014 are students (no CARD/LOAN)
+    frames["consents"] = frames["consents"].with_columns(
+        (pl.col("customer_id") >= pl.lit("C010")).alias("granted"))
+    frames["customers"] = frames["customers"].with_columns(
+        pl.col("customer_id").is_between(pl.lit("C010"), pl.lit("C014")).alias("is_student"))
+    return world(frames)
+
+
+def inputs(ids=IDS):
+    segments = pl.DataFrame({"customer_id": ids, "segment": "mass"})
+    return dict(world=base_world(ids), segments=segments, ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
+                rules=default_rules())
+
+
+def counts(engine):
+    with engine.connect() as conn:
+        return {t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
+                for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory)}
+
+
+def do_run(engine, tmp_path, campaign=None, at=AS_OF, **extra):
+    return run_campaign(campaign or spec(), engine=engine, export_root=tmp_path / "exports", scheduled_for=at,
+                        now=AS_OF, **{**inputs(), **extra})
+
+
+def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, tmp_path):
+    first = do_run(db_engine, tmp_path)
+    assert first.created and first.status == "succeeded"
+    assert first.export_dir == tmp_path / "exports" / "test_campaign" / "test_campaign-20260601T090000"
+    export.verify_manifest(first.export_dir)
+    stored = counts(db_engine)
+    assert stored["campaign_runs"] == 1 and stored["target_list_rows"] == first.row_count == 50  # 60 minus 10 no-consent
+    assert stored["contact_history"] == first.row_count - first.control_count
+    assert stored["exclusions"] == 10 + 5 * 2  # 10 customer-level rows, 5 students x (CARD, LOAN)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in first.export_dir.iterdir()}
+
+    second = do_run(db_engine, tmp_path)
+    assert not second.created and second.run_id == first.run_id and second.row_count == first.row_count
+    assert counts(db_engine) == stored
+    assert {p.name: p.stat().st_mtime_ns for p in first.export_dir.iterdir()} == mtimes
+    assert sorted(p.name for p in (tmp_path / "exports" / "test_campaign").iterdir()) == [first.run_id]
+
+
+def test_target_rows_hold_control_and_match_the_files(db_engine, tmp_path):
+    result = do_run(db_engine, tmp_path)
+    with db_engine.connect() as conn:
+        arms = dict(conn.execute(select(TargetListRow.arm, func.count()).group_by(TargetListRow.arm)).all())
+    assert arms["control"] == result.control_count > 0
+    files = pl.read_csv(result.export_dir / "targets.csv").height + pl.read_csv(result.export_dir / "control.csv").height
+    assert files == result.row_count
+
+
+def test_crash_in_the_middle_of_the_export_leaves_no_file_and_no_rows(db_engine, tmp_path, monkeypatch):
+    real = export.write_parquet
+
+    def crash(frame, path):
+        real(frame, path)  # a file is fully written in the staging directory, then the process "dies"
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(export, "write_parquet", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        do_run(db_engine, tmp_path)
+    assert list((tmp_path / "exports" / "test_campaign").iterdir()) == []
+    assert set(counts(db_engine).values()) == {0}
+    monkeypatch.setattr(export, "write_parquet", real)
+    assert do_run(db_engine, tmp_path).created  # the key is free for the retry
+
+
+def test_failure_inside_the_transaction_removes_published_files(db_engine, tmp_path, monkeypatch):
+    real = export.publish
+
+    def publish_then_fail(staged):
+        real(staged)
+        raise RuntimeError("commit lost")
+
+    monkeypatch.setattr(export, "publish", publish_then_fail)
+    with pytest.raises(RuntimeError, match="commit lost"):
+        do_run(db_engine, tmp_path)
+    assert list((tmp_path / "exports" / "test_campaign").iterdir()) == []
+    assert set(counts(db_engine).values()) == {0}
+
+
+def test_leftovers_of_a_hard_crash_are_replaced(db_engine, tmp_path):
+    campaign_dir = tmp_path / "exports" / "test_campaign"
+    (campaign_dir / ".test_campaign-20260601T090000.tmp-dead").mkdir(parents=True)
+    (campaign_dir / "test_campaign-20260601T090000").mkdir()
+    (campaign_dir / "test_campaign-20260601T090000" / "targets.csv").write_text("half")
+    result = do_run(db_engine, tmp_path)
+    assert sorted(p.name for p in campaign_dir.iterdir()) == [result.run_id]
+    export.verify_manifest(result.export_dir)
+
+
+def test_frequency_cap_counts_only_earlier_committed_contacts(db_engine, tmp_path):
+    capped = spec(id="second", salt="other", contact_cap={"max_contacts": 1, "window_days": 30})
+    rules = default_rules().with_contact_cap(max_contacts=1, window_days=30)
+    first = do_run(db_engine, tmp_path)
+    with db_engine.connect() as conn:
+        contacted = set(conn.execute(select(ContactHistory.customer_id)).scalars())
+        control = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.arm == "control")).scalars())
+    backfill = do_run(db_engine, tmp_path, campaign=capped, at=AS_OF - timedelta(days=1), rules=rules)
+    assert backfill.row_count == first.row_count  # contacts after the fire time do not count
+    later = do_run(db_engine, tmp_path, campaign=capped, at=AS_OF + timedelta(days=1), rules=rules)
+    with db_engine.connect() as conn:
+        excluded = dict(conn.execute(select(Exclusion.customer_id, Exclusion.rule_ids)
+                                     .where(Exclusion.run_id == later.run_id, Exclusion.offer_id.is_(None))).all())
+        targeted = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == later.run_id)).scalars())
+    # the backfill contacted people too, but at AS_OF - 1 day: inside the window of the later run as well
+    assert contacted & targeted == set()
+    assert all("contact_cap" in excluded[c] for c in contacted)
+    assert control - contacted <= targeted | set(excluded)  # control customers were not contacted by the first run
+
+
+# ---- property: nobody failing a rule is ever targeted --------------------------------------------------------
+
+customer = st.fixed_dictionaries({
+    "age": st.integers(15, 85),
+    "student": st.booleans(),
+    "risk": st.sampled_from(["fresh", "stale", "missing"]),
+    "score": st.one_of(st.none(), st.integers(450, 800).map(float)),
+    "dti": st.one_of(st.none(), st.sampled_from([0.1, 0.4, 0.42, 0.9])),
+    "dpd": st.sampled_from([0, 0, 5]),
+    "dpd12": st.sampled_from([0, 30, 31]),
+    "fraud": st.sampled_from([False, False, True, None]),
+    "kyc": st.sampled_from([True, True, False, None]),
+    "consent": st.sampled_from(["granted", "granted", "withdrawn", "none"]),
+    "suppressed": st.booleans(),
+    "holds": st.sampled_from([None, "CARD", "SAVE"]),
+})
+
+
+def oracle_fails(c: dict, offer: str) -> bool:
+    """Independent re-statement of the default rule set for the test products."""
+    credit = offer in ("CARD", "LOAN")
+    floors = {"CARD": (21, None, 650, 0.40), "SAVE": (18, None, None, None), "LOAN": (18, 70, 600, 0.45)}
+    min_age, max_age, floor, cap = floors[offer]
+    risk = c["risk"] != "missing"
+    return any([
+        not risk, c["risk"] == "stale", c["consent"] != "granted", c["suppressed"], c["age"] < 18,
+        c["age"] < min_age, max_age is not None and c["age"] > max_age, credit and c["student"],
+        floor is not None and (not risk or c["score"] is None or c["score"] < floor),
+        cap is not None and (not risk or c["dti"] is None or c["dti"] > cap),
+        credit and (not risk or c["dpd"] > 0), credit and (not risk or c["dpd12"] > 30),
+        risk and c["fraud"] is True, not risk or c["kyc"] is not True, c["holds"] == offer,
+    ])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(people=st.lists(customer, min_size=1, max_size=25), offers_per_customer=st.integers(1, 3))
+def test_no_customer_failing_any_rule_is_ever_targeted(people, offers_per_customer):
+    ids = [f"P{i:03d}" for i in range(len(people))]
+    frames = tables(ids)
+    frames["customers"] = frames["customers"].with_columns(
+        pl.Series("birth_date", [date(2026 - p["age"], 1, 1) for p in people]),
+        pl.Series("is_student", [p["student"] for p in people]))
+    risk_rows = frames["risk"].with_columns(
+        pl.Series("as_of", [AS_OF - timedelta(days=60 if p["risk"] == "stale" else 2) for p in people], dtype=pl.Datetime("us")),
+        pl.Series("credit_score", [p["score"] for p in people], dtype=pl.Float64),
+        pl.Series("dti", [p["dti"] for p in people], dtype=pl.Float64),
+        pl.Series("dpd_current", [p["dpd"] for p in people], dtype=pl.Int32),
+        pl.Series("max_dpd_12m", [p["dpd12"] for p in people], dtype=pl.Int32),
+        pl.Series("fraud_flag", [p["fraud"] for p in people], dtype=pl.Boolean),
+        pl.Series("kyc_ok", [p["kyc"] for p in people], dtype=pl.Boolean))
+    frames["risk"] = risk_rows.filter(pl.Series([p["risk"] != "missing" for p in people]))
+    consents = frames["consents"]
+    withdrawn = consents.with_columns(pl.lit(False).alias("granted"), pl.col("updated_at") + timedelta(days=50))
+    frames["consents"] = pl.concat([consents.filter(pl.Series([p["consent"] != "none" for p in people])),
+                                    withdrawn.filter(pl.Series([p["consent"] == "withdrawn" for p in people]))])
+    frames["suppression"] = pl.DataFrame({"customer_id": [i for i, p in zip(ids, people) if p["suppressed"]], "reason": "dnc"},
+                                         schema={"customer_id": pl.String, "reason": pl.String})
+    held = [(i, p["holds"]) for i, p in zip(ids, people) if p["holds"]]
+    frames["holdings"] = pl.DataFrame({"customer_id": [h[0] for h in held], "product_id": [h[1] for h in held],
+                                       "since": [datetime(2020, 1, 1)] * len(held)},
+                                      schema={"customer_id": pl.String, "product_id": pl.String, "since": pl.Datetime("us")})
+    plan = plan_campaign(
+        spec(offers_per_customer=offers_per_customer), world=world(frames),
+        segments=pl.DataFrame({"customer_id": ids, "segment": "mass"}),
+        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}), rules=default_rules(), as_of=AS_OF)
+    person = dict(zip(ids, people))
+    targeted = set(plan.targets.select("customer_id", "offer_id").iter_rows())
+    for customer_id, offer in targeted:
+        assert not oracle_fails(person[customer_id], offer), (customer_id, offer, person[customer_id])
+    expected = {(i, o) for i in ids for o in OFFERS if not oracle_fails(person[i], o)}
+    # with no caps, every customer with an eligible offer gets min(offers_per_customer, #eligible) of them
+    per_customer = pl.DataFrame(list(expected), schema=["customer_id", "offer_id"], orient="row").group_by("customer_id").len()
+    assert plan.targets.height == sum(min(n, offers_per_customer) for n in per_customer["len"])
