@@ -156,12 +156,15 @@ def movielens() -> dict[str, Any]:
     base, test = _ml_read("ua.base"), _ml_read("ua.test")
     fit, valid = _holdout_per_customer(base, n=10, min_left=10, seed=SEED)  # mimics how ua.test was cut
     validation = _ml_task(fit, valid, exclude_train=True)
+    identity_only = {"customer_features": False, "offer_features": False}  # no profile data used on MovieLens
     rows = compare("movielens", validation, _ml_task(base, test, exclude_train=True),
-                   models=["popularity_global", "als", "bpr", "lightfm_warp", "lightfm_bpr"])
+                   models=["popularity_global", "als", "bpr", "lightfm_warp", "lightfm_bpr"],
+                   fixed={"lightfm_warp": identity_only, "lightfm_bpr": identity_only})
     # LightFM documentation protocol: WARP, lr 0.05, 10 components, 10 epochs, identity features only,
     # test precision@10 WITHOUT excluding training items (the docs report about 0.11).
     docs_task = _ml_task(base, test, exclude_train=False)
-    docs = run(docs_task, "lightfm", {"loss": "warp", "no_components": 10, "learning_rate": 0.05, "epochs": 10})
+    docs = run(docs_task, "lightfm", {"loss": "warp", "no_components": 10, "learning_rate": 0.05, "epochs": 10,
+                                      "customer_features": False, "offer_features": False})
     library = _lightfm_library_precision(docs_task)
     print(f"  LightFM docs protocol precision@10: wrapper {docs['precision']:.4f}, library {library:.4f} (docs: ~0.11)")
     return {"rows": rows, "lightfm_docs_protocol": {"wrapper_precision_at_10": docs["precision"],
