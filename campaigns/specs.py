@@ -170,9 +170,9 @@ class CampaignSpec(BaseModel):
 
 def _format_error(source: Path | str, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    where = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {where}: {message}"
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
 
 
 def parse_campaign(data: dict[str, Any], *, source: Path | str) -> CampaignSpec:
