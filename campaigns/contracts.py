@@ -350,7 +350,7 @@ def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ContractError("*", None, f"data directory '{directory}' does not exist")
+        raise UserError(f"data directory '{directory}' does not exist")
     frames: dict[str, pl.LazyFrame] = {}
     sources: dict[str, Path] = {}
     for name, spec in TABLES.items():

@@ -6,6 +6,7 @@ here. User errors (:class:`recommender.errors.UserError`) become one line on std
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -49,20 +50,15 @@ for _module in ("models", "campaign", "report", "jobs_cmd", "db"):
 
 
 def main() -> None:
+    """Console entry point. Click (standalone) handles usage errors and exit codes; our user errors become
+    one line and exit 2, anything unexpected one line and exit 1 (set MKTG_TRACEBACK=1 to see it)."""
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Exit, typer.Abort) as exc:  # pragma: no cover - click control flow
-        sys.exit(getattr(exc, "exit_code", 1))
-    except SystemExit:
-        raise
     except Exception as exc:  # noqa: BLE001 - last resort: still one line, never a traceback
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if os.environ.get("MKTG_TRACEBACK"):
+            raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

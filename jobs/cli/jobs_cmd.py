@@ -138,7 +138,7 @@ def run_cmd(
     }
     typer.echo(messages.get(report.outcome, f"{job.name} @ {_iso(fire_time)}: {report.outcome.value}"))
     if report.outcome in (Outcome.FAILED, Outcome.RUNNING_ELSEWHERE):
-        sys.exit(1)  # (typer.Exit is swallowed by main()'s standalone_mode=False)
+        raise typer.Exit(1)
 
 
 @scheduler_app.command("start")
