@@ -10,6 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from campaigns.contracts import load_world
+from campaigns.db.session import make_engine, upgrade
+from campaigns.report import build_report, write_html, write_json
+from campaigns.report_data import load_run_assignments
+from campaigns.simulate import simulate_for_run
+from jobs.cli.report import print_result
+from jobs.pipeline import load_all_specs, run_demo_campaigns
+from jobs.pipeline_models import save_and_register, train_models
 from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
 from recommender.idmap import IdMap
@@ -24,7 +31,10 @@ def world_as_of(world_dir: Path) -> datetime:
     return datetime.fromisoformat(meta["as_of"])
 
 
-def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, console: Console) -> None:
+def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, console: Console, seed: int = 42) -> None:
+    """Validate -> interactions -> train and register -> run every example campaign -> simulate conversions
+    from the ground truth -> A/B report per campaign."""
+    (world_dir / "conversions.parquet").unlink(missing_ok=True)  # conversions come last, from this run
     world = load_world(world_dir, event_types=events.event_types)
     console.print(f"validated {len(world.sources)} tables in {world_dir}")
     as_of = world_as_of(world_dir)
@@ -43,6 +53,62 @@ def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, consol
         f"density {matrix.density:.2%}, {active:,} customers with interactions, as of {as_of:%Y-%m-%d}"
     )
     console.print(top_products_table(matrix.to_frame(), world.products))
+
+    specs = [spec for spec in load_all_specs(settings).values() if spec.enabled]
+    strategies = sorted({strategy for spec in specs for strategy in spec.strategies})
+    with console.status("training models") as status:
+        models = train_models(world, settings, events, as_of=as_of, names=strategies,
+                              progress=lambda message: status.update(message))
+    save_and_register(models, settings)
+    console.print("trained and registered: " + ", ".join(f"{m.version} ({m.meta['train_seconds']:.1f} s)"
+                                                          for m in models.values()))
+
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        scheduled_for = as_of.replace(hour=9)
+        results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
+                                     engine=engine, models=models, world=world)
+        console.print(runs_table(results))
+        reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed)
+    finally:
+        engine.dispose()
+    pl.concat(conversions).write_parquet(world_dir / "conversions.parquet")
+    console.print(f"simulated conversions (from the ground truth) in {world_dir / 'conversions.parquet'}")
+    for path in reports:
+        console.print(f"A/B report: {path}")
+
+
+def _reports(results, specs, world, world_dir: Path, *, engine, settings: Settings, seed: int):
+    """Simulate each run's conversions from the ground truth and write its A/B report (HTML + JSON)."""
+    by_id = {spec.id: spec for spec in specs}
+    products = world.products.select(Columns.Product, Columns.Family)
+    reports, conversions = [], []
+    for index, result in enumerate(results):
+        spec = by_id[result.campaign_id]
+        loaded = load_run_assignments(engine, spec.id, run_id=result.run_id)
+        simulated = simulate_for_run(loaded.assignments, world_dir, seed=seed + index)
+        report = build_report(loaded.assignments, simulated, control_arm="control",
+                              traffic_shares={arm.name: arm.share for arm in spec.arms},
+                              window_days=float(spec.conversion_window_days), products=products,
+                              title=f"A/B report: {spec.name} ({result.run_id}, simulated conversions)")
+        print_result(report)
+        base = settings.var_dir / "reports" / result.run_id
+        write_json(report, base.with_suffix(".json"))
+        reports.append(write_html(report, base.with_suffix(".html")))
+        conversions.append(simulated)
+    return reports, conversions
+
+
+def runs_table(results) -> Table:
+    table = Table(title="campaign runs")
+    for column in ("campaign", "run", "new?", "targets", "control", "per arm", "export"):
+        table.add_column(column)
+    for r in results:
+        arms = ", ".join(f"{arm} {n:,}" for arm, n in sorted(r.rows_per_arm.items())) or "-"
+        table.add_row(r.campaign_id, r.run_id, "yes" if r.created else "existing", f"{r.row_count:,}",
+                      f"{r.control_count:,}", arms, str(r.export_dir))
+    return table
 
 
 def top_products_table(weights: pl.DataFrame, products: pl.DataFrame, *, per_family: int = 3) -> Table:
