@@ -63,7 +63,7 @@ def print_result(result: ReportResult) -> None:
             c = lifts.get(a.arm)
             cells = [f"{a.n:,}", f"{a.conversions:,}", _with_ci(a.rate, a.ci_low, a.ci_high, 100, "")]
             if c is None:
-                table.add_row(f"{a.arm} (control)", *cells, "", "", "")
+                table.add_row(a.arm if "control" in a.arm.lower() else f"{a.arm} (control)", *cells, "", "", "")
             else:
                 table.add_row(a.arm, *cells, _with_ci(c.abs_lift, c.abs_ci_low, c.abs_ci_high, 100, "+"),
                               _with_ci(c.rel_lift, c.rel_ci_low, c.rel_ci_high, 100, "+"), _fmt_p(c.p_value))
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
                     raise ReportOptionError(f"no conversions file in {settings.data_dir}: pass --conversions FILE")
             if product_frame is None and (found := find_table(Path(settings.data_dir), "products")):
                 product_frame = read_products(found)
-            name = f"{campaign}-{loaded.run_id}"
+            name = loaded.run_id if loaded.run_id.startswith(campaign) else f"{campaign}-{loaded.run_id}"
             title = title or f"A/B report: campaign {campaign}, run {loaded.run_id}"
         result = build_report(assignment_frame, read_conversions(conversions), control_arm=control,
                               traffic_shares=traffic, window_days=window, products=product_frame, alpha=alpha, title=title)

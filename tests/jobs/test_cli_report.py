@@ -214,7 +214,7 @@ def test_campaign_form_reads_the_run_from_the_database(db_engine, tmp_path, run_
                              str(tmp_path / "conversions.csv"), cwd=tmp_path, env=env)
     assert code == 0, err
     assert "sample ratio ok" in out
-    written = tmp_path / "var" / "reports" / "cards-run-new.json"
+    written = tmp_path / "var" / "reports" / "cards-run-new.json"  # run ids not starting with the campaign get it prefixed
     assert written.exists() and (tmp_path / "var/reports/cards-run-new.html").exists()
     report = json.loads(written.read_text())
     assert report["window_days"] == 14
