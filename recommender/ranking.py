@@ -126,6 +126,7 @@ def rank_within_segments(
                        unknown_offers)
     seg_idx = segments.to_internal(customers[Columns.Segment].fill_null("\x00"), unknown="null")
     held_matrix = _held_matrix(customers[Columns.Customer], model.offers, held)
+    model_rows = model.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
     no_candidates = np.zeros(model.offers.size, dtype=bool)
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
@@ -134,7 +135,7 @@ def rank_within_segments(
         idx = seg_idx[start:stop]
         candidates = np.where((idx >= 0)[:, None], mask[np.maximum(idx, 0)], no_candidates)
         candidates &= ~held_matrix[start:stop].toarray()
-        scores = model.score(block)
+        scores = model.score(block, rows=model_rows[start:stop])
         rows, cols, vals, ranks = top_k(scores, candidates, k)
         parts_rows.append(rows + start)
         parts_cols.append(cols)

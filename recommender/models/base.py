@@ -116,18 +116,22 @@ class RankingModel(ABC):
         if self.offers is None or self.fallback is None:
             raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
 
-    def score(self, customers: pl.DataFrame | pl.Series | list[str]) -> np.ndarray:
+    def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
         """Dense (n_customers, n_offers) float32 scores; columns follow ``self.offers``.
 
         ``customers``: customer ids, or a frame with customer_id and optionally segment and tag columns.
         Customers the model has not seen (or who had no interactions) are cold: they get
-        ``_score_cold`` (segment popularity, or features for LightFM), never an error.
+        ``_score_cold`` (segment popularity, or features for LightFM), never an error. ``rows``: the
+        customers' training rows (-1 = unknown) when the caller already mapped them (batched ranking).
         """
         self._check_fitted()
         frame = _as_frame(customers)
-        rows = self.customers.to_internal(frame[Columns.Customer], unknown="null")
+        if rows is None:
+            rows = self.customers.to_internal(frame[Columns.Customer], unknown="null")
         warm = rows >= 0
         warm[warm] = self._warm[rows[warm]]
+        if warm.all():
+            return np.asarray(self._score_warm(rows, frame), dtype=np.float32)
         out = np.empty((frame.height, self.offers.size), dtype=np.float32)
         if warm.any():
             out[warm] = self._score_warm(rows[warm], frame.filter(pl.Series(warm)))
