@@ -17,10 +17,11 @@ instant between the rename and the commit, a directory without a run row, which 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import polars as pl
 from sqlalchemy import Engine
@@ -37,6 +38,13 @@ from recommender.errors import UserError
 log = logging.getLogger("mktg.campaigns")
 C, O, SEG = "customer_id", "offer_id", "segment"
 ALLOCATION_PREFIX = "allocation:"
+
+Stage = Callable[[str], AbstractContextManager[Any]]
+"""``stage(name)`` wraps each step of a run (``with stage("eligibility"): ...``); benchmarks time them."""
+
+
+def no_stage(name: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 class Ranker(Protocol):
@@ -111,6 +119,7 @@ def plan_campaign(
     as_of: datetime,
     allowed: pl.DataFrame | None = None,
     contact_history: pl.DataFrame | None = None,
+    stage: Stage = no_stage,
 ) -> Plan:
     """The target list of ``spec`` as of ``as_of``; pure (reads its inputs, writes nothing).
 
@@ -124,11 +133,13 @@ def plan_campaign(
         allowed_pairs = audience.select(SEG).unique().join(offer_frame, how="cross")
     else:
         allowed_pairs = allowed.select(SEG, O).join(offer_frame, on=O, how="semi").unique()
-    candidates = audience.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)
-    eligibility = evaluate(candidates, world=world, rules=rules, channel=spec.channel, as_of=as_of,
-                           purpose=spec.consent_purpose, contact_history=contact_history)
-    arms = arm_frame(audience[C], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms])
-    audience = audience.join(arms, on=C, how="left")
+    with stage("eligibility"):
+        candidates = audience.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)
+        eligibility = evaluate(candidates, world=world, rules=rules, channel=spec.channel, as_of=as_of,
+                               purpose=spec.consent_purpose, contact_history=contact_history)
+    with stage("arms"):
+        arms = arm_frame(audience[C], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms])
+        audience = audience.join(arms, on=C, how="left")
 
     eligible_customers = audience.join(eligibility.eligible.select(C).unique(), on=C, how="semi")
     held = eligibility.exclusions.select(C, pl.col(O).alias("product_id"))
@@ -138,27 +149,29 @@ def plan_campaign(
 
     selected, unallocated = [], []
     ranked_by_strategy: dict[str, pl.DataFrame] = {}
-    for strategy in spec.strategies:
-        arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
-        customers = eligible_customers.filter(pl.col("arm").is_in(arm_names))
-        ranked = ranker(strategy, customers=customers.drop("arm"), allowed=allowed_pairs,
-                        held=held.join(customers.select(C), on=C, how="semi"), k=len(offers))
-        # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
-        ranked_by_strategy[strategy] = (
-            ranked.select(C, O, pl.col("score").cast(pl.Float64))
-            .join(eligibility.eligible, on=[C, O], how="semi")
-            .join(customers.select(C, SEG, "arm"), on=C, how="inner")
-        )
-    for index, arm in enumerate(spec.arms):
-        pool = ranked_by_strategy[spec.strategy_of(arm)].filter(pl.col("arm") == arm.name)
-        result = allocate(
-            pool, offers_per_customer=spec.offers_per_customer,
-            capacity={o: parts[index] for o, parts in arm_caps.items()},
-            max_audience=arm_audience[index],
-            min_score=arm.min_score if arm.min_score is not None else spec.min_score,
-        )
-        selected.append(result.selected)
-        unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
+    with stage("rank"):
+        for strategy in spec.strategies:
+            arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
+            customers = eligible_customers.filter(pl.col("arm").is_in(arm_names))
+            ranked = ranker(strategy, customers=customers.drop("arm"), allowed=allowed_pairs,
+                            held=held.join(customers.select(C), on=C, how="semi"), k=len(offers))
+            # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
+            ranked_by_strategy[strategy] = (
+                ranked.select(C, O, pl.col("score").cast(pl.Float64))
+                .join(eligibility.eligible, on=[C, O], how="semi")
+                .join(customers.select(C, SEG, "arm"), on=C, how="inner")
+            )
+    with stage("allocation"):
+        for index, arm in enumerate(spec.arms):
+            pool = ranked_by_strategy[spec.strategy_of(arm)].filter(pl.col("arm") == arm.name)
+            result = allocate(
+                pool, offers_per_customer=spec.offers_per_customer,
+                capacity={o: parts[index] for o, parts in arm_caps.items()},
+                max_audience=arm_audience[index],
+                min_score=arm.min_score if arm.min_score is not None else spec.min_score,
+            )
+            selected.append(result.selected)
+            unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
     targets = pl.concat(selected).select(C, O, "offer_rank", "score", SEG, "arm")
     return Plan(
         spec=spec, offers=offers, audience=audience, targets=targets, exclusions=eligibility.exclusions,
@@ -234,6 +247,7 @@ def run_campaign(
     allowed: pl.DataFrame | None = None,
     model_versions: dict[str, str] | None = None,
     now: datetime | None = None,
+    stage: Stage = no_stage,
 ) -> RunResult:
     """Run ``spec`` for one fire time, exactly once. See the module docstring for the guarantees."""
     scheduled_for = scheduled_for.replace(microsecond=0)
@@ -244,16 +258,18 @@ def run_campaign(
     started_at = utcnow()
     generated_at = (now or started_at).replace(microsecond=0)
     cap_windows = [r.window_days for r in rules.rules if r.check == "contact_cap"]
-    contacts = run_store.committed_contacts(
-        engine, channel=spec.channel, since=run_store.contact_window_start(scheduled_for, max(cap_windows, default=0)),
-        before=scheduled_for)
+    with stage("contact history"):
+        contacts = run_store.committed_contacts(
+            engine, channel=spec.channel, since=run_store.contact_window_start(scheduled_for, max(cap_windows, default=0)),
+            before=scheduled_for)
     plan = plan_campaign(spec, world=world, segments=segments, ranker=ranker, rules=rules, as_of=scheduled_for,
-                         allowed=allowed, contact_history=contacts)
+                         allowed=allowed, contact_history=contacts, stage=stage)
     run_id = make_run_id(spec.id, scheduled_for)
-    rows = target_rows(plan, run_id=run_id, generated_at=generated_at)
-    staged = export.stage_export(
-        rows, export_root=export_root, campaign_id=spec.id, run_id=run_id, scheduled_for=scheduled_for,
-        generated_at=generated_at, model_versions=model_versions or {}, config_hash=plan.config_hash)
+    with stage("export"):
+        rows = target_rows(plan, run_id=run_id, generated_at=generated_at)
+        staged = export.stage_export(
+            rows, export_root=export_root, campaign_id=spec.id, run_id=run_id, scheduled_for=scheduled_for,
+            generated_at=generated_at, model_versions=model_versions or {}, config_hash=plan.config_hash)
     control_count = int((rows["arm"] == CONTROL).sum())
     run = {
         "run_id": run_id, "campaign_id": spec.id, "scheduled_for": scheduled_for, "status": run_store.SUCCEEDED,
@@ -265,7 +281,7 @@ def run_campaign(
         "run_id", "campaign_id", C, O, "channel", pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"))
     published = False
     try:
-        with engine.begin() as conn:
+        with stage("database"), engine.begin() as conn:
             run_store.insert_run(conn, run=run, targets=rows, exclusions=stored_exclusions(plan), contacts=contacted)
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
             export.remove_leftovers(staged)

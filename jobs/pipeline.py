@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from campaigns import run_store
 from campaigns.contracts import World, load_world
 from campaigns.eligibility import RuleSet, load_rules_for
-from campaigns.runs import Plan, Ranker, RunResult, plan_campaign, run_campaign
+from campaigns.runs import Plan, Ranker, RunResult, Stage, no_stage, plan_campaign, run_campaign
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, find_campaign, load_campaigns
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules
@@ -55,11 +55,13 @@ def rules_for(settings: Settings, spec: CampaignSpec) -> RuleSet:
 
 
 def load_inputs(settings: Settings, events: EventConfig, *, data_dir: Path, as_of: datetime,
-                world: World | None = None) -> CampaignInputs:
-    world = world or load_world(data_dir, event_types=events.event_types)
-    rules = load_segment_rules(settings)
-    return CampaignInputs(world=world, segments=assign_segments(world.customers, rules, as_of=as_of),
-                          allowed=rules.allowed_offers(world.products))
+                world: World | None = None, stage: Stage = no_stage) -> CampaignInputs:
+    with stage("load + validate"):
+        world = world or load_world(data_dir, event_types=events.event_types)
+    with stage("segments"):
+        rules = load_segment_rules(settings)
+        segments = assign_segments(world.customers, rules, as_of=as_of)
+    return CampaignInputs(world=world, segments=segments, allowed=rules.allowed_offers(world.products))
 
 
 def model_ranker(models: dict[str, RankingModel]) -> Ranker:
@@ -119,6 +121,7 @@ def run(
     engine: Engine,
     models: dict[str, RankingModel] | None = None,
     world: World | None = None,
+    stage: Stage = no_stage,
 ) -> RunResult:
     """Run one campaign for one fire time (idempotent on the key; an existing run is returned untouched)."""
     spec = load_spec(settings, campaign_id)
@@ -126,12 +129,13 @@ def run(
     if existing is not None:  # skip loading data and models
         return RunResult.from_row(existing, created=False)
     rules = rules_for(settings, spec)
-    inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world)
-    chosen = models_for(settings, spec, models)
+    inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
+    with stage("load models"):
+        chosen = models_for(settings, spec, models)
     return run_campaign(
         spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules, engine=engine,
         export_root=settings.export_dir, scheduled_for=scheduled_for, allowed=inputs.allowed,
-        model_versions={name: model.version for name, model in chosen.items()},
+        model_versions={name: model.version for name, model in chosen.items()}, stage=stage,
     )
 
 
