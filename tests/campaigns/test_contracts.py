@@ -127,3 +127,31 @@ def test_missing_required_table(tmp_path):
     (tmp_path / "events.csv").unlink()
     with pytest.raises(ContractError, match="events.parquet or events.csv not found"):
         load_world(tmp_path, event_types=EVENT_TYPES)
+
+
+def test_blank_id_in_a_referencing_column_is_empty_not_dangling(tmp_path):
+    # blank ids are found through the reference check (one pass); they must still be reported as empty
+    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+                                    "c1,p1,click,2026-01-02\n\"  \",p1,click,2026-01-03\nc7,p1,click,2026-01-04\n")
+    assert (err.table, err.column, err.rows, err.values) == ("events", "customer_id", [3], ["  "])
+    assert "must not be empty (1 row)" in err.reason
+
+
+def test_checks_report_in_contract_order_before_references(tmp_path):
+    # row 2 refers to an unknown customer, row 3 has an unknown event type: the contract check is reported
+    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+                                    "c7,p1,click,2026-01-02\nc1,p1,like,2026-01-03\n")
+    assert (err.column, err.rows) == ("event_type", [3])
+    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+                                    "c7,p1,click,2026-01-02\nc8,p1,click,2026-01-03\n")
+    assert (err.column, err.rows, err.values) == ("customer_id", [2, 3], ["c7", "c8"])
+    assert "refers to unknown customers (2 rows)" in err.reason
+
+
+def test_duplicate_compound_key_counts_every_duplicated_row(tmp_path):
+    consents = ("customer_id,channel,purpose,granted,updated_at\nc1,email,marketing,true,2025-01-01\n"
+                "c1,email,marketing,false,2025-01-01T00:00:00\nc1,sms,marketing,true,2025-01-01\n"
+                "c2,sms,marketing,true,2025-01-01\nc2,sms,marketing,true,2025-01-01\n")
+    err = rejected(tmp_path, consents=consents)
+    assert (err.table, err.column, err.rows) == ("consents", "customer_id", [1, 2, 4, 5])
+    assert "duplicate key" in err.reason and "(4 rows)" in err.reason
