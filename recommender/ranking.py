@@ -30,24 +30,33 @@ def top_k(
     Returns (row, column, score, rank) arrays of the kept entries (rows with fewer than k candidates
     give fewer entries), ordered by row then rank; rank is 1-based.
     """
+    masked = np.where(candidates, scores, -np.inf).astype(np.float32, copy=False)
+    return top_k_masked(masked, k)
+
+
+def top_k_masked(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`top_k` on float32 ``scores`` in which -inf marks a non-candidate.
+
+    Each score becomes one int64 key (order-preserving image of the float, inverted, in the high 32
+    bits; the column in the low 32 bits), so one vectorised row sort orders by score descending and
+    breaks ties by lower column, including ties at the k-th place.
+    """
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
     n, m = scores.shape
     k = min(k, m)
     if n == 0 or k <= 0:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0, np.float32), empty
-    masked = np.where(candidates, scores, -np.inf).astype(np.float32, copy=False)
-    if k < m:
-        part = np.argpartition(-masked, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(m), (n, m))
-    top = np.take_along_axis(masked, part, axis=1)
-    rows = np.repeat(np.arange(n), k)
-    order = np.lexsort((part.ravel(), -top.ravel(), rows))
-    cols = part.ravel()[order]
-    vals = top.ravel()[order]
-    ranks = np.tile(np.arange(1, k + 1), n)  # -inf (non-candidates) sort last within each row
-    keep = np.isfinite(vals)
-    return rows[keep], cols[keep], vals[keep], ranks[keep]
+    bits = scores.view(np.int32)
+    descending = bits ^ ~((bits >> 31) & np.int32(0x7FFFFFFF))  # larger float -> smaller key
+    keys = (descending.astype(np.int64) << 32) | np.arange(m, dtype=np.int64)
+    keys.sort(axis=1)
+    cols = (keys[:, :k] & 0xFFFFFFFF).astype(np.int64)
+    vals = np.take_along_axis(scores, cols, axis=1).ravel()
+    keep = vals > -np.inf
+    rows = np.repeat(np.arange(n), k)[keep]
+    ranks = np.tile(np.arange(1, k + 1), n)[keep]
+    return rows, cols.ravel()[keep], vals[keep], ranks
 
 
 def _offer_mask(
@@ -127,16 +136,18 @@ def rank_within_segments(
     seg_idx = segments.to_internal(customers[Columns.Segment].fill_null("\x00"), unknown="null")
     held_matrix = _held_matrix(customers[Columns.Customer], model.offers, held)
     model_rows = model.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
-    no_candidates = np.zeros(model.offers.size, dtype=bool)
+    # Row per segment of offers a customer may not get; the extra last row (all blocked) serves
+    # customers whose segment has no allow-list.
+    blocked = np.vstack([~mask, np.ones((1, model.offers.size), dtype=bool)])
+    seg_row = np.where(seg_idx >= 0, seg_idx, segments.size)
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
         stop = min(start + batch_size, customers.height)
-        block = customers.slice(start, stop - start)
-        idx = seg_idx[start:stop]
-        candidates = np.where((idx >= 0)[:, None], mask[np.maximum(idx, 0)], no_candidates)
-        candidates &= ~held_matrix[start:stop].toarray()
-        scores = model.score(block, rows=model_rows[start:stop])
-        rows, cols, vals, ranks = top_k(scores, candidates, k)
+        scores = model.score(customers.slice(start, stop - start), rows=model_rows[start:stop])
+        np.copyto(scores, -np.inf, where=blocked[seg_row[start:stop]])
+        held_block = held_matrix[start:stop]
+        scores[np.repeat(np.arange(stop - start), np.diff(held_block.indptr)), held_block.indices] = -np.inf
+        rows, cols, vals, ranks = top_k_masked(scores, k)
         parts_rows.append(rows + start)
         parts_cols.append(cols)
         parts_vals.append(vals)

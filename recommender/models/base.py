@@ -117,7 +117,7 @@ class RankingModel(ABC):
             raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
 
     def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
-        """Dense (n_customers, n_offers) float32 scores; columns follow ``self.offers``.
+        """Dense (n_customers, n_offers) float32 scores, a fresh array; columns follow ``self.offers``.
 
         ``customers``: customer ids, or a frame with customer_id and optionally segment and tag columns.
         Customers the model has not seen (or who had no interactions) are cold: they get
@@ -167,10 +167,29 @@ class RankingModel(ABC):
         return directory
 
 
-def exact_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:
-    """Dot products in float64, rounded to float32: the result for a customer does not depend on which
-    other customers share its block (float32 BLAS sums in block-size-dependent order)."""
-    return (customer_vectors.astype(np.float64) @ offer_vectors.astype(np.float64).T).astype(np.float32)
+GEMM_ROWS = 1024  # rows of every scoring matrix product (the last block is zero-padded)
+
+
+def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:
+    """float32 dot products whose value for a customer does not depend on its block.
+
+    BLAS picks kernels and summation order from the matrix shapes, so a plain float32 product of a
+    block gives a customer different last bits depending on the block's size. Every product here has
+    the same shape (GEMM_ROWS x factors x offers), which makes the result depend on the customer's
+    vector only, at float32 GEMM speed.
+    """
+    customers = np.ascontiguousarray(customer_vectors, dtype=np.float32)
+    offers_t = np.ascontiguousarray(np.asarray(offer_vectors, dtype=np.float32).T)
+    n = customers.shape[0]
+    out = np.empty((n, offers_t.shape[1]), dtype=np.float32)
+    full = n - n % GEMM_ROWS
+    for start in range(0, full, GEMM_ROWS):
+        np.matmul(customers[start:start + GEMM_ROWS], offers_t, out=out[start:start + GEMM_ROWS])
+    if full < n:
+        padded = np.zeros((GEMM_ROWS, customers.shape[1]), dtype=np.float32)
+        padded[: n - full] = customers[full:]
+        out[full:] = (padded @ offers_t)[: n - full]
+    return out
 
 
 def _as_frame(customers: pl.DataFrame | pl.Series | list[str]) -> pl.DataFrame:

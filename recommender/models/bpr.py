@@ -9,7 +9,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recommender.models._threads import single_threaded_blas
-from recommender.models.base import RankingModel, exact_scores
+from recommender.models.base import RankingModel, stable_scores
 
 
 class BPRModel(RankingModel):
@@ -54,7 +54,7 @@ class BPRModel(RankingModel):
         self.offer_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
     def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
-        return exact_scores(self.customer_factors[rows], self.offer_factors)
+        return stable_scores(self.customer_factors[rows], self.offer_factors)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"customer_factors": self.customer_factors, "offer_factors": self.offer_factors}

@@ -18,7 +18,7 @@ from recommender.columns import Columns
 from recommender.features import FeatureSpace
 from recommender.idmap import IdMap
 from recommender.models._threads import single_threaded_blas
-from recommender.models.base import RankingModel, exact_scores
+from recommender.models.base import RankingModel, stable_scores
 
 _CATEGORICAL = (pl.String, pl.Boolean, pl.Categorical, pl.Enum)
 
@@ -107,7 +107,7 @@ class LightFMModel(RankingModel):
         ones = np.ones((customer_repr.shape[0], 1), dtype=np.float32)
         offers = np.hstack([self.offer_repr, np.ones((self.offer_repr.shape[0], 1), dtype=np.float32)])
         # [u, bu, 1] . [v, 1, bv] = u.v + bu + bv
-        return exact_scores(np.hstack([customer_repr, ones]), offers[:, list(range(d)) + [d + 1, d]])
+        return stable_scores(np.hstack([customer_repr, ones]), offers[:, list(range(d)) + [d + 1, d]])
 
     def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
         return self._scores(self.customer_repr[rows])
