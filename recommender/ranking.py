@@ -87,10 +87,14 @@ def _held_matrix(customer_ids: pl.Series, model_offers: IdMap, held: pl.DataFram
     if held is None or held.height == 0:
         return sp.csr_matrix((n, model_offers.size), dtype=bool)
     product_col = Columns.Product if Columns.Product in held.columns else Columns.Offer
-    positions = pl.DataFrame({Columns.Customer: customer_ids}).with_row_index("_pos")
-    pairs = held.select(pl.col(Columns.Customer).cast(pl.String), pl.col(product_col).cast(pl.String).alias("_offer"))
-    pairs = pairs.join(positions, on=Columns.Customer, how="inner").join(
-        model_offers.frame(id_col="_offer", index_col="_col"), on="_offer", how="inner"
+    positions = pl.LazyFrame({Columns.Customer: customer_ids}).with_row_index("_pos")
+    offer_codes = pl.col(product_col).cast(pl.String).cast(pl.Enum(model_offers.external_ids), strict=False)
+    pairs = (
+        held.lazy()
+        .select(pl.col(Columns.Customer).cast(pl.String), offer_codes.to_physical().alias("_col"))
+        .drop_nulls("_col")  # products the model cannot score
+        .join(positions, on=Columns.Customer, how="inner")
+        .collect()
     )
     return sp.csr_matrix(
         (np.ones(pairs.height, dtype=bool), (pairs["_pos"].to_numpy(), pairs["_col"].to_numpy())),
@@ -152,12 +156,14 @@ def rank_within_segments(
         parts_cols.append(cols)
         parts_vals.append(vals)
         parts_ranks.append(ranks)
-    rows = np.concatenate(parts_rows) if parts_rows else np.empty(0, np.int64)
-    cols = np.concatenate(parts_cols) if parts_cols else np.empty(0, np.int64)
-    return pl.DataFrame({
-        Columns.Customer: customers[Columns.Customer].gather(rows),
-        Columns.Segment: customers[Columns.Segment].gather(rows),
-        Columns.Offer: model.offers.to_external(cols).alias(Columns.Offer),
-        Columns.Score: np.concatenate(parts_vals).astype(np.float32) if parts_vals else np.empty(0, np.float32),
-        Columns.Rank: (np.concatenate(parts_ranks) if parts_ranks else np.empty(0, np.int64)).astype(np.int32),
-    })
+    if not parts_rows:
+        return pl.DataFrame(schema={Columns.Customer: pl.String, Columns.Segment: pl.String, Columns.Offer: pl.String,
+                                    Columns.Score: pl.Float32, Columns.Rank: pl.Int32})
+    positions = pl.DataFrame({"_row": np.concatenate(parts_rows), "_col": np.concatenate(parts_cols)})
+    return positions.select(  # the three gathers run in parallel
+        pl.lit(customers[Columns.Customer]).gather(pl.col("_row")).alias(Columns.Customer),
+        pl.lit(customers[Columns.Segment]).gather(pl.col("_row")).alias(Columns.Segment),
+        pl.lit(model.offers.external_ids).gather(pl.col("_col")).alias(Columns.Offer),
+        pl.Series(Columns.Score, np.concatenate(parts_vals), dtype=pl.Float32),
+        pl.Series(Columns.Rank, np.concatenate(parts_ranks), dtype=pl.Int32),
+    )

@@ -167,7 +167,7 @@ class RankingModel(ABC):
         return directory
 
 
-GEMM_ROWS = 1024  # rows of every scoring matrix product (the last block is zero-padded)
+GEMM_ROWS = 256  # rows of every scoring matrix product (the last block is zero-padded)
 
 
 def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:

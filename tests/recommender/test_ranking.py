@@ -23,6 +23,19 @@ def test_top_k_orders_filters_and_breaks_ties_by_column():
     assert ranks.tolist() == [1, 2, 3, 1]
 
 
+def test_top_k_ties_at_the_kth_place_go_to_the_lower_column():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 4, size=(400, 40)).astype(np.float32)  # many ties, also at the k-th place
+    candidates = rng.random((400, 40)) < 0.8
+    rows, cols, vals, ranks = top_k(scores, candidates, 5)
+    expected = [
+        sorted((j for j in range(40) if candidates[i, j]), key=lambda j: (-scores[i, j], j))[:5] for i in range(400)
+    ]
+    got = [cols[rows == i].tolist() for i in range(400)]
+    assert got == expected
+    assert vals.tolist() == [float(scores[i, j]) for i, j in zip(rows, cols)]
+
+
 def test_top_k_with_k_above_catalogue():
     rows, cols, _, ranks = top_k(np.array([[1.0, 2.0]]), np.array([[True, True]]), 5)
     assert cols.tolist() == [1, 0] and ranks.tolist() == [1, 2]
