@@ -303,6 +303,8 @@ def _print_table(result: dict[str, Any]) -> None:
         a, b = ours[stage], theirs[stage]
         print(f"{stage:<10}{a['seconds']:>10.2f}{b['seconds']:>12.2f}{b['seconds'] / a['seconds']:>7.1f}x"
               f"{a['peak_rss_mib']:>11,.0f}{b['peak_rss_mib']:>14,.0f}")
+    a, b = (sum(side[stage]["seconds"] for stage in ("dataset", "fit", "rank")) for side in (ours, theirs))
+    print(f"{'total':<10}{a:>10.2f}{b:>12.2f}{b / a:>7.1f}x")
     agree = result["agreement"]
     print(f"identical top-{result['k']}: {agree['identical_pct']}% of {agree['customers']:,} customers "
           f"({agree['identical_up_to_ties_pct']}% up to near-ties); max |score diff| {agree['max_abs_score_diff']:.2e}")
@@ -363,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                      "numpy": ours_info["numpy"], "polars": ours_info["polars"]},
         "ratio_rectools_over_ours": {stage: round(theirs[stage]["seconds"] / ours[stage]["seconds"], 2)
                                      for stage in ("dataset", "fit", "rank")},
+        "load_average_after": os.getloadavg(),
         "agreement": agreement(workdir),
         "throughput": {
             "flop": flop, "gemm_gflops": rates, "scoring_gflops": round(scoring, 2),

@@ -103,11 +103,10 @@ class RankingModel(ABC):
         )
         self._warm = np.diff(matrix.indptr) > 0
         self._fit(matrix, customers=cust, offers=prod, threads=threads)
-        digest = hashlib.sha256(
-            (json.dumps(self.params, sort_keys=True) + interactions.fingerprint()).encode()
-        ).hexdigest()
+        data_hash = interactions.fingerprint()
+        digest = hashlib.sha256((json.dumps(self.params, sort_keys=True) + data_hash).encode()).hexdigest()
         self.version = f"{self.kind}-{started:%Y%m%dT%H%M%S}-{digest[:8]}"
-        self.meta["data_hash"] = interactions.fingerprint()
+        self.meta["data_hash"] = data_hash
         self.meta["trained_at"] = started.replace(tzinfo=None).isoformat()
         self.meta["train_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 3)
         return self
