@@ -1,8 +1,9 @@
 """Rank offers for customers within their segment's allow-list, minus denied and already-held offers.
 
-Filtering happens inside the top-k step (disallowed scores become -inf before ``argpartition``), so a
-customer with at least k candidates always gets k offers. Work is done in blocks of customers with
-dense numpy arrays: no per-customer Python loop.
+Filtering happens inside the top-k step (disallowed scores become -inf in place before the selection),
+so a customer with at least k candidates always gets k offers. Work is done in blocks of customers with
+dense numpy arrays (never a customers x offers matrix for everyone at once): no per-customer Python
+loop. Measured against RecTools in benchmarks/versus_rectools.py.
 """
 
 from __future__ import annotations
