@@ -20,6 +20,7 @@ from recommender.errors import UnknownIdError
 from recommender.idmap import IdMap
 
 _SECONDS_PER_DAY = 86_400.0
+DENSE_SUM_LIMIT = 200_000_000  # customers x products cells summed in one dense float64 array (1.6 GB at most)
 
 
 def weight_events(
@@ -35,6 +36,18 @@ def weight_events(
     measured back from ``as_of``. Events after ``as_of`` are dropped (no leakage); event types without a
     weight contribute nothing. ``half_life_days=None`` (or 0) disables decay.
     """
+    return (
+        event_weights(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
+        .group_by(Columns.Customer, Columns.Product)
+        .agg(pl.col(Columns.Weight).sum())
+        .filter(pl.col(Columns.Weight) > 0)
+    )
+
+
+def event_weights(
+    events: pl.LazyFrame | pl.DataFrame, *, weights: Mapping[str, float], half_life_days: float | None, as_of: datetime
+) -> pl.LazyFrame:
+    """Each event up to ``as_of`` with a weighted type, plus its decayed ``weight`` (not yet aggregated)."""
     lf = events.lazy() if isinstance(events, pl.DataFrame) else events
     type_weights = pl.DataFrame(
         {Columns.EventType: list(weights), "_type_weight": [float(w) for w in weights.values()]},
@@ -48,12 +61,7 @@ def weight_events(
         weight = pl.col("_type_weight") * decay
     else:
         weight = pl.col("_type_weight")
-    return (
-        lf.with_columns(weight.alias(Columns.Weight))
-        .group_by(Columns.Customer, Columns.Product)
-        .agg(pl.col(Columns.Weight).sum())
-        .filter(pl.col(Columns.Weight) > 0)
-    )
+    return lf.with_columns(weight.alias(Columns.Weight)).drop("_type_weight")
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,50 @@ def build_interactions(
     products: IdMap | None = None,
     unknown: Literal["raise", "skip"] = "raise",
 ) -> InteractionMatrix:
-    """Weight, decay and aggregate ``events`` as of ``as_of`` and build the interaction matrix."""
-    weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
-    return InteractionMatrix.from_frame(
-        weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
+    """Weight, decay and aggregate ``events`` as of ``as_of`` and build the interaction matrix.
+
+    With both id maps given (the pipelines' case) and a catalogue small enough for one dense array of sums
+    (customers x products <= DENSE_SUM_LIMIT), events are mapped to row/column numbers and summed with one
+    ``np.bincount``: the same matrix as :func:`weight_events` + :meth:`InteractionMatrix.from_frame`, without
+    a hash group-by over millions of (customer, product) pairs.
+    """
+    if customers is None or products is None:
+        weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
+        return InteractionMatrix.from_frame(
+            weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
+        )
+    if customers.size * products.size > DENSE_SUM_LIMIT:
+        weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
+        return InteractionMatrix.from_frame(
+            weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
+        )
+    lf = events.lazy() if isinstance(events, pl.DataFrame) else events
+    rows = customers.frame(id_col=Columns.Customer, index_col="_row").lazy()
+    cols = products.frame(id_col=Columns.Product, index_col="_col").lazy()
+    weighted = (
+        event_weights(lf.select(Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime),
+                      weights=weights, half_life_days=half_life_days, as_of=as_of)
+        .join(rows, on=Columns.Customer, how="left")
+        .join(cols, on=Columns.Product, how="left")
+        .select("_row", "_col", Columns.Weight)
+        .collect(engine="streaming")
     )
+    missing = weighted["_row"].is_null() | weighted["_col"].is_null()
+    if missing.any():
+        if unknown == "raise":  # the id-based path raises, naming the pairs
+            by_id = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
+            InteractionMatrix.from_frame(by_id.collect(), customers=customers, products=products, unknown="raise")
+        weighted = weighted.filter(~missing)
+    n_products = products.size
+    cell = weighted["_row"].cast(pl.Int64).to_numpy() * n_products + weighted["_col"].cast(pl.Int64).to_numpy()
+    totals = np.bincount(cell, weights=weighted[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
+    del cell, weighted
+    stored = np.flatnonzero(totals > 0)  # cell order = CSR order, column indices sorted within each row
+    row_of = stored // n_products
+    indptr = np.zeros(customers.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of, minlength=customers.size), out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (totals[stored].astype(np.float32), (stored - row_of * n_products).astype(np.int32), indptr),
+        shape=(customers.size, n_products),
+    )
+    return InteractionMatrix(matrix=matrix, customers=customers, products=products)

@@ -92,3 +92,36 @@ def test_idmap_internal_external_and_unknown_policies():
         ids.to_internal(["zz"])
     assert ids.to_external(np.array([2, 1])).to_list() == ["c", "a"]
     assert IdMap.load(ids.save()).external_ids.to_list() == ids.external_ids.to_list()
+
+
+def test_dense_sum_with_id_maps_equals_the_group_by_path(monkeypatch):
+    # with both id maps, events are summed per cell with bincount; the id group-by path must give the same matrix
+    import recommender.interactions as interactions
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    many = events([
+        (f"c{rng.integers(0, 300)}", f"p{rng.integers(0, 12)}", str(rng.choice(["impression", "click", "application",
+                                                                                 "activation", "other"])),
+         AS_OF - timedelta(minutes=int(rng.integers(-1_000, 500_000))))
+        for _ in range(n)
+    ])
+    customers = IdMap.from_values([f"c{i}" for i in range(310)][::-1])  # some cold, order not sorted
+    products = IdMap.from_values([f"p{i}" for i in range(13)])
+    dense = build_interactions(many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers,
+                               products=products)
+    monkeypatch.setattr(interactions, "DENSE_SUM_LIMIT", 0)
+    grouped = build_interactions(many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers,
+                                 products=products)
+    assert dense.matrix.has_sorted_indices and dense.matrix.nnz == grouped.matrix.nnz > 1_000
+    assert dense.fingerprint() == grouped.fingerprint()
+
+
+def test_unknown_ids_with_both_id_maps_raise_or_are_skipped():
+    customers, products = IdMap.from_values(["c1", "c2"]), IdMap.from_values(["p1"])
+    with pytest.raises(UnknownIdError, match=r"2 pair\(s\) with unknown ids"):
+        build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers,
+                           products=products)
+    m = build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers,
+                           products=products, unknown="skip")
+    np.testing.assert_allclose(m.matrix.toarray(), [[4.0], [0.0]], rtol=1e-6)
