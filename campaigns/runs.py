@@ -32,7 +32,7 @@ from campaigns.allocation import allocate, apportion
 from campaigns.arms import arm_frame
 from campaigns.contracts import World
 from campaigns.eligibility import RuleSet, compact_exclusions, evaluate, exclusion_counts
-from campaigns.specs import CONTROL, CampaignSpec
+from campaigns.specs import CONTROL, CampaignSpec, CampaignSpecError
 from recommender.errors import UserError
 
 log = logging.getLogger("mktg.campaigns")
@@ -132,6 +132,11 @@ def plan_campaign(
     if allowed is None:
         allowed_pairs = audience.select(SEG).unique().join(offer_frame, how="cross")
     else:
+        known = set(allowed[SEG].unique().to_list())
+        unknown = [s for s in spec.segments if s not in known]
+        if unknown:
+            raise CampaignSpecError(f"campaign '{spec.id}': segments: {unknown[0]!r} is not a segment with allowed "
+                                    f"offers (segments: {', '.join(sorted(known))})")
         allowed_pairs = allowed.select(SEG, O).join(offer_frame, on=O, how="semi").unique()
     with stage("eligibility"):
         candidates = audience.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)

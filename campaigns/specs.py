@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from campaigns.schedules import cron_trigger
 from recommender.errors import UserError
 
 CONTROL = "control"
@@ -110,12 +111,7 @@ class CampaignSpec(BaseModel):
     def _schedule(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value, timezone="UTC")
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        cron_trigger(value, timezone="UTC")  # raises ValueError naming the problem
         return value
 
     @model_validator(mode="after")

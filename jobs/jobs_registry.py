@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from apscheduler.triggers.cron import CronTrigger
 
+from campaigns.schedules import cron_trigger
+
 from jobs.job_functions import campaign_job, conversion_analysis_job, model_refresh_job
 from jobs.settings import ConfigError, Settings
 from recommender.errors import UserError
@@ -40,17 +42,10 @@ class JobDef:
 
 def make_trigger(schedule: str, *, timezone: str) -> CronTrigger:
     """A cron trigger from 5 fields, or 6 with seconds first (e.g. ``*/2 * * * * *`` for every 2 seconds)."""
-    fields = schedule.split()
     try:
-        if len(fields) == 5:
-            return CronTrigger.from_crontab(schedule, timezone=timezone)
-        if len(fields) == 6:
-            second, minute, hour, day, month, day_of_week = fields
-            return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                               day_of_week=day_of_week, timezone=timezone)
-    except (ValueError, LookupError) as exc:
-        raise ConfigError(f"invalid schedule {schedule!r}: {exc}") from exc
-    raise ConfigError(f"invalid schedule {schedule!r}: expected 5 cron fields (or 6 with seconds first)")
+        return cron_trigger(schedule, timezone=timezone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _import_ref(ref: str) -> Callable[..., Any]:

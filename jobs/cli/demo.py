@@ -10,7 +10,6 @@ from rich.console import Console
 
 from jobs.cli.context import app_context
 from jobs.cli.data import counts_table, generate_with_progress
-from jobs.demo import run_demo
 
 console = Console()
 
@@ -24,6 +23,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="World directory (default: <var_dir>/demo)."),
     ) -> None:
         """Generate a synthetic world into var/demo and run the data flow on it."""
+        from jobs.demo import run_demo  # jobs.demo uses the report view of jobs.cli.report: import late
+
         context = app_context(ctx)
         settings = context.settings
         world_dir = out or settings.var_dir / "demo"

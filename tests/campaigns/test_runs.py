@@ -206,3 +206,22 @@ def test_no_customer_failing_any_rule_is_ever_targeted(people, offers_per_custom
     # with no caps, every customer with an eligible offer gets min(offers_per_customer, #eligible) of them
     per_customer = pl.DataFrame(list(expected), schema=["customer_id", "offer_id"], orient="row").group_by("customer_id").len()
     assert plan.targets.height == sum(min(n, offers_per_customer) for n in per_customer["len"])
+
+
+def test_unknown_target_segment_is_a_clear_error():
+    from campaigns.specs import CampaignSpecError, parse_campaign
+    from campaigns.runs import plan_campaign
+    import polars as pl
+
+    spec = parse_campaign({"id": "c", "name": "c", "offers": ["X"], "segments": ["nope"], "channel": "email",
+                           "max_audience": 10, "salt": "s", "arms": [{"name": "control", "share": 0.5},
+                                                                     {"name": "popularity", "share": 0.5}]},
+                          source="c.toml")
+
+    class _World:
+        products = pl.DataFrame({"product_id": ["X"], "family": ["deposit"]})
+
+    with pytest.raises(CampaignSpecError, match="'nope' is not a segment"):
+        plan_campaign(spec, world=_World(), segments=pl.DataFrame({"customer_id": ["a"], "segment": ["s1"]}),
+                      ranker=None, rules=None, as_of=None,
+                      allowed=pl.DataFrame({"segment": ["s1"], "offer_id": ["X"]}))
