@@ -1,0 +1,61 @@
+"""The nightly model refresh with the real pipeline (load world, evaluate on a time split, train, save,
+register) keeps the active model when the new one is worse than it by more than the margin."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from campaigns.contracts import load_world
+from campaigns.db.models import ModelVersion
+from campaigns.db.session import make_engine, session_scope, upgrade
+from campaigns.model_registry import active_version
+from campaigns.synthetic import generate_world
+from jobs.demo import world_as_of
+from jobs.job_functions import model_refresh_job
+from jobs.pipeline_models import save_and_register, train_models
+from jobs.runner import JobRunner, Outcome
+from jobs.settings import load_events, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("world")
+    generate_world(directory, customers=1_500, seed=11)
+    return directory
+
+
+@pytest.mark.parametrize(("previous_ndcg", "kept"), [(0.99, True), (0.0, False)])
+def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, tmp_path, previous_ndcg, kept):
+    config = tmp_path / "cfg"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
+    (config / "settings.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
+        'threads = 1\n[refresh]\nmodels = ["popularity"]\nmetric = "ndcg"\nmax_regression = 0.02\n'
+    )
+    settings = load_settings(config, environ={})
+    events = load_events(settings)
+    previous = train_models(load_world(world, event_types=events.event_types), settings, events,
+                            as_of=world_as_of(world), names=["popularity"])
+    save_and_register(previous, settings, metrics={"popularity": {"ndcg": previous_ndcg}})
+    previous_version = previous["popularity"].version
+
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
+    assert report.outcome == Outcome.SUCCEEDED, report.error
+    with session_scope(engine) as session:
+        active = active_version(session, "popularity")
+        versions = {v.version: v for v in session.query(ModelVersion).filter(ModelVersion.kind == "popularity")}
+    engine.dispose()
+    [new_version] = [v for v in versions if v != previous_version]
+    new = versions[new_version]
+    assert 0 < new.metrics["ndcg"] < 0.99  # really evaluated on the time split
+    assert Path(new.path, "model.json").exists()
+    assert active.version == (previous_version if kept else new_version)
+    assert new.is_active is (not kept)
