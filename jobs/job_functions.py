@@ -177,7 +177,7 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
                                   traffic_shares={arm.name: arm.share for arm in spec.arms},
                                   window_days=float(spec.conversion_window_days), products=products,
                                   title=f"A/B report: campaign {spec.id}, run {run_id}")
-            base = Path(settings.var_dir) / "reports" / _slug(f"{spec.id}-{run_id}")
+            base = Path(settings.var_dir) / "reports" / _slug(run_id)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))
             written += 1

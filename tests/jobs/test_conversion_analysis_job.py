@@ -1,0 +1,62 @@
+"""The daily conversion-analysis job end to end: a campaign run through the job runner, conversions simulated
+from the ground truth into the data directory, then the job writes the run's A/B report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from campaigns.contracts import load_world
+from campaigns.db.session import make_engine, upgrade
+from campaigns.report_data import load_run_assignments
+from campaigns.simulate import simulate_for_run
+from campaigns.synthetic import generate_world
+from jobs.demo import world_as_of
+from jobs.job_functions import campaign_job, conversion_analysis_job
+from jobs.pipeline_models import save_and_register, train_models
+from jobs.runner import JobRunner, Outcome
+from jobs.settings import load_events, load_settings
+from test_scheduler_campaign import CAMPAIGN
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
+    world = tmp_path / "world"
+    generate_world(world, customers=1_000, seed=9)
+    config = tmp_path / "cfg"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("campaigns", "settings.toml"))
+    (config / "campaigns").mkdir()
+    (config / "campaigns" / "every3s.toml").write_text(CAMPAIGN)
+    (config / "settings.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
+        "threads = 1\n")
+    settings = load_settings(config, environ={})
+    events = load_events(settings)
+    save_and_register(train_models(load_world(world, event_types=events.event_types), settings, events,
+                                   as_of=world_as_of(world), names=["popularity"]), settings)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    runner = JobRunner(engine, settings=settings)
+    fire = datetime(2026, 11, 2, 9)
+    run = runner.run("campaign:every3s", fire, campaign_job, {"campaign_id": "every3s"})
+    assert run.outcome == Outcome.SUCCEEDED, run.error
+
+    assignments = load_run_assignments(engine, "every3s").assignments
+    simulate_for_run(assignments, world, seed=1).write_parquet(world / "conversions.parquet")
+    analysis = runner.run("conversion_analysis", datetime(2026, 11, 3, 6), conversion_analysis_job)
+    assert analysis.outcome == Outcome.SUCCEEDED, analysis.error
+    engine.dispose()
+
+    reports = sorted((settings.var_dir / "reports").glob("*.json"))
+    assert [p.stem for p in reports] == ["every3s-20261102T090000"]
+    doc = json.loads(reports[0].read_text())
+    assert reports[0].with_suffix(".html").exists()
+    arms = {a["arm"]: a["n"] for a in doc["metrics"][doc["primary_metric"]]["arms"]}
+    expected = assignments.group_by("arm").agg(pl.col("customer_id").n_unique())
+    assert arms == dict(expected.iter_rows())
+    assert doc["control_arm"] == "control" and doc["window_days"] == 14
