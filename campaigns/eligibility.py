@@ -11,7 +11,6 @@ consent) fail when missing.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from campaigns.contracts import World
+from campaigns.tomlfile import read_toml
 from recommender.errors import UserError
 
 C, O = "customer_id", "offer_id"
@@ -108,13 +108,7 @@ class RuleSet(BaseModel):
 
 def load_rule_sets(path: Path | str) -> dict[str, RuleSet]:
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise EligibilityConfigError(f"eligibility rules file '{path}' not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise EligibilityConfigError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, error=EligibilityConfigError, what="eligibility rules file")
     sets = {}
     for name, body in data.items():
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from campaigns.schedules import cron_trigger
+from campaigns.tomlfile import read_toml
 from recommender.errors import UserError
 
 CONTROL = "control"
@@ -181,13 +181,7 @@ def parse_campaign(data: dict[str, Any], *, source: Path | str) -> CampaignSpec:
 def load_campaign(path: Path | str) -> CampaignSpec:
     """Read and validate one campaign file; its ``id`` must equal the file name's stem."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise CampaignSpecError(f"campaign file '{path}' not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise CampaignSpecError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, error=CampaignSpecError, what="campaign file")
     spec = parse_campaign(data, source=path)
     if spec.id != path.stem:
         raise CampaignSpecError(f"{path}: id: campaign id {spec.id!r} must match the file name {path.stem!r}")

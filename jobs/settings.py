@@ -7,12 +7,12 @@ config directory is ``--config DIR``, else ``MKTG_CONFIG_DIR``, else the project
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from campaigns.tomlfile import read_toml as campaigns_read_toml
 from recommender.errors import UserError
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -92,13 +92,7 @@ class EventConfig(BaseModel):
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; a missing or malformed file is a one-line :class:`ConfigError`."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file '{path}' not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"configuration file '{path}' is not valid TOML: {exc}") from exc
+    return campaigns_read_toml(path, error=ConfigError)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
