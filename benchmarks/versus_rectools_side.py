@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     from implicit.cpu.als import AlternatingLeastSquares
     from rectools import Columns
-    from rectools.dataset import Dataset, Interactions
+    from rectools.dataset import Dataset
     from rectools.models import ImplicitALSWrapperModel
     from threadpoolctl import threadpool_limits
 
@@ -183,7 +183,7 @@ def _recommend(model: Any, dataset: Any, targets: Any, allowed: Any, held: Any, 
     """
     import pandas as pd
     from rectools import Columns
-    from rectools.dataset import Dataset, Interactions
+    from rectools.dataset import Dataset
 
     held = held[held[Columns.User].isin(dataset.user_id_map.external_ids)
                 & held[Columns.Item].isin(dataset.item_id_map.external_ids)]

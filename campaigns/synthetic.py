@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 CHUNK_CUSTOMERS = 50_000

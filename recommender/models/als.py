@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from recommender.models._threads import single_threaded_blas
-from recommender.models.base import RankingModel, stable_scores
+from recommender.models.factors import FactorModel
 
 
-class ALSModel(RankingModel):
+class ALSModel(FactorModel):
     kind = "als"
 
     def __init__(
@@ -25,8 +24,6 @@ class ALSModel(RankingModel):
         self.alpha = float(alpha)
         self.iterations = int(iterations)
         self.random_state = int(random_state)
-        self.customer_factors: np.ndarray | None = None
-        self.offer_factors: np.ndarray | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -42,15 +39,4 @@ class ALSModel(RankingModel):
                 iterations=self.iterations, random_state=self.random_state, num_threads=threads,
             )
             model.fit(matrix, show_progress=False)
-        self.customer_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.offer_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-
-    def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
-        return stable_scores(self.customer_factors[rows], self.offer_factors)
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"customer_factors": self.customer_factors, "offer_factors": self.offer_factors}
-
-    def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.customer_factors = arrays["customer_factors"]
-        self.offer_factors = arrays["offer_factors"]
+        self._keep_factors(model)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from recommender.models._threads import single_threaded_blas
-from recommender.models.base import RankingModel, stable_scores
+from recommender.models.factors import FactorModel
 
 
-class BPRModel(RankingModel):
+class BPRModel(FactorModel):
     kind = "bpr"
     deterministic_threads = False  # Hogwild SGD
 
@@ -27,8 +27,6 @@ class BPRModel(RankingModel):
         self.iterations = int(iterations)
         self.min_weight = float(min_weight)  # entries at or below count as unobserved
         self.random_state = int(random_state)
-        self.customer_factors: np.ndarray | None = None
-        self.offer_factors: np.ndarray | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -50,15 +48,4 @@ class BPRModel(RankingModel):
             )
             model.fit(positives, show_progress=False)
         # implicit stores (factors + 1) columns: the customer side holds a 1 that multiplies the offer bias.
-        self.customer_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.offer_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-
-    def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
-        return stable_scores(self.customer_factors[rows], self.offer_factors)
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"customer_factors": self.customer_factors, "offer_factors": self.offer_factors}
-
-    def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.customer_factors = arrays["customer_factors"]
-        self.offer_factors = arrays["offer_factors"]
+        self._keep_factors(model)
