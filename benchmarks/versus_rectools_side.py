@@ -183,7 +183,7 @@ def _recommend(model: Any, dataset: Any, targets: Any, allowed: Any, held: Any, 
     """
     import pandas as pd
     from rectools import Columns
-    from rectools.dataset import Dataset
+    from rectools.dataset import Dataset, Interactions
 
     held = held[held[Columns.User].isin(dataset.user_id_map.external_ids)
                 & held[Columns.Item].isin(dataset.item_id_map.external_ids)]
