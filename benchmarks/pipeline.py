@@ -169,21 +169,25 @@ def run_child(kind: str, work: Path, env: dict[str, str], extra: list[str]) -> d
     return json.loads(out.read_text())
 
 
-def delete_run(database_url: str, run_id: str, export_dir: str | None) -> None:
+def delete_run(database_url: str, run_id: str, export_dir: str | None) -> dict[str, int]:
+    """Delete one run's rows and files; return how many rows each table held for it."""
     from sqlalchemy import delete
 
     from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
     from campaigns.db.session import make_engine
 
     engine = make_engine(database_url)
+    counts = {}
     try:
         with engine.begin() as conn:
             for table in (ContactHistory, Exclusion, TargetListRow, CampaignRun):
-                conn.execute(delete(table.__table__).where(table.__table__.c.run_id == run_id))
+                result = conn.execute(delete(table.__table__).where(table.__table__.c.run_id == run_id))
+                counts[table.__tablename__] = result.rowcount
     finally:
         engine.dispose()
     if export_dir:
         shutil.rmtree(export_dir, ignore_errors=True)
+    return counts
 
 
 # --- children ------------------------------------------------------------------------------------------------
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(0 if args.skip_campaign else args.repeat):
         result = run_child("campaign", work, env, ["--data", str(data), "--customers", str(args.customers),
                                                    "--campaign-id", campaign_id])
-        delete_run(database_url, result["run_id"], result["export_dir"])
+        result["database_rows"] = delete_run(database_url, result["run_id"], result["export_dir"])
         campaign_runs.append(result)
 
     report: dict[str, Any] = {
@@ -408,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = {r["targets_sha256"] for r in campaign_runs}
         campaign.update(rows=campaign_runs[0]["rows"], control_rows=campaign_runs[0]["control_rows"],
                         rows_per_arm=campaign_runs[0]["rows_per_arm"], targets_sha256=sorted(digests),
+                        database_rows=campaign_runs[0]["database_rows"],
                         identical_target_lists=len(digests) == 1)
         report["campaign_run"] = {**campaign, "raw": campaign_runs}
         print_table(f"campaign run '{campaign_id}', {args.customers:,} customers (median of {len(campaign_runs)})",
