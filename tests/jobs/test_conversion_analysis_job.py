@@ -4,9 +4,7 @@ from the ground truth into the data directory, then the job writes the run's A/B
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime
-from pathlib import Path
 
 import polars as pl
 
@@ -20,21 +18,13 @@ from jobs.job_functions import campaign_job, conversion_analysis_job
 from jobs.pipeline_models import save_and_register, train_models
 from jobs.runner import JobRunner, Outcome
 from jobs.settings import load_events, load_settings
-from test_scheduler_campaign import CAMPAIGN
-
-ROOT = Path(__file__).resolve().parents[2]
+from test_scheduler_campaign import make_config
 
 
 def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
     world = tmp_path / "world"
     generate_world(world, customers=1_000, seed=9)
-    config = tmp_path / "cfg"
-    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("campaigns", "settings.toml"))
-    (config / "campaigns").mkdir()
-    (config / "campaigns" / "every3s.toml").write_text(CAMPAIGN)
-    (config / "settings.toml").write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
-        "threads = 1\n")
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
     settings = load_settings(config, environ={})
     events = load_events(settings)
     save_and_register(train_models(load_world(world, event_types=events.event_types), settings, events,
