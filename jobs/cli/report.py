@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from campaigns.contracts import find_table
-from campaigns.report import ReportResult, build_report, write_csv, write_html, write_json
-from campaigns.report_data import load_run_assignments, read_assignments, read_conversions, read_products
 from jobs.cli.context import app_context
 from recommender.errors import UserError
+
+if TYPE_CHECKING:  # the report stack (scipy.stats, matplotlib) is imported when a report is made
+    from campaigns.report import ReportResult
 
 console = Console(width=None if Console().is_terminal else 120)
 
@@ -110,6 +111,9 @@ def register(app: typer.Typer) -> None:
 
         Without --html/--json/--csv, HTML and JSON are written under <var_dir>/reports/.
         """
+        from campaigns.report import build_report, write_csv, write_html, write_json
+        from campaigns.report_data import load_run_assignments, read_assignments, read_conversions, read_products
+
         settings = app_context(ctx).settings
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
