@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from common import ensure_world, machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -99,16 +101,6 @@ class StageRecorder:
 
 
 # --- setup (parent) ----------------------------------------------------------------------------------------
-
-
-def ensure_world(directory: Path, customers: int, seed: int) -> dict[str, Any]:
-    if (directory / "customers.parquet").exists() and (directory / "ground_truth.json").exists():
-        return {"generated": False}
-    from campaigns.synthetic import generate_world
-
-    started = time.perf_counter()
-    generate_world(directory, customers=customers, seed=seed)
-    return {"generated": True, "seconds": time.perf_counter() - started}
 
 
 def bench_config(work: Path, *, campaign: str, customers: int, audience_share: float) -> str:
@@ -323,18 +315,6 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def machine() -> dict[str, Any]:
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return ""
-
-    return {"cpus": os.cpu_count(), "lscpu_model": next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines()
-                                                          if line.startswith("Model name")), ""),
-            "memory": run("free", "-h").splitlines()[1] if run("free", "-h") else "", "python": sys.version.split()[0]}
-
-
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -394,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, "benchmarks/pipeline.py", *(argv or sys.argv[1:])]),
         "customers": args.customers, "data": str(data), "world": world, "repeat": args.repeat,
         "database": database_url.split(":", 1)[0], "campaign": args.campaign, "audience_share": args.audience_share,
-        "machine": machine(), "load_average_start": load, "load_average_end": os.getloadavg(),
+        "machine": machine_info(), "load_average_start": load, "load_average_end": os.getloadavg(),
         "when": datetime.now().isoformat(timespec="seconds"),
     }
     if refresh_runs:

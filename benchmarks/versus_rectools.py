@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,25 +45,11 @@ TIE_TOLERANCE = 1e-5  # relative: float32 scores summed in different orders diff
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(SIDE_SCRIPT.parent))
 
+from common import ensure_world, machine_info  # noqa: E402
 from versus_rectools_side import Stages  # noqa: E402
 
 
 # --- setup ------------------------------------------------------------------------------------------
-def ensure_world(directory: Path, customers: int, seed: int) -> None:
-    """Generate a synthetic world into ``directory`` unless one is there (written aside, then renamed)."""
-    if (directory / "customers.parquet").exists():
-        return
-    from campaigns.synthetic import generate_world
-
-    print(f"generating a synthetic world of {customers:,} customers into {directory} ...", flush=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    generate_world(tmp, customers=customers, seed=seed)
-    try:
-        tmp.rename(directory)
-    except OSError:  # another process generated it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def ensure_rectools_python(explicit: Path | None) -> Path:
     """The RecTools virtualenv's python: ``explicit``, else ``benchmarks/.venv-rectools`` (created if absent)."""
     if explicit:
@@ -281,18 +266,6 @@ def _summary(records: dict[str, Any]) -> dict[str, Any]:
             for name, r in records.items()}
 
 
-def _machine() -> dict[str, Any]:
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return ""
-
-    model = next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")), "")
-    return {"cpu": model, "cores": os.cpu_count(), "memory": (run("free", "-h").splitlines() or ["", ""])[1],
-            "load_average": os.getloadavg(), "python": sys.version.split()[0]}
-
-
 def _print_table(result: dict[str, Any]) -> None:
     ours, theirs = result["ours"], result["rectools"]
     print(f"\n{result['inputs']['ranked_customers']:,} customers x {result['inputs']['products']} offers, "
@@ -359,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "customers": args.customers, "k": args.k, "threads": args.threads, "repeats": args.repeats, "als": als,
-        "inputs": inputs, "machine": {**_machine(), "load_average_before": load_before},
+        "inputs": inputs, "machine": {**machine_info(), "load_average_before": load_before},
         "ours": ours, "rectools": theirs,
         "versions": {"rectools": theirs_info["rectools"], "rectools_numpy": theirs_info["numpy"],
                      "numpy": ours_info["numpy"], "polars": ours_info["polars"]},
