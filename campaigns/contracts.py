@@ -546,6 +546,8 @@ def find_table(directory: Path, name: str) -> Path | None:
     raises :class:`ContractError` instead of counting as absent.
     """
     directory = Path(directory)
+    if not directory.is_dir():  # no data directory: no table (load_world reports the directory itself)
+        return None
     try:
         entries = sorted(os.listdir(directory))
     except OSError as exc:

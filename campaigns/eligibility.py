@@ -62,12 +62,12 @@ def _text(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
 
 
-def _state(value: pl.Expr, valid) -> pl.Expr:
-    """0: usable, 2: missing (null), 3: invalid (NaN, infinite or outside ``valid``)."""
+def _checked(value: pl.Expr, valid) -> pl.Expr:
+    """``value`` as Float64 where it is usable, null where it is missing, NaN where it is invalid (NaN, infinite
+    or outside ``valid``): one column carries both the value and its state to the (many) pairs."""
     number = value.cast(pl.Float64)
     usable = number.is_finite() & number.is_between(valid.min, valid.max)
-    return pl.when(number.is_null()).then(pl.lit(2, pl.UInt8)).when(usable).then(pl.lit(0, pl.UInt8)).otherwise(
-        pl.lit(3, pl.UInt8))
+    return pl.when(number.is_null()).then(None).when(usable).then(number).otherwise(float("nan"))
 
 
 def customer_features(
@@ -109,12 +109,12 @@ def customer_features(
             pl.lit(True).alias("has_risk"),
         )
     )
-    # The latest consent record per customer for the channel and purpose; rows tied at the latest time (only
-    # possible in unvalidated data) grant consent only if they all do.
+    # The latest consent record per customer for the channel and purpose; of rows tied at the latest time (only
+    # possible in unvalidated data) a refusal wins: it sorts last.
     consent = (
         world.consents.filter((pl.col("channel") == channel) & (pl.col("purpose") == purpose) & (pl.col("updated_at") <= as_of))
-        .group_by(C).agg(pl.col("granted").fill_null(False).filter(pl.col("updated_at") == pl.col("updated_at").max())
-                         .all().alias("consent"))
+        .select(C, "updated_at", pl.col("granted").fill_null(False).alias("consent"))
+        .sort(["updated_at", "consent"], descending=[False, True]).unique(C, keep="last").select(C, "consent")
     )
     sup = world.suppression
     sup_channel = _text(_col(sup, "channel", pl.String))
@@ -140,21 +140,34 @@ def customer_features(
         .join(contacts, on=C, how="left")
         .with_columns(pl.col("suppressed").fill_null(0), pl.col("contacts").fill_null(0), pl.col("known").fill_null(False),
                       pl.col("has_risk").fill_null(False),
-                      _state(pl.col("age"), valid.age).alias("age_state"),
-                      _state(pl.col("credit_score"), valid.credit_score).alias("score_state"),
-                      _state(pl.col("dti"), valid.dti).alias("dti_state"))
+                      _checked(pl.col("age"), valid.age).alias("age"),
+                      _checked(pl.col("credit_score"), valid.credit_score).alias("credit_score"),
+                      _checked(pl.col("dti"), valid.dti).alias("dti"))
     )
 
 
 def _offer_features(products: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """One row per product: family (normalised), thresholds, active flag and its bit positions: ``_offer_word``
+    and ``_offer_bit`` (64 products per word) and ``_family_bit``. Over 63 families two may share a bit, which
+    can only make the family rule exclude more (fail closed), never less."""
     active = (_col(products, "active_from", TS).is_null() | (_col(products, "active_from", TS) <= as_of)) & (
         _col(products, "active_to", TS).is_null() | (_col(products, "active_to", TS) > as_of))
-    return products.select(
+    offers = products.select(
         pl.col("product_id").alias(O), _text(pl.col("family")).alias("family"),
         _col(products, "min_age", pl.Int32), _col(products, "max_age", pl.Int32),
         _col(products, "min_credit_score", pl.Float64).cast(pl.Float64), _col(products, "max_dti", pl.Float64).cast(pl.Float64),
         active.alias("offer_active"),
+    ).unique(O, keep="first", maintain_order=True)
+    family_bit = {f: 1 << (i % 63) for i, f in enumerate(sorted(offers["family"].drop_nulls().unique().to_list()))}
+    return offers.with_columns(
+        pl.Series("_offer_word", [i // 64 for i in range(offers.height)], dtype=pl.Int32),
+        pl.Series("_offer_bit", [1 << (i % 64) for i in range(offers.height)], dtype=pl.UInt64),
+        pl.col("family").replace_strict(family_bit, default=0, return_dtype=pl.UInt64).alias("_family_bit"),
     )
+
+
+def _word_count(offers: pl.DataFrame) -> int:
+    return max(1, -(-offers.height // 64))
 
 
 def _verdict(bits: dict[str, int], cases: list[tuple[str, pl.Expr]], passes: pl.Expr) -> pl.Expr:
@@ -167,7 +180,7 @@ def _verdict(bits: dict[str, int], cases: list[tuple[str, pl.Expr]], passes: pl.
     return chain.otherwise(pl.lit(bits[FAIL], dtype=pl.UInt64))
 
 
-def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet) -> pl.Expr:
+def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet, *, held_words: int = 1) -> pl.Expr:
     """UInt64: the bit of the reason code ``rule`` gives the row (0 when it passes)."""
     valid = rules.valid
     col = pl.col
@@ -180,8 +193,8 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
     def flag(name: str) -> list[tuple[str, pl.Expr]]:
         return [(MISSING, col(name).is_null())]
 
-    def state(name: str) -> list[tuple[str, pl.Expr]]:
-        return [(MISSING, col(name) == 2), (INVALID, col(name) == 3)]
+    def checked(name: str) -> list[tuple[str, pl.Expr]]:  # see _checked: null = missing, NaN = invalid
+        return [(MISSING, col(name).is_null()), (INVALID, col(name).is_nan())]
 
     match rule.check:
         case "customer_known":
@@ -196,21 +209,21 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
         case "not_suppressed":
             return _verdict(bits, [(FAIL, col("suppressed") == 1), (INVALID, col("suppressed") == 2)], col("suppressed") == 0)
         case "min_age":
-            return _verdict(bits, state("age_state"), col("age") >= rule.years)
+            return _verdict(bits, checked("age"), col("age") >= rule.years)
         case "offer_age_band":
             no_band = col("min_age").is_null() & col("max_age").is_null()
             within = ((col("min_age").is_null() | (col("age") >= col("min_age")))
                       & (col("max_age").is_null() | (col("age") <= col("max_age"))))
-            return _verdict(bits, [(PASS, no_band), *state("age_state")], within)
+            return _verdict(bits, [(PASS, no_band), *checked("age")], within)
         case "not_student":
             return _verdict(bits, [(FAIL, col("student").fill_null(False)), *flag("student")], ~col("student"))
         case "offer_min_credit_score":
             floor = col("min_credit_score")
-            return _verdict(bits, [(PASS, floor.is_null()), (INVALID, ~floor.is_finite()), *state("score_state")],
+            return _verdict(bits, [(PASS, floor.is_null()), (INVALID, ~floor.is_finite()), *checked("credit_score")],
                             col("credit_score") >= floor)
         case "offer_max_dti":
             cap = col("max_dti")
-            return _verdict(bits, [(PASS, cap.is_null()), (INVALID, ~cap.is_finite()), *state("dti_state")], col("dti") <= cap)
+            return _verdict(bits, [(PASS, cap.is_null()), (INVALID, ~cap.is_finite()), *checked("dti")], col("dti") <= cap)
         case "max_dpd_current":
             return _verdict(bits, number("dpd_current", valid.dpd), col("dpd_current") <= rule.max_days)
         case "max_dpd_12m":
@@ -221,15 +234,35 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
             return _verdict(bits, flag("blacklisted"), ~col("blacklisted"))
         case "kyc_ok":
             return _verdict(bits, flag("kyc_ok"), col("kyc_ok"))
-        case "not_held":
-            return _verdict(bits, [], ~col("held"))
-        case "family_not_held":
-            return _verdict(bits, flag("family"), ~col("family_held"))
+        case "not_held":  # the customer's held-product bits of the offer's word, and the offer's bit
+            return _verdict(bits, [], (_held_word(held_words) & col("_offer_bit")) == 0)
+        case "family_not_held":  # bit masks of the customer's held families and of the offer's family
+            return _verdict(bits, [(MISSING, col("_family_bit") == 0)], (col("_held_families") & col("_family_bit")) == 0)
         case "offer_active":
             return _verdict(bits, [], col("offer_active"))
         case "contact_cap":
             return _verdict(bits, [], col("contacts") < rule.max_contacts)
     raise AssertionError(rule.check)  # pragma: no cover - validated in Rule
+
+
+def _held_word(words: int) -> pl.Expr:
+    """Per pair: the customer's word of held-product bits that holds the offer's bit (see :func:`_held_masks`)."""
+    if words == 1:
+        return pl.col("_held_0")
+    return pl.coalesce([pl.when(pl.col("_offer_word") == w).then(pl.col(f"_held_{w}")) for w in range(words)])
+
+
+def _held_masks(holdings: pl.DataFrame, offers: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Per customer with a holding as of ``as_of``: ``_held_families`` (bits of the families held) and
+    ``_held_<w>`` words of held-product bits (64 products per word, positions from :func:`_offer_features`).
+    Integer arithmetic per pair then replaces joining every pair with the holdings (the costliest step)."""
+    active = holdings.filter(
+        (pl.col("since") <= as_of) & (_col(holdings, "until", TS).is_null() | (_col(holdings, "until", TS) > as_of)))
+    words = _word_count(offers)
+    held = active.select(C, pl.col("product_id").alias(O)).join(offers.select(O, "_offer_word", "_offer_bit", "_family_bit"), on=O)
+    return held.group_by(C).agg(
+        pl.col("_family_bit").bitwise_or().alias("_held_families"),
+        *[pl.col("_offer_bit").filter(pl.col("_offer_word") == w).bitwise_or().alias(f"_held_{w}") for w in range(words)])
 
 
 def _code_bits(rules: RuleSet) -> list[dict[str, int]]:
@@ -276,38 +309,36 @@ def evaluate(
         candidates, world, contact_history=contact_history, channel=channel, purpose=purpose, as_of=as_of,
         contact_window_days=max(cap_windows) if cap_windows else None, valid=rules.valid,
     )
-    active_holdings = world.holdings.filter(
-        (pl.col("since") <= as_of) & (_col(world.holdings, "until", TS).is_null() | (_col(world.holdings, "until", TS) > as_of)))
-    held = active_holdings.select(C, pl.col("product_id").alias(O)).unique().with_columns(pl.lit(True).alias("held"))
     offers = _offer_features(world.products, as_of)
+    holdings = _held_masks(world.holdings, offers, as_of)
+    held_words = _word_count(offers)
     bits = _code_bits(rules)
     # Rules on customer data alone are evaluated once per customer (their family filter becomes a per-offer
     # bit mask); only rules that read offer data are evaluated per pair.
     customer_rules = [(i, r) for i, r in enumerate(rules.rules) if not CHECKS[r.check].per_offer]
     pair_rules = [(i, r) for i, r in enumerate(rules.rules) if CHECKS[r.check].per_offer]
     customer_mask = _sum([_rule_bits(r, bits[i], as_of, rules) for i, r in customer_rules])
-    per_customer = features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
+    per_customer = (features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
+                    .join(holdings, on=C, how="left").with_columns(pl.exclude(C, *_PAIR_COLUMNS, "_customer_mask").fill_null(0)))
     all_customer_bits = sum(b for i, _ in customer_rules for b in bits[i].values())
+    scoped = [(i, r) for i, r in pair_rules if r.families is not None]
     offers = offers.with_columns(
         _sum([pl.when(_in_scope(r, pl.col("family"), rules)).then(pl.lit(sum(bits[i].values()), dtype=pl.UInt64))
               .otherwise(pl.lit(0, dtype=pl.UInt64)) for i, r in customer_rules]).alias("_applies"),
-        *[_in_scope(r, pl.col("family"), rules).alias(f"_scope_{i}") for i, r in pair_rules],
+        *[_in_scope(r, pl.col("family"), rules).alias(f"_scope_{i}") for i, r in scoped],
     )
     pairs = (
         candidates.select(C, O)
         .join(per_customer, on=C, how="left")
         .join(offers, on=O, how="left")
-        .join(held, on=[C, O], how="left")
-        .with_columns(pl.col("held").fill_null(False), pl.col("_applies").fill_null(all_customer_bits),
-                      *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in pair_rules])
+        .with_columns(pl.col("_applies").fill_null(all_customer_bits), pl.col("_family_bit", "_offer_bit").fill_null(0),
+                      pl.col("_offer_word").fill_null(0), *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped])
     )
-    if any(r.check == "family_not_held" for _, r in pair_rules):
-        families = world.products.select(pl.col("product_id").alias(O), _text(pl.col("family")).alias("family"))
-        held_families = (held.join(families, on=O, how="inner").select(C, "family").unique()
-                         .with_columns(pl.lit(True).alias("family_held")))
-        pairs = pairs.join(held_families, on=[C, "family"], how="left").with_columns(pl.col("family_held").fill_null(False))
-    pair_mask = _sum([pl.when(pl.col(f"_scope_{i}")).then(_rule_bits(r, bits[i], as_of, rules)).otherwise(pl.lit(0, dtype=pl.UInt64))
-                      for i, r in pair_rules])
+    pair_mask = _sum([
+        pl.when(pl.col(f"_scope_{i}")).then(_rule_bits(r, bits[i], as_of, rules, held_words=held_words))
+        .otherwise(pl.lit(0, dtype=pl.UInt64))
+        if r.families is not None else _rule_bits(r, bits[i], as_of, rules, held_words=held_words)
+        for i, r in pair_rules])
     mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
     judged = pairs.select(C, O, mask.alias("_mask"))
     masks = judged["_mask"].unique().sort()
@@ -319,7 +350,7 @@ def evaluate(
     return Eligibility(eligible=eligible, exclusions=excluded)
 
 
-_PAIR_COLUMNS = ("age", "age_state", "credit_score", "score_state", "dti", "dti_state")  # customer data pair rules read
+_PAIR_COLUMNS = ("age", "credit_score", "dti")  # the customer data that rules on offer data read
 
 
 def _sum(parts: list[pl.Expr]) -> pl.Expr:

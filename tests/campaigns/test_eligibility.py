@@ -269,7 +269,11 @@ def _every_rule_on_every_pair(candidates, frames, rules, *, channel="sms"):
              .join(_offer_features(w.products, AS_OF), on="offer_id", how="left")
              .join(held, on=["customer_id", "offer_id"], how="left").with_columns(pl.col("held").fill_null(False))
              .join(held_families, on=["customer_id", "family"], how="left")
-             .with_columns(pl.col("family_held").fill_null(False)))
+             # the holding rules read bit masks; here they say "holds it" straight from a join of every pair
+             .with_columns(_held_families=pl.col("family_held").fill_null(False).cast(pl.UInt64),
+                           _family_bit=pl.col("family").is_not_null().cast(pl.UInt64),
+                           _held_0=pl.when(pl.col("held")).then(pl.col("_offer_bit")).otherwise(0),
+                           _offer_bit=pl.col("_offer_bit").fill_null(0)))
     bits = _code_bits(rules)
     verdicts = pairs.select("customer_id", "offer_id", *[
         pl.when(_in_scope(r, pl.col("family"), rules)).then(_rule_bits(r, bits[i], AS_OF, rules)).otherwise(0).alias(r.id)
