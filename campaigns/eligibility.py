@@ -419,3 +419,39 @@ def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
         .group_by(C, O, maintain_order=True).agg(pl.col("rule_id").str.join(",").alias("rule_ids"))
     )
     return pl.concat([per_customer, per_pair]).sort(C, O, nulls_last=False)
+
+
+def data_warnings(world: World, rule_sets: dict[str, RuleSet], *, campaigns: dict[str, list[str]] | None = None) -> list[str]:
+    """One line per input the rule sets read but ``world`` lacks (a rule that then excludes every pair, or
+    never excludes anyone), and per offer family a rule set does not know. ``campaigns``: rule set name ->
+    the campaigns that use it, named in the line. For ``mktg data validate``: the data is valid, the
+    campaigns would still target nobody (or skip a check)."""
+    from campaigns.contracts import TABLES
+    from campaigns.eligibility_config import input_gaps, unknown_families
+
+    campaigns = campaigns or {}
+    columns = {name: (list(getattr(world, name).collect_schema().names()) if name in world.sources else None)
+               for name in TABLES}
+
+    def where(name: str) -> str:
+        users = campaigns.get(name, [])
+        return f"rule set '{name}'" + (f", used by {', '.join(sorted(users))}" if users else ", used by no campaign")
+
+    grouped: dict[tuple[str, str | None, str], dict[str, list[str]]] = {}
+    for name, rule_set in rule_sets.items():
+        for gap in input_gaps(columns, rule_set):
+            grouped.setdefault((gap.table, gap.column, gap.effect), {}).setdefault(name, []).append(gap.rule_id)
+    lines = []
+    for (table, column, effect), by_set in grouped.items():
+        what = f"table '{table}' is absent" if column is None else f"table '{table}' has no column '{column}'"
+        rules = "; ".join(f"{'rule' if len(ids) == 1 else 'rules'} {', '.join(repr(i) for i in ids)} ({where(name)})"
+                          for name, ids in by_set.items())
+        plural = sum(map(len, by_set.values())) > 1
+        lines.append(f"{what}: {rules} {effect.replace('excludes', 'exclude') if plural else effect}")
+    families = world.products["family"].unique().to_list() if "family" in world.products.columns else []
+    for name, rule_set in rule_sets.items():
+        unknown = unknown_families(families, rule_set)
+        if unknown:
+            lines.append(f"table 'products', column 'family': {', '.join(repr(f) for f in unknown)} not in valid.families of "
+                         f"{where(name)}: every family-restricted rule applies to those offers")
+    return lines

@@ -263,3 +263,19 @@ def test_storage_keeps_missing_and_invalid_codes_and_customer_level_ones_once():
     from campaigns.eligibility import _compact_exploded
 
     assert _compact_exploded(result.exclusions, rules).rows() == stored.rows()
+
+
+def test_data_warnings_group_rules_per_missing_input_and_name_unknown_families():
+    from campaigns.eligibility import data_warnings
+
+    frames = tables(["A"])
+    frames["products"] = frames["products"].with_columns(pl.Series("family", ["credit_card", "deposit", "bnpl"]))
+    w = world(frames)
+    w.sources = {name: Path(f"{name}.csv") for name in ("customers", "products", "events", "consents", "holdings")}
+    lines = data_warnings(w, {"default": default_rules()}, campaigns={"default": ["b_camp", "a_camp"]})
+    where = "(rule set 'default', used by a_camp, b_camp)"
+    assert lines[0] == (f"table 'risk' is absent: rules 'no_risk', 'stale_risk', 'credit_score', 'dti', 'dpd_current', "
+                        f"'dpd_12m', 'fraud', 'blacklisted', 'kyc' {where} exclude every pair")
+    assert f"table 'suppression' is absent: rule 'suppressed' {where} never excludes anyone" in lines
+    assert lines[-1] == ("table 'products', column 'family': 'bnpl' not in valid.families of rule set 'default', used by "
+                         "a_camp, b_camp: every family-restricted rule applies to those offers")
