@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 
 from campaigns.contracts import load_world
-from campaigns.db.session import make_engine, upgrade
+from campaigns.db.session import upgrade
 from campaigns.report import build_report, write_html, write_json
 from campaigns.report_data import load_run_assignments
 from campaigns.simulate import simulate_for_run
@@ -31,9 +32,14 @@ def world_as_of(world_dir: Path) -> datetime:
     return datetime.fromisoformat(meta["as_of"])
 
 
-def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, console: Console, seed: int = 42) -> None:
-    """Validate -> interactions -> train and register -> run every example campaign -> simulate conversions
-    from the ground truth -> A/B report per campaign."""
+def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, engine: Engine, console: Console,
+             seed: int = 42) -> None:
+    """Migrate the database -> validate -> interactions -> train and register -> run every example campaign ->
+    simulate conversions from the ground truth -> A/B report per campaign.
+
+    The demo is the one command besides ``mktg db upgrade`` that migrates: it sets up a fresh installation.
+    """
+    upgrade(engine)
     (world_dir / "conversions.parquet").unlink(missing_ok=True)  # conversions come last, from this run
     world = load_world(world_dir, event_types=events.event_types)
     console.print(f"validated {len(world.sources)} tables in {world_dir}")
@@ -59,20 +65,15 @@ def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, consol
     with console.status("training models") as status:
         models = train_models(world, settings, events, as_of=as_of, names=strategies,
                               progress=lambda message: status.update(message))
-    save_and_register(models, settings)
+    save_and_register(models, settings, engine=engine)
     console.print("trained and registered: " + ", ".join(f"{m.version} ({m.meta['train_seconds']:.1f} s)"
                                                           for m in models.values()))
 
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-        scheduled_for = as_of.replace(hour=9)
-        results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
-                                     engine=engine, models=models, world=world)
-        console.print(runs_table(results))
-        reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed)
-    finally:
-        engine.dispose()
+    scheduled_for = as_of.replace(hour=9)
+    results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
+                                 engine=engine, models=models, world=world)
+    console.print(runs_table(results))
+    reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed)
     pl.concat(conversions).write_parquet(world_dir / "conversions.parquet")
     console.print(f"simulated conversions (from the ground truth) in {world_dir / 'conversions.parquet'}")
     for path in reports:

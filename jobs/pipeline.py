@@ -74,7 +74,8 @@ def model_ranker(models: dict[str, RankingModel]) -> Ranker:
     return rank
 
 
-def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None) -> dict[str, RankingModel]:
+def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None, *,
+               engine: Engine) -> dict[str, RankingModel]:
     """The model of every arm strategy: from ``models`` when given, else the registry's active version."""
     configured = load_models_config(settings).models
     chosen = {}
@@ -85,13 +86,11 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
             raise UserError(f"campaign '{spec.id}': arm strategy '{strategy}' is not a model in models.toml "
                             f"(configured: {', '.join(configured)})")
         else:
-            chosen[strategy] = load_active_model(settings, strategy)
+            chosen[strategy] = load_active_model(engine, strategy)
     return chosen
 
 
-def _contacts_or_empty(engine: Engine | None, spec: CampaignSpec, rules: RuleSet, as_of: datetime) -> pl.DataFrame | None:
-    if engine is None:
-        return None
+def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of: datetime) -> pl.DataFrame | None:
     window = max((r.window_days for r in rules.rules if r.check == "contact_cap"), default=0)
     try:
         return run_store.committed_contacts(engine, channel=spec.channel,
@@ -101,12 +100,12 @@ def _contacts_or_empty(engine: Engine | None, spec: CampaignSpec, rules: RuleSet
 
 
 def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_dir: Path, at: datetime,
-            engine: Engine | None = None, models: dict[str, RankingModel] | None = None) -> Plan:
-    """The plan of a campaign as of ``at``; writes nothing (reads committed contacts when a database is given)."""
+            engine: Engine, models: dict[str, RankingModel] | None = None) -> Plan:
+    """The plan of a campaign as of ``at``; writes nothing (reads models and committed contacts from ``engine``)."""
     spec = load_spec(settings, campaign_id)
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
-    chosen = models_for(settings, spec, models)
+    chosen = models_for(settings, spec, models, engine=engine)
     return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules,
                          as_of=at, allowed=inputs.allowed, contact_history=_contacts_or_empty(engine, spec, rules, at))
 
@@ -131,7 +130,7 @@ def run(
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
     with stage("load models"):
-        chosen = models_for(settings, spec, models)
+        chosen = models_for(settings, spec, models, engine=engine)
     return run_campaign(
         spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules, engine=engine,
         export_root=settings.export_dir, scheduled_for=scheduled_for, allowed=inputs.allowed,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Index
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,8 +30,10 @@ class CampaignRun(Base):
     config_hash: Mapped[str | None] = mapped_column(String(64))
     model_versions: Mapped[dict[str, Any] | None]
     export_dir: Mapped[str | None] = mapped_column(Text)
-    row_count: Mapped[int | None]
-    control_count: Mapped[int | None]
+    row_count: Mapped[int | None]  # target-list rows of every arm (control and holdouts included)
+    control_count: Mapped[int | None]  # rows not contacted: the control arm and holdouts (control.csv)
+    audience_count: Mapped[int | None]  # customers of the eligible audience that the arms split
+    offers: Mapped[list[str] | None] = mapped_column(JSON)  # the campaign's offer ids at run time
     error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -67,8 +70,32 @@ class Exclusion(Base):
     rule_ids: Mapped[str] = mapped_column(Text)
 
 
+class RunAudience(Base):
+    """One customer of a run's eligible audience: the arm the hash gave them and what their arm's strategy did.
+
+    ``selected``: chosen by the arm's strategy (for control: would have been chosen); ``contacted``: selected,
+    not control and not held out. Intention-to-treat comparisons use every row; holdout comparisons the
+    selected ones.
+    """
+
+    __tablename__ = "run_audience"
+    __table_args__ = (Index("ix_run_audience_run_customer", "run_id", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    segment: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(64))
+    selected: Mapped[bool] = mapped_column(Boolean)
+    contacted: Mapped[bool] = mapped_column(Boolean)
+
+
 class ContactHistory(Base):
-    """A committed contact: counts toward the contact-frequency cap."""
+    """A committed contact: counts toward the contact-frequency cap.
+
+    ``contacted = False`` rows are virtual contacts: control or held-out customers the campaign would have
+    contacted. They count toward that campaign's own cap only, so arms stay comparable run after run.
+    """
 
     __tablename__ = "contact_history"
     __table_args__ = (Index("ix_contact_history_customer_time", "customer_id", "contacted_at"),)
@@ -80,6 +107,7 @@ class ContactHistory(Base):
     offer_id: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(32))
     contacted_at: Mapped[datetime]
+    contacted: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
 
 class ModelVersion(Base):

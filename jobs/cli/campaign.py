@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from campaigns.db.session import make_engine, upgrade
 from campaigns.explain import explain
 from jobs import pipeline
 from jobs.cli.context import app_context
@@ -65,14 +64,14 @@ def list_cmd(ctx: typer.Context) -> None:
 @app.command("show")
 def show_cmd(ctx: typer.Context, campaign_id: str = typer.Argument(..., help="Campaign id.")) -> None:
     """The validated campaign spec (JSON) and its recent runs."""
-    settings = app_context(ctx).settings
-    spec = pipeline.load_spec(settings, campaign_id)
+    context = app_context(ctx)
+    spec = pipeline.load_spec(context.settings, campaign_id)
     typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
     from campaigns import run_store
     from sqlalchemy.exc import DBAPIError
 
     try:
-        runs = run_store.list_runs(make_engine(settings.database_url), campaign_id, limit=10)
+        runs = run_store.list_runs(context.engine, campaign_id, limit=10)
     except DBAPIError:
         runs = []
     for run in runs:
@@ -93,7 +92,7 @@ def preview_cmd(
     when = parse_at(at)
     with console.status(f"planning {campaign_id} as of {when:%Y-%m-%d %H:%M}"):
         plan = pipeline.preview(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
-                                at=when, engine=make_engine(settings.database_url))
+                                at=when, engine=context.database())
     summary = plan.summary()
     console.print(f"campaign {campaign_id} as of {when:%Y-%m-%d %H:%M} (preview: nothing written): "
                   f"{plan.targets.height:,} rows, {plan.targets[ 'customer_id'].n_unique():,} customers")
@@ -116,8 +115,7 @@ def run_cmd(
     """
     context = app_context(ctx)
     settings = context.settings
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
+    engine = context.database()
     when = parse_at(at)
     with console.status(f"running {campaign_id} for {when:%Y-%m-%d %H:%M}"):
         result = pipeline.run(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
@@ -135,9 +133,10 @@ def explain_cmd(
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest committed run)."),
 ) -> None:
     """Was the customer targeted (arm, offer, score, rank in segment) or which rules excluded which offers."""
-    settings = app_context(ctx).settings
+    context = app_context(ctx)
+    settings = context.settings
     pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error
-    engine = make_engine(settings.database_url)
+    engine = context.engine
     from sqlalchemy.exc import DBAPIError
 
     try:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from sqlalchemy import Engine
+
 from jobs.settings import EventConfig, Settings, load_events, load_settings
 
 
@@ -23,6 +25,20 @@ class AppContext:
     @cached_property
     def events(self) -> EventConfig:
         return load_events(self.settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The one engine of this process (schema not checked: listings work on an empty database too)."""
+        from campaigns.db.session import make_engine
+
+        return make_engine(self.settings.database_url)
+
+    def database(self) -> Engine:
+        """:attr:`engine` after checking its schema is current (one-line error telling to run `mktg db upgrade`)."""
+        from campaigns.db.session import check_schema
+
+        check_schema(self.engine)
+        return self.engine
 
 
 def app_context(ctx: typer.Context) -> AppContext:

@@ -31,5 +31,5 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         counts = generate_with_progress(world_dir, customers=customers, seed=seed, fmt="parquet")
         console.print(counts_table(f"synthetic world in {world_dir}", counts))
-        run_demo(world_dir, settings=settings, events=context.events, console=console)
+        run_demo(world_dir, settings=settings, events=context.events, engine=context.engine, console=console)
         console.print(f"[bold green]demo finished[/] in {time.perf_counter() - started:.1f} s")

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from campaigns.db.session import make_engine
 from jobs.cli.context import app_context
 from jobs.jobs_registry import build_jobs, find_job, make_trigger
 from jobs.logging import configure_logging
@@ -51,12 +50,13 @@ def _last_runs(engine, names: list[str]) -> dict[str, object]:  # noqa: ANN001
 @jobs_app.command("list")
 def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
     """The scheduled jobs, their schedule, next fire time, and their last run."""
-    settings = app_context(ctx).settings
+    context = app_context(ctx)
+    settings = context.settings
     jobs = build_jobs(settings)
     tz = settings.scheduler.timezone
     now = datetime.now(timezone.utc)
     try:
-        last = _last_runs(make_engine(settings.database_url), [j.name for j in jobs])
+        last = _last_runs(context.engine, [j.name for j in jobs])
     except SQLAlchemyError:  # listing the schedule works before `mktg db upgrade` too
         last = {}
     rows = []
@@ -96,8 +96,9 @@ def history_cmd(
     as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per run."),
 ) -> None:
     """Past runs, newest fire time first (times in UTC). Runs whose process died are shown as failed."""
-    settings = app_context(ctx).settings
-    engine = make_engine(settings.database_url)
+    context = app_context(ctx)
+    settings = context.settings
+    engine = context.database()
     JobRunner(engine, settings=settings).reap_abandoned()
     runs = history(engine, job=job, limit=limit)
     if as_json:
@@ -123,11 +124,12 @@ def run_cmd(
                                      "default: now. A failed fire time is retried; a succeeded one is not rerun."),
 ) -> None:
     """Run one job now, through the same wrapper as the scheduler (claim, transaction, history, logs)."""
-    settings = app_context(ctx).settings
+    context = app_context(ctx)
+    settings = context.settings
     configure_logging(level=settings.log_level, fmt=settings.scheduler.log_format)
     job = find_job(settings, name)
     fire_time = parse_at(at) if at else utcnow().replace(microsecond=0)
-    runner = JobRunner(make_engine(settings.database_url), settings=settings)
+    runner = JobRunner(context.database(), settings=settings)
     report = runner.run(job.name, fire_time, job.func, job.kwargs, retry_failed=True)
     messages = {
         Outcome.SUCCEEDED: f"{job.name} @ {_iso(fire_time)}: succeeded (run {report.run_id})",
@@ -149,13 +151,14 @@ def start_cmd(
     """Run the scheduler in the foreground until SIGTERM / Ctrl-C (running jobs finish first)."""
     from jobs.scheduler import run_scheduler
 
-    settings = app_context(ctx).settings
+    context = app_context(ctx)
+    settings = context.settings
     configure_logging(level=settings.log_level, fmt=settings.scheduler.log_format)
     if instance is not None:
         scheduler = parse_model(SchedulerSettings, {**settings.scheduler.model_dump(), "instance": instance},
                                 source="--instance")
         settings = settings.model_copy(update={"scheduler": scheduler})
-    run_scheduler(settings, build_jobs(settings), engine=make_engine(settings.database_url))
+    run_scheduler(settings, build_jobs(settings), engine=context.database())
 
 
 def register(root: typer.Typer) -> None:

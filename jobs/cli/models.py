@@ -39,12 +39,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the configured models, save them under <var_dir>/models/<version>/ and register them."""
         context = app_context(ctx)
+        engine = context.database()  # before the training: a database that cannot register fails fast
         world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
         when = as_of or latest_event_time(world)
         with err_console.status("training") as status:
             fitted = train_models(world, context.settings, context.events, as_of=when, names=_names(models),
                                   progress=lambda msg: status.update(msg))
-            paths = save_and_register(fitted, context.settings, activate=activate)
+            paths = save_and_register(fitted, context.settings, engine=engine, activate=activate)
         table = Table(title=f"trained as of {when:%Y-%m-%d %H:%M}")
         for column in ("model", "version", "seconds", "path"):
             table.add_column(column, justify="right" if column == "seconds" else "left")
@@ -105,7 +106,8 @@ def register(app: typer.Typer) -> None:
         """Print a customer's ranked offers (segment, score) from the active registered model."""
         context = app_context(ctx)
         world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
-        recs, fitted = recommend_for(world, context.settings, customer_ids=customer, k=k, model_name=model)
+        recs, fitted = recommend_for(world, context.settings, engine=context.database(), customer_ids=customer, k=k,
+                                     model_name=model)
         warm = dict(zip(customer, fitted.is_warm(customer)))
         table = Table(title=f"recommendations from {fitted.version}")
         for column in ("customer", "segment", "rank", "offer", "score", "history"):

@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
         from campaigns.report import build_report, write_csv, write_html, write_json
         from campaigns.report_data import load_run_assignments, read_assignments, read_conversions, read_products
 
-        settings = app_context(ctx).settings
+        context = app_context(ctx)
+        settings = context.settings
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
         product_frame = read_products(products) if products else None
@@ -128,11 +129,10 @@ def register(app: typer.Typer) -> None:
             name, window = assignments.stem, window_days
             title = title or f"A/B report: {assignments.name}"
         else:
-            from campaigns.db.session import make_engine
             from campaigns.specs import find_campaign
 
             spec = find_campaign(settings.config_dir / "campaigns", campaign)
-            loaded = load_run_assignments(make_engine(settings.database_url), campaign, run_id=run)
+            loaded = load_run_assignments(context.database(), campaign, run_id=run)
             assignment_frame = loaded.assignments
             control = control or "control"
             window = window_days if window_days is not None else float(spec.conversion_window_days)

@@ -27,7 +27,11 @@ def mktg(tmp_path, *args):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_train_registers_and_recommend_uses_active_model(world, tmp_path):
+def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_active_model(world, tmp_path):
+    refused = mktg(tmp_path, "train", "--data", str(world), "--models", FAST_MODELS)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "has no mktg schema: run `mktg db upgrade`" in refused.stderr
+    assert mktg(tmp_path, "db", "upgrade").returncode == 0
     out = mktg(tmp_path, "train", "--data", str(world), "--models", FAST_MODELS)
     assert out.returncode == 0, out.stderr
     saved = sorted(p.name for p in (tmp_path / "var" / "models").iterdir())
@@ -38,6 +42,7 @@ def test_train_registers_and_recommend_uses_active_model(world, tmp_path):
 
 
 def test_recommend_errors_are_one_line(world, tmp_path):
+    assert mktg(tmp_path, "db", "upgrade").returncode == 0
     none = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--model", "als")
     assert none.returncode == 2 and "run `mktg train` first" in none.stderr and "Traceback" not in none.stderr
     mktg(tmp_path, "train", "--data", str(world), "--models", "popularity")
@@ -58,5 +63,6 @@ def test_evaluate_prints_table_and_writes_json(world, tmp_path):
 
 
 def test_unknown_model_name_is_a_config_error(world, tmp_path):
+    assert mktg(tmp_path, "db", "upgrade").returncode == 0
     out = mktg(tmp_path, "train", "--data", str(world), "--models", "nonsense")
     assert out.returncode == 2 and "unknown model 'nonsense'" in out.stderr

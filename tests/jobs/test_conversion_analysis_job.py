@@ -27,10 +27,10 @@ def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
     config = make_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
     settings = load_settings(config, environ={})
     events = load_events(settings)
-    save_and_register(train_models(load_world(world, event_types=events.event_types), settings, events,
-                                   as_of=world_as_of(world), names=["popularity"]), settings)
     engine = make_engine(settings.database_url)
     upgrade(engine)
+    save_and_register(train_models(load_world(world, event_types=events.event_types), settings, events,
+                                   as_of=world_as_of(world), names=["popularity"]), settings, engine=engine)
     runner = JobRunner(engine, settings=settings)
     fire = datetime(2026, 11, 2, 9)
     run = runner.run("campaign:every3s", fire, campaign_job, {"campaign_id": "every3s"})

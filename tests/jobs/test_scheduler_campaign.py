@@ -60,7 +60,7 @@ def test_two_schedulers_run_a_real_campaign_once_per_fire_time(db_engine, tmp_pa
     events = load_events(settings)
     world = load_world(settings.data_dir, event_types=events.event_types)
     save_and_register(train_models(world, settings, events, as_of=world_as_of(settings.data_dir), names=["popularity"]),
-                      settings)
+                      settings, engine=db_engine)
 
     a = SchedulerProcess(config, "a", tmp_path / "a.log")
     b = SchedulerProcess(config, "b", tmp_path / "b.log")
