@@ -96,7 +96,9 @@ def preview_cmd(
     summary = plan.summary()
     console.print(f"campaign {campaign_id} as of {when:%Y-%m-%d %H:%M} (preview: nothing written): "
                   f"{plan.targets.height:,} rows, {plan.targets[ 'customer_id'].n_unique():,} customers")
-    for name, title in (("arm", "audience per arm"), ("segment", "customers per segment"), ("offer", "rows per offer"),
+    for name, title in (("funnel", "eligibility funnel (customers)"),
+                        ("arm", "eligible audience per arm: selected, contacted, held out"),
+                        ("segment", "eligible audience per segment"), ("offer", "rows per offer"),
                         ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
                         ("unallocated", "eligible but not allocated")):
         console.print(frame_table(title, summary[name]))
