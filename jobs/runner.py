@@ -391,15 +391,14 @@ class JobRunner:
             rows = session.execute(select(JobRun.job_name, JobRun.fire_time).where(JobRun.status == RUNNING)).all()
         return self._settle(rows)[0]
 
-    def reconcile(self) -> int:
-        """Recover committed work of every fire time not recorded succeeded (abandoned ones first): the job
-        record and the job's own writes agree after any crash. Returns how many were recovered."""
-        if self.recover is None:
-            return 0
+    def reconcile(self) -> tuple[int, int]:
+        """Record dead ``running`` rows as abandoned and recover the committed work of every fire time not
+        recorded succeeded, so the job record and the job's own writes agree after any crash (start-up).
+        Returns (abandoned, recovered)."""
         with Session(self.engine) as session:
             rows = session.execute(select(JobRun.job_name, JobRun.fire_time)
                                    .where(JobRun.status.in_((RUNNING, FAILED, GAVE_UP)))).all()
-        return self._settle(rows)[1]
+        return self._settle(rows)
 
     # --- what the scheduler asks ---------------------------------------------------------------------------
 

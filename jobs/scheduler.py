@@ -156,8 +156,7 @@ class StartReport:
 
 def prepare(settings: Settings, jobs: list[JobDef], *, runner: JobRunner) -> StartReport:
     """What a scheduler does before its first fire: settle crashed runs, clean stale staging, record schedules."""
-    abandoned = runner.reap_abandoned()
-    recovered = runner.reconcile()
+    abandoned, recovered = runner.reconcile()
     removed = export.remove_stale_staging(
         settings.export_dir, hold=lambda campaign_id, run_id: _campaign_run_lock(runner.locks, campaign_id, run_id))
     for path in removed:

@@ -59,14 +59,21 @@ def _succeeded(engine) -> int:
             JobRun.job_name == "campaign:every3s", JobRun.status == "succeeded"))
 
 
-def test_two_schedulers_run_a_real_campaign_once_per_fire_time(db_engine, tmp_path):
-    generate_world(tmp_path / "world", customers=600, seed=5)
-    config = make_config(tmp_path, database_url(db_engine))
+def campaign_world(tmp_path: Path, engine, *, customers: int = 600, seed: int = 5, scheduler: str = "") -> Path:
+    """A generated world, a config with the every-3-seconds campaign on ``engine``'s database, and its popularity
+    model trained and registered; returns the config directory."""
+    generate_world(tmp_path / "world", customers=customers, seed=seed)
+    config = make_config(tmp_path, database_url(engine), scheduler=scheduler)
     settings = load_settings(config, environ={})
     events = load_events(settings)
     world = load_world(settings.data_dir, event_types=events.event_types)
     save_and_register(train_models(world, settings, events, as_of=world_as_of(settings.data_dir), names=["popularity"]),
-                      settings, engine=db_engine)
+                      settings, engine=engine)
+    return config
+
+
+def test_two_schedulers_run_a_real_campaign_once_per_fire_time(db_engine, tmp_path):
+    config = campaign_world(tmp_path, db_engine)
 
     a = SchedulerProcess(config, "a", tmp_path / "a.log")
     b = SchedulerProcess(config, "b", tmp_path / "b.log")
