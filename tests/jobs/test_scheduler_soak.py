@@ -1,0 +1,119 @@
+"""Soak: two scheduler processes, a probe job every 2 s and a real campaign every 3 s, random kill -9 of either
+scheduler while a job runs (then restarted). Afterwards: every fire time of the soak window succeeded (after
+retries where a kill hit it), and nothing ran twice: one probe row, one campaign run, one target list and one
+set of contacts per fire time; no export staging directory left behind.
+
+Deterministic enough never to flake: each kill waits until the victim's log shows a job in progress, every
+other wait polls the database or a log with a deadline; the random choices come from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from probe_jobs import metadata, probe_rows
+from sqlalchemy import func, select
+from test_scheduler import SchedulerProcess, wait_until
+from test_scheduler_campaign import campaign_world
+
+from campaigns.db.models import CampaignRun, ContactHistory, JobAttempt, JobRun, TargetListRow
+from campaigns.db.session import session_scope
+
+PROBE, CAMPAIGN = "probe", "campaign:every3s"
+KILLS = 4
+MIN_WINDOW = timedelta(seconds=16)  # at least 8 probe and 5 campaign fire times
+SCHEDULER = (
+    "retry_attempts = 8\n"
+    '[scheduler.extra_jobs.probe]\nfunc = "probe_jobs:write_probe_row"\nschedule = "*/2 * * * * *"\n'
+    "kwargs = { sleep = 0.6 }\n"
+)
+FINISHED = ('"job succeeded"', '"job failed"', '"job gave up"')
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _expected(step: int, start: datetime, end: datetime) -> list[datetime]:
+    """Oracle from the cron text ``*/step * * * * *``: whole seconds in [start, end] divisible by ``step``."""
+    first = start.replace(microsecond=0) + timedelta(seconds=1)
+    return [t for t in (first + timedelta(seconds=i) for i in range(int((end - first).total_seconds()) + 1))
+            if t <= end and t.second % step == 0]
+
+
+def _statuses(engine, job: str) -> dict[datetime, str]:
+    with session_scope(engine) as s:
+        return dict(s.execute(select(JobRun.fire_time, JobRun.status).where(JobRun.job_name == job)).all())
+
+
+def _job_in_progress(proc: SchedulerProcess, job: str) -> bool:
+    """The victim's log shows more starts than ends of ``job``: an attempt of it is running there now."""
+    lines = [line for line in proc.text().splitlines() if f" job={job} " in line]
+    return sum('"job started"' in line for line in lines) > sum(any(w in line for w in FINISHED) for line in lines)
+
+
+@pytest.mark.slow
+def test_two_schedulers_killed_at_random_lose_no_fire_time_and_run_none_twice(db_engine, tmp_path):
+    metadata.create_all(db_engine)
+    config = campaign_world(tmp_path, db_engine, customers=300, seed=11, scheduler=SCHEDULER)
+    rng = random.Random(int(os.environ.get("MKTG_SOAK_SEED", "20261128")))
+    procs = {name: SchedulerProcess(config, name, tmp_path / f"{name}-0.log") for name in ("a", "b")}
+    kills = []
+    try:
+        for proc in procs.values():
+            proc.wait_for("scheduler started", timeout=90)
+        window_start = _now()
+        targets = rng.sample([CAMPAIGN, PROBE] * (KILLS // 2), KILLS)  # kill inside each kind of job
+        for round_, job in enumerate(targets, start=1):
+            name = rng.choice(sorted(procs))
+            victim = procs[name]
+            wait_until(lambda: _job_in_progress(victim, job), timeout=60, alive=victim, what=f"{job} running in {name}")
+            time.sleep(rng.uniform(0, 0.2))  # vary where in the job the kill lands (not a wait for correctness)
+            victim.stop(signal.SIGKILL)
+            kills.append((name, job))
+            procs[name] = SchedulerProcess(config, name, tmp_path / f"{name}-{round_}.log")
+            procs[name].wait_for("scheduler started", timeout=90)
+        window_end = max(_now(), window_start + MIN_WINDOW)
+        expected = {PROBE: _expected(2, window_start, window_end), CAMPAIGN: _expected(3, window_start, window_end)}
+
+        def all_succeeded() -> bool:
+            return all(all(_statuses(db_engine, job).get(t) == "succeeded" for t in times)
+                       for job, times in expected.items())
+
+        wait_until(all_succeeded, timeout=120, alive=procs["a"], what="every fire time of the window to succeed")
+    finally:
+        codes = {name: proc.stop() for name, proc in procs.items()}
+    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("*.log")))
+    assert codes == {"a": 0, "b": 0}, logs[-5000:]
+
+    # 0 lost fire times: every fire time of the soak window succeeded, possibly after retries
+    for job, times in expected.items():
+        statuses = _statuses(db_engine, job)
+        assert len(times) >= 5 and {t: statuses.get(t) for t in times} == {t: "succeeded" for t in times}, job
+    # 0 duplicates: one execution per fire time, whatever the kills did
+    with session_scope(db_engine) as s:
+        probe = dict(s.execute(select(probe_rows.c.fire_time, func.count()).group_by(probe_rows.c.fire_time)).all())
+        jobs = {r.fire_time: r for r in s.scalars(select(JobRun).where(JobRun.job_name == CAMPAIGN))}
+        runs = s.scalars(select(CampaignRun)).all()
+        targets = dict(s.execute(select(TargetListRow.run_id, func.count()).group_by(TargetListRow.run_id)).all())
+        contacts = dict(s.execute(select(ContactHistory.run_id, func.count()).where(ContactHistory.contacted)
+                                  .group_by(ContactHistory.run_id)).all())
+        abandoned = dict(s.execute(select(JobRun.job_name, func.count()).join(JobAttempt)
+                                   .where(JobAttempt.status == "abandoned").group_by(JobRun.job_name)).all())
+    succeeded_probes = {t for t, status in _statuses(db_engine, PROBE).items() if status == "succeeded"}
+    assert probe == {t: 1 for t in succeeded_probes}
+    assert sorted(r.scheduled_for for r in runs) == sorted(t for t, j in jobs.items() if j.status == "succeeded")
+    for run in runs:
+        assert jobs[run.scheduled_for].run_id == run.run_id  # the job record names its one campaign run
+        assert targets[run.run_id] == run.row_count > 0
+        assert contacts.get(run.run_id, 0) == run.row_count - run.control_count
+    exports = Path(runs[0].export_dir).parent
+    assert sorted(p.name for p in exports.iterdir() if p.name.startswith(".")) == []  # no staging left behind
+    assert sorted(p.name for p in exports.iterdir()) == sorted(r.run_id for r in runs)
+    assert len(kills) == KILLS and abandoned.get(CAMPAIGN, 0) >= 1 and abandoned.get(PROBE, 0) >= 1, abandoned
