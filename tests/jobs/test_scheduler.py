@@ -18,7 +18,7 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from campaigns.db.models import JobRun, JobSchedule
 from campaigns.db.session import session_scope
