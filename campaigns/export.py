@@ -15,10 +15,11 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
@@ -167,6 +168,27 @@ def remove_leftovers(staged: StagedExport) -> list[Path]:
         if path != staged.staging and path.exists():
             shutil.rmtree(path)
             removed.append(path)
+    return removed
+
+
+def remove_stale_staging(export_root: Path, *,
+                         hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
+    """Remove the hidden staging directories (``<export_root>/<campaign>/.<run_id>.tmp-*``) that no live process
+    is writing, and return them. Killed attempts leave them behind (a later attempt at the same run removes its
+    own, see :func:`remove_leftovers`; this removes the rest). ``hold(campaign_id, run_id)`` takes the liveness
+    lock of that run's writer and yields whether it got it; the directory is removed only while it is held."""
+    root = Path(export_root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for staging in sorted(root.glob("*/.*.tmp-*")):
+        run_id = staging.name[1:].rpartition(".tmp-")[0]
+        if not staging.is_dir() or not run_id:
+            continue
+        with hold(staging.parent.name, run_id) as free:
+            if free and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging)
     return removed
 
 

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
+from campaigns import run_store
 from campaigns.db.models import CampaignRun
 from jobs.logging import event
 from jobs.runner import JobContext, JobResult
@@ -42,8 +43,34 @@ def campaign_job(ctx: JobContext, *, campaign_id: str) -> JobResult:
     run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine)
     if getattr(run, "status", "succeeded") != "succeeded":
         raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
-    return JobResult(rows_produced=getattr(run, "row_count", None), model_versions=getattr(run, "model_versions", None),
-                     run_id=getattr(run, "run_id", None))
+    rows = getattr(run, "row_count", None)
+    if not getattr(run, "created", True):
+        note = f"campaign run {run.run_id} was already committed: nothing written"
+    elif rows == 0:
+        note = "nothing to target: 0 target-list rows (no eligible customer got an offer)"
+    else:
+        note = None
+    return JobResult(rows_produced=rows, model_versions=getattr(run, "model_versions", None),
+                     run_id=getattr(run, "run_id", None), note=note, value=run)
+
+
+CAMPAIGN_JOB_PREFIX = "campaign:"
+
+
+def recover_committed(engine: Engine, job_name: str, fire_time: datetime) -> JobResult | None:
+    """The committed work of a job's fire time, for jobs that commit outside the runner's transaction.
+
+    A campaign run commits its rows and publishes its files in its own transaction, before the runner records
+    the job succeeded; a process killed between the two leaves a committed run beside a job record that is not
+    succeeded. The runner calls this after such a crash (and before every retry) to record it succeeded.
+    """
+    if not job_name.startswith(CAMPAIGN_JOB_PREFIX):
+        return None
+    run = run_store.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
+    if run is None or run["status"] != run_store.SUCCEEDED:
+        return None
+    return JobResult(rows_produced=run["row_count"], model_versions=run["model_versions"], run_id=run["run_id"],
+                     note=f"recovered: campaign run {run['run_id']} was committed before its job record")
 
 
 # --- model refresh -------------------------------------------------------------------------------------------
@@ -157,8 +184,10 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     specs = load_campaigns(directory) if directory.is_dir() else {}
     conversions_path = find_table(Path(settings.data_dir), "conversions")
     if not specs or conversions_path is None:
-        event(log, "nothing to analyse", campaigns=len(specs), conversions=str(conversions_path))
-        return JobResult(rows_produced=0)
+        note = ("nothing to analyse: no campaign files" if not specs
+                else f"nothing to analyse: no conversions file in {settings.data_dir}")
+        event(log, note)
+        return JobResult(rows_produced=0, note=note)
     conversions = read_conversions(conversions_path)
     products_path = find_table(Path(settings.data_dir), "products")
     products = read_products(products_path) if products_path else None
@@ -178,5 +207,5 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
             write_html(result, base.with_suffix(".html"))
             written += 1
             event(log, "report written", campaign=spec.id, campaign_run_id=run_id, path=str(base.with_suffix(".html")))
-    return JobResult(rows_produced=written)
+    return JobResult(rows_produced=written, note=None if written else "nothing to analyse: no recent run of a campaign with a control arm")
 
