@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from campaigns.contracts import find_table
 from jobs.cli.context import app_context
+from jobs.cli.output import console, err_console, print_json
 from recommender.errors import UserError
 
 if TYPE_CHECKING:  # the report stack (scipy.stats, matplotlib) is imported when a report is made
     from campaigns.report import ReportResult
-
-console = Console(width=None if Console().is_terminal else 120)
 
 
 class ReportOptionError(UserError):
@@ -104,18 +102,19 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level; intervals are 1 - alpha."),
         title: Optional[str] = typer.Option(None, "--title", help="Report title."),
         html: Optional[Path] = typer.Option(None, "--html", help="Write the HTML report here."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here."),
+        json_out: Optional[Path] = typer.Option(None, "--json-file", help="Write the JSON result here."),
         csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the flat CSV result here."),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON result instead of the tables."),
     ) -> None:
         """Conversion by arm, lifts vs control with intervals and p-values, SRM check, per-segment breakdown.
 
-        Without --html/--json/--csv, HTML and JSON are written under <var_dir>/reports/.
+        Without --html/--json-file/--csv, HTML and JSON are written under <var_dir>/reports/.
         """
-        from campaigns.report import build_report, write_csv, write_html, write_json
+        from campaigns.report import build_report, to_dict, write_csv, write_html, write_json
         from campaigns.report_data import load_run_assignments, read_assignments, read_conversions, read_products
 
         context = app_context(ctx)
-        settings = context.settings
+        settings = context.settings if campaign is not None else context.settings_or_defaults()  # files: no config needed
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
         product_frame = read_products(products) if products else None
@@ -147,10 +146,13 @@ def register(app: typer.Typer) -> None:
             title = title or f"A/B report: campaign {campaign}, run {loaded.run_id}"
         result = build_report(assignment_frame, read_conversions(conversions), control_arm=control,
                               traffic_shares=traffic, window_days=window, products=product_frame, alpha=alpha, title=title)
-        print_result(result)
+        if as_json:
+            print_json(to_dict(result))
+        else:
+            print_result(result)
         if html is None and json_out is None and csv_out is None:
             base = Path(settings.var_dir) / "reports" / _slug(name)
             html, json_out = base.with_suffix(".html"), base.with_suffix(".json")
         for path, writer in ((html, write_html), (json_out, write_json), (csv_out, write_csv)):
             if path is not None:
-                console.print(f"wrote {writer(result, path)}")
+                (err_console if as_json else console).print(f"wrote {writer(result, path)}")

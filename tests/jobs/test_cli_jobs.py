@@ -62,7 +62,7 @@ def test_run_failure_retry_and_history(config):
     assert history.returncode == 0, history.stderr
     runs = json.loads(history.stdout)
     assert [(r["job"], r["fire_time"], r["status"]) for r in runs] == [
-        ("other", "2025-03-02T01:30:00", "succeeded"), ("probe", "2025-03-01T06:00:00", "succeeded")]
+        ("other", "2025-03-02T01:30:00Z", "succeeded"), ("probe", "2025-03-01T06:00:00Z", "succeeded")]
     assert all(r["run_id"] and r["rows_produced"] == 1 and r["error"] is None for r in runs)
     only = json.loads(mktg(config, "jobs", "history", "--job", "probe", "--limit", "5", "--json").stdout)
     assert [r["job"] for r in only] == ["probe"]
@@ -75,7 +75,7 @@ def test_run_failure_retry_and_history(config):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("jobs", "run", "nope"), "unknown job 'nope' (jobs: other, probe)"),
-    (("jobs", "run", "probe", "--at", "yesterday"), "--at: not an ISO timestamp"),
+    (("jobs", "run", "probe", "--at", "yesterday"), "--at: 'yesterday' is not an ISO 8601 timestamp"),
     (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
 ])
 def test_user_errors_are_one_line_with_exit_2(config, args, message):

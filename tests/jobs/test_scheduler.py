@@ -143,7 +143,7 @@ def test_killed_run_is_recorded_failed_and_completed_once_by_jobs_run(engine, tm
     assert history.returncode == 0, history.stderr
     import json
 
-    listed = {(r["job"], r["fire_time"]): r for r in json.loads(history.stdout)}
+    listed = {(r["job"], r["fire_time"].removesuffix("Z")): r for r in json.loads(history.stdout)}  # shown as UTC "Z"
     assert listed[("probe", fire_time)]["status"] == "failed"
     assert "abandoned" in listed[("probe", fire_time)]["error"]
 
