@@ -53,6 +53,12 @@ def key_path(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+def _union_tag(part: str | int) -> bool:
+    """pydantic's name for a member of a union in an error location (``bool``, ``list[...]``, ``Range``)."""
+    return isinstance(part, str) and (part in ("bool", "int", "float", "str", "none") or "[" in part
+                                      or (part[:1].isupper() and part.isidentifier()))
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
@@ -65,8 +71,11 @@ def validation_message(source: Path | str, exc: ValidationError, *, model: type[
     An unknown key says so and lists the keys allowed there when ``model`` (the validated model) lets us
     find them.
     """
-    first = exc.errors()[0]
-    where = key_path((*prefix, *first["loc"]))
+    errors = exc.errors()
+    # A value that matches no member of a union (a segment condition) fails once per member; our own checks
+    # say more than "Input should be a valid boolean", so they win.
+    first = next((e for e in errors if e["type"] in ("value_error", "assertion_error")), errors[0])
+    where = key_path((*prefix, *(part for part in first["loc"] if not _union_tag(part))))
     if first["type"] == "extra_forbidden":
         allowed = allowed_keys(model, first["loc"][:-1]) if model is not None else None
         message = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")

@@ -221,7 +221,7 @@ def recommend(
     settings: Settings, events: EventConfig, *, data_dir: Path, customer_ids: list[str], k: int, engine: Engine,
     model_name: str | None = None, at: datetime | None = None, campaign_id: str | None = None,
     channel: str | None = None, rule_set: str | None = None, show_all: bool = False,
-    allow_future_models: bool = False,
+    allow_future_models: bool = False, world: World | None = None,
 ) -> Recommendations:
     """A customer's ranked offers with eligibility applied (as of ``at``, default: now, to the minute).
 
@@ -231,7 +231,7 @@ def recommend(
     customer be offered", not "may we message them". By default only eligible offers are ranked (top ``k``);
     ``show_all`` shows the model's top ``k`` with the excluded ones marked and the rule ids that excluded them.
     """
-    world = load_world(data_dir, event_types=events.event_types)
+    world = world or load_world(data_dir, event_types=events.event_types)
     spec = load_spec(settings, campaign_id) if campaign_id else None
     if spec is not None:
         if channel is not None and channel != spec.channel:

@@ -202,7 +202,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
         if not key.startswith(ENV_PREFIX) or key == CONFIG_DIR_ENV or key.startswith(TEST_ENV_PREFIX):
             continue
         path = tuple(key[len(ENV_PREFIX):].lower().split("__"))
-        if path == ("config_dir",) or not all(path):
+        if path[0] == "config_dir" or not all(path):
             raise ConfigError(f"environment variable {key}: not a setting")
         target = overrides
         for part in path[:-1]:

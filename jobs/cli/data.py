@@ -18,7 +18,7 @@ app = typer.Typer(help="Input data: generate a synthetic world, validate a data 
 
 def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: str) -> dict[str, int]:
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("generating customers", total=customers)
         return generate_world(out, customers=customers, seed=seed, fmt=fmt,
                               progress=lambda done, _total: progress.update(task, completed=done))
