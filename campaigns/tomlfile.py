@@ -101,7 +101,7 @@ def allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...] = ()) -> lis
         if current is None:
             return None
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
+        return sorted(name for name, info in current.model_fields.items() if not info.exclude)  # excluded: not a key
     return None
 
 

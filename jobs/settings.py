@@ -111,7 +111,7 @@ class RefreshSettings(BaseModel):
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    config_dir: Path = DEFAULT_CONFIG_DIR
+    config_dir: Path = Field(default=DEFAULT_CONFIG_DIR, exclude=True)  # chosen by --config, not a key of the file
     database_url: str = "sqlite:///var/mktg.db"
     data_dir: Path = Path("var/data")  # input tables; `mktg demo` generates its world here too
     var_dir: Path = Path("var")
@@ -273,7 +273,7 @@ def load_settings(config_dir: Path | str | None = None, environ: Mapping[str, st
         message = validation_message(variable, exc, model=Settings).split(": ", 2)[-1]
         if exc.errors()[0]["type"] == "extra_forbidden":
             keys = allowed_keys(Settings, loc[:-1]) or []
-            message = f"not a setting (known here: {', '.join(k for k in keys if k != 'config_dir')})"
+            message = f"not a setting (known here: {', '.join(keys)})"
         raise ConfigError(f"environment variable {variable}: {message}") from exc
 
 

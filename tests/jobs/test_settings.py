@@ -70,7 +70,7 @@ def test_bad_environment_variables_name_the_variable(environ, message):
 @pytest.mark.parametrize(("text", "message"), [
     ("threads = 0\n", "settings.toml: threads: Input should be greater than or equal to 1, got 0"),
     ("threads = 100000\n", "settings.toml: threads: Input should be less than or equal to 256"),
-    ("nonsense_key = 1\n", "settings.toml: nonsense_key: unknown key (allowed: config_dir, data_dir, database_url"),
+    ("nonsense_key = 1\n", "settings.toml: nonsense_key: unknown key (allowed: data_dir, database_url, log_level, refresh"),
     ("config_dir = 'x'\n", "settings.toml: config_dir: not a setting (choose the directory with --config"),
     ("log_level = 'loud'\n", "log_level: unknown log level 'loud'"),
     ("database_url = 'nonsense'\n", "database_url: not a database URL"),
