@@ -6,6 +6,7 @@ hides the others; ``list`` exits 1 when any is invalid so scripts notice). Every
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -18,9 +19,19 @@ from jobs import pipeline
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
 from jobs.cli.times import now_utc, parse_time
+from jobs.settings import CONFIG_DIR_ENV, CONFIG_DIR_NAME
 from recommender.errors import UserError
 
 app = typer.Typer(help="Campaigns: list, show, preview, run, explain.", no_args_is_help=True)
+
+
+def complete_campaign(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of campaign ids: the file names in <config>/campaigns (no file is parsed)."""
+    config = ctx.find_root().params.get("config") or os.environ.get(CONFIG_DIR_ENV) or CONFIG_DIR_NAME
+    return sorted(p.stem for p in (Path(config) / "campaigns").glob("*.toml") if p.stem.startswith(incomplete))
+
+
+CAMPAIGN_ID_HELP = "Campaign id (`mktg campaign list` shows them)."
 
 
 def parse_at(value: str | None) -> datetime:
@@ -77,7 +88,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
 @app.command("show")
 def show_cmd(
     ctx: typer.Context,
-    campaign_id: str = typer.Argument(..., help="Campaign id (`mktg campaign list` shows them)."),
+    campaign_id: str = typer.Argument(..., help=CAMPAIGN_ID_HELP, autocompletion=complete_campaign),
     as_json: bool = typer.Option(False, "--json", help="Print the spec and runs as one JSON document."),
 ) -> None:
     """The validated campaign spec and its recent runs."""
@@ -134,7 +145,7 @@ SUMMARY_TITLES = (("arm", "audience per arm"), ("segment", "customers per segmen
 @app.command("preview")
 def preview_cmd(
     ctx: typer.Context,
-    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    campaign_id: str = typer.Argument(..., help=CAMPAIGN_ID_HELP, autocompletion=complete_campaign),
     data: Optional[Path] = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
     at: Optional[str] = typer.Option(None, "--at", help="Run time, ISO 8601 UTC (default: now)."),
     allow_future_models: bool = typer.Option(False, "--allow-future-models",
@@ -189,7 +200,7 @@ def run_cmd(
 @app.command("explain")
 def explain_cmd(
     ctx: typer.Context,
-    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    campaign_id: str = typer.Argument(..., help=CAMPAIGN_ID_HELP, autocompletion=complete_campaign),
     customer: str = typer.Option(..., "--customer", help="Customer id."),
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest committed run)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),

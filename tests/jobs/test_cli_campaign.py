@@ -150,6 +150,8 @@ def test_shell_completion_is_available():
     assert shown.returncode == 0 and "_mktg_completion" in shown.stdout
     completed = _subprocess(_MKTG_COMPLETE="complete_bash", COMP_WORDS="mktg camp", COMP_CWORD="1")
     assert completed.returncode == 0 and completed.stdout.split() == ["campaign"]
+    ids = _subprocess(_MKTG_COMPLETE="complete_bash", COMP_WORDS="mktg campaign show ", COMP_CWORD="3")
+    assert ids.stdout.split() == list(EXAMPLES)  # campaign ids from ./config/campaigns
 
 
 def test_a_narrow_pipe_still_gets_every_value_whole(tmp_path):
