@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from dataclasses import dataclass
@@ -39,11 +40,16 @@ def cli(capsys, monkeypatch):
         for key, value in (env or {}).items():
             monkeypatch.setenv(key, value)
         capsys.readouterr()
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
         try:
             main(list(args))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process, many calls)
+            root.handlers[:] = handlers
+            root.setLevel(level)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
