@@ -148,8 +148,8 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     """Write the A/B report (JSON + HTML under ``<var_dir>/reports/``) of every succeeded campaign run whose
     conversion window was still open a day ago, from the conversions in ``data_dir``."""
     from campaigns.contracts import find_table
-    from campaigns.report import build_report, write_html, write_json
-    from campaigns.report_data import load_run_assignments, read_conversions, read_products
+    from campaigns.report_campaign import report_run, write_html, write_json
+    from campaigns.report_data import read_conversions, read_products
     from campaigns.specs import load_campaigns
 
     settings = ctx.settings
@@ -164,19 +164,15 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     products = read_products(products_path) if products_path else None
     written = 0
     for spec in specs.values():
-        if not any(arm.is_control for arm in spec.arms):
-            continue  # no holdout: nothing to compare against
+        if not any(arm.is_control for arm in spec.arms) and spec.holdout == 0 and not any(a.holdout for a in spec.arms):
+            continue  # no control and no holdout: nothing to compare against
         since = ctx.fire_time - timedelta(days=spec.conversion_window_days + 1)
         runs = ctx.session.scalars(
             select(CampaignRun.run_id).where(CampaignRun.campaign_id == spec.id, CampaignRun.status == "succeeded",
                                              CampaignRun.scheduled_for >= since, CampaignRun.scheduled_for <= ctx.fire_time)
         ).all()
         for run_id in runs:
-            loaded = load_run_assignments(ctx.engine, spec.id, run_id=run_id)
-            result = build_report(loaded.assignments, conversions, control_arm="control",
-                                  traffic_shares={arm.name: arm.share for arm in spec.arms},
-                                  window_days=float(spec.conversion_window_days), products=products,
-                                  title=f"A/B report: campaign {spec.id}, run {run_id}")
+            result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
             base = Path(settings.var_dir) / "reports" / _slug(run_id)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from campaigns import run_store
 from campaigns.contracts import World, load_world
 from campaigns.eligibility import RuleSet, evaluate, load_rules_for
-from campaigns.runs import Plan, Ranker, RunResult, Stage, no_stage, plan_campaign, run_campaign
+from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules, recommend_for
@@ -139,7 +139,10 @@ def check_no_look_ahead(models: dict[str, RankingModel], *, as_of: datetime) -> 
 
 
 def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of: datetime) -> pl.DataFrame | None:
-    return _contacts_before(engine, rules, channel=spec.channel, as_of=as_of)
+    try:
+        return cap_contacts(engine, spec, rules, as_of=as_of)
+    except DBAPIError:  # no schema yet: no committed contacts either
+        return None
 
 
 def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_dir: Path, at: datetime,
@@ -252,7 +255,10 @@ def recommend(
         check_no_look_ahead({model_name or load_models_config(settings).default: model}, as_of=at)
     if spec is not None:
         ranked = ranked.filter(pl.col("offer_id").is_in(spec.resolve_offers(world.products)))
-    contacts = _contacts_before(engine, rules, channel=channel, as_of=at) if channel else None
+    if spec is not None:
+        contacts = _contacts_or_empty(engine, spec, rules, at)
+    else:
+        contacts = _contacts_before(engine, rules, channel=channel, as_of=at) if channel else None
     judged = evaluate(ranked.select("customer_id", "offer_id"), world=world, rules=rules, channel=channel or "",
                       as_of=at, purpose=purpose, contact_history=contacts)
     offers = (
@@ -271,9 +277,10 @@ def recommend(
 
 
 def _contacts_before(engine: Engine, rules: RuleSet, *, channel: str, as_of: datetime) -> pl.DataFrame | None:
-    window = max((r.window_days for r in rules.rules if r.check == "contact_cap"), default=0)
+    """Real contacts of every campaign on ``channel`` inside the cap window (no campaign: no virtual contacts)."""
+    window = max((r.window_days or 0 for r in rules.rules if r.check == "contact_cap"), default=0)
     try:
-        return run_store.committed_contacts(engine, channel=channel, since=run_store.contact_window_start(as_of, window),
-                                            before=as_of)
+        return run_store.committed_contacts(engine, channel=channel, campaign_id="", before=as_of,
+                                            since=as_of - timedelta(days=window))
     except DBAPIError:  # no schema yet: no committed contacts either
         return None

@@ -137,7 +137,9 @@ def show_cmd(
     console.print(history)
 
 
-SUMMARY_TITLES = (("arm", "audience per arm"), ("segment", "customers per segment"), ("offer", "rows per offer"),
+SUMMARY_TITLES = (("funnel", "eligibility funnel (customers)"),
+                  ("arm", "eligible audience per arm: selected, contacted, held out"),
+                  ("segment", "eligible audience per segment"), ("offer", "rows per offer"),
                   ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
                   ("unallocated", "eligible but not allocated"))
 

@@ -57,7 +57,7 @@ def error_of(data: dict, source: str = "config/campaigns/cc_cross_sell.toml") ->
     ({"arms": [{"name": "control", "share": -0.5}, {"name": "als", "share": 1.5}]},
      "arms[1].share: Input should be greater than 0, got -0.5"),
     ({"arms": [{"name": "control", "share": 0.5}, {"name": "als", "share": 0.5, "weight": 2}]},
-     "arms[2].weight: unknown key (allowed: min_score, name, share, strategy)"),
+     "arms[2].weight: unknown key (allowed: holdout, min_score, name, share, strategy)"),
     ({"arms": [{"name": "control", "share": 0.5}, {"name": "als", "share": 0.6}]},
      "arms: traffic shares must sum to 1 (they sum to 1.1)"),
 ])
