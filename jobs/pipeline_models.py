@@ -109,6 +109,7 @@ def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: 
         if progress:
             progress(f"training {name}")
         model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads)
+        model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
     return models
 
 
