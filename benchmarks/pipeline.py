@@ -165,14 +165,14 @@ def delete_run(database_url: str, run_id: str, export_dir: str | None) -> dict[s
     """Delete one run's rows and files; return how many rows each table held for it."""
     from sqlalchemy import delete
 
-    from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
+    from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
     from campaigns.db.session import make_engine
 
     engine = make_engine(database_url)
     counts = {}
     try:
         with engine.begin() as conn:
-            for table in (ContactHistory, Exclusion, TargetListRow, CampaignRun):
+            for table in (ContactHistory, Exclusion, TargetListRow, RunAudience, CampaignRun):
                 result = conn.execute(delete(table.__table__).where(table.__table__.c.run_id == run_id))
                 counts[table.__tablename__] = result.rowcount
     finally:
@@ -228,7 +228,9 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
             t0 += time.perf_counter() - paused
     with record("save + register"):  # before the evaluation, so campaign runs can start early (no metrics)
         if os.environ.get("BENCH_REGISTER") == "1":
-            save_and_register(models, settings)
+            from campaigns.db.session import make_engine
+
+            save_and_register(models, settings, engine=make_engine(settings.database_url))
     metrics = {}
     if os.environ.get("BENCH_EVALUATE", "1") == "1":
         with record("evaluation"):

@@ -8,13 +8,14 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 
 from campaigns.contracts import load_world
-from campaigns.db.session import make_engine, upgrade
-from campaigns.report import build_report, write_html, write_json
+from campaigns.db.session import upgrade
+from campaigns.report_campaign import build_campaign_report, write_html, write_json
 from campaigns.report_data import load_run_assignments
 from campaigns.simulate import simulate_for_run
-from jobs.cli.report import print_result
+from jobs.cli.report import print_campaign_result
 from jobs.pipeline import load_all_specs, run_demo_campaigns
 from jobs.pipeline_models import save_and_register, train_models
 from jobs.settings import EventConfig, Settings
@@ -31,9 +32,14 @@ def world_as_of(world_dir: Path) -> datetime:
     return datetime.fromisoformat(meta["as_of"])
 
 
-def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, console: Console, seed: int = 42) -> None:
-    """Validate -> interactions -> train and register -> run every example campaign -> simulate conversions
-    from the ground truth -> A/B report per campaign."""
+def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, engine: Engine, console: Console,
+             seed: int = 42) -> None:
+    """Migrate the database -> validate -> interactions -> train and register -> run every example campaign ->
+    simulate conversions from the ground truth -> A/B report per campaign.
+
+    The demo is the one command besides ``mktg db upgrade`` that migrates: it sets up a fresh installation.
+    """
+    upgrade(engine)
     (world_dir / "conversions.parquet").unlink(missing_ok=True)  # conversions come last, from this run
     world = load_world(world_dir, event_types=events.event_types)
     console.print(f"validated {len(world.sources)} tables in {world_dir}")
@@ -59,40 +65,37 @@ def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, consol
     with console.status("training models") as status:
         models = train_models(world, settings, events, as_of=as_of, names=strategies,
                               progress=lambda message: status.update(message))
-    save_and_register(models, settings)
+    save_and_register(models, settings, engine=engine)
     console.print("trained and registered: " + ", ".join(f"{m.version} ({m.meta['train_seconds']:.1f} s)"
                                                           for m in models.values()))
 
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-        scheduled_for = as_of.replace(hour=9)
-        results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
-                                     engine=engine, models=models, world=world)
-        console.print(runs_table(results))
-        reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed)
-    finally:
-        engine.dispose()
+    scheduled_for = as_of.replace(hour=9)
+    results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
+                                 engine=engine, models=models, world=world)
+    console.print(runs_table(results))
+    reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed,
+                                   console=console)
     pl.concat(conversions).write_parquet(world_dir / "conversions.parquet")
     console.print(f"simulated conversions (from the ground truth) in {world_dir / 'conversions.parquet'}")
     for path in reports:
         console.print(f"A/B report: {path}")
 
 
-def _reports(results, specs, world, world_dir: Path, *, engine, settings: Settings, seed: int):
-    """Simulate each run's conversions from the ground truth and write its A/B report (HTML + JSON)."""
+def _reports(results, specs, world, world_dir: Path, *, engine, settings: Settings, seed: int, console: Console):
+    """Simulate each run's conversions from the ground truth (its whole eligible audience, so the
+    intention-to-treat sections have outcomes for customers nobody contacted) and write its A/B report."""
     by_id = {spec.id: spec for spec in specs}
     products = world.products.select(Columns.Product, Columns.Family)
     reports, conversions = [], []
     for index, result in enumerate(results):
         spec = by_id[result.campaign_id]
         loaded = load_run_assignments(engine, spec.id, run_id=result.run_id)
-        simulated = simulate_for_run(loaded.assignments, world_dir, seed=seed + index)
-        report = build_report(loaded.assignments, simulated, control_arm="control",
-                              traffic_shares={arm.name: arm.share for arm in spec.arms},
-                              window_days=float(spec.conversion_window_days), products=products,
-                              title=f"A/B report: {spec.name} ({result.run_id}, simulated conversions)")
-        print_result(report)
+        simulated = simulate_for_run(loaded.assignments, world_dir, seed=seed + index, audience=loaded.audience,
+                                     campaign_offers=loaded.offers)
+        report = build_campaign_report(loaded, simulated, spec=spec, products=products,
+                                       title=f"A/B report: {spec.name} ({result.run_id}, simulated conversions)")
+        console.print(f"[bold]{spec.id}[/]: {result.run_id}")
+        print_campaign_result(report, primary_only=True)
         base = settings.var_dir / "reports" / result.run_id
         write_json(report, base.with_suffix(".json"))
         reports.append(write_html(report, base.with_suffix(".html")))

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Engine
 
 from campaigns.contracts import World
 from campaigns.segments import SegmentRules, assign_segments
@@ -108,6 +109,7 @@ def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: 
         if progress:
             progress(f"training {name}")
         model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads)
+        model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
     return models
 
 
@@ -122,42 +124,32 @@ def train_models(
     return fit_models(data, {name: config.build(name) for name in chosen}, threads=settings.threads, progress=progress)
 
 
-def save_and_register(models: dict[str, RankingModel], settings: Settings, *, metrics: dict[str, dict] | None = None,
-                      activate: bool = True) -> dict[str, Path]:
+def save_and_register(models: dict[str, RankingModel], settings: Settings, *, engine: Engine,
+                      metrics: dict[str, dict] | None = None, activate: bool = True) -> dict[str, Path]:
     """Save each model under ``<var_dir>/models/<version>/`` and record it in the registry."""
-    from campaigns.db.session import make_engine, session_scope, upgrade
+    from campaigns.db.session import session_scope
     from campaigns.model_registry import register_model
 
     paths = {name: model.save(settings.model_dir / model.version) for name, model in models.items()}
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-        with session_scope(engine) as session:
-            for name, model in models.items():
-                register_model(
-                    session, version=model.version, name=name, params={"kind": model.kind, **model.params},
-                    data_hash=model.meta["data_hash"], trained_at=datetime.fromisoformat(model.meta["trained_at"]),
-                    train_seconds=model.meta["train_seconds"], path=str(paths[name].resolve()),
-                    metrics=(metrics or {}).get(name), activate=activate,
-                )
-    finally:
-        engine.dispose()
+    with session_scope(engine) as session:
+        for name, model in models.items():
+            register_model(
+                session, version=model.version, name=name, params={"kind": model.kind, **model.params},
+                data_hash=model.meta["data_hash"], trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+                train_seconds=model.meta["train_seconds"], path=str(paths[name].resolve()),
+                metrics=(metrics or {}).get(name), activate=activate,
+            )
     return paths
 
 
-def load_active_model(settings: Settings, name: str) -> RankingModel:
+def load_active_model(engine: Engine, name: str) -> RankingModel:
     """The registry's active version of ``name``, loaded from disk."""
-    from campaigns.db.session import make_engine, session_scope, upgrade
+    from campaigns.db.session import session_scope
     from campaigns.model_registry import active_version
 
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-        with session_scope(engine) as session:
-            row = active_version(session, name)
-            path = row.path if row is not None else None
-    finally:
-        engine.dispose()
+    with session_scope(engine) as session:
+        row = active_version(session, name)
+        path = row.path if row is not None else None
     if path is None:
         raise UserError(f"no active model '{name}' in the registry: run `mktg train` first")
     return load_model(path)
@@ -234,13 +226,13 @@ def _ground_truth_gains(world_dir: Path, customers: pl.DataFrame, allowed: pl.Da
 
 
 def recommend_for(
-    world: World, settings: Settings, *, customer_ids: list[str], k: int, model_name: str | None = None,
-    as_of: datetime | None = None,
+    world: World, settings: Settings, *, engine: Engine, customer_ids: list[str], k: int,
+    model_name: str | None = None, as_of: datetime | None = None,
 ) -> tuple[pl.DataFrame, RankingModel]:
     """Ranked offers for ``customer_ids`` from the active registered model (segments as of ``as_of``)."""
     config = load_models_config(settings)
     name = model_name or config.default
-    model = load_active_model(settings, name)
+    model = load_active_model(engine, name)
     as_of = as_of or latest_event_time(world)
     rules = load_segment_rules(settings)
     wanted = world.customers.filter(pl.col(Columns.Customer).is_in(customer_ids))

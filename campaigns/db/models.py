@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Index
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,8 +30,10 @@ class CampaignRun(Base):
     config_hash: Mapped[str | None] = mapped_column(String(64))
     model_versions: Mapped[dict[str, Any] | None]
     export_dir: Mapped[str | None] = mapped_column(Text)
-    row_count: Mapped[int | None]
-    control_count: Mapped[int | None]
+    row_count: Mapped[int | None]  # target-list rows of every arm (control and holdouts included)
+    control_count: Mapped[int | None]  # rows not contacted: the control arm and holdouts (control.csv)
+    audience_count: Mapped[int | None]  # customers of the eligible audience that the arms split
+    offers: Mapped[list[str] | None] = mapped_column(JSON)  # the campaign's offer ids at run time
     error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -67,8 +70,32 @@ class Exclusion(Base):
     rule_ids: Mapped[str] = mapped_column(Text)
 
 
+class RunAudience(Base):
+    """One customer of a run's eligible audience: the arm the hash gave them and what their arm's strategy did.
+
+    ``selected``: chosen by the arm's strategy (for control: would have been chosen); ``contacted``: selected,
+    not control and not held out. Intention-to-treat comparisons use every row; holdout comparisons the
+    selected ones.
+    """
+
+    __tablename__ = "run_audience"
+    __table_args__ = (Index("ix_run_audience_run_customer", "run_id", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    segment: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(64))
+    selected: Mapped[bool] = mapped_column(Boolean)
+    contacted: Mapped[bool] = mapped_column(Boolean)
+
+
 class ContactHistory(Base):
-    """A committed contact: counts toward the contact-frequency cap."""
+    """A committed contact: counts toward the contact-frequency cap.
+
+    ``contacted = False`` rows are virtual contacts: control or held-out customers the campaign would have
+    contacted. They count toward that campaign's own cap only, so arms stay comparable run after run.
+    """
 
     __tablename__ = "contact_history"
     __table_args__ = (Index("ix_contact_history_customer_time", "customer_id", "contacted_at"),)
@@ -80,6 +107,7 @@ class ContactHistory(Base):
     offer_id: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(32))
     contacted_at: Mapped[datetime]
+    contacted: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
 
 class ModelVersion(Base):
@@ -99,18 +127,65 @@ class ModelVersion(Base):
 
 
 class JobRun(Base):
-    """One execution of a scheduled (or manually run) job; (job_name, fire_time) is unique."""
+    """One fire time of a scheduled (or manually run) job; (job_name, fire_time) is unique.
+
+    ``status``: running | succeeded | failed (another attempt is due at ``next_attempt_at``) | gave_up (the last
+    attempt failed) | missed (never run: found later than the catch-up window) | skipped (coalesced into a later
+    fire time). Each attempt is a :class:`JobAttempt`; ``run_id`` is the running attempt's claim (a fencing
+    token), and once succeeded the job's own run id (e.g. the campaign run id).
+    """
 
     __tablename__ = "job_runs"
-    __table_args__ = (UniqueConstraint("job_name", "fire_time", name="uq_job_runs_key"),)
+    __table_args__ = (UniqueConstraint("job_name", "fire_time", name="uq_job_runs_key"),
+                      Index("ix_job_runs_status_next_attempt", "status", "next_attempt_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_name: Mapped[str] = mapped_column(String(128), index=True)
     fire_time: Mapped[datetime]
-    started_at: Mapped[datetime]
-    finished_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
-    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]  # the first attempt's start
+    finished_at: Mapped[datetime | None]  # the last attempt's end
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)  # the last failed attempt's error
     rows_produced: Mapped[int | None]
     model_versions: Mapped[dict[str, Any] | None]
     run_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    next_attempt_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. "nothing to analyse: no conversions file"
+
+
+class JobAttempt(Base):
+    """One attempt at a job's fire time: who ran it, how (schedule, catch-up, retry, manual), when, and how it ended.
+
+    ``status``: running | succeeded | failed | abandoned (its process stopped: killed or crashed).
+    """
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_run_id", "attempt", name="uq_job_attempts_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_run_id: Mapped[int] = mapped_column(ForeignKey("job_runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    claim_id: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(160))  # "<instance>@<host>:<pid>"
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    rows_produced: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class JobSchedule(Base):
+    """The schedule a job had when a scheduler last started, and since when: fire times before ``since`` belong
+    to no schedule of this job, so a restarted scheduler catches up only on fire times after it.
+    ``checked_until``: fire times up to here that fell out of the catch-up window are already recorded missed."""
+
+    __tablename__ = "job_schedules"
+
+    job_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    schedule: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime]
+    checked_until: Mapped[datetime]

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from recommender.errors import UserError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
@@ -64,6 +66,41 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+class SchemaError(UserError):
+    """The database schema is missing or older than this version of mktg needs."""
+
+
+def head_revision() -> str:
+    """The newest migration this version of mktg ships (what ``mktg db upgrade`` migrates to)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def check_schema(engine: Engine) -> None:
+    """Stop with a one-line :class:`SchemaError` unless the schema is at :func:`head_revision`.
+
+    Jobs, runs and requests never migrate (Alembic's upgrade is not safe to run from several threads or
+    processes at once); ``mktg db upgrade`` does, once per new version.
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        current = current_revision(engine)
+    except Exception as exc:  # noqa: BLE001 - unreachable server, unreadable file: still one line
+        raise SchemaError(f"database {where} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    head = head_revision()
+    if current is None:
+        raise SchemaError(f"database {where} has no mktg schema: run `mktg db upgrade`")
+    if current != head:
+        raise SchemaError(f"database {where} is at schema revision {current}, this mktg needs {head}: "
+                          "run `mktg db upgrade`")
 
 
 def current_revision(engine: Engine) -> str | None:

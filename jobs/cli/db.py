@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from campaigns.db.session import current_revision, make_engine, upgrade
+from campaigns.db.session import current_revision, upgrade
 from jobs.cli.context import app_context
 
 app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
@@ -13,8 +13,7 @@ app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=
 @app.command("upgrade")
 def upgrade_cmd(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the database schema to the latest revision."""
-    settings = app_context(ctx).settings
-    engine = make_engine(settings.database_url)
+    engine = app_context(ctx).engine
     upgrade(engine, revision)
     typer.echo(f"database {engine.url.render_as_string(hide_password=True)} at revision {current_revision(engine)}")
 
@@ -22,7 +21,7 @@ def upgrade_cmd(ctx: typer.Context, revision: str = typer.Argument("head", help=
 @app.command("current")
 def current_cmd(ctx: typer.Context) -> None:
     """Show the database's current schema revision."""
-    engine = make_engine(app_context(ctx).settings.database_url)
+    engine = app_context(ctx).engine
     typer.echo(current_revision(engine) or "(empty database: run `mktg db upgrade`)")
 
 

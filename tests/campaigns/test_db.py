@@ -45,3 +45,18 @@ def test_bulk_insert_round_trips_and_rolls_back(db_engine):
         rows = session.scalars(select(ContactHistory).order_by(ContactHistory.customer_id)).all()
     assert [r.customer_id for r in rows] == ["a", "b", "c"]
     assert rows[0].contacted_at == when
+
+
+def test_schema_check_names_the_revision_and_the_command(tmp_path):
+    from campaigns.db.session import SchemaError, check_schema, head_revision, make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with pytest.raises(SchemaError, match="has no mktg schema: run `mktg db upgrade`"):
+        check_schema(engine)
+    upgrade(engine, "0001")
+    with pytest.raises(SchemaError, match=f"at schema revision 0001, this mktg needs {head_revision()}: run `mktg db upgrade`"):
+        check_schema(engine)
+    upgrade(engine)
+    check_schema(engine)  # current: no error
+    contacts = inspect(engine).get_columns("contact_history")
+    assert "contacted" in {c["name"] for c in contacts}  # 0002 added the virtual-contact flag to existing tables

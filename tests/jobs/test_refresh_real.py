@@ -42,11 +42,10 @@ def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, t
     events = load_events(settings)
     previous = train_models(load_world(world, event_types=events.event_types), settings, events,
                             as_of=world_as_of(world), names=["popularity"])
-    save_and_register(previous, settings, metrics={"popularity": {"ndcg": previous_ndcg}})
-    previous_version = previous["popularity"].version
-
     engine = make_engine(settings.database_url)
     upgrade(engine)
+    save_and_register(previous, settings, engine=engine, metrics={"popularity": {"ndcg": previous_ndcg}})
+    previous_version = previous["popularity"].version
     report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
     assert report.outcome == Outcome.SUCCEEDED, report.error
     with session_scope(engine) as session:
