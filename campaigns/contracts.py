@@ -1,11 +1,35 @@
 """Input contracts (SPEC section 3): Polars schemas, a loader for CSV/Parquet, and validation.
 
 Every table is validated at the boundary. A violation raises one :class:`ContractError` naming the table,
-the column, up to five offending (1-based data) row numbers with their values, and the reason.
+the column, up to five offending (1-based data) row numbers with their values (each cut to 40 characters:
+customer data stays out of logs), and the reason. Nothing is returned for a table that fails.
+
+Where validation stops and eligibility starts (SPEC section 4, "fail closed"):
+
+- **Rejected here (the whole table)**: a file that exists but cannot be read (broken or looping link, a
+  directory, an unsupported extension, bytes that are not UTF-8, a malformed or ragged CSV row, an empty file);
+  a value that is not of its column's type (an integer column holding ``0.9``, a boolean outside
+  ``true/false/1/0/yes/no``, a Parquet integer column where a date belongs); ``NaN`` or infinity in any number
+  column (leave the cell empty for "unknown"); a physically impossible value (negative income, age, tenure,
+  credit score, DPD, DTI, threshold or capacity; an age over 150); an empty id; a duplicate key; a dangling
+  reference.
+- **Normalised here**: ids (every ``*_id`` column) lose surrounding whitespace; categorical columns
+  (consent/suppression channels, purposes, occupation, product family) are trimmed and lower-cased, and a
+  blank one is empty (null); booleans and numbers are read case- and whitespace-insensitively.
+- **Left to eligibility (the pair is excluded with a reason code)**: an empty value a rule needs (a missing
+  credit score, fraud flag or KYC flag; no risk row), a value outside a rule's configurable valid range
+  (a credit score of 9999, a birth date in the future), or a categorical value no rule recognises (a
+  suppression channel that is not a channel). Those are facts about one customer, not a broken file.
+
+A CSV row with fewer fields than the header has its missing trailing cells empty (as most writers do for
+trailing empty cells); one with more fields is rejected.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -16,6 +40,8 @@ from recommender.errors import UserError
 
 TIMESTAMP = pl.Datetime("us")  # naive UTC everywhere
 MAX_REPORTED_ROWS = 5
+MAX_VALUE_CHARS = 40
+SUPPORTED = (".parquet", ".csv")  # in order of preference when both exist
 
 _DATETIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f",
@@ -26,8 +52,16 @@ _DATETIME_FORMATS = (
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
 )
-_TRUE = ("true", "t", "1", "yes", "y")
-_FALSE = ("false", "f", "0", "no", "n")
+# With an offset or a "Z" (UTC): %#z accepts "Z", "+01:00" and "+0100".
+_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+TRUE_VALUES = ("true", "1", "yes")
+FALSE_VALUES = ("false", "0", "no")
+
+
+def shorten(value: object) -> str:
+    """``value`` as text of at most :data:`MAX_VALUE_CHARS` characters (an ellipsis marks a cut)."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
 class ContractError(UserError):
@@ -36,9 +70,9 @@ class ContractError(UserError):
     def __init__(self, table: str, column: str | None, reason: str, *, rows: Iterable[int] = (), values: Iterable = ()):
         self.table = table
         self.column = column
-        self.reason = reason
+        self.reason = " ".join(reason.split())  # always one line
         self.rows = list(rows)[:MAX_REPORTED_ROWS]
-        self.values = list(values)[:MAX_REPORTED_ROWS]
+        self.values = [None if v is None else shorten(v) for v in list(values)[:MAX_REPORTED_ROWS]]
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -51,7 +85,8 @@ class ContractError(UserError):
 
 @dataclass(frozen=True)
 class TableSpec:
-    """Columns (name -> dtype), which are required, which must be non-null, and the unique key."""
+    """Columns (name -> dtype), which are required, which must be non-null, the unique key, normalised
+    categorical columns and physical bounds ``column -> (min, max)`` (either may be None)."""
 
     name: str
     required: dict[str, pl.DataType]
@@ -59,6 +94,8 @@ class TableSpec:
     non_null: tuple[str, ...] = ()
     key: tuple[str, ...] = ()
     one_of: tuple[str, ...] = ()  # at least one of these columns must be present
+    categorical: tuple[str, ...] = ()  # trimmed and lower-cased; blank becomes null
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def columns(self) -> dict[str, pl.DataType]:
@@ -67,6 +104,8 @@ class TableSpec:
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.columns)
 
+
+NON_NEGATIVE = (0, None)
 
 CUSTOMERS = TableSpec(
     "customers",
@@ -82,6 +121,8 @@ CUSTOMERS = TableSpec(
     non_null=("customer_id",),
     key=("customer_id",),
     one_of=("birth_date", "age"),
+    categorical=("occupation",),
+    bounds={"income": NON_NEGATIVE, "age": (0, 150), "tenure_months": NON_NEGATIVE},
 )
 CONSENTS = TableSpec(
     "consents",
@@ -95,6 +136,7 @@ CONSENTS = TableSpec(
     optional={"source": pl.String()},
     non_null=("customer_id", "channel", "purpose", "granted", "updated_at"),
     key=("customer_id", "channel", "purpose", "updated_at"),
+    categorical=("channel", "purpose"),
 )
 PRODUCTS = TableSpec(
     "products",
@@ -112,6 +154,9 @@ PRODUCTS = TableSpec(
     },
     non_null=("product_id", "family"),
     key=("product_id",),
+    categorical=("family",),
+    bounds={"min_age": NON_NEGATIVE, "max_age": NON_NEGATIVE, "min_credit_score": NON_NEGATIVE,
+            "max_dti": NON_NEGATIVE, "capacity": NON_NEGATIVE},
 )
 EVENTS = TableSpec(
     "events",
@@ -142,6 +187,8 @@ RISK = TableSpec(
     },
     non_null=("customer_id", "as_of"),
     key=("customer_id", "as_of"),
+    bounds={"credit_score": NON_NEGATIVE, "dpd_current": NON_NEGATIVE, "max_dpd_12m": NON_NEGATIVE,
+            "dti": NON_NEGATIVE, "total_exposure": NON_NEGATIVE},
 )
 HOLDINGS = TableSpec(
     "holdings",
@@ -155,6 +202,7 @@ SUPPRESSION = TableSpec(
     required={"customer_id": pl.String(), "reason": pl.String()},
     optional={"channel": pl.String(), "until": TIMESTAMP},
     non_null=("customer_id", "reason"),
+    categorical=("channel",),
 )
 CONVERSIONS = TableSpec(
     "conversions",
@@ -167,6 +215,7 @@ TABLES: dict[str, TableSpec] = {
     spec.name: spec for spec in (CUSTOMERS, CONSENTS, PRODUCTS, EVENTS, RISK, HOLDINGS, SUPPRESSION, CONVERSIONS)
 }
 REQUIRED_TABLES = ("customers", "products", "events")
+NON_EMPTY_TABLES = ("customers", "products")  # a world without customers or offers is a broken export
 # (table, column) -> table whose key it must reference (always a table earlier in TABLES)
 REFERENCES: dict[tuple[str, str], str] = {
     ("events", "customer_id"): "customers",
@@ -179,33 +228,76 @@ REFERENCES: dict[tuple[str, str], str] = {
 }
 
 
+def is_id(column: str) -> bool:
+    return column.endswith("_id")
+
+
+def normalise_category(value: str | None) -> str | None:
+    """A categorical value as compared everywhere: trimmed, lower-cased; blank becomes None."""
+    return (value.strip().lower() or None) if value is not None else None
+
+
+def _normalised(lf: pl.LazyFrame, expr: pl.Expr) -> pl.Expr:
+    """``expr`` (text) with :func:`normalise_category` applied, through its distinct values: categorical columns
+    have few, and a clean column (the usual case) is returned unchanged at the cost of one hash pass."""
+    values = lf.select(expr.unique().alias("v")).collect()["v"].to_list()
+    mapping = {v: n for v in values if v is not None and (n := normalise_category(v)) != v}
+    return expr.replace(mapping) if mapping else expr
+
+
+def _whole(number: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``number`` (Float64) as an integer type when it is a finite whole number, else null."""
+    return pl.when(number.is_finite() & (number == number.floor())).then(number).cast(dtype, strict=False)
+
+
 def _convert(column: str, dtype: pl.DataType, source: pl.DataType) -> pl.Expr:
-    """Non-strict conversion of ``column`` to ``dtype``: values that cannot convert become null."""
+    """Non-strict conversion of ``column`` to ``dtype``: values that cannot convert become null.
+
+    Only conversions that keep the meaning are made: text is parsed, numbers stay numbers (an integer
+    column takes whole numbers only), dates and timestamps stay dates and timestamps. A number where a date
+    belongs (e.g. a Parquet Int64 of days since 1970) or a 2 where a boolean belongs does not convert.
+    """
     col = pl.col(column)
+    if dtype == pl.String:
+        return col if source == pl.String else col.cast(pl.String)
     if source == dtype:
         return col
     if source == pl.String:
         text = col.str.strip_chars()
         if dtype == TIMESTAMP:
-            with_tz = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us")
             parsed = [text.str.strptime(TIMESTAMP, fmt, strict=False, exact=True) for fmt in _DATETIME_FORMATS]
-            return pl.coalesce(*parsed, with_tz.dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+            zoned = [text.str.to_datetime(fmt, strict=False, time_unit="us", exact=True)
+                     .dt.convert_time_zone("UTC").dt.replace_time_zone(None) for fmt in _ZONED_FORMATS]
+            return pl.coalesce(*parsed, *zoned)
         if dtype == pl.Date:
             return text.str.strptime(pl.Date, "%Y-%m-%d", strict=False, exact=True)
         if dtype == pl.Boolean:
             lower = text.str.to_lowercase()
-            return pl.when(lower.is_in(_TRUE)).then(True).when(lower.is_in(_FALSE)).then(False).otherwise(None)
-        if dtype.is_numeric():
-            return text.cast(pl.Float64, strict=False).cast(dtype, strict=False)
-        return text.cast(dtype, strict=False)
-    if isinstance(source, pl.Datetime) and dtype == TIMESTAMP:
-        if source.time_zone:
-            return col.dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(TIMESTAMP)
-        return col.cast(TIMESTAMP)
-    if isinstance(source, pl.Date) and dtype == TIMESTAMP:
-        return col.cast(TIMESTAMP)
-    if dtype == pl.String:
-        return col.cast(pl.String)
+            return pl.when(lower.is_in(TRUE_VALUES)).then(True).when(lower.is_in(FALSE_VALUES)).then(False)
+        number = text.cast(pl.Float64, strict=False)
+        return number if dtype == pl.Float64 else _whole(number, dtype)
+    if dtype == pl.Boolean:
+        if source.is_numeric():
+            return pl.when(col == 1).then(True).when(col == 0).then(False)
+        return pl.lit(None, dtype=pl.Boolean)
+    if dtype.is_numeric():
+        if source.is_float() and dtype.is_integer():
+            return _whole(col.cast(pl.Float64), dtype)
+        if source.is_numeric():
+            return col.cast(dtype, strict=False)
+        return pl.lit(None, dtype=dtype)
+    if dtype == TIMESTAMP:
+        if isinstance(source, pl.Datetime):
+            if source.time_zone:
+                return col.dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(TIMESTAMP)
+            return col.cast(TIMESTAMP)
+        if source == pl.Date:
+            return col.cast(TIMESTAMP)
+        return pl.lit(None, dtype=TIMESTAMP)
+    if dtype == pl.Date:
+        if isinstance(source, pl.Datetime):
+            return col.dt.date()
+        return pl.lit(None, dtype=pl.Date)
     return col.cast(dtype, strict=False)
 
 
@@ -218,10 +310,15 @@ _REASONS = {
 }
 
 
-def _type_reason(dtype: pl.DataType) -> str:
-    if dtype == TIMESTAMP:
-        return "not a parseable timestamp (ISO 8601)"
-    return _REASONS.get(type(dtype), f"cannot be cast to {dtype}")
+def _type_reason(dtype: pl.DataType, source: pl.DataType) -> str:
+    reason = "not a parseable timestamp (ISO 8601)" if dtype == TIMESTAMP else _REASONS.get(type(dtype), f"cannot be cast to {dtype}")
+    return reason if source == pl.String else f"{reason}; the file stores the column as {source}"
+
+
+def _bounds_reason(low: float | None, high: float | None) -> str:
+    if high is None:
+        return f"must be at least {low:g} (an impossible value)"
+    return f"must be between {low:g} and {high:g} (an impossible value)"
 
 
 def _repeated_rows(lf: pl.LazyFrame, columns: list[str]) -> int:
@@ -236,13 +333,56 @@ def _first_rows(lf: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[list
 
 
 def scan_file(path: Path) -> pl.LazyFrame:
-    """Lazily read a CSV (every column as text, converted later) or Parquet file, by extension."""
-    if path.suffix == ".parquet":
+    """Lazily read a CSV (every column as text, converted later; strictly UTF-8) or Parquet file, by extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
         return pl.scan_parquet(path)
-    if path.suffix == ".csv":
-        return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
+    if suffix == ".csv":
+        return pl.scan_csv(path, infer_schema=False, encoding="utf8", raise_if_empty=True)
     raise ContractError(path.stem, None, f"unsupported file type '{path.suffix}' (use .csv or .parquet)")
 
+
+def diagnose_csv(path: Path) -> str | None:
+    """Why ``path`` is not a well-formed UTF-8 CSV, naming the row, or None if Python's csv reader finds
+    nothing wrong. Used only after a read failed, so its speed does not matter; no cell value is quoted."""
+    try:
+        with path.open("rb") as raw:
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            for line_number, line in enumerate(raw, start=1):
+                try:
+                    decoder.decode(line)
+                except UnicodeDecodeError:
+                    return f"line {line_number} is not valid UTF-8 (save the file as UTF-8)"
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, strict=True)
+            header = next(reader, None)
+            if header is None:
+                return "the file is empty (not even a header row)"
+            row = 0
+            try:
+                for row, record in enumerate(reader, start=1):
+                    if len(record) > len(header):
+                        return f"row {row} has {len(record)} fields but the header has {len(header)}"
+            except csv.Error as exc:
+                return f"row {row + 1} is malformed CSV ({exc}; an unterminated quote?)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def read_failure(table: str, path: Path | None, exc: Exception) -> ContractError:
+    """A one-line :class:`ContractError` for a file Polars could not read (never the raw rows it quotes)."""
+    if path is not None and path.suffix.lower() == ".csv":
+        found = diagnose_csv(path)
+        if found:
+            return ContractError(table, None, f"cannot be read: {found}")
+    if isinstance(exc, pl.exceptions.NoDataError):
+        return ContractError(table, None, "cannot be read: the file is empty (not even a header row)")
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ContractError(table, None, f"cannot be read ({type(exc).__name__}: {shorten(first_line)})")
+
+
+_READ_ERRORS = (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError, OSError)
 
 References = dict[str, tuple[str, pl.Series]]  # column -> (target table, its key values)
 
@@ -253,19 +393,28 @@ def validate(
     *,
     event_types: Iterable[str] | None = None,
     references: References | None = None,
+    source: Path | None = None,
+    in_memory: bool = False,
 ) -> pl.LazyFrame:
-    """Check one table against its contract; return it lazily with canonical column types.
+    """Check one table against its contract; return it lazily with canonical column types and normalised values.
 
-    Raises :class:`ContractError` on the first violation, in this order: types, empty values, duplicate key,
-    unknown event types, then ``references`` (values missing from another table's keys). All checks but the
-    key share one (streaming) pass over the table, which matters for tens of millions of events. Columns
-    beyond the contract are kept (e.g. extra profile tag columns on customers).
+    Raises :class:`ContractError` on the first violation, in this order: types, non-finite numbers, physical
+    bounds, empty values, duplicate key, unknown event types, then ``references`` (values missing from another
+    table's keys). All checks but the key share one (streaming) pass over the table, which matters for tens of
+    millions of events. Columns beyond the contract are kept (e.g. extra profile tag columns on customers).
+    ``source`` (the file) lets a read failure name the offending row. ``in_memory``: ``lf`` is an
+    in-memory table, so its converted columns are computed once and kept instead of recomputed per check.
     """
-    table = spec.name
     try:
-        schema = lf.collect_schema()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        raise ContractError(table, None, f"cannot be read: {exc}") from exc
+        return _validate(lf, spec, event_types=event_types, references=references or {}, in_memory=in_memory)
+    except _READ_ERRORS as exc:
+        raise read_failure(spec.name, source, exc) from exc
+
+
+def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] | None, references: References,
+              in_memory: bool) -> pl.LazyFrame:
+    table = spec.name
+    schema = lf.collect_schema()
     missing = [c for c in spec.required if c not in schema]
     if missing:
         raise ContractError(table, missing[0], "required column is missing")
@@ -273,18 +422,37 @@ def validate(
         raise ContractError(table, spec.one_of[0], f"one of the columns {list(spec.one_of)} is required")
 
     present = {c: t for c, t in spec.columns.items() if c in schema}
-    converted = {c: _convert(c, t, schema[c]).alias(c) for c, t in present.items()}
+    references = {c: target for c, target in references.items() if c in present}
+    converted = {c: _convert(c, t, schema[c]) for c, t in present.items()}
+    # Ids lose surrounding whitespace, categories are also lower-cased. An id column that references another
+    # table and is not part of the key (the events' ids: tens of millions) is only stripped when a padded id is
+    # found, through the reference check below, so clean files pay nothing for it.
+    lazy_strip = {c for c in references if c not in spec.key}
+    for c in present:
+        if is_id(c) and c not in lazy_strip:
+            converted[c] = converted[c].str.strip_chars()
+        elif c in spec.categorical:
+            converted[c] = _normalised(lf, converted[c])
     indexed = lf.with_row_index("_row", offset=1).with_columns(
         **{f"_typed_{c}": expr for c, expr in converted.items()}
     )
-    references = {c: target for c, target in (references or {}).items() if c in present}
+    if in_memory:
+        indexed = indexed.collect().lazy()
     checks: dict[str, tuple[pl.Expr, str, str]] = {}
+    for c, dtype in present.items():
+        typed = pl.col(f"_typed_{c}")
+        if schema[c] != dtype and dtype != pl.String:  # a column already of the right type cannot fail its conversion
+            checks[f"type:{c}"] = (pl.col(c).is_not_null() & typed.is_null(), c, _type_reason(dtype, schema[c]))
+        if dtype == pl.Float64:
+            checks[f"finite:{c}"] = (~typed.is_finite(), c,
+                                     "not a finite number (NaN or infinity; leave the cell empty for an unknown value)")
+        if c in spec.bounds:
+            low, high = spec.bounds[c]
+            outside = (typed < low) if high is None else ~typed.is_between(low, high)
+            checks[f"bounds:{c}"] = (outside, c, _bounds_reason(low, high))
     # Blank (whitespace-only) strings of a referencing column are never another table's key (keys must not be
     # blank), so they are counted among its dangling values: the costly blank test only runs if there are any.
     deferred: dict[str, pl.Expr] = {}
-    for c, dtype in present.items():
-        if schema[c] != dtype:  # a column already of the right type cannot fail its conversion
-            checks[f"type:{c}"] = (pl.col(c).is_not_null() & pl.col(f"_typed_{c}").is_null(), c, _type_reason(dtype))
     for c in spec.non_null:
         if c in present:
             empty = pl.col(c).is_null()
@@ -318,6 +486,16 @@ def validate(
         # A key seen twice has a repeated 64-bit hash; only then are the keys themselves counted (exactly).
         hashed = indexed.select(pl.struct(typed).hash().alias("_hash"))
         counts["key"] = _repeated_rows(hashed, ["_hash"]) and _repeated_rows(indexed, typed)
+    stripped = set()
+    recheck = [c for c in references if counts[f"ref:{c}"] and c in lazy_strip]
+    if recheck:  # dangling ids: are they padded known ids? then the column is stripped
+        again = {f"ref:{c}": (~pl.col(c).str.strip_chars().is_in(references[c][1].implode())).sum() for c in recheck}
+        extra = indexed.select(**again).collect(engine="streaming")
+        for c in recheck:
+            name = f"ref:{c}"
+            checks[name] = (~pl.col(c).str.strip_chars().is_in(references[c][1].implode()), *checks[name][1:])
+            counts[name] = extra[name][0]
+            stripped.add(c)
     if deferred and any(counts[f"ref:{c}"] for c in references):
         extra = indexed.select(**{name: blank.sum() for name, blank in deferred.items()}).collect(engine="streaming")
         for name, blank in deferred.items():
@@ -329,7 +507,12 @@ def validate(
             rows, values = _first_rows(indexed, cond, column)
             raise ContractError(table, column, f"{reason} ({n} row{'s' if n != 1 else ''})", rows=rows, values=values)
     extras = [c for c in schema if c not in present]
-    return lf.select(*converted.values(), *extras)
+    if in_memory:
+        typed = {c: pl.col(f"_typed_{c}") for c in converted}
+        return indexed.select(*((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed.items()), *extras)
+    for c in stripped:
+        converted[c] = converted[c].str.strip_chars()
+    return lf.select(*(expr.alias(c) for c, expr in converted.items()), *extras)
 
 
 @dataclass
@@ -355,19 +538,55 @@ class World:
 
 
 def find_table(directory: Path, name: str) -> Path | None:
-    """``name.parquet`` or ``name.csv`` in ``directory`` (Parquet wins when both exist)."""
-    for ext in (".parquet", ".csv"):
-        candidate = directory / f"{name}{ext}"
-        if candidate.exists():
-            return candidate
+    """The file of table ``name`` in ``directory``: ``name.parquet`` or ``name.csv``, any letter case (Parquet
+    wins when both exist); None when there is none.
+
+    Fails closed: a file of the table that exists but cannot be read (a broken or looping link, a directory,
+    an unsupported extension such as ``name.csv.gz`` with no readable alternative, two spellings of one name)
+    raises :class:`ContractError` instead of counting as absent.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():  # no data directory: no table (load_world reports the directory itself)
+        return None
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise UserError(f"data directory '{directory}' cannot be read ({exc.strerror})") from exc
+    prefix = f"{name}."
+    candidates = [e for e in entries if e.lower().startswith(prefix)]
+    by_suffix: dict[str, list[str]] = {}
+    for entry in candidates:
+        by_suffix.setdefault(entry[len(prefix):].lower(), []).append(entry)
+    for suffix in (s.lstrip(".") for s in SUPPORTED):
+        found = by_suffix.get(suffix, [])
+        if len(found) > 1:
+            raise ContractError(name, None, f"more than one file for the table: {', '.join(found)}")
+        if found:
+            path = directory / found[0]
+            _check_readable(name, path)
+            return path
+    if candidates:
+        raise ContractError(name, None, f"file '{candidates[0]}' has an unsupported type (use {name}.csv or {name}.parquet)")
     return None
+
+
+def _check_readable(table: str, path: Path) -> None:
+    try:
+        if not path.is_file():  # follows links: a broken link, a loop or a directory is not a file
+            what = "a broken or looping link" if path.is_symlink() else "not a regular file"
+            raise ContractError(table, None, f"file '{path.name}' exists but cannot be read ({what})")
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ContractError(table, None, f"file '{path.name}' exists but cannot be read ({exc.strerror})") from exc
 
 
 def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
     """Load and validate every contract table in ``directory`` (CSV or Parquet, by extension).
 
     customers, products and events are required; the others default to empty tables, which downstream
-    rules treat as "no consent / no risk data" (fail closed).
+    rules treat as "no consent / no risk data" (fail closed). A table file that exists but cannot be read is
+    an error, never "absent".
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -387,14 +606,16 @@ def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
         references = {column: (target, eager[target][TABLES[target].key[0]])
                       for (table, column), target in REFERENCES.items() if table == name}
         if name == "events":  # tens of millions of rows: stays lazy
-            frames[name] = validate(scan_file(path), spec, event_types=event_types, references=references)
+            frames[name] = validate(scan_file(path), spec, event_types=event_types, references=references, source=path)
         else:  # read once, then validated and converted in memory
-            eager[name] = validate(_read(path, name), spec, references=references).collect()
+            eager[name] = validate(_read(path, name), spec, references=references, source=path, in_memory=True).collect()
+            if name in NON_EMPTY_TABLES and eager[name].height == 0:
+                raise ContractError(name, None, "the file has a header but no rows")
     return World(events=frames["events"], sources=sources, **eager)
 
 
 def _read(path: Path, table: str) -> pl.LazyFrame:
     try:
         return scan_file(path).collect().lazy()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        raise ContractError(table, None, f"cannot be read: {exc}") from exc
+    except _READ_ERRORS as exc:
+        raise read_failure(table, path, exc) from exc

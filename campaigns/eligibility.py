@@ -1,134 +1,44 @@
 """Eligibility filter (SPEC section 4): declarative rules evaluated with Polars over whole tables.
 
-Rules come from ``config/eligibility.toml``: each has an ``id`` (the reason code), a ``check`` from
-:data:`CHECKS` and that check's parameters; ``families`` restricts a rule to offers of those families. Every
-check is one boolean "fails" expression over a (customer, offer) frame joined with the customer's profile,
-latest risk row, latest consent, active suppressions, committed contact count and current holdings, all as of
-the run time. Rules fail closed: a value a check needs but does not have excludes the pair. Flags that only
-ever exclude (``fraud_flag``, ``blacklisted``) pass when missing; requirements (score, DTI, DPD, KYC, age,
-consent) fail when missing.
+Rules come from ``config/eligibility.toml`` (see :mod:`campaigns.eligibility_config` for the checks, the
+valid ranges and the reason codes ``<id>``, ``<id>:missing``, ``<id>:invalid``). Every check is one verdict
+per (customer, offer) over the customer's profile, latest risk row, latest consent, active suppressions,
+committed contact count and current holdings, all as of the run time.
+
+Fail closed, rule by rule: a value a rule needs that is missing, null, NaN, infinite, outside its valid range
+or an unrecognised categorical value excludes the pair with the rule's ``:missing`` or ``:invalid`` code,
+whatever the other rules of the set say. A verdict is a first-match chain ending in the ordinary failure:
+only an explicit "passes" condition lets a pair through, so a null anywhere never passes by accident.
+What is never a missing value: an empty product threshold (``min_credit_score``, ``max_dti``,
+``min_age``/``max_age``: the offer has no such limit), no suppression row, no holding.
+
+Categorical inputs are compared trimmed and lower-cased (the contracts normalise them at validation; the
+channel and purpose asked for, rule families and suppression channels are normalised here too). A
+suppression row with no channel, ``all`` or ``*`` suppresses every channel; one whose channel is not a known
+channel suppresses every channel as ``<id>:invalid``. A customer is a student when ``is_student`` is true or
+the occupation contains "student" (any case); not a student when ``is_student`` is false or an occupation is
+known; else the student rule's value is missing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from campaigns.contracts import World
-from campaigns.tomlfile import read_toml
-from recommender.errors import UserError
+from campaigns.eligibility_config import (  # noqa: F401 - re-exported: the rule-set API lives with evaluation
+    CHECKS, INVALID, MISSING, EligibilityConfigError, Rule, RuleSet, ValidRanges, load_rule_set, load_rule_sets,
+    load_rules_for,
+)
+from campaigns.segments import occupation_is_student
+from campaigns.specs import CHANNELS
 
 C, O = "customer_id", "offer_id"
-
-# check -> (required parameters, depends on the offer?)
-CHECKS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "customer_known": ((), False),
-    "risk_present": ((), False),
-    "risk_fresh": (("max_age_days",), False),
-    "consent": ((), False),
-    "not_suppressed": ((), False),
-    "min_age": (("years",), False),
-    "offer_age_band": ((), True),
-    "not_student": ((), False),
-    "offer_min_credit_score": ((), True),
-    "offer_max_dti": ((), True),
-    "max_dpd_current": (("max_days",), False),
-    "max_dpd_12m": (("max_days",), False),
-    "no_fraud_flag": ((), False),
-    "not_blacklisted": ((), False),
-    "kyc_ok": ((), False),
-    "not_held": ((), True),
-    "offer_active": ((), True),
-    "contact_cap": (("max_contacts", "window_days"), False),
-}
-
-
-class EligibilityConfigError(UserError):
-    """The eligibility rule file is missing or invalid, or a campaign names an unknown rule set."""
-
-
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str = Field(min_length=1)
-    check: str
-    description: str = ""
-    families: list[str] | None = None
-    max_age_days: float | None = None
-    years: int | None = None
-    max_days: int | None = None
-    max_contacts: int | None = Field(default=None, ge=1)
-    window_days: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _params(self) -> "Rule":
-        if self.check not in CHECKS:
-            raise ValueError(f"unknown check {self.check!r} (one of {', '.join(CHECKS)})")
-        missing = [p for p in CHECKS[self.check][0] if getattr(self, p) is None]
-        if missing:
-            raise ValueError(f"check {self.check!r} needs parameter {missing[0]!r}")
-        return self
-
-    @property
-    def customer_level(self) -> bool:
-        """True when the rule excludes a customer from every offer (no offer data, no family filter)."""
-        return not CHECKS[self.check][1] and self.families is None
-
-
-class RuleSet(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    description: str = ""
-    rules: list[Rule]
-
-    @model_validator(mode="after")
-    def _unique(self) -> "RuleSet":
-        ids = [r.id for r in self.rules]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule id {dupes[0]!r}")
-        return self
-
-    def with_contact_cap(self, *, max_contacts: int, window_days: int) -> "RuleSet":
-        """A copy whose ``contact_cap`` rules use a campaign's own cap."""
-        rules = [
-            r.model_copy(update={"max_contacts": max_contacts, "window_days": window_days}) if r.check == "contact_cap" else r
-            for r in self.rules
-        ]
-        return self.model_copy(update={"rules": rules})
-
-    @property
-    def customer_level_ids(self) -> set[str]:
-        return {r.id for r in self.rules if r.customer_level}
-
-
-def load_rule_sets(path: Path | str) -> dict[str, RuleSet]:
-    path = Path(path)
-    data = read_toml(path, error=EligibilityConfigError, what="eligibility rules file")
-    sets = {}
-    for name, body in data.items():
-        try:
-            sets[name] = RuleSet.model_validate({"name": name, **body})
-        except (ValidationError, TypeError) as exc:
-            if isinstance(exc, ValidationError):
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                msg = first["msg"].removeprefix("Value error, ")
-            else:
-                where, msg = "", "must be a table"
-            raise EligibilityConfigError(f"{path}: {name}{'.' + where if where else ''}: {msg}") from exc
-    return sets
-
-
-def load_rule_set(path: Path | str, name: str) -> RuleSet:
-    sets = load_rule_sets(path)
-    if name not in sets:
-        raise EligibilityConfigError(f"{path}: no rule set named {name!r} (have: {', '.join(sets) or 'none'})")
-    return sets[name]
+ALL_CHANNELS = ("all", "*")
+TS = pl.Datetime("us")
+PASS, FAIL = "pass", "fail"
 
 
 @dataclass(frozen=True)
@@ -148,6 +58,18 @@ def _age_years(birth: pl.Expr, as_of: datetime) -> pl.Expr:
     return (pl.lit(as_of.year) - birth.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int32)
 
 
+def _text(expr: pl.Expr) -> pl.Expr:
+    return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
+
+
+def _checked(value: pl.Expr, valid) -> pl.Expr:
+    """``value`` as Float64 where it is usable, null where it is missing, NaN where it is invalid (NaN, infinite
+    or outside ``valid``): one column carries both the value and its state to the (many) pairs."""
+    number = value.cast(pl.Float64)
+    usable = number.is_finite() & number.is_between(valid.min, valid.max)
+    return pl.when(number.is_null()).then(None).when(usable).then(number).otherwise(float("nan"))
+
+
 def customer_features(
     customer_ids: pl.DataFrame,
     world: World,
@@ -157,37 +79,51 @@ def customer_features(
     purpose: str,
     as_of: datetime,
     contact_window_days: int | None,
+    valid: ValidRanges | None = None,
 ) -> pl.DataFrame:
     """One row per candidate customer with everything the customer-level checks read, as of ``as_of``."""
+    valid = valid or ValidRanges()
+    channel, purpose = channel.strip().lower(), purpose.strip().lower()
     cust = world.customers
     age_parts = []
     if "birth_date" in cust.columns:
         age_parts.append(_age_years(pl.col("birth_date"), as_of))
     if "age" in cust.columns:
         age_parts.append(pl.col("age").cast(pl.Int32))
-    student = _col(cust, "is_student", pl.Boolean).fill_null(False) | (
-        _col(cust, "occupation", pl.String) == "student").fill_null(False)
-    profile = cust.select(C, pl.coalesce(age_parts).alias("age"), student.alias("is_student"), pl.lit(True).alias("known"))
+    is_student = _col(cust, "is_student", pl.Boolean).cast(pl.Boolean)
+    occupation = _col(cust, "occupation", pl.String)
+    student = (
+        pl.when(is_student.fill_null(False) | occupation_is_student(occupation).fill_null(False)).then(True)
+        .when(is_student.is_not_null() | (_text(occupation).fill_null("") != "")).then(False)
+        .otherwise(None)
+    )
+    age = pl.coalesce(age_parts) if age_parts else pl.lit(None, dtype=pl.Int32)
+    profile = cust.select(C, age.alias("age"), student.alias("student"), pl.lit(True).alias("known"))
 
     risk = world.risk
     latest_risk = (
         risk.filter(pl.col("as_of") <= as_of).sort("as_of").unique(C, keep="last")
         .select(
-            C, "as_of", "credit_score", "dpd_current", "max_dpd_12m", "dti",
+            C, pl.col("as_of").alias("risk_as_of"), "credit_score", "dpd_current", "max_dpd_12m", "dti",
             _col(risk, "fraud_flag", pl.Boolean), _col(risk, "blacklisted", pl.Boolean), _col(risk, "kyc_ok", pl.Boolean),
             pl.lit(True).alias("has_risk"),
         )
     )
+    # The latest consent record per customer for the channel and purpose; of rows tied at the latest time (only
+    # possible in unvalidated data) a refusal wins: it sorts last.
     consent = (
         world.consents.filter((pl.col("channel") == channel) & (pl.col("purpose") == purpose) & (pl.col("updated_at") <= as_of))
-        .sort("updated_at").unique(C, keep="last").select(C, pl.col("granted").alias("consent"))
+        .select(C, "updated_at", pl.col("granted").fill_null(False).alias("consent"))
+        .sort(["updated_at", "consent"], descending=[False, True]).unique(C, keep="last").select(C, "consent")
     )
     sup = world.suppression
+    sup_channel = _text(_col(sup, "channel", pl.String))
+    every_channel = sup_channel.is_null() | (sup_channel == "") | sup_channel.is_in(ALL_CHANNELS)
     suppressed = (
-        sup.filter(
-            (_col(sup, "until", pl.Datetime("us")).is_null() | (_col(sup, "until", pl.Datetime("us")) > as_of))
-            & (_col(sup, "channel", pl.String).is_null() | (_col(sup, "channel", pl.String) == channel))
-        ).select(C).unique().with_columns(pl.lit(True).alias("suppressed"))
+        sup.filter(_col(sup, "until", TS).is_null() | (_col(sup, "until", TS) > as_of))
+        .select(C, pl.when(every_channel | (sup_channel == channel)).then(pl.lit(1, pl.UInt8))
+                .when(~sup_channel.is_in(CHANNELS)).then(pl.lit(2, pl.UInt8)).otherwise(pl.lit(0, pl.UInt8)).alias("suppressed"))
+        .group_by(C).agg(pl.col("suppressed").filter(pl.col("suppressed") > 0).min())
     )
     window = timedelta(days=contact_window_days or 0)
     contacts = (
@@ -202,70 +138,149 @@ def customer_features(
         .join(consent, on=C, how="left")
         .join(suppressed, on=C, how="left")
         .join(contacts, on=C, how="left")
-        .with_columns(pl.col("suppressed").fill_null(False), pl.col("contacts").fill_null(0), pl.col("known").fill_null(False),
-                      pl.col("has_risk").fill_null(False))
+        .with_columns(pl.col("suppressed").fill_null(0), pl.col("contacts").fill_null(0), pl.col("known").fill_null(False),
+                      pl.col("has_risk").fill_null(False),
+                      _checked(pl.col("age"), valid.age).alias("age"),
+                      _checked(pl.col("credit_score"), valid.credit_score).alias("credit_score"),
+                      _checked(pl.col("dti"), valid.dti).alias("dti"))
     )
 
 
 def _offer_features(products: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    ts = pl.Datetime("us")
-    active = (_col(products, "active_from", ts).is_null() | (_col(products, "active_from", ts) <= as_of)) & (
-        _col(products, "active_to", ts).is_null() | (_col(products, "active_to", ts) > as_of))
-    return products.select(
-        pl.col("product_id").alias(O), "family",
+    """One row per product: family (normalised), thresholds, active flag and its bit positions: ``_offer_word``
+    and ``_offer_bit`` (64 products per word) and ``_family_bit``. Over 63 families two may share a bit, which
+    can only make the family rule exclude more (fail closed), never less."""
+    active = (_col(products, "active_from", TS).is_null() | (_col(products, "active_from", TS) <= as_of)) & (
+        _col(products, "active_to", TS).is_null() | (_col(products, "active_to", TS) > as_of))
+    offers = products.select(
+        pl.col("product_id").alias(O), _text(pl.col("family")).alias("family"),
         _col(products, "min_age", pl.Int32), _col(products, "max_age", pl.Int32),
-        _col(products, "min_credit_score", pl.Float64), _col(products, "max_dti", pl.Float64),
+        _col(products, "min_credit_score", pl.Float64).cast(pl.Float64), _col(products, "max_dti", pl.Float64).cast(pl.Float64),
         active.alias("offer_active"),
+    ).unique(O, keep="first", maintain_order=True)
+    family_bit = {f: 1 << (i % 63) for i, f in enumerate(sorted(offers["family"].drop_nulls().unique().to_list()))}
+    return offers.with_columns(
+        pl.Series("_offer_word", [i // 64 for i in range(offers.height)], dtype=pl.Int32),
+        pl.Series("_offer_bit", [1 << (i % 64) for i in range(offers.height)], dtype=pl.UInt64),
+        pl.col("family").replace_strict(family_bit, default=0, return_dtype=pl.UInt64).alias("_family_bit"),
     )
 
 
-def _fails(rule: Rule, as_of: datetime) -> pl.Expr:
-    """Boolean expression: True when ``rule`` excludes the row (nulls already resolved, fail closed)."""
-    age, score, dti = pl.col("age"), pl.col("credit_score"), pl.col("dti")
+def _word_count(offers: pl.DataFrame) -> int:
+    return max(1, -(-offers.height // 64))
+
+
+def _verdict(bits: dict[str, int], cases: list[tuple[str, pl.Expr]], passes: pl.Expr) -> pl.Expr:
+    """The bit of the first case whose condition is true, else 0 where ``passes`` is true, else the rule's
+    ordinary failure (so a null condition never lets a pair through)."""
+    chain = None
+    for variant, condition in [*cases, (PASS, passes)]:
+        value = pl.lit(bits.get(variant, 0), dtype=pl.UInt64)
+        chain = pl.when(condition).then(value) if chain is None else chain.when(condition).then(value)
+    return chain.otherwise(pl.lit(bits[FAIL], dtype=pl.UInt64))
+
+
+def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet, *, held_words: int = 1) -> pl.Expr:
+    """UInt64: the bit of the reason code ``rule`` gives the row (0 when it passes)."""
+    valid = rules.valid
+    col = pl.col
+
+    def number(name: str, valid_range) -> list[tuple[str, pl.Expr]]:
+        value = col(name).cast(pl.Float64)
+        inside = value.is_finite() & value.is_between(valid_range.min, valid_range.max)
+        return [(MISSING, value.is_null()), (INVALID, ~inside)]
+
+    def flag(name: str) -> list[tuple[str, pl.Expr]]:
+        return [(MISSING, col(name).is_null())]
+
+    def checked(name: str) -> list[tuple[str, pl.Expr]]:  # see _checked: null = missing, NaN = invalid
+        return [(MISSING, col(name).is_null()), (INVALID, col(name).is_nan())]
+
     match rule.check:
         case "customer_known":
-            expr = ~pl.col("known")
+            return _verdict(bits, [], col("known"))
         case "risk_present":
-            expr = ~pl.col("has_risk")
+            return _verdict(bits, [], col("has_risk"))
         case "risk_fresh":
-            expr = (pl.col("as_of") < as_of - timedelta(days=rule.max_age_days)).fill_null(False)
+            return _verdict(bits, [(MISSING, ~col("has_risk"))],
+                            col("risk_as_of") >= as_of - timedelta(days=rule.max_age_days))
         case "consent":
-            expr = ~pl.col("consent").fill_null(False)
+            return _verdict(bits, flag("consent"), col("consent"))
         case "not_suppressed":
-            expr = pl.col("suppressed")
+            return _verdict(bits, [(FAIL, col("suppressed") == 1), (INVALID, col("suppressed") == 2)], col("suppressed") == 0)
         case "min_age":
-            expr = (age < rule.years).fill_null(True)
+            return _verdict(bits, checked("age"), col("age") >= rule.years)
         case "offer_age_band":
-            too_young = pl.col("min_age").is_not_null() & (age < pl.col("min_age")).fill_null(True)
-            too_old = pl.col("max_age").is_not_null() & (age > pl.col("max_age")).fill_null(True)
-            expr = too_young | too_old
+            no_band = col("min_age").is_null() & col("max_age").is_null()
+            within = ((col("min_age").is_null() | (col("age") >= col("min_age")))
+                      & (col("max_age").is_null() | (col("age") <= col("max_age"))))
+            return _verdict(bits, [(PASS, no_band), *checked("age")], within)
         case "not_student":
-            expr = pl.col("is_student").fill_null(False)
+            return _verdict(bits, [(FAIL, col("student").fill_null(False)), *flag("student")], ~col("student"))
         case "offer_min_credit_score":
-            expr = pl.col("min_credit_score").is_not_null() & (score < pl.col("min_credit_score")).fill_null(True)
+            floor = col("min_credit_score")
+            return _verdict(bits, [(PASS, floor.is_null()), (INVALID, ~floor.is_finite()), *checked("credit_score")],
+                            col("credit_score") >= floor)
         case "offer_max_dti":
-            expr = pl.col("max_dti").is_not_null() & (dti > pl.col("max_dti")).fill_null(True)
+            cap = col("max_dti")
+            return _verdict(bits, [(PASS, cap.is_null()), (INVALID, ~cap.is_finite()), *checked("dti")], col("dti") <= cap)
         case "max_dpd_current":
-            expr = (pl.col("dpd_current") > rule.max_days).fill_null(True)
+            return _verdict(bits, number("dpd_current", valid.dpd), col("dpd_current") <= rule.max_days)
         case "max_dpd_12m":
-            expr = (pl.col("max_dpd_12m") > rule.max_days).fill_null(True)
+            return _verdict(bits, number("max_dpd_12m", valid.dpd), col("max_dpd_12m") <= rule.max_days)
         case "no_fraud_flag":
-            expr = pl.col("fraud_flag").fill_null(False)
+            return _verdict(bits, flag("fraud_flag"), ~col("fraud_flag"))
         case "not_blacklisted":
-            expr = pl.col("blacklisted").fill_null(False)
+            return _verdict(bits, flag("blacklisted"), ~col("blacklisted"))
         case "kyc_ok":
-            expr = ~pl.col("kyc_ok").fill_null(False)
-        case "not_held":
-            expr = pl.col("held")
+            return _verdict(bits, flag("kyc_ok"), col("kyc_ok"))
+        case "not_held":  # the customer's held-product bits of the offer's word, and the offer's bit
+            return _verdict(bits, [], (_held_word(held_words) & col("_offer_bit")) == 0)
+        case "family_not_held":  # bit masks of the customer's held families and of the offer's family
+            return _verdict(bits, [(MISSING, col("_family_bit") == 0)], (col("_held_families") & col("_family_bit")) == 0)
         case "offer_active":
-            expr = ~pl.col("offer_active").fill_null(False)
+            return _verdict(bits, [], col("offer_active"))
         case "contact_cap":
-            expr = pl.col("contacts") >= rule.max_contacts
-        case _:  # pragma: no cover - validated in Rule
-            raise AssertionError(rule.check)
-    if rule.families is not None:
-        expr = expr & pl.col("family").is_in(rule.families).fill_null(True)
-    return expr.fill_null(True)
+            return _verdict(bits, [], col("contacts") < rule.max_contacts)
+    raise AssertionError(rule.check)  # pragma: no cover - validated in Rule
+
+
+def _held_word(words: int) -> pl.Expr:
+    """Per pair: the customer's word of held-product bits that holds the offer's bit (see :func:`_held_masks`)."""
+    if words == 1:
+        return pl.col("_held_0")
+    return pl.coalesce([pl.when(pl.col("_offer_word") == w).then(pl.col(f"_held_{w}")) for w in range(words)])
+
+
+def _held_masks(holdings: pl.DataFrame, offers: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Per customer with a holding as of ``as_of``: ``_held_families`` (bits of the families held) and
+    ``_held_<w>`` words of held-product bits (64 products per word, positions from :func:`_offer_features`).
+    Integer arithmetic per pair then replaces joining every pair with the holdings (the costliest step)."""
+    active = holdings.filter(
+        (pl.col("since") <= as_of) & (_col(holdings, "until", TS).is_null() | (_col(holdings, "until", TS) > as_of)))
+    words = _word_count(offers)
+    held = active.select(C, pl.col("product_id").alias(O)).join(offers.select(O, "_offer_word", "_offer_bit", "_family_bit"), on=O)
+    return held.group_by(C).agg(
+        pl.col("_family_bit").bitwise_or().alias("_held_families"),
+        *[pl.col("_offer_bit").filter(pl.col("_offer_word") == w).bitwise_or().alias(f"_held_{w}") for w in range(words)])
+
+
+def _code_bits(rules: RuleSet) -> list[dict[str, int]]:
+    """Per rule: variant -> its bit (position in :attr:`RuleSet.codes`)."""
+    out, position = [], 0
+    for rule in rules.rules:
+        variants = [FAIL, *CHECKS[rule.check].variants]
+        out.append({v: 1 << (position + i) for i, v in enumerate(variants)})
+        position += len(variants)
+    return out
+
+
+def _in_scope(rule: Rule, family: pl.Expr, rules: RuleSet) -> pl.Expr:
+    """Whether ``rule`` applies to an offer of ``family``: always without a family filter; with one, for its
+    families and for any family the rule set does not know (or an offer missing from the products)."""
+    if rule.families is None:
+        return pl.lit(True)
+    return (family.is_in(rule.families) | ~family.is_in(rules.valid.families)).fill_null(True)
 
 
 def evaluate(
@@ -278,52 +293,57 @@ def evaluate(
     purpose: str = "marketing",
     contact_history: pl.DataFrame | None = None,
 ) -> Eligibility:
-    """Split candidate (customer_id, offer_id) pairs into eligible pairs and exclusions with all rule ids.
+    """Split candidate (customer_id, offer_id) pairs into eligible pairs and exclusions with all reason codes.
 
-    ``candidates`` must hold each pair once; outputs are in no particular order.
+    ``candidates`` must hold each pair once; outputs are in no particular order. ``rule_ids`` of an exclusion
+    lists every reason code of the pair in rule-set order.
 
-    ``contact_history`` holds committed contacts only (customer_id, channel, contacted_at); contacts at or
-    after ``as_of`` are ignored so a backfilled run is not capped by later runs.
+    ``contact_history`` holds committed contacts (only customer_id, channel and contacted_at are read);
+    contacts at or after ``as_of`` are ignored so a backfilled run is not capped by later runs.
     """
     if contact_history is None:
-        contact_history = pl.DataFrame(schema={C: pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")})
+        contact_history = pl.DataFrame(schema={C: pl.String, "channel": pl.String, "contacted_at": TS})
+    contact_history = contact_history.select(C, "channel", "contacted_at")
     cap_windows = [r.window_days for r in rules.rules if r.check == "contact_cap"]
     features = customer_features(
         candidates, world, contact_history=contact_history, channel=channel, purpose=purpose, as_of=as_of,
-        contact_window_days=max(cap_windows) if cap_windows else None,
+        contact_window_days=max(cap_windows) if cap_windows else None, valid=rules.valid,
     )
-    held = (
-        world.holdings.filter(
-            (pl.col("since") <= as_of)
-            & (_col(world.holdings, "until", pl.Datetime("us")).is_null() | (_col(world.holdings, "until", pl.Datetime("us")) > as_of))
-        ).select(C, pl.col("product_id").alias(O)).unique().with_columns(pl.lit(True).alias("held"))
-    )
-    if len(rules.rules) > 63:
-        raise EligibilityConfigError(f"rule set {rules.name!r}: at most 63 rules")
-    # One bit per failed rule. Rules on customer data alone are evaluated once per customer (their family
-    # filter becomes a per-offer bit mask); only rules that read offer data are evaluated per pair.
-    customer_rules = [(i, r) for i, r in enumerate(rules.rules) if not CHECKS[r.check][1]]
-    pair_rules = [(i, r) for i, r in enumerate(rules.rules) if CHECKS[r.check][1]]
-    customer_mask = _bits([(i, _fails(r.model_copy(update={"families": None}), as_of)) for i, r in customer_rules])
-    per_customer = features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
     offers = _offer_features(world.products, as_of)
-    all_customer_bits = sum(1 << i for i, _ in customer_rules)
-    applies = [
-        sum(1 << i for i, r in customer_rules if r.families is None or family is None or family in r.families)
-        for family in offers["family"].to_list()
-    ]
-    offers = offers.with_columns(pl.Series("_applies", applies, dtype=pl.UInt64))
+    holdings = _held_masks(world.holdings, offers, as_of)
+    held_words = _word_count(offers)
+    bits = _code_bits(rules)
+    # Rules on customer data alone are evaluated once per customer (their family filter becomes a per-offer
+    # bit mask); only rules that read offer data are evaluated per pair.
+    customer_rules = [(i, r) for i, r in enumerate(rules.rules) if not CHECKS[r.check].per_offer]
+    pair_rules = [(i, r) for i, r in enumerate(rules.rules) if CHECKS[r.check].per_offer]
+    customer_mask = _sum([_rule_bits(r, bits[i], as_of, rules) for i, r in customer_rules])
+    per_customer = (features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
+                    .join(holdings, on=C, how="left").with_columns(pl.exclude(C, *_PAIR_COLUMNS, "_customer_mask").fill_null(0)))
+    all_customer_bits = sum(b for i, _ in customer_rules for b in bits[i].values())
+    scoped = [(i, r) for i, r in pair_rules if r.families is not None]
+    offers = offers.with_columns(
+        _sum([pl.when(_in_scope(r, pl.col("family"), rules)).then(pl.lit(sum(bits[i].values()), dtype=pl.UInt64))
+              .otherwise(pl.lit(0, dtype=pl.UInt64)) for i, r in customer_rules]).alias("_applies"),
+        *[_in_scope(r, pl.col("family"), rules).alias(f"_scope_{i}") for i, r in scoped],
+    )
     pairs = (
         candidates.select(C, O)
         .join(per_customer, on=C, how="left")
         .join(offers, on=O, how="left")
-        .join(held, on=[C, O], how="left")
-        .with_columns(pl.col("held").fill_null(False), pl.col("_applies").fill_null(all_customer_bits))
+        .with_columns(pl.col("_applies").fill_null(all_customer_bits), pl.col("_family_bit", "_offer_bit").fill_null(0),
+                      pl.col("_offer_word").fill_null(0), *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped])
     )
-    mask = (pl.col("_customer_mask") & pl.col("_applies")) | _bits([(i, _fails(r, as_of)) for i, r in pair_rules])
+    pair_mask = _sum([
+        pl.when(pl.col(f"_scope_{i}")).then(_rule_bits(r, bits[i], as_of, rules, held_words=held_words))
+        .otherwise(pl.lit(0, dtype=pl.UInt64))
+        if r.families is not None else _rule_bits(r, bits[i], as_of, rules, held_words=held_words)
+        for i, r in pair_rules])
+    mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
     judged = pairs.select(C, O, mask.alias("_mask"))
     masks = judged["_mask"].unique().sort()
-    lookup = pl.Series([_rule_ids(rules, m) for m in masks.to_list()], dtype=pl.List(pl.String))
+    codes = rules.codes
+    lookup = pl.Series([[c for b, c in enumerate(codes) if m >> b & 1] for m in masks.to_list()], dtype=pl.List(pl.String))
     excluded = judged.filter(pl.col("_mask") != 0)
     excluded = excluded.select(C, O, lookup.gather(masks.search_sorted(excluded["_mask"])).alias("rule_ids"))
     eligible = judged.filter(pl.col("_mask") == 0).select(C, O)
@@ -333,15 +353,11 @@ def evaluate(
 _PAIR_COLUMNS = ("age", "credit_score", "dti")  # the customer data that rules on offer data read
 
 
-def _bits(fails: list[tuple[int, pl.Expr]]) -> pl.Expr:
-    """UInt64 with bit ``i`` set where the ``i``-th rule's "fails" expression is true."""
-    if not fails:
+def _sum(parts: list[pl.Expr]) -> pl.Expr:
+    """UInt64 sum of disjoint bit expressions (0 when there are none)."""
+    if not parts:
         return pl.lit(0, dtype=pl.UInt64)
-    return pl.sum_horizontal([expr.cast(pl.UInt64) * (1 << i) for i, expr in fails]).cast(pl.UInt64)
-
-
-def _rule_ids(rules: RuleSet, mask: int) -> list[str]:
-    return [r.id for i, r in enumerate(rules.rules) if mask >> i & 1]
+    return pl.sum_horizontal(parts).cast(pl.UInt64)
 
 
 def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:
@@ -354,12 +370,12 @@ def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:
 
 
 def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
-    """Storage form: customer-level rule ids once per customer (offer_id null = every offer), the rest per pair.
+    """Storage form: customer-level reason codes once per customer (offer_id null = every offer), the rest per pair.
 
-    Customer-level rules exclude every offer of the customer, so nothing is lost; :func:`expand` reverses it
-    for any offer set. ``rule_ids`` becomes comma-separated text in rule-set order.
+    Customer-level rules exclude every offer of the customer, so nothing is lost. ``rule_ids`` becomes
+    comma-separated text in rule-set order (:attr:`RuleSet.codes`).
     """
-    order = {r.id: i for i, r in enumerate(rules.rules)}
+    order = {code: i for i, code in enumerate(rules.codes)}
     unknown = len(order)  # ids outside the rule set (not produced by evaluate) sort last, in name order
     extra = sorted(set(exclusions["rule_ids"].explode().drop_nulls().unique().to_list()) - set(order))
     bit = {**order, **{rule_id: unknown + i for i, rule_id in enumerate(extra)}}
@@ -388,7 +404,7 @@ def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame
 
 def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
     """:func:`compact_exclusions` for more distinct rule ids than fit in a bit mask."""
-    order = {r.id: i for i, r in enumerate(rules.rules)}
+    order = {code: i for i, code in enumerate(rules.codes)}
     customer_level = sorted(rules.customer_level_ids)
     flat = exclusions.explode("rule_ids").rename({"rule_ids": "rule_id"}).with_columns(
         pl.col("rule_id").replace_strict(order, default=len(order), return_dtype=pl.Int32).alias("_order"))
@@ -405,9 +421,37 @@ def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
     return pl.concat([per_customer, per_pair]).sort(C, O, nulls_last=False)
 
 
-def load_rules_for(config_dir: Path | str, name: str, *, cap: Any = None) -> RuleSet:
-    """The named rule set from ``<config_dir>/eligibility.toml``, with a campaign's contact cap applied."""
-    rule_set = load_rule_set(Path(config_dir) / "eligibility.toml", name)
-    if cap is not None:
-        rule_set = rule_set.with_contact_cap(max_contacts=cap.max_contacts, window_days=cap.window_days)
-    return rule_set
+def data_warnings(world: World, rule_sets: dict[str, RuleSet], *, campaigns: dict[str, list[str]] | None = None) -> list[str]:
+    """One line per input the rule sets read but ``world`` lacks (a rule that then excludes every pair, or
+    never excludes anyone), and per offer family a rule set does not know. ``campaigns``: rule set name ->
+    the campaigns that use it, named in the line. For ``mktg data validate``: the data is valid, the
+    campaigns would still target nobody (or skip a check)."""
+    from campaigns.contracts import TABLES
+    from campaigns.eligibility_config import input_gaps, unknown_families
+
+    campaigns = campaigns or {}
+    columns = {name: (list(getattr(world, name).collect_schema().names()) if name in world.sources else None)
+               for name in TABLES}
+
+    def where(name: str) -> str:
+        users = campaigns.get(name, [])
+        return f"rule set '{name}'" + (f", used by {', '.join(sorted(users))}" if users else ", used by no campaign")
+
+    grouped: dict[tuple[str, str | None, str], dict[str, list[str]]] = {}
+    for name, rule_set in rule_sets.items():
+        for gap in input_gaps(columns, rule_set):
+            grouped.setdefault((gap.table, gap.column, gap.effect), {}).setdefault(name, []).append(gap.rule_id)
+    lines = []
+    for (table, column, effect), by_set in grouped.items():
+        what = f"table '{table}' is absent" if column is None else f"table '{table}' has no column '{column}'"
+        rules = "; ".join(f"{'rule' if len(ids) == 1 else 'rules'} {', '.join(repr(i) for i in ids)} ({where(name)})"
+                          for name, ids in by_set.items())
+        plural = sum(map(len, by_set.values())) > 1
+        lines.append(f"{what}: {rules} {effect.replace('excludes', 'exclude') if plural else effect}")
+    families = world.products["family"].unique().to_list() if "family" in world.products.columns else []
+    for name, rule_set in rule_sets.items():
+        unknown = unknown_families(families, rule_set)
+        if unknown:
+            lines.append(f"table 'products', column 'family': {', '.join(repr(f) for f in unknown)} not in valid.families of "
+                         f"{where(name)}: every family-restricted rule applies to those offers")
+    return lines

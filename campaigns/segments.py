@@ -1,10 +1,10 @@
 """Customer profile tags and segments from declarative rules (``config/segments.toml``).
 
 Tags: bands of numeric columns (age from ``birth_date`` as of a date, or ``age``; income; tenure), a
-``student`` flag, a ``life_stage`` from first-match rules, and pass-through tag columns (listed ones plus
-any non-contract text/boolean column of the customers table, e.g. ``housing``). A segment is the first
-rule whose conditions all hold, else the default segment. Each segment has an allow-list of offer
-families and/or offer ids (minus an exclusion list).
+``student`` flag (``is_student`` true or an occupation containing "student" in any case), a ``life_stage``
+from first-match rules, and pass-through tag columns (listed ones plus any non-contract text/boolean column
+of the customers table, e.g. ``housing``). A segment is the first rule whose conditions all hold, else the
+default segment. Each segment has an allow-list of offer families and/or offer ids (minus an exclusion list).
 
 A condition maps a column (raw or tag) to a value (equality), a list (membership) or a table
 ``{min = .., max = ..}`` (min inclusive, max exclusive). A null value, or a column the customers table
@@ -26,6 +26,12 @@ from recommender.errors import UserError
 CONTRACT_COLUMNS = {"customer_id", "birth_date", "age", "income", "region", "gender", "occupation", "is_student",
                     "tenure_months"}
 ALL = "*"
+
+
+def occupation_is_student(occupation: pl.Expr) -> pl.Expr:
+    """True where the occupation names a student: contains "student" in any case ("Student", " PhD student ").
+    The eligibility rule ``not_student`` and the ``student`` tag share it, so they never disagree."""
+    return occupation.cast(pl.String).str.to_lowercase().str.contains("student", literal=True)
 
 
 class SegmentConfigError(UserError):
@@ -199,7 +205,7 @@ class SegmentRules:
         if "is_student" in frame.columns:
             student = student | pl.col("is_student").cast(pl.Boolean).fill_null(False)
         if "occupation" in frame.columns:
-            student = student | (pl.col("occupation").cast(pl.String) == "student").fill_null(False)
+            student = student | occupation_is_student(pl.col("occupation")).fill_null(False)
         frame = frame.with_columns(student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()])
         return frame.with_columns(_first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage"))
 

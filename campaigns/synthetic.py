@@ -198,7 +198,7 @@ def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict, as_of: dateti
     dpd_current = np.where(delinquent, rng.choice([5, 15, 30, 60, 90], size=n, p=[0.4, 0.25, 0.2, 0.1, 0.05]), 0)
     past = rng.random(n) < 0.12
     max_dpd = np.maximum(dpd_current, np.where(past, rng.choice([5, 15, 30, 60, 90], size=n), 0))
-    score = np.where(max_dpd >= 30, score - 80, score)
+    score = np.clip(np.where(max_dpd >= 30, score - 80, score), 300, 850)  # stays inside the rules' valid range
     dti = np.clip(rng.normal(0.32 - 0.06 * z_income, 0.12, size=n), 0.0, 1.6).round(3)
     age_days = np.where(rng.random(n) < 0.05, rng.integers(100, 400, size=n), rng.integers(0, 30, size=n))
     as_of_arr = np.datetime64(as_of, "us") - (age_days * 86_400 + rng.integers(0, 86_400, size=n)).astype("timedelta64[s]")

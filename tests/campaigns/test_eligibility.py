@@ -10,7 +10,11 @@ from campaign_world import AS_OF, default_rules, tables, world
 
 from campaigns.eligibility import EligibilityConfigError, compact_exclusions, evaluate, load_rule_sets
 
-CREDIT_RISK_RULES = ["credit_score", "dti", "dpd_current", "dpd_12m"]
+# Without a risk row every rule that reads risk data fails closed with its own ":missing" code (issue 10: before,
+# the credit rules recorded their ordinary code and fraud/blacklist let a missing flag pass).
+NO_RISK_CREDIT = ["no_risk", "stale_risk:missing", "credit_score:missing", "dti:missing", "dpd_current:missing",
+                  "dpd_12m:missing", "fraud:missing", "blacklisted:missing", "kyc:missing"]
+NO_RISK_OTHER = ["no_risk", "stale_risk:missing", "fraud:missing", "blacklisted:missing", "kyc:missing"]
 
 
 def judge(frames, *, ids=("A",), offers=("CARD", "SAVE"), history=None, channel="sms"):
@@ -36,8 +40,8 @@ def test_missing_risk_fails_closed_with_its_own_code():
     frames = tables(["A"])
     frames["risk"] = frames["risk"].clear()
     got = judge(frames)
-    assert got["CARD"] == ["no_risk", *CREDIT_RISK_RULES, "kyc"]
-    assert got["SAVE"] == ["no_risk", "kyc"]
+    assert got["CARD"] == NO_RISK_CREDIT
+    assert got["SAVE"] == NO_RISK_OTHER
 
 
 def test_stale_risk_and_risk_from_the_future():
@@ -47,7 +51,7 @@ def test_stale_risk_and_risk_from_the_future():
     frames["risk"] = patch(frames["risk"], as_of=AS_OF - timedelta(days=44))
     assert judge(frames) == {"CARD": [], "SAVE": []}
     frames["risk"] = patch(frames["risk"], as_of=AS_OF + timedelta(hours=1))  # not known yet at run time
-    assert judge(frames)["SAVE"] == ["no_risk", "kyc"]
+    assert judge(frames)["SAVE"] == NO_RISK_OTHER
 
 
 def test_consent_latest_by_updated_at_as_of_run_time():
@@ -65,12 +69,14 @@ def test_consent_latest_by_updated_at_as_of_run_time():
 
 
 def test_consent_is_per_channel_and_purpose():
+    # no record for the channel/purpose: the consent the rule needs is missing (withdrawn consent: "no_consent")
     frames = tables(["A"], channel="email")
-    assert judge(frames) == {"CARD": ["no_consent"], "SAVE": ["no_consent"]}
+    assert judge(frames) == {"CARD": ["no_consent:missing"], "SAVE": ["no_consent:missing"]}
     assert judge(frames, channel="email") == {"CARD": [], "SAVE": []}
+    assert judge(frames, channel=" EMAIL ") == {"CARD": [], "SAVE": []}
     frames = tables(["A"])
     frames["consents"] = patch(frames["consents"], purpose="service")
-    assert judge(frames)["SAVE"] == ["no_consent"]
+    assert judge(frames)["SAVE"] == ["no_consent:missing"]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +117,8 @@ def test_offer_max_age_and_missing_age_fails_closed():
     frames["customers"] = patch(frames["customers"], birth_date=date(1950, 1, 1))  # 76: LOAN max_age 70
     assert judge(frames, offers=("LOAN", "SAVE")) == {"LOAN": ["offer_age"], "SAVE": []}
     frames["customers"] = frames["customers"].with_columns(pl.lit(None, dtype=pl.Date).alias("birth_date"))
-    assert judge(frames, offers=("LOAN", "SAVE")) == {"LOAN": ["minor", "offer_age"], "SAVE": ["minor", "offer_age"]}
+    missing = ["minor:missing", "offer_age:missing"]
+    assert judge(frames, offers=("LOAN", "SAVE")) == {"LOAN": missing, "SAVE": missing}
 
 
 def test_students_are_excluded_from_credit_offers_only():
@@ -127,7 +134,7 @@ def test_students_are_excluded_from_credit_offers_only():
     [
         ("credit_score", 649.0, ["credit_score"], []),  # CARD floor 650, LOAN floor 600
         ("credit_score", 650.0, [], []),
-        ("credit_score", None, ["credit_score"], ["credit_score"]),  # unknown score fails closed
+        ("credit_score", None, ["credit_score:missing"], ["credit_score:missing"]),  # unknown score fails closed
         ("dti", 0.41, ["dti"], []),  # CARD cap 0.40, LOAN cap 0.45
         ("dti", 0.40, [], []),
         ("dpd_current", 1, ["dpd_current"], ["dpd_current"]),
@@ -142,17 +149,22 @@ def test_per_offer_risk_thresholds(column, value, card, loan):
 
 
 @pytest.mark.parametrize(("column", "value", "rule"), [("fraud_flag", True, "fraud"), ("blacklisted", True, "blacklisted"),
-                                                       ("kyc_ok", False, "kyc"), ("kyc_ok", None, "kyc")])
+                                                       ("kyc_ok", False, "kyc"), ("kyc_ok", None, "kyc:missing"),
+                                                       ("fraud_flag", None, "fraud:missing"),
+                                                       ("blacklisted", None, "blacklisted:missing")])
 def test_fraud_blacklist_and_kyc_exclude_every_offer(column, value, rule):
     frames = tables(["A"])
     frames["risk"] = patch(frames["risk"], **{column: value})
     assert judge(frames) == {"CARD": [rule], "SAVE": [rule]}
 
 
-def test_missing_fraud_flag_passes_but_a_set_one_does_not():
+def test_missing_fraud_and_blacklist_columns_exclude_everyone():
+    # Changed by issue 10: a missing flag used to pass ("flags only ever exclude"); SPEC 4 now says a value a rule
+    # needs that is missing excludes the pair with a reason code. `mktg data validate` warns about the column.
     frames = tables(["A"])
     frames["risk"] = frames["risk"].drop("fraud_flag", "blacklisted")
-    assert judge(frames) == {"CARD": [], "SAVE": []}
+    both = ["fraud:missing", "blacklisted:missing"]
+    assert judge(frames) == {"CARD": both, "SAVE": both}
 
 
 @pytest.mark.parametrize(("until", "held"), [(None, True), (AS_OF + timedelta(days=1), True), (AS_OF - timedelta(days=1), False)])
@@ -160,7 +172,8 @@ def test_product_already_held(until, held):
     frames = tables(["A"])
     frames["holdings"] = pl.DataFrame({"customer_id": ["A"], "product_id": ["CARD"], "since": [datetime(2020, 1, 1)],
                                        "until": [until]}, schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
-    assert judge(frames) == {"CARD": ["already_held"] if held else [], "SAVE": []}
+    # holding the card is also holding a credit card: the family rule records it too
+    assert judge(frames) == {"CARD": ["already_held", "family_held"] if held else [], "SAVE": []}
 
 
 def test_holding_opened_after_the_run_time_does_not_count():
@@ -185,7 +198,7 @@ def test_unknown_customer_has_its_own_code():
     frames = tables(["B"])
     rules = judge(frames)["SAVE"]
     assert rules[0] == "unknown_customer"
-    assert "no_risk" in rules and "no_consent" in rules
+    assert "no_risk" in rules and "no_consent:missing" in rules and "minor:missing" in rules
 
 
 def _history(rows):
@@ -241,20 +254,33 @@ def test_rule_file_errors_name_file_rule_and_field(tmp_path):
 
 
 def _every_rule_on_every_pair(candidates, frames, rules, *, channel="sms"):
-    """Reference: each rule's expression on the fully joined (customer, offer) frame, as rule ids per pair."""
-    from campaigns.eligibility import _fails, _offer_features, customer_features
+    """Reference: each rule's verdict on the fully joined (customer, offer) frame, as reason codes per pair."""
+    from campaigns.eligibility import _code_bits, _in_scope, _offer_features, _rule_bits, customer_features
 
     w = world(frames)
     history = pl.DataFrame(schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")})
     features = customer_features(candidates, w, contact_history=history, channel=channel, purpose="marketing",
-                                 as_of=AS_OF, contact_window_days=30)
+                                 as_of=AS_OF, contact_window_days=30, valid=rules.valid)
     held = w.holdings.select("customer_id", pl.col("product_id").alias("offer_id")).with_columns(held=pl.lit(True))
+    families = w.products.select(pl.col("product_id").alias("offer_id"), "family")
+    held_families = held.join(families, on="offer_id").select("customer_id", "family").unique().with_columns(
+        family_held=pl.lit(True))
     pairs = (candidates.join(features, on="customer_id", how="left")
              .join(_offer_features(w.products, AS_OF), on="offer_id", how="left")
-             .join(held, on=["customer_id", "offer_id"], how="left").with_columns(pl.col("held").fill_null(False)))
-    fails = pairs.select("customer_id", "offer_id", *[_fails(r, AS_OF).alias(r.id) for r in rules.rules])
-    return {(row["customer_id"], row["offer_id"]): [r.id for r in rules.rules if row[r.id]]
-            for row in fails.iter_rows(named=True)}
+             .join(held, on=["customer_id", "offer_id"], how="left").with_columns(pl.col("held").fill_null(False))
+             .join(held_families, on=["customer_id", "family"], how="left")
+             # the holding rules read bit masks; here they say "holds it" straight from a join of every pair
+             .with_columns(_held_families=pl.col("family_held").fill_null(False).cast(pl.UInt64),
+                           _family_bit=pl.col("family").is_not_null().cast(pl.UInt64),
+                           _held_0=pl.when(pl.col("held")).then(pl.col("_offer_bit")).otherwise(0),
+                           _offer_bit=pl.col("_offer_bit").fill_null(0)))
+    bits = _code_bits(rules)
+    verdicts = pairs.select("customer_id", "offer_id", *[
+        pl.when(_in_scope(r, pl.col("family"), rules)).then(_rule_bits(r, bits[i], AS_OF, rules)).otherwise(0).alias(r.id)
+        for i, r in enumerate(rules.rules)])
+    codes = rules.codes
+    return {(row["customer_id"], row["offer_id"]): [c for b, c in enumerate(codes) if any(row[r.id] >> b & 1 for r in rules.rules)]
+            for row in verdicts.iter_rows(named=True)}
 
 
 def test_per_customer_evaluation_matches_every_rule_on_every_pair():
@@ -279,6 +305,8 @@ def test_per_customer_evaluation_matches_every_rule_on_every_pair():
     expected = _every_rule_on_every_pair(candidates, frames, default_rules())
     assert got == expected
     assert expected[("B", "GHOST")][:1] == ["minor"] and "offer_inactive" in expected[("A", "GHOST")]
+    assert expected[("C", "CARD")][:1] == ["minor:missing"] and "credit_score:missing" in expected[("C", "CARD")]
+    assert expected[("F", "SAVE")][:2] == ["no_risk", "stale_risk:missing"]
     assert got[("A", "SAVE")] == ["already_held"] and got[("A", "CARD")] == []
 
 

@@ -167,7 +167,8 @@ def oracle_fails(c: dict, offer: str) -> bool:
         floor is not None and (not risk or c["score"] is None or c["score"] < floor),
         cap is not None and (not risk or c["dti"] is None or c["dti"] > cap),
         credit and (not risk or c["dpd"] > 0), credit and (not risk or c["dpd12"] > 30),
-        risk and c["fraud"] is True, not risk or c["kyc"] is not True, c["holds"] == offer,
+        not risk or c["fraud"] is not False,  # issue 10: a missing fraud flag excludes (it used to pass)
+        not risk or c["kyc"] is not True, c["holds"] == offer,
     ])
 
 
