@@ -211,10 +211,13 @@ def _aligned(frame: pl.DataFrame | None, ids: IdMap, id_col: str) -> pl.DataFram
 def model_kinds() -> dict[str, type[RankingModel]]:
     from recommender.models.als import ALSModel
     from recommender.models.bpr import BPRModel
+    from recommender.models.ease import EASEModel
+    from recommender.models.itemknn import ItemKNNModel
     from recommender.models.lightfm_model import LightFMModel
     from recommender.models.popularity import PopularityModel
 
-    return {cls.kind: cls for cls in (ALSModel, BPRModel, LightFMModel, PopularityModel)}
+    kinds = (ALSModel, BPRModel, EASEModel, ItemKNNModel, LightFMModel, PopularityModel)
+    return {cls.kind: cls for cls in kinds}
 
 
 def build_model(kind: str, params: Mapping[str, Any] | None = None) -> RankingModel:
