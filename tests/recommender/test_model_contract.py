@@ -28,6 +28,9 @@ MODELS = {
     "lightfm_warp": ("lightfm", {"loss": "warp", "no_components": 8, "epochs": 40, "learning_rate": 0.1}),
     "lightfm_bpr": ("lightfm", {"loss": "bpr", "no_components": 8, "epochs": 60, "learning_rate": 0.1}),
     "popularity_in_segment": ("popularity", {"by_segment": True}),
+    "propensity": ("propensity", {"n_estimators": 60, "min_child_samples": 5, "num_leaves": 7, "learning_rate": 0.2}),
+    "propensity_family": ("propensity", {"scope": "family", "n_estimators": 60, "min_child_samples": 5,
+                                         "num_leaves": 7, "learning_rate": 0.2}),
 }
 
 
