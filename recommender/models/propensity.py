@@ -3,8 +3,9 @@ positive event, the way banks' next-best-offer models work.
 
 Features of a (customer, offer) pair: the customer's profile tags (categorical codes) and numeric
 profile columns, the segment, per offer family the decayed interaction weight, the days since the last
-event and the number of recent events, the number of held products per family, and for the offer itself
-its id and family (categorical) and the customer's decayed weight on it. One booster over all offers
+event and the number of recent events, the number of held products per family, with a small catalogue
+(<= ``max_offer_columns`` offers) the decayed weight on every offer, and for the offer itself its id and
+family (categorical) and the customer's decayed weight on it. One booster over all offers
 (``scope = "all"``, the offer is a feature) or one per offer family (``scope = "family"``).
 
 Training data, two ways:
@@ -51,6 +52,7 @@ class PropensityModel(RankingModel):
         self, *, scope: str = "all", window_days: float = 60.0, recent_days: float = 90.0, n_estimators: int = 200,
         learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 50, feature_fraction: float = 0.9,
         lambda_l2: float = 1.0, max_rows: int = 1_000_000, min_weight: float = 0.0, windows: int = 1,
+        max_offer_columns: int = 100,
         customer_columns: list[str] | None = None, numeric_columns: list[str] | None = None, random_state: int = 42,
     ) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ class PropensityModel(RankingModel):
         self.max_rows = int(max_rows)
         self.min_weight = float(min_weight)
         self.windows = max(1, int(windows))
+        self.max_offer_columns = int(max_offer_columns)
         self.customer_columns = list(customer_columns) if customer_columns is not None else None
         self.numeric_columns = list(numeric_columns) if numeric_columns is not None else None
         self.random_state = int(random_state)
@@ -86,7 +89,7 @@ class PropensityModel(RankingModel):
             "n_estimators": self.n_estimators, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
             "lambda_l2": self.lambda_l2, "max_rows": self.max_rows, "min_weight": self.min_weight,
-            "windows": self.windows, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
+            "windows": self.windows, "max_offer_columns": self.max_offer_columns, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
             "random_state": self.random_state,
         }
 
@@ -123,7 +126,15 @@ class PropensityModel(RankingModel):
             days, recent = act.family_days_since[rows], act.family_recent[rows]
             held = (act.held[rows].astype(np.float32) @ self._family_onehot()).toarray().astype(np.float32)
         parts += [fam_weight, days, recent, held]
-        return np.hstack(parts) if parts else np.zeros((n, 0), np.float32)
+        if self._offer_columns:
+            parts.append(np.zeros((n, self.offers.size), np.float32) if act is None or rows is None
+                         else act.weights[rows].toarray().astype(np.float32))
+        return np.hstack(parts)
+
+    @property
+    def _offer_columns(self) -> bool:
+        """Every offer's weight is a customer feature when the catalogue is small (a bank's tens of offers)."""
+        return self.offers.size <= self.max_offer_columns
 
     def _family_onehot(self) -> sp.csr_matrix:
         m = self.offers.size
@@ -140,6 +151,7 @@ class PropensityModel(RankingModel):
 
     def _categorical(self) -> list[int]:
         n_c = len(self.tag_maps) + len(self.numeric) + 4 * self.families.size
+        n_c += self.offers.size if self._offer_columns else 0
         return list(range(len(self.tag_maps))) + [n_c, n_c + 1]
 
     # --- fit --------------------------------------------------------------------------------------
