@@ -18,8 +18,9 @@ Training data, two ways:
   else: label = the pair's own weight is above ``min_weight``, and the pair's own weight is removed from its
   features (leave-one-out), so the label never leaks into them.
 
-Negative pairs are sampled (all positives kept) down to ``max_rows`` training rows; uniform sampling of
-negatives changes every probability's odds by one factor, so the ranking is unaffected. Cold customers are
+Negative pairs are sampled uniformly (all positives kept) down to ``negative_ratio`` negatives per positive
+and ``max_rows`` rows in all; uniform sampling of negatives multiplies every pair's odds by one factor, so
+the ranking is unaffected (the scores are then relative propensities, not calibrated probabilities). Cold customers are
 scored from their profile (activity features are zero / missing). The boosters are saved in LightGBM's own
 text format (``booster_<i>.txt``), never pickled.
 """
@@ -52,7 +53,7 @@ class PropensityModel(RankingModel):
         self, *, scope: str = "all", window_days: float = 60.0, recent_days: float = 90.0, n_estimators: int = 200,
         learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 50, feature_fraction: float = 0.9,
         lambda_l2: float = 1.0, max_rows: int = 1_000_000, min_weight: float = 0.0, windows: int = 1,
-        max_offer_columns: int = 100,
+        max_offer_columns: int = 100, negative_ratio: float = 20.0,
         customer_columns: list[str] | None = None, numeric_columns: list[str] | None = None, random_state: int = 42,
     ) -> None:
         super().__init__()
@@ -71,6 +72,7 @@ class PropensityModel(RankingModel):
         self.min_weight = float(min_weight)
         self.windows = max(1, int(windows))
         self.max_offer_columns = int(max_offer_columns)
+        self.negative_ratio = float(negative_ratio)
         self.customer_columns = list(customer_columns) if customer_columns is not None else None
         self.numeric_columns = list(numeric_columns) if numeric_columns is not None else None
         self.random_state = int(random_state)
@@ -89,7 +91,8 @@ class PropensityModel(RankingModel):
             "n_estimators": self.n_estimators, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
             "lambda_l2": self.lambda_l2, "max_rows": self.max_rows, "min_weight": self.min_weight,
-            "windows": self.windows, "max_offer_columns": self.max_offer_columns, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
+            "windows": self.windows, "max_offer_columns": self.max_offer_columns,
+            "negative_ratio": self.negative_ratio, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
             "random_state": self.random_state,
         }
 
@@ -209,7 +212,8 @@ class PropensityModel(RankingModel):
             raise UserError(f"propensity model: no positive (customer, offer) pair to learn from (window "
                             f"{self.window_days:g} days)" if not self.loo else
                             "propensity model: no interaction above min_weight to learn from")
-        neg_rate = min(1.0, max(self.max_rows - n_pos, 1) / max(n_neg, 1))
+        negatives = min(self.max_rows - n_pos, self.negative_ratio * n_pos) if self.negative_ratio > 0 else self.max_rows - n_pos
+        neg_rate = min(1.0, max(negatives, 1) / max(n_neg, 1))
         xs, ys = [], []
         rows_all = np.arange(self.customers.size)
         for act, labels, candidates in episodes:

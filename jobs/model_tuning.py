@@ -1,0 +1,118 @@
+"""Tuning per data set: search each model's hyper-parameters on a validation split carved by time from the
+training period, record the search with the winner in the model registry, and pick champions per segment.
+
+Time line (``end`` = last event, ``test_days`` and ``validation_days`` from ``config/models.toml``)::
+
+    ... training ... | validation (validation_days) | test (test_days, `mktg evaluate`) |
+                     ^ fit for every trial           ^ as_of of the search              ^ end
+
+The search never sees the test window, so `mktg evaluate --tuned` stays honest; the winners are then fitted
+on every event up to ``end`` and registered (their registry ``metrics`` hold the search: trials, budget,
+validation metric overall and per segment). `mktg train` and the refresh use the latest recorded winner of a
+model name; ``strategy = "best"`` uses the per-segment validation metrics of the active versions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+import polars as pl
+from sqlalchemy import Engine
+
+from campaigns.contracts import World
+from jobs.pipeline_models import (
+    Progress, held_as_of, latest_event_time, load_models_config, load_segment_rules, prepare,
+)
+from jobs.settings import EventConfig, Settings
+from recommender.columns import Columns
+from recommender.evaluation import time_split
+from recommender.tuning import SearchResult, ValidationTask, search, segment_champions
+
+
+@dataclass
+class TuningRun:
+    run_id: str
+    validation_start: datetime
+    validation_end: datetime
+    results: dict[str, SearchResult]
+    champions: dict[str, str]
+    seconds: float
+    budget_seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, name: str) -> dict[str, Any]:
+        """What the registry keeps for the winner of ``name`` (its ``metrics["tuning"]``)."""
+        r = self.results[name]
+        return {"run_id": self.run_id, "validation_start": self.validation_start.isoformat(),
+                "validation_end": self.validation_end.isoformat(), "run_budget_seconds": self.budget_seconds,
+                **r.to_dict()}
+
+
+def validation_task(world: World, settings: Settings, events_cfg: EventConfig, *, end: datetime,
+                    validation_days: float, k: int) -> ValidationTask:
+    """Train on events before ``end - validation_days``; validate on positive events in the window up to ``end``."""
+    rules = load_segment_rules(settings)
+    cutoff = end - timedelta(days=validation_days)
+    events = world.events.filter(pl.col(Columns.EventTime) < pl.lit(end).cast(pl.Datetime("us")))
+    split = time_split(events, cutoff=cutoff, positive=events_cfg.positive)
+    data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
+    held = held_as_of(world.holdings, cutoff)
+    relevant = split.test_pairs.join(held.rename({Columns.Product: Columns.Offer}),
+                                     on=[Columns.Customer, Columns.Offer], how="anti")
+    customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
+    return ValidationTask(train=data.interactions, train_customers=data.segments, offers=data.products,
+                          customers=customers, allowed=rules.allowed_offers(world.products), held=held,
+                          relevant=relevant, k=k, history=data.history)
+
+
+def tune_models(
+    world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None,
+    trials: int | None = None, budget_seconds: float | None = None, progress: Progress | None = None,
+) -> TuningRun:
+    """Search every model in ``names`` (default: models.toml ``train``) within one shared time budget.
+
+    Each model gets the budget left divided by the models left, so a fast model's savings go to the next.
+    """
+    config = load_models_config(settings)
+    tuning = config.tuning
+    chosen = list(names) if names else list(config.train)
+    budget = float(budget_seconds if budget_seconds is not None else tuning.budget_seconds)
+    end = latest_event_time(world) - timedelta(days=config.test_days)
+    started = time.perf_counter()
+    task = validation_task(world, settings, events_cfg, end=end, validation_days=tuning.validation_days, k=tuning.k)
+    prepared = time.perf_counter() - started
+    results: dict[str, SearchResult] = {}
+    for i, name in enumerate(chosen):
+        left = budget - (time.perf_counter() - started)
+        share = max(left, 0.0) / (len(chosen) - i)
+        if progress:
+            progress(f"tuning {name} ({share:.0f} s)")
+        results[name] = search(task, name=name, kind=config.kind(name), defaults=config.defaults(name),
+                               space=config.space(name), metric=tuning.metric, n_trials=trials or tuning.trials,
+                               budget_seconds=share, threads=settings.threads, progress=progress)
+    champions = segment_champions({n: r.per_segment for n, r in results.items()},
+                                  overall={n: r.best_value for n, r in results.items()},
+                                  metric=config.champion.metric, min_customers=config.champion.min_customers)
+    return TuningRun(run_id=uuid.uuid4().hex[:12], validation_start=end - timedelta(days=tuning.validation_days),
+                     validation_end=end, results=results, champions=champions,
+                     seconds=round(time.perf_counter() - started, 3), budget_seconds=budget,
+                     info={"prepare_seconds": round(prepared, 3), "validation_customers": task.customers.height,
+                           "validation_pairs": task.relevant.height})
+
+
+def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """name -> the latest recorded tuning winner's parameters (names never tuned are left out)."""
+    from campaigns.db.session import session_scope
+    from campaigns.model_registry import latest_tuning
+
+    out = {}
+    with session_scope(engine) as session:
+        for name in names:
+            record = latest_tuning(session, name)
+            if record is not None:
+                out[name] = dict(record["best_params"])
+    return out
