@@ -168,7 +168,10 @@ def wilson_interval(conversions: int, n: int, *, alpha: float = 0.05) -> tuple[f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    # At 0 (or n) conversions the bound is exactly 0 (or 1); centre - half can round to 1e-19 above the rate.
+    low = 0.0 if conversions <= 0 else max(centre - half, 0.0)
+    high = 1.0 if conversions >= n else min(centre + half, 1.0)
+    return low, high
 
 
 def arm_rate(arm: str, stats: ProportionStats, *, alpha: float = 0.05) -> ArmRate:
