@@ -29,7 +29,9 @@ from jobs.pipeline_models import (
 )
 from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
+from recommender.errors import UserError
 from recommender.evaluation import time_split
+from recommender.models.champion import SegmentChampion
 from recommender.tuning import SearchResult, ValidationTask, search, segment_champions
 
 
@@ -116,3 +118,45 @@ def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, An
             if record is not None:
                 out[name] = dict(record["best_params"])
     return out
+
+
+BEST = "best"  # the campaign arm strategy resolved to a champion per segment
+
+
+def champion_model(settings: Settings, *, engine: Engine, models: dict[str, Any] | None = None) -> SegmentChampion:
+    """Strategy ``"best"``: per segment the candidate with the best validation metric of the latest tuning run
+    (models.toml ``[champion]``); members come from ``models`` when given, else the registry's active versions."""
+    from campaigns.db.session import session_scope
+    from campaigns.model_registry import active_champions
+    from jobs.pipeline_models import load_active_model
+
+    config = load_models_config(settings).champion
+    with session_scope(engine) as session:
+        champions = active_champions(session, list(config.candidates), metric=config.metric,
+                                     min_customers=config.min_customers)
+    if not champions:
+        raise UserError("strategy 'best' needs tuned champion candidates "
+                        f"({', '.join(config.candidates) or 'none configured'}): run `mktg tune` first")
+    members = {name: (models or {}).get(name) or load_active_model(engine, name) for name in set(champions.values())}
+    return SegmentChampion(members, champions)
+
+
+def tune_train_register(
+    world: World, settings: Settings, events_cfg: EventConfig, *, engine: Engine, names: Iterable[str] | None = None,
+    trials: int | None = None, budget_seconds: float | None = None, as_of: datetime | None = None,
+    activate: bool = True, progress: Progress | None = None,
+) -> tuple[TuningRun, dict[str, Any]]:
+    """:func:`tune_models`, then fit each winner on every event up to ``as_of`` (default: the last event) and
+    register it with its search record. Returns the run and the fitted models."""
+    from jobs.pipeline_models import save_and_register, train_models
+
+    run = tune_models(world, settings, events_cfg, names=names, trials=trials, budget_seconds=budget_seconds,
+                      progress=progress)
+    winners = {name: r.best_params for name, r in run.results.items()}
+    if progress:
+        progress("fitting the winners on every event")
+    fitted = train_models(world, settings, events_cfg, as_of=as_of or latest_event_time(world), names=list(winners),
+                          params=winners)
+    save_and_register(fitted, settings, engine=engine, activate=activate,
+                      metrics={name: {"tuning": run.record(name)} for name in fitted})
+    return run, fitted

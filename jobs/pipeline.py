@@ -22,6 +22,7 @@ from campaigns.eligibility import RuleSet, load_rules_for
 from campaigns.runs import Plan, Ranker, RunResult, Stage, no_stage, plan_campaign, run_campaign
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, find_campaign, load_campaigns
+from jobs.model_tuning import BEST, champion_model
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
@@ -76,12 +77,15 @@ def model_ranker(models: dict[str, RankingModel]) -> Ranker:
 
 def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None, *,
                engine: Engine) -> dict[str, RankingModel]:
-    """The model of every arm strategy: from ``models`` when given, else the registry's active version."""
+    """The model of every arm strategy: from ``models`` when given, else the registry's active version;
+    ``"best"``: the champion per segment (:func:`jobs.model_tuning.champion_model`)."""
     configured = load_models_config(settings).models
     chosen = {}
     for strategy in spec.strategies:
         if models and strategy in models:
             chosen[strategy] = models[strategy]
+        elif strategy == BEST:
+            chosen[strategy] = champion_model(settings, engine=engine, models=models)
         elif strategy not in configured:
             raise UserError(f"campaign '{spec.id}': arm strategy '{strategy}' is not a model in models.toml "
                             f"(configured: {', '.join(configured)})")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from campaigns.contracts import load_world
 from jobs.cli.context import app_context
-from jobs.model_tuning import tune_models, tuned_params
+from jobs.model_tuning import tune_train_register, tuned_params
 from jobs.pipeline_models import (
     evaluate_models, latest_event_time, load_models_config, recommend_for, save_and_register, train_models,
 )
@@ -134,14 +134,9 @@ def register(app: typer.Typer) -> None:
         engine = context.database()
         world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
         with err_console.status("tuning") as status:
-            run = tune_models(world, context.settings, context.events, names=_names(models), trials=trials,
-                              budget_seconds=budget, progress=lambda msg: status.update(msg))
-            winners = {name: r.best_params for name, r in run.results.items()}
-            status.update("fitting the winners on every event")
-            fitted = train_models(world, context.settings, context.events, as_of=latest_event_time(world),
-                                  names=list(winners), params=winners)
-            save_and_register(fitted, context.settings, engine=engine, activate=activate,
-                              metrics={name: {"tuning": run.record(name)} for name in fitted})
+            run, fitted = tune_train_register(world, context.settings, context.events, engine=engine,
+                                              names=_names(models), trials=trials, budget_seconds=budget,
+                                              activate=activate, progress=lambda msg: status.update(msg))
         metric = next(iter(run.results.values())).metric if run.results else "ndcg"
         table = Table(title=f"tuning run {run.run_id}: validation {run.validation_start:%Y-%m-%d} .. "
                             f"{run.validation_end:%Y-%m-%d}, {run.info['validation_customers']:,} customers, "
