@@ -41,7 +41,7 @@ class TuningRun:
     validation_start: datetime
     validation_end: datetime
     results: dict[str, SearchResult]
-    champions: dict[str, str]
+    champions: dict[str, str]  # among the [champion] candidates searched (else all searched models)
     seconds: float
     budget_seconds: float
     info: dict[str, Any] = field(default_factory=dict)
@@ -96,14 +96,15 @@ def tune_models(
         results[name] = search(task, name=name, kind=config.kind(name), defaults=config.defaults(name),
                                space=config.space(name), metric=tuning.metric, n_trials=trials or tuning.trials,
                                budget_seconds=share, threads=settings.threads, progress=progress)
-    champions = segment_champions({n: r.per_segment for n, r in results.items()},
-                                  overall={n: r.best_value for n, r in results.items()},
+    competing = [n for n in results if n in config.champion.candidates] or list(results)
+    champions = segment_champions({n: results[n].per_segment for n in competing},
+                                  overall={n: results[n].best_value for n in competing},
                                   metric=config.champion.metric, min_customers=config.champion.min_customers)
     return TuningRun(run_id=uuid.uuid4().hex[:12], validation_start=end - timedelta(days=tuning.validation_days),
                      validation_end=end, results=results, champions=champions,
                      seconds=round(time.perf_counter() - started, 3), budget_seconds=budget,
                      info={"prepare_seconds": round(prepared, 3), "validation_customers": task.customers.height,
-                           "validation_pairs": task.relevant.height})
+                           "validation_pairs": task.relevant.height, "end": latest_event_time(world).isoformat()})
 
 
 def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, Any]]:
