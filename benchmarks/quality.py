@@ -373,6 +373,45 @@ def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
     return result
 
 
+def propensity_scope(*, customers: int) -> dict[str, Any]:
+    """One booster over all offers vs one per family (defaults otherwise), on Santander and the synthetic world."""
+    from campaigns.contracts import load_world
+    from jobs.pipeline_models import evaluate_models
+    from jobs.settings import load_events, load_settings
+
+    out: dict[str, Any] = {}
+    customers_frame, held, products = _santander_frames()
+    kept, hidden = _holdout_per_customer(held, n=1, min_left=1, seed=SEED)
+    test = _santander_task(customers_frame, kept, hidden, products)
+    tags = ["segment", "age_band", "income_band", "tenure_band", "segmento", "activity", "sexo"]
+    rows = {}
+    for scope in ("all", "family"):
+        kind, params, _ = configured("propensity", scope=scope, customer_columns=tags,
+                                     numeric_columns=["age", "income", "tenure_months"])
+        recs, seconds = fit_rank(test, kind, params)
+        overall, per = scored(test, recs)
+        rows[scope] = {"model": f"propensity scope={scope}", "setting": "santander", **overall, "per_customer": per,
+                       "fit_rank_s": round(seconds, 1)}
+        print_row(rows[scope])
+    out["santander"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("map", "ndcg"))}
+    settings = load_settings(ROOT / "config", environ={})
+    events = load_events(settings)
+    world_dir = OUT / f"synthetic_world_{customers}"
+    world = load_world(world_dir, event_types=events.event_types)
+    rows = {}
+    for scope in ("all", "family"):
+        [r], _ = evaluate_models(world, settings, events, names=["propensity"], k=10, world_dir=world_dir,
+                                 params={"propensity": {"scope": scope}})
+        rows[scope] = {"model": f"propensity scope={scope}", "setting": "synthetic", **r.result.overall,
+                       "gt_ndcg": r.ground_truth["ndcg"], "per_customer": r.per_customer, "fit_s": r.train_seconds}
+        print_row(rows[scope])
+    out["synthetic"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("ndcg", "map"))}
+    for where in ("santander", "synthetic"):
+        d = out[where]["family_vs_all"]["family"]["ndcg"]
+        print(f"  {where}: family - all NDCG {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="ml100k,mlsmall,santander,synthetic")
@@ -399,6 +438,8 @@ def main() -> None:
         results["santander"] = santander(budget=args.budget)
     if "synthetic" in chosen:
         results["synthetic"] = synthetic(customers=args.customers, budget=args.budget)
+    if "scope" in chosen:
+        results["scope"] = propensity_scope(customers=args.customers)
     results["seconds"] = round(time.perf_counter() - started, 1)
     target = args.out / f"quality_{'_'.join(chosen)}.json"
     target.write_text(json.dumps(results, indent=2, default=str) + "\n")
