@@ -150,8 +150,10 @@ def search(
             study.stop()
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    if space:
-        study.enqueue_trial({p.name: defaults[p.name] for p in space if p.name in defaults})
+    if space:  # trial 0: the defaults (a searched parameter left out of them: the model's own default)
+        own = build_model(kind, defaults).params
+        study.enqueue_trial({p.name: defaults.get(p.name, own.get(p.name)) for p in space
+                             if p.name in defaults or p.name in own})
     study.optimize(objective, n_trials=max(1, n_trials if space else 1), callbacks=[within_budget])
     best = max(trials, key=lambda t: (t.value, -t.number))
     winner = results[best.number]

@@ -62,7 +62,7 @@ def test_tune_records_the_search_and_train_uses_the_winner(world, tmp_path):
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "tune.json").read_text())
     defaults = {"popularity": {"by_segment": True, "count": "weight", "shrinkage": 10.0},
-                "ease": {"regularization": 500.0, "min_weight": 0.5}}
+                "ease": {"regularization": 500.0, "min_weight": 0.5, "transpose": False}}
     settings = load_settings(config, environ={})
     engine = make_engine(settings.database_url)
     with session_scope(engine) as session:

@@ -52,6 +52,9 @@ def test_ease_equals_per_item_ridge_regression(dense, lam):
     x = (data.matrix.toarray() > 0).astype(np.float64)
     np.testing.assert_allclose(model.item_weights, _ridge_columns(x, lam), rtol=2e-3, atol=2e-4)
     np.testing.assert_allclose(model.score(data.customers.external_ids), x @ _ridge_columns(x, lam), rtol=2e-3, atol=5e-4)
+    transposed = build_model("ease", {"regularization": lam, "transpose": True}).fit(data)
+    np.testing.assert_allclose(transposed.score(data.customers.external_ids), x @ _ridge_columns(x, lam).T,
+                               rtol=2e-3, atol=5e-4)
 
 
 @settings(max_examples=40, deadline=None)
