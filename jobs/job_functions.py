@@ -101,17 +101,21 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
                      train_seconds=float(model.meta["train_seconds"]), path=str(Path(path).resolve()))
 
 
-def _tune_within_budget(settings: Any, names: list[str]) -> Any:
-    """One search of every model within ``[refresh] tune_budget_seconds`` (jobs.model_tuning)."""
+def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
+    """One search of every model within ``[refresh] tune_budget_seconds`` (jobs.model_tuning); the registry's
+    earlier searches tell how long each model's trial takes, so a model that cannot fit is not searched."""
     from campaigns.contracts import load_world
+    from campaigns.model_registry import latest_tuning
     from jobs.model_tuning import tune_models
     from jobs.settings import load_events
 
     events = load_events(settings)
     world = load_world(Path(settings.data_dir), event_types=events.event_types)
-    run = tune_models(world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds)
+    previous = {name: record for name in names if (record := latest_tuning(session, name)) is not None}
+    run = tune_models(world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds,
+                      previous=previous)
     event(log, "tuned the models", seconds=run.seconds, budget_seconds=run.budget_seconds,
-          trials={n: len(r.trials) for n, r in run.results.items()})
+          trials={n: len(r.trials) for n, r in run.results.items()}, not_searched=sorted(run.skipped))
     return run
 
 
@@ -140,11 +144,12 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
         from jobs.pipeline_models import load_models_config
 
         names = list(load_models_config(ctx.settings).train)
-    run = _tune_within_budget(ctx.settings, names) if trainer is None and refresh.tune_budget_seconds > 0 else None
+    run = _tune_within_budget(ctx.settings, names, ctx.session) if trainer is None and refresh.tune_budget_seconds > 0 else None
     active: dict[str, str] = {}
     for name in names:
         if trainer is None:  # this run's search, else the latest recorded winner (`mktg tune`), else the defaults
-            candidate = train(ctx.settings, name, tuning=run.record(name) if run else latest_tuning(ctx.session, name))
+            record = run.record(name) if run and (name in run.results or name in run.skipped) else None
+            candidate = train(ctx.settings, name, tuning=record or latest_tuning(ctx.session, name))
         else:
             candidate = train(ctx.settings, name)
         previous = active_version(ctx.session, candidate.kind)

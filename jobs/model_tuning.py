@@ -45,9 +45,13 @@ class TuningRun:
     seconds: float
     budget_seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> the earlier record kept
 
     def record(self, name: str) -> dict[str, Any]:
-        """What the registry keeps for the winner of ``name`` (its ``metrics["tuning"]``)."""
+        """What the registry keeps for the winner of ``name`` (its ``metrics["tuning"]``); a model skipped for
+        lack of time keeps its earlier record."""
+        if name in self.skipped:
+            return self.skipped[name]
         r = self.results[name]
         return {"run_id": self.run_id, "validation_start": self.validation_start.isoformat(),
                 "validation_end": self.validation_end.isoformat(), "run_budget_seconds": self.budget_seconds,
@@ -74,10 +78,14 @@ def validation_task(world: World, settings: Settings, events_cfg: EventConfig, *
 def tune_models(
     world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None,
     trials: int | None = None, budget_seconds: float | None = None, progress: Progress | None = None,
+    previous: dict[str, dict[str, Any]] | None = None,
 ) -> TuningRun:
     """Search every model in ``names`` (default: models.toml ``train``) within one shared time budget.
 
     Each model gets the budget left divided by the models left, so a fast model's savings go to the next.
+    ``previous`` (name -> its latest search record, e.g. from the registry) makes the budget hold: models are
+    searched cheapest first (by their last default trial's seconds), and a model whose last default trial took
+    longer than its share is not searched this time: it keeps its earlier winner and record.
     """
     config = load_models_config(settings)
     tuning = config.tuning
@@ -88,9 +96,17 @@ def tune_models(
     task = validation_task(world, settings, events_cfg, end=end, validation_days=tuning.validation_days, k=tuning.k)
     prepared = time.perf_counter() - started
     results: dict[str, SearchResult] = {}
-    for i, name in enumerate(chosen):
+    skipped: dict[str, dict[str, Any]] = {}
+    estimate = {n: _first_trial_seconds((previous or {}).get(n)) for n in chosen}
+    order = sorted(chosen, key=lambda n: (estimate[n] is None, estimate[n] or 0.0, chosen.index(n)))
+    for i, name in enumerate(order):
         left = budget - (time.perf_counter() - started)
-        share = max(left, 0.0) / (len(chosen) - i)
+        share = max(left, 0.0) / (len(order) - i)
+        if estimate[name] is not None and estimate[name] > share:
+            skipped[name] = previous[name]
+            if progress:
+                progress(f"not tuning {name}: its last default trial took {estimate[name]:.0f} s, {share:.0f} s left")
+            continue
         if progress:
             progress(f"tuning {name} ({share:.0f} s)")
         results[name] = search(task, name=name, kind=config.kind(name), defaults=config.defaults(name),
@@ -104,11 +120,17 @@ def tune_models(
                      validation_end=end, results=results, champions=champions,
                      seconds=round(time.perf_counter() - started, 3), budget_seconds=budget,
                      info={"prepare_seconds": round(prepared, 3), "validation_customers": task.customers.height,
-                           "validation_pairs": task.relevant.height, "end": latest_event_time(world).isoformat()})
+                           "validation_pairs": task.relevant.height, "end": latest_event_time(world).isoformat()},
+                     skipped=skipped)
 
 
-def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """name -> the latest recorded tuning winner's parameters (names never tuned are left out)."""
+def _first_trial_seconds(record: dict[str, Any] | None) -> float | None:
+    trials = (record or {}).get("trials") or []
+    return float(trials[0]["seconds"]) if trials else None
+
+
+def latest_records(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """name -> the latest recorded search of ``name`` (names never tuned are left out)."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import latest_tuning
 
@@ -117,8 +139,13 @@ def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, An
         for name in names:
             record = latest_tuning(session, name)
             if record is not None:
-                out[name] = dict(record["best_params"])
+                out[name] = record
     return out
+
+
+def tuned_params(engine: Engine, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """name -> the latest recorded tuning winner's parameters (names never tuned are left out)."""
+    return {name: dict(record["best_params"]) for name, record in latest_records(engine, names).items()}
 
 
 BEST = "best"  # the campaign arm strategy resolved to a champion per segment
@@ -147,13 +174,16 @@ def tune_train_register(
     trials: int | None = None, budget_seconds: float | None = None, as_of: datetime | None = None,
     activate: bool = True, progress: Progress | None = None,
 ) -> tuple[TuningRun, dict[str, Any]]:
-    """:func:`tune_models`, then fit each winner on every event up to ``as_of`` (default: the last event) and
-    register it with its search record. Returns the run and the fitted models."""
-    from jobs.pipeline_models import save_and_register, train_models
+    """:func:`tune_models` (the registry's earlier searches keep the budget: see ``previous`` there), then fit each
+    winner on every event up to ``as_of`` (default: the last event) and register it with its search record.
+    Returns the run and the fitted models."""
+    from jobs.pipeline_models import load_models_config, save_and_register, train_models
 
-    run = tune_models(world, settings, events_cfg, names=names, trials=trials, budget_seconds=budget_seconds,
-                      progress=progress)
+    chosen = list(names) if names else list(load_models_config(settings).train)
+    run = tune_models(world, settings, events_cfg, names=chosen, trials=trials, budget_seconds=budget_seconds,
+                      progress=progress, previous=latest_records(engine, chosen))
     winners = {name: r.best_params for name, r in run.results.items()}
+    winners.update({name: dict(record["best_params"]) for name, record in run.skipped.items()})
     if progress:
         progress("fitting the winners on every event")
     fitted = train_models(world, settings, events_cfg, as_of=as_of or latest_event_time(world), names=list(winners),

@@ -146,6 +146,9 @@ def register(app: typer.Typer) -> None:
         for name, r in run.results.items():
             table.add_row(name, f"{r.default_value:.4f}", f"{r.best_value:.4f}", str(len(r.trials)), f"{r.seconds:.1f}",
                           r.stopped_by, fitted[name].version)
+        for name, record in run.skipped.items():  # its last trial would not fit: earlier winner refitted
+            table.add_row(name, "", f"{record['best_value']:.4f}", "0", "0.0", "not searched (time)",
+                          fitted[name].version)
         console.print(table)
         console.print("validation champions per segment: " + ", ".join(f"{seg}={name}" for seg, name in run.champions.items()))
         if json_out:

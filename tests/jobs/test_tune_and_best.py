@@ -122,3 +122,17 @@ def test_strategy_best_ranks_each_segment_with_its_validation_champion(world, tm
                           scheduled_for=world_as_of(world).replace(hour=8), engine=engine)
     assert result.status == "succeeded" and result.model_versions["best"].startswith("best:")
     engine.dispose()
+
+
+def test_a_model_whose_last_trial_cannot_fit_is_not_searched_and_keeps_its_record(world, tmp_path):
+    from jobs.model_tuning import tune_models
+
+    settings = load_settings(_config(tmp_path, world), environ={})
+    events = load_events(settings)
+    earlier = {"run_id": "earlier", "best_params": {"regularization": 42.0}, "best_value": 0.5,
+               "trials": [{"number": 0, "params": {}, "value": 0.5, "seconds": 1e6}]}
+    run = tune_models(load_world(world, event_types=events.event_types), settings, events,
+                      names=["ease", "popularity"], trials=2, budget_seconds=60, previous={"ease": earlier})
+    assert set(run.results) == {"popularity"} and run.skipped == {"ease": earlier}
+    assert run.record("ease") is earlier and run.champions["*"] == "popularity"
+    assert run.seconds < 60
