@@ -44,7 +44,7 @@ def main() -> None:
         spec = dict(spec)
         kind = spec.pop("model")
         if kind == "ease":
-            model = EASEModel(regularization=spec["regularization"], num_threads=args.threads)
+            model = EASEModel(regularization=spec["regularization"], recommend_n_threads=args.threads)
         elif kind == "als":
             model = ImplicitALSWrapperModel(AlternatingLeastSquares(
                 factors=spec["factors"], regularization=spec["regularization"], alpha=spec["alpha"],
