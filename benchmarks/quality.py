@@ -410,8 +410,8 @@ def propensity_scope(*, customers: int) -> dict[str, Any]:
     world = load_world(world_dir, event_types=events.event_types)
     rows = {}
     for scope in ("all", "family"):
-        [r], _ = evaluate_models(world, settings, events, names=["propensity"], k=10, world_dir=world_dir,
-                                 params={"propensity": {"scope": scope}})
+        r = evaluate_models(world, settings, events, names=["propensity"], k=10, world_dir=world_dir,
+                            params={"propensity": {"scope": scope}})[0][0]  # [1] is the added baseline
         rows[scope] = {"model": f"propensity scope={scope}", "setting": "synthetic", **r.result.overall,
                        "gt_ndcg": r.ground_truth["ndcg"], "per_customer": r.per_customer, "fit_s": r.train_seconds}
         print_row(rows[scope])
