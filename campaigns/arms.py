@@ -5,6 +5,11 @@ digest_size=8)`` read as a big-endian unsigned integer, scaled to [0, 1) by its 
 consecutive intervals of [0, 1) in the order they are listed, each as wide as its traffic share. The result is
 the same in every process, Python/Polars version and row order, and anyone can recompute it (SQL, Spark, a
 spreadsheet macro) from this definition. Polars' own hash is not used because it is not stable across versions.
+
+Holdouts inside a strategy's selection use the same definition with the salt ``salt + "\x1fholdout"``: a
+selected customer is held out when that bucket is below the holdout share. The two hashes are independent, so
+which customers are held out does not depend on the arm split, and a customer's arm and holdout status are the
+same in every run of the campaign (a persistent holdout). Held-out rows carry the arm label ``<arm>:holdout``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,22 @@ import numpy as np
 import polars as pl
 
 SEPARATOR = "\x1f"
+HOLDOUT_SUFFIX = ":holdout"
+CONTROL = "control"
+
+
+def holdout_label(arm: str) -> str:
+    return f"{arm}{HOLDOUT_SUFFIX}"
+
+
+def is_contacted(arm_label: str) -> bool:
+    """True for the labels of contacted rows: neither the control arm nor a holdout."""
+    return arm_label != CONTROL and not arm_label.endswith(HOLDOUT_SUFFIX)
+
+
+def contacted_expr(column: str = "arm") -> pl.Expr:
+    """:func:`is_contacted` as a Polars expression."""
+    return (pl.col(column) != CONTROL) & ~pl.col(column).str.ends_with(HOLDOUT_SUFFIX)
 
 
 def buckets(customer_ids: Sequence[str] | pl.Series, *, salt: str, campaign_id: str) -> np.ndarray:
@@ -56,3 +77,11 @@ def arm_frame(customer_ids: pl.Series, *, salt: str, campaign_id: str, arms: Seq
     """(customer_id, arm) for the distinct ids given."""
     ids = customer_ids.unique().rename("customer_id")
     return pl.DataFrame([ids, assign_arms(ids, salt=salt, campaign_id=campaign_id, arms=arms)])
+
+
+def held_out(customer_ids: pl.Series, *, salt: str, campaign_id: str, share: float) -> pl.Series:
+    """Boolean per id: held out of a strategy's selection (bucket under the holdout salt below ``share``)."""
+    if share <= 0 or customer_ids.len() == 0:
+        return pl.Series("held_out", [False] * customer_ids.len(), dtype=pl.Boolean)
+    u = buckets(customer_ids, salt=f"{salt}{SEPARATOR}holdout", campaign_id=campaign_id)
+    return pl.Series("held_out", u < share, dtype=pl.Boolean)

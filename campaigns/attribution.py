@@ -10,6 +10,8 @@ A conversion counts for a customer when it happens strictly after exposed_at and
 later; without exposed_at or converted_at every listed conversion counts. Metrics:
 
 - ``offered_product``: converted to one of the offers the customer was assigned (needs offer_id and product_id);
+- ``campaign_offer``: converted to any offer of the campaign (give ``campaign_offers``); defined for every
+  customer of an audience, offered something or not, so it is the intention-to-treat metric;
 - ``offered_family``: converted to any product of an assigned offer's family (needs families on both sides;
   give ``products`` (product_id, family) to look them up);
 - ``any_product``: any conversion at all (always available).
@@ -28,9 +30,10 @@ from campaigns.contracts import TIMESTAMP, ContractError, TableSpec
 from campaigns.stats import ProportionStats, RevenueStats
 
 OFFERED_PRODUCT = "offered_product"
+CAMPAIGN_OFFER = "campaign_offer"
 OFFERED_FAMILY = "offered_family"
 ANY_PRODUCT = "any_product"
-METRICS = (OFFERED_PRODUCT, OFFERED_FAMILY, ANY_PRODUCT)
+METRICS = (OFFERED_PRODUCT, CAMPAIGN_OFFER, OFFERED_FAMILY, ANY_PRODUCT)
 NO_SEGMENT = "(none)"
 
 ASSIGNMENTS = TableSpec(
@@ -104,8 +107,11 @@ def attribute(
     *,
     window_days: float | None = None,
     products: pl.DataFrame | None = None,
+    campaign_offers: list[str] | None = None,
+    metrics: tuple[str, ...] | None = None,
 ) -> Outcomes:
-    """Attribute conversions to assigned customers for every metric the columns allow."""
+    """Attribute conversions to assigned customers for every metric the columns allow (or those of ``metrics``
+    that they allow, in that order: the first is the primary metric)."""
     if assignments.height == 0:
         raise AttributionError("assignments", None, "no assigned customers")
     if "exposed_at" not in assignments.columns and "generated_at" in assignments.columns:
@@ -132,7 +138,15 @@ def attribute(
         matches[OFFERED_FAMILY] = conv.join(
             offers.select("customer_id", "family", "exposed_at").drop_nulls("family").unique(),
             on=["customer_id", "family"], how="inner")
+    if campaign_offers is not None and "product_id" in conv.columns:
+        matches[CAMPAIGN_OFFER] = conv.filter(pl.col("product_id").is_in(list(campaign_offers))).join(
+            customers.select("customer_id", "exposed_at"), on="customer_id", how="inner")
     matches[ANY_PRODUCT] = conv.join(customers.select("customer_id", "exposed_at"), on="customer_id", how="inner")
+    order = [m for m in (metrics or METRICS) if m in matches]
+    if not order:
+        raise AttributionError("conversions", None, f"none of the metrics {list(metrics or METRICS)} can be computed "
+                               "from these columns")
+    matches = {m: matches[m] for m in order}
 
     for metric, matched in matches.items():
         per_customer = (
@@ -147,7 +161,7 @@ def attribute(
         )
         customers = customers.join(per_customer, on="customer_id", how="left").with_columns(
             pl.col(f"{metric}_converted").fill_null(False), pl.col(f"{metric}_revenue").fill_null(0.0))
-    return Outcomes(customers, tuple(m for m in METRICS if m in matches), window_days)
+    return Outcomes(customers, tuple(matches), window_days)
 
 
 def summarise(outcomes: Outcomes, metric: str, *, by: tuple[str, ...] = ("arm",)) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from campaigns import run_store
 from campaigns.db.models import Exclusion, TargetListRow
-from campaigns.specs import CONTROL
+from campaigns.arms import CONTROL, is_contacted
 from recommender.errors import UserError
 
 
@@ -34,7 +34,12 @@ class Explanation:
         head = f"campaign {self.campaign_id}, run {self.run['run_id']} (scheduled for {self.run['scheduled_for']:%Y-%m-%d %H:%M})"
         out = [head]
         if self.targeted:
-            contacted = "held out (control arm: recorded, not contacted)" if self.arm == CONTROL else "contacted"
+            if self.arm == CONTROL:
+                contacted = "control arm: recorded, not contacted"
+            elif not is_contacted(self.arm):
+                contacted = "held out of the arm's selection: recorded, not contacted"
+            else:
+                contacted = "contacted"
             out.append(f"customer {self.customer_id}: TARGETED in arm '{self.arm}', {contacted}")
             for row in self.targeted:
                 out.append(

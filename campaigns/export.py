@@ -1,8 +1,9 @@
 """Target-list files for CRM teams (SPEC section 5), written so they appear complete or not at all.
 
-Under ``<export_root>/<campaign_id>/<run_id>/``: ``targets.csv`` and ``targets.parquet`` (contacted arms),
-``control.csv`` (control arm: tracked, never contacted), all with :data:`TARGET_COLUMNS` in that order, and
-``manifest.json`` (row counts per arm and per offer, sha256 of every file, model versions, config hash).
+Under ``<export_root>/<campaign_id>/<run_id>/``: ``targets.csv`` and ``targets.parquet`` (the rows to contact),
+``control.csv`` (the control arm and holdouts: tracked, never contacted), all with :data:`TARGET_COLUMNS` in that
+order, and ``manifest.json`` (row counts per file, arm and offer, audience per arm, sha256 of every file, model
+versions, config hash). CSV text fields are quoted, so ``schema_version`` stays text (``"1.0"``).
 Everything is first written into a hidden staging directory, each file under a temporary name then renamed,
 the manifest last; :func:`publish` then renames the whole directory into place in one step.
 """
@@ -14,14 +15,15 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
-from campaigns.specs import CONTROL
+from campaigns.arms import contacted_expr
 
 SCHEMA_VERSION = "1.0"
 TARGET_SCHEMA: dict[str, pl.DataType] = {
@@ -69,7 +71,7 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
 
 def write_csv(frame: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_csv(tmp, datetime_format=CSV_DATETIME)
+    frame.write_csv(tmp, datetime_format=CSV_DATETIME, quote_style="non_numeric")
     _fsync_replace(tmp, path)
 
 
@@ -94,11 +96,12 @@ def stage_export(
     generated_at: datetime,
     model_versions: dict[str, str],
     config_hash: str,
+    audience_per_arm: dict[str, int] | None = None,
 ) -> StagedExport:
     """Write every file into a hidden staging directory next to the final one; nothing is visible yet.
 
-    ``rows`` holds :data:`TARGET_COLUMNS` for every arm (control included). On any error the staging
-    directory is removed and the error re-raised.
+    ``rows`` holds :data:`TARGET_COLUMNS` for every arm (control and holdouts included). On any error the
+    staging directory is removed and the error re-raised.
     """
     rows = rows.select(TARGET_COLUMNS)
     campaign_dir = Path(export_root) / campaign_id
@@ -106,8 +109,8 @@ def stage_export(
     staging = campaign_dir / f".{run_id}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        contacted = rows.filter(pl.col("arm") != CONTROL)
-        control = rows.filter(pl.col("arm") == CONTROL)
+        contacted = rows.filter(contacted_expr("arm"))
+        control = rows.filter(~contacted_expr("arm"))
         write_csv(contacted, staging / "targets.csv")
         write_parquet(contacted, staging / "targets.parquet")
         write_csv(control, staging / "control.csv")
@@ -122,8 +125,11 @@ def stage_export(
             "columns": list(TARGET_COLUMNS),
             "model_versions": dict(sorted(model_versions.items())),
             "config_hash": config_hash,
-            "row_count": rows.height,
+            "rows_total": rows.height,  # targets.csv + control.csv
+            "rows_contacted": contacted.height,  # targets.csv (= targets.parquet)
+            "rows_not_contacted": control.height,  # control.csv: control arm and holdouts
             "rows_per_arm": _counts(rows, "arm"),
+            "audience_per_arm": dict(sorted((audience_per_arm or {}).items())),
             "rows_per_offer": _counts(rows, "offer_id"),
             "files": {
                 name: {"sha256": sha256_of(staging / name), "bytes": (staging / name).stat().st_size, "rows": row_counts[name]}
@@ -162,6 +168,27 @@ def remove_leftovers(staged: StagedExport) -> list[Path]:
         if path != staged.staging and path.exists():
             shutil.rmtree(path)
             removed.append(path)
+    return removed
+
+
+def remove_stale_staging(export_root: Path, *,
+                         hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
+    """Remove the hidden staging directories (``<export_root>/<campaign>/.<run_id>.tmp-*``) that no live process
+    is writing, and return them. Killed attempts leave them behind (a later attempt at the same run removes its
+    own, see :func:`remove_leftovers`; this removes the rest). ``hold(campaign_id, run_id)`` takes the liveness
+    lock of that run's writer and yields whether it got it; the directory is removed only while it is held."""
+    root = Path(export_root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for staging in sorted(root.glob("*/.*.tmp-*")):
+        run_id = staging.name[1:].rpartition(".tmp-")[0]
+        if not staging.is_dir() or not run_id:
+            continue
+        with hold(staging.parent.name, run_id) as free:
+            if free and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging)
     return removed
 
 

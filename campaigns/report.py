@@ -21,7 +21,7 @@ import polars as pl
 
 from campaigns import report_plots
 from campaigns.attribution import (
-    ANY_PRODUCT, NO_SEGMENT, OFFERED_FAMILY, OFFERED_PRODUCT, AttributionError, Outcomes, attribute,
+    ANY_PRODUCT, CAMPAIGN_OFFER, NO_SEGMENT, OFFERED_FAMILY, OFFERED_PRODUCT, AttributionError, Outcomes, attribute,
     cumulative_conversions, proportion_stats, revenue_stats, summarise,
 )
 from campaigns.stats import (
@@ -33,6 +33,7 @@ SCHEMA_VERSION = 1
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
 METRIC_LABELS = {
     OFFERED_PRODUCT: "converted to the offered product",
+    CAMPAIGN_OFFER: "converted to one of the campaign's offers",
     OFFERED_FAMILY: "converted to a product of the offered family",
     ANY_PRODUCT: "converted (any listed conversion)",
 }
@@ -108,16 +109,19 @@ def build_report(
     alpha: float = 0.05,
     power: float = 0.8,
     title: str = "A/B report",
+    campaign_offers: list[str] | None = None,
+    metrics: tuple[str, ...] | None = None,
 ) -> ReportResult:
     """Attribute ``conversions`` to ``assignments`` and compare every arm with ``control_arm``.
 
-    See :func:`campaigns.attribution.attribute` for the frames' columns. ``traffic_shares`` (arm -> share)
-    enables the sample-ratio-mismatch check.
+    See :func:`campaigns.attribution.attribute` for the frames' columns, ``campaign_offers`` and ``metrics``.
+    ``traffic_shares`` (arm -> share) enables the sample-ratio-mismatch check.
     """
     arms = set(assignments["arm"].unique().to_list()) if "arm" in assignments.columns else set()
     if control_arm not in arms:
         raise AttributionError("assignments", "arm", f"control arm '{control_arm}' not found (arms: {', '.join(sorted(arms))})")
-    outcomes = attribute(assignments, conversions, window_days=window_days, products=products)
+    outcomes = attribute(assignments, conversions, window_days=window_days, products=products,
+                         campaign_offers=campaign_offers, metrics=metrics)
     with_segments = outcomes.customers["segment"].n_unique() > 1 or outcomes.customers["segment"][0] != NO_SEGMENT
     metrics = {
         m: _metric_report(outcomes, m, control_arm=control_arm, alpha=alpha, power=power, with_segments=with_segments)
@@ -273,16 +277,18 @@ def _srm_html(srm: SrmResult | None) -> str:
     return f'<p class="ok">Sample ratio OK (chi² = {srm.chi2:.2f}, p = {srm.p_value:.3f}). {detail}</p>'
 
 
-def _metric_html(m: MetricReport, result: ReportResult) -> str:
+def _metric_html(m: MetricReport, result: ReportResult, *, level: int = 2) -> str:
+    """One metric's tables and plots; its heading at ``<h{level}>``, sub-headings one level below."""
+    h, sub = f"h{level}", f"h{level + 1}"
     a, ctrl, conf = result.alpha, result.control_arm, 1 - result.alpha
     esc = html.escape
-    parts = [f"<h2>{esc(m.label)} <small>({esc(m.metric)})</small></h2>"]
+    parts = [f"<{h}>{esc(m.label)} <small>({esc(m.metric)})</small></{h}>"]
     parts.append(_table(
         ["arm", "customers", "conversions", "rate", f"{conf:.0%} interval (Wilson)"],
         [[esc(r.arm) + (" (control)" if r.arm == ctrl and "control" not in r.arm.lower() else ""), f"{r.n:,}", f"{r.conversions:,}", _pct(r.rate),
           _interval(r.ci_low, r.ci_high, _pct)] for r in m.arms]))
     parts.append(f'<img alt="conversion by arm" src="{report_plots.conversion_by_arm(m.arms, control_arm=ctrl, title=m.label, confidence=conf)}">')
-    parts.append(f"<h3>Lift vs {esc(ctrl)}</h3>")
+    parts.append(f"<{sub}>Lift vs {esc(ctrl)}</{sub}>")
     parts.append(_table(
         ["arm", "absolute lift", f"{conf:.0%} interval", "relative lift", f"{conf:.0%} interval", "p-value",
          "MDE (80% power)", ""],
@@ -290,14 +296,14 @@ def _metric_html(m: MetricReport, result: ReportResult) -> str:
           _interval(c.rel_ci_low, c.rel_ci_high, lambda v: _pct(v, 1)), _p(c.p_value, a),
           _pp(m.mde[c.arm].abs_effect), _err(c.error)] for c in m.comparisons]))
     if result.has_revenue and m.revenue:
-        parts.append("<h3>Revenue per customer (Welch's t-test)</h3>")
+        parts.append(f"<{sub}>Revenue per customer (Welch's t-test)</{sub}>")
         parts.append(_table(
             ["arm", "control mean", "arm mean", "difference", f"{conf:.0%} interval", "relative", "p-value", ""],
             [[esc(r.arm), f"{r.control_mean:,.2f}", f"{r.mean:,.2f}", f"{r.abs_lift:+,.2f}",
               _interval(r.abs_ci_low, r.abs_ci_high, lambda v: f"{v:+,.2f}"), _pct(r.rel_lift, 1),
               _p(r.p_value, a), _err(r.error)] for r in m.revenue]))
     if m.segments:
-        parts.append("<h3>By segment (Benjamini-Hochberg adjusted p-values)</h3>")
+        parts.append(f"<{sub}>By segment (Benjamini-Hochberg adjusted p-values)</{sub}>")
         parts.append(_table(
             ["segment", "arm", "n (control / arm)", "rate (control / arm)", "absolute lift", f"{conf:.0%} interval",
              "p-value", "adjusted p", ""],
@@ -308,7 +314,7 @@ def _metric_html(m: MetricReport, result: ReportResult) -> str:
         if any(not math.isnan(s.comparison.abs_ci_low) for s in m.segments):
             parts.append(f'<img alt="lift by segment" src="{report_plots.lift_by_segment(m.segments, control_arm=ctrl, title=f"Lift by segment: {m.label}")}">')
     if m.timeline.height:
-        parts.append("<h3>Cumulative conversions over time</h3>")
+        parts.append(f"<{sub}>Cumulative conversions over time</{sub}>")
         parts.append(f'<img alt="cumulative conversions" src="{report_plots.cumulative_over_time(m.timeline, control_arm=ctrl, by_exposure=result.by_exposure, title=m.label)}">')
     else:
         parts.append('<p class="note">No conversion times: the over-time plot is not available.</p>')

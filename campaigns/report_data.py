@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Engine, select
 
+from campaigns.arms import HOLDOUT_SUFFIX, contacted_expr
 from campaigns.attribution import ASSIGNMENTS, CONVERSION_RECORDS
 from campaigns.contracts import PRODUCTS, ContractError, scan_file, validate
 from recommender.errors import UserError
@@ -45,15 +46,32 @@ class RunAssignments:
     campaign_id: str
     scheduled_for: datetime
     generated_at: datetime | None
-    assignments: pl.DataFrame  # customer_id, arm, segment, offer_id, exposed_at (control rows included)
+    assignments: pl.DataFrame  # customer_id, arm, segment, offer_id, exposed_at (control and holdout rows included)
+    audience: pl.DataFrame  # customer_id, arm, segment, selected, contacted, exposed_at: the eligible audience
+    offers: list[str]  # the campaign's offers at run time
+    has_audience: bool  # False for runs recorded before the audience was stored (rebuilt from the target list)
+
+
+TARGET_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "offer_id": pl.String}
+AUDIENCE_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "selected": pl.Boolean,
+                   "contacted": pl.Boolean}
+
+
+def _frame(rows, schema) -> pl.DataFrame:
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
 def load_run_assignments(engine: Engine, campaign_id: str, *, run_id: str | None = None) -> RunAssignments:
-    """The target list rows (every arm, control included) of ``run_id`` or of the campaign's latest succeeded run."""
-    from campaigns.db.models import CampaignRun, TargetListRow
+    """The target list rows and eligible audience of ``run_id``, or of the campaign's latest succeeded run.
+
+    Exposure is the run's fire time (``scheduled_for``), not when its files were written: a run scheduled for a
+    past date (back-filling, replaying history) is measured from that date.
+    """
+    from campaigns.db.models import CampaignRun, RunAudience, TargetListRow
 
     with engine.connect() as connection:
-        query = select(CampaignRun.run_id, CampaignRun.scheduled_for, CampaignRun.generated_at).where(CampaignRun.campaign_id == campaign_id)
+        query = select(CampaignRun.run_id, CampaignRun.scheduled_for, CampaignRun.generated_at, CampaignRun.offers).where(
+            CampaignRun.campaign_id == campaign_id)
         if run_id is not None:
             query = query.where(CampaignRun.run_id == run_id)
         else:
@@ -62,14 +80,21 @@ def load_run_assignments(engine: Engine, campaign_id: str, *, run_id: str | None
         if run is None:
             what = f"run '{run_id}'" if run_id else "succeeded run"
             raise RunNotFoundError(f"campaign '{campaign_id}': no {what} in the database (run `mktg campaign run` first)")
-        rows = connection.execute(
-            select(TargetListRow.customer_id, TargetListRow.arm, TargetListRow.segment, TargetListRow.offer_id,
-                   TargetListRow.generated_at.label("exposed_at"))
-            .where(TargetListRow.run_id == run["run_id"])
-        ).all()
-    schema = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "offer_id": pl.String,
-              "exposed_at": pl.Datetime("us")}
-    frame = pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
-    if frame.height == 0:
+        targets = _frame(connection.execute(
+            select(TargetListRow.customer_id, TargetListRow.arm, TargetListRow.segment, TargetListRow.offer_id)
+            .where(TargetListRow.run_id == run["run_id"])).all(), TARGET_SCHEMA)
+        audience = _frame(connection.execute(
+            select(RunAudience.customer_id, RunAudience.arm, RunAudience.segment, RunAudience.selected,
+                   RunAudience.contacted).where(RunAudience.run_id == run["run_id"])).all(), AUDIENCE_SCHEMA)
+    if targets.height == 0 and audience.height == 0:
         raise RunNotFoundError(f"campaign '{campaign_id}': run '{run['run_id']}' has no target list rows")
-    return RunAssignments(run["run_id"], campaign_id, run["scheduled_for"], run["generated_at"], frame)
+    has_audience = audience.height > 0
+    if not has_audience:  # recorded before 0002: only the selected customers are known
+        audience = targets.group_by("customer_id").agg(pl.col("arm").first(), pl.col("segment").first()).select(
+            "customer_id", pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", ""), "segment", pl.lit(True).alias("selected"),
+            contacted_expr("arm").alias("contacted"))
+    exposed = pl.lit(run["scheduled_for"], dtype=pl.Datetime("us")).alias("exposed_at")
+    offers = list(run["offers"] or sorted(targets["offer_id"].unique().to_list()))
+    return RunAssignments(run["run_id"], campaign_id, run["scheduled_for"], run["generated_at"],
+                          targets.with_columns(exposed), audience.with_columns(exposed).sort("customer_id"), offers,
+                          has_audience)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, or_, select
 
 from campaigns.db.bulk import insert_frame
-from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
 
 SUCCEEDED = "succeeded"
 
@@ -48,22 +48,26 @@ def _one(engine: Engine | Connection, query) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def committed_contacts(engine: Engine, *, channel: str, since: datetime, before: datetime) -> pl.DataFrame:
-    """Contacts on ``channel`` in [since, before) from succeeded runs (customer_id, channel, contacted_at)."""
+def committed_contacts(engine: Engine, *, channel: str, campaign_id: str, since: datetime, before: datetime) -> pl.DataFrame:
+    """Contacts on ``channel`` in [since, before) from succeeded runs, one row per (run, customer): a run that
+    offered a customer two products contacted them once. Real contacts of every campaign count; virtual ones
+    (control and holdouts, ``contacted = False``) only for their own ``campaign_id``.
+
+    Columns: run_id, campaign_id, customer_id, channel, contacted_at, contacted.
+    """
     ch, runs = ContactHistory.__table__, CampaignRun.__table__
     query = (
-        select(ch.c.customer_id, ch.c.channel, ch.c.contacted_at)
+        select(ch.c.run_id, ch.c.campaign_id, ch.c.customer_id, ch.c.channel, ch.c.contacted_at, ch.c.contacted)
+        .distinct()
         .join(runs, runs.c.run_id == ch.c.run_id)
-        .where(runs.c.status == SUCCEEDED, ch.c.channel == channel, ch.c.contacted_at >= since, ch.c.contacted_at < before)
+        .where(runs.c.status == SUCCEEDED, ch.c.channel == channel, ch.c.contacted_at >= since, ch.c.contacted_at < before,
+               or_(ch.c.contacted.is_(True), ch.c.campaign_id == campaign_id))
     )
-    schema = {"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")}
+    schema = {"run_id": pl.String, "campaign_id": pl.String, "customer_id": pl.String, "channel": pl.String,
+              "contacted_at": pl.Datetime("us"), "contacted": pl.Boolean}
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
-
-
-def contact_window_start(before: datetime, window_days: int | None) -> datetime:
-    return before - timedelta(days=window_days or 0)
 
 
 def insert_run(
@@ -71,6 +75,7 @@ def insert_run(
     *,
     run: dict[str, Any],
     targets: pl.DataFrame,
+    audience: pl.DataFrame,
     exclusions: pl.DataFrame,
     contacts: pl.DataFrame,
 ) -> None:
@@ -81,6 +86,7 @@ def insert_run(
     """
     conn.execute(CampaignRun.__table__.insert().values(**run))
     insert_frame(conn, TargetListRow.__table__, targets)
+    insert_frame(conn, RunAudience.__table__, audience)
     insert_frame(conn, Exclusion.__table__, exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id"))
                  .sort("customer_id", "offer_id", nulls_last=False, maintain_order=True))
     insert_frame(conn, ContactHistory.__table__, contacts.sort("customer_id", "contacted_at", maintain_order=True))

@@ -1,14 +1,30 @@
-"""The campaign run flow: audience -> eligibility -> arms -> ranking per arm strategy -> allocation -> export + DB.
+"""The campaign run flow: audience -> eligibility -> arms -> each arm's strategy selects -> export + DB.
 
-:func:`plan_campaign` computes the target list and writes nothing (``mktg campaign preview`` uses it).
+:func:`plan_campaign` computes the target list and writes nothing (``mktg campaign preview`` uses it). Its
+order is what makes every comparison between arms a valid experiment (SPEC sections 2 and 4):
+
+1. eligibility of every (customer, offer) candidate of the target segments, as of the run time;
+2. the *eligible audience*: customers with at least one pair that no rule but the contact-frequency cap
+   excludes. The cap is part of each arm's contact policy, not of who is in the experiment: control and held-out
+   customers count virtual contacts for their own campaign (see :mod:`campaigns.run_store`), so the cap removes
+   the same kind of customer from every arm, run after run;
+3. arms are assigned over that audience by the salted hash (:mod:`campaigns.arms`), so each arm, control
+   included, is a random share of one population whatever the strategies do;
+4. each arm's strategy ranks only its own customers' eligible pairs and selects within its share: audience size
+   and per-offer capacities are split across arms by their shares (largest remainder), offers per customer and
+   the minimum score apply per arm. Nothing an arm's strategy does changes who lands in another arm;
+5. optionally a ``holdout`` share of each strategy's selection is kept back (tracked, not contacted), so the
+   report can also compare contacted vs held out among the customers a strategy chose.
+
 :func:`run_campaign` is the scheduler-callable entry point, keyed by (campaign id, scheduled fire time):
 
 1. if the key already has a committed run, it is returned and nothing is written;
 2. the plan is computed as of ``scheduled_for`` (rules, consents, holdings, contact history all as of then);
 3. the files are written into a hidden staging directory (see :mod:`campaigns.export`);
 4. one database transaction inserts the run row (its unique key stops a concurrent duplicate), the
-   target-list rows (control included), the exclusions and the contact history (contacted arms only), then
-   renames the staging directory into place and commits. Any failure removes the files and rolls back.
+   target-list rows (control and holdouts included), the eligible audience with arms, the exclusions and the
+   contact history (real contacts, plus virtual ones for control and holdouts), then renames the staging
+   directory into place and commits. Any failure removes the files and rolls back.
 
 A crash leaves at most a hidden staging directory (removed by the next attempt at the same key) or, in the
 instant between the rename and the commit, a directory without a run row, which the next attempt replaces.
@@ -19,7 +35,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -29,15 +45,16 @@ from sqlalchemy.exc import IntegrityError
 
 from campaigns import export, run_store
 from campaigns.allocation import allocate, apportion
-from campaigns.arms import arm_frame
+from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import RuleSet, compact_exclusions, evaluate, exclusion_counts
-from campaigns.specs import CONTROL, CampaignSpec, CampaignSpecError
+from campaigns.eligibility import Eligibility, RuleSet, compact_exclusions, evaluate, exclusion_counts
+from campaigns.specs import CampaignSpec, CampaignSpecError
 from recommender.errors import UserError
 
 log = logging.getLogger("mktg.campaigns")
 C, O, SEG = "customer_id", "offer_id", "segment"
 ALLOCATION_PREFIX = "allocation:"
+CAP_CHECK = "contact_cap"
 
 Stage = Callable[[str], AbstractContextManager[Any]]
 """``stage(name)`` wraps each step of a run (``with stage("eligibility"): ...``); benchmarks time them."""
@@ -77,21 +94,34 @@ class Plan:
 
     spec: CampaignSpec
     offers: list[str]
-    audience: pl.DataFrame  # customer_id, segment, arm: every targeted-segment customer
-    targets: pl.DataFrame  # customer_id, offer_id, offer_rank, score, segment, arm
+    audience: pl.DataFrame  # customer_id, segment, arm, selected, contacted: the eligible audience the arms split
+    targets: pl.DataFrame  # customer_id, offer_id, offer_rank, score, segment, arm (``<arm>:holdout`` if held out)
     exclusions: pl.DataFrame  # customer_id, offer_id, rule_ids (list): eligibility, all rule ids per pair
     unallocated: pl.DataFrame  # customer_id, arm, reasons (list): eligible but no offer after allocation
     rule_set: RuleSet
     config_hash: str
+    candidates: int = 0  # customers of the target segments before eligibility
 
     def summary(self) -> dict[str, pl.DataFrame]:
-        """Audience per arm / segment / offer, exclusion counts per rule (what ``preview`` prints)."""
-        t = self.targets
-        customers = t.select(C, "arm", SEG).unique()
+        """The eligibility funnel (``preview`` prints it): candidates -> exclusions per rule -> audience per arm
+        (selected, contacted, held out), customers per segment and rows per offer."""
+        t, a = self.targets, self.audience
+        per_arm = a.group_by("arm").agg(
+            pl.len().alias("audience"), pl.col("selected").sum().alias("selected"),
+            pl.col("contacted").sum().alias("contacted"),
+            (pl.col("selected") & ~pl.col("contacted") & (pl.col("arm") != CONTROL)).sum().alias("held_out"))
+        rows = t.with_columns(pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", "")).group_by("arm").agg(pl.len().alias("rows"))
+        funnel = pl.DataFrame({
+            "step": ["candidates (target segments)", "excluded by eligibility (every offer)", "eligible audience",
+                     "selected by the arms' strategies", "contacted"],
+            "customers": [self.candidates, self.candidates - a.height, a.height, int(a["selected"].sum()),
+                          int(a["contacted"].sum())],
+        })
         return {
-            "arm": customers.group_by("arm").agg(pl.len().alias("customers")).join(
-                t.group_by("arm").agg(pl.len().alias("rows")), on="arm").sort("arm"),
-            "segment": customers.group_by(SEG).agg(pl.len().alias("customers")).sort(SEG),
+            "funnel": funnel,
+            "arm": per_arm.join(rows, on="arm", how="left").with_columns(pl.col("rows").fill_null(0)).sort("arm"),
+            "segment": a.group_by(SEG).agg(pl.len().alias("audience"), pl.col("selected").sum().alias("selected"))
+            .sort(SEG),
             "offer": t.group_by(O).agg(pl.len().alias("rows")).sort("rows", O, descending=[True, False]),
             "exclusions": exclusion_counts(self.exclusions),
             "unallocated": self.unallocated.explode("reasons").group_by("reasons").agg(pl.len().alias("customers"))
@@ -109,6 +139,14 @@ def _capacities(spec: CampaignSpec, products: pl.DataFrame, offers: list[str]) -
     return {o: c for o, c in caps.items() if o in offers}
 
 
+def eligible_audience(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
+    """Customers (customer_id) with a pair that no rule but the contact-frequency cap excludes (step 2 above)."""
+    cap_ids = [r.id for r in rules.rules if r.check == CAP_CHECK]
+    capped_only = eligibility.exclusions.filter(
+        pl.col("rule_ids").list.eval(pl.element().is_in(cap_ids)).list.all()).select(C)
+    return pl.concat([eligibility.eligible.select(C), capped_only]).unique()
+
+
 def plan_campaign(
     spec: CampaignSpec,
     *,
@@ -121,16 +159,18 @@ def plan_campaign(
     contact_history: pl.DataFrame | None = None,
     stage: Stage = no_stage,
 ) -> Plan:
-    """The target list of ``spec`` as of ``as_of``; pure (reads its inputs, writes nothing).
+    """The target list of ``spec`` as of ``as_of``; pure (reads its inputs, writes nothing). See the module docstring.
 
     ``segments``: customer_id, segment (+ tag columns the ranking models use). ``allowed``: (segment,
-    offer_id) allow-list; None allows every campaign offer in every segment.
+    offer_id) allow-list; None allows every campaign offer in every segment. ``contact_history``: committed
+    contacts that count toward this campaign's cap (other campaigns' real contacts, this campaign's real and
+    virtual ones).
     """
     offers = spec.resolve_offers(world.products)
-    audience = segments if not spec.segments else segments.filter(pl.col(SEG).is_in(spec.segments))
+    targeted = segments if not spec.segments else segments.filter(pl.col(SEG).is_in(spec.segments))
     offer_frame = pl.DataFrame({O: offers}, schema={O: pl.String})
     if allowed is None:
-        allowed_pairs = audience.select(SEG).unique().join(offer_frame, how="cross")
+        allowed_pairs = targeted.select(SEG).unique().join(offer_frame, how="cross")
     else:
         known = set(allowed[SEG].unique().to_list())
         unknown = [s for s in spec.segments if s not in known]
@@ -139,25 +179,25 @@ def plan_campaign(
                                     f"offers (segments: {', '.join(sorted(known))})")
         allowed_pairs = allowed.select(SEG, O).join(offer_frame, on=O, how="semi").unique()
     with stage("eligibility"):
-        candidates = audience.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)
+        candidates = targeted.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)
         eligibility = evaluate(candidates, world=world, rules=rules, channel=spec.channel, as_of=as_of,
                                purpose=spec.consent_purpose, contact_history=contact_history)
     with stage("arms"):
+        audience = targeted.join(eligible_audience(eligibility, rules), on=C, how="semi")
         arms = arm_frame(audience[C], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms])
         audience = audience.join(arms, on=C, how="left")
-
-    eligible_customers = audience.join(eligibility.eligible.select(C).unique(), on=C, how="semi")
     held = eligibility.exclusions.select(C, pl.col(O).alias("product_id"))
     caps = _capacities(spec, world.products, offers)
-    arm_caps = {o: apportion(c, [a.share for a in spec.arms]) for o, c in caps.items()}
-    arm_audience = apportion(spec.max_audience, [a.share for a in spec.arms])
+    shares = [a.share for a in spec.arms]
+    arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
+    arm_audience = apportion(spec.max_audience, shares)
 
-    selected, unallocated = [], []
     ranked_by_strategy: dict[str, pl.DataFrame] = {}
     with stage("rank"):
         for strategy in spec.strategies:
             arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
-            customers = eligible_customers.filter(pl.col("arm").is_in(arm_names))
+            customers = audience.filter(pl.col("arm").is_in(arm_names)).join(eligibility.eligible.select(C), on=C,
+                                                                              how="semi")
             ranked = ranker(strategy, customers=customers.drop("arm"), allowed=allowed_pairs,
                             held=held.join(customers.select(C), on=C, how="semi"), k=len(offers))
             # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
@@ -166,6 +206,7 @@ def plan_campaign(
                 .join(eligibility.eligible, on=[C, O], how="semi")
                 .join(customers.select(C, SEG, "arm"), on=C, how="inner")
             )
+    selected, unallocated = [], []
     with stage("allocation"):
         for index, arm in enumerate(spec.arms):
             pool = ranked_by_strategy[spec.strategy_of(arm)].filter(pl.col("arm") == arm.name)
@@ -175,13 +216,29 @@ def plan_campaign(
                 max_audience=arm_audience[index],
                 min_score=arm.min_score if arm.min_score is not None else spec.min_score,
             )
-            selected.append(result.selected)
+            chosen = result.selected
+            holdout = spec.holdout_of(arm)
+            if holdout > 0:
+                ids = chosen[C].unique()
+                out = pl.DataFrame([ids, held_out(ids, salt=spec.salt, campaign_id=spec.id, share=holdout)])
+                chosen = chosen.join(out, on=C, how="left").with_columns(
+                    pl.when(pl.col("held_out")).then(pl.lit(holdout_label(arm.name))).otherwise(pl.col("arm"))
+                    .alias("arm")).drop("held_out")
+            selected.append(chosen)
             unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
     targets = pl.concat(selected).select(C, O, "offer_rank", "score", SEG, "arm")
+    per_customer = targets.group_by(C).agg(contacted_expr("arm").first().alias("contacted"))
+    audience = (
+        audience.select(C, SEG, "arm")
+        .join(per_customer.with_columns(pl.lit(True).alias("selected")), on=C, how="left")
+        .with_columns(pl.col("selected").fill_null(False), pl.col("contacted").fill_null(False))
+        .sort(C)
+    )
     return Plan(
         spec=spec, offers=offers, audience=audience, targets=targets, exclusions=eligibility.exclusions,
         unallocated=pl.concat(unallocated).select(C, "arm", "reasons"), rule_set=rules,
         config_hash=spec.config_hash({"eligibility": rules.model_dump(mode="json")}),
+        candidates=targeted[C].n_unique(),
     )
 
 
@@ -207,6 +264,14 @@ class RunResult:
             row_count=row["row_count"] or 0, control_count=row["control_count"] or 0, generated_at=row["generated_at"],
             model_versions=row["model_versions"] or {}, rows_per_arm=rows_per_arm or {},
         )
+
+
+def cap_contacts(engine: Engine, spec: CampaignSpec, rules: RuleSet, *, as_of: datetime) -> pl.DataFrame:
+    """The committed contacts that count toward ``spec``'s contact cap as of ``as_of``: every campaign's real
+    contacts on its channel plus this campaign's virtual ones (control and holdouts), inside the widest cap window."""
+    window = max((r.window_days or 0 for r in rules.rules if r.check == CAP_CHECK), default=0)
+    return run_store.committed_contacts(engine, channel=spec.channel, campaign_id=spec.id,
+                                        since=as_of - timedelta(days=window), before=as_of)
 
 
 def make_run_id(campaign_id: str, scheduled_for: datetime) -> str:
@@ -262,11 +327,8 @@ def run_campaign(
         return RunResult.from_row(existing, created=False)
     started_at = utcnow()
     generated_at = (now or started_at).replace(microsecond=0)
-    cap_windows = [r.window_days for r in rules.rules if r.check == "contact_cap"]
     with stage("contact history"):
-        contacts = run_store.committed_contacts(
-            engine, channel=spec.channel, since=run_store.contact_window_start(scheduled_for, max(cap_windows, default=0)),
-            before=scheduled_for)
+        contacts = cap_contacts(engine, spec, rules, as_of=scheduled_for)
     plan = plan_campaign(spec, world=world, segments=segments, ranker=ranker, rules=rules, as_of=scheduled_for,
                          allowed=allowed, contact_history=contacts, stage=stage)
     run_id = make_run_id(spec.id, scheduled_for)
@@ -274,20 +336,25 @@ def run_campaign(
         rows = target_rows(plan, run_id=run_id, generated_at=generated_at)
         staged = export.stage_export(
             rows, export_root=export_root, campaign_id=spec.id, run_id=run_id, scheduled_for=scheduled_for,
-            generated_at=generated_at, model_versions=model_versions or {}, config_hash=plan.config_hash)
-    control_count = int((rows["arm"] == CONTROL).sum())
+            generated_at=generated_at, model_versions=model_versions or {}, config_hash=plan.config_hash,
+            audience_per_arm=dict(plan.audience.group_by("arm").len().iter_rows()))
+    control_count = int((~rows.select(contacted_expr("arm"))["arm"]).sum())
     run = {
         "run_id": run_id, "campaign_id": spec.id, "scheduled_for": scheduled_for, "status": run_store.SUCCEEDED,
         "started_at": started_at, "finished_at": utcnow(), "generated_at": generated_at, "config_hash": plan.config_hash,
         "model_versions": model_versions or {}, "export_dir": str(staged.final), "row_count": rows.height,
-        "control_count": control_count, "error": None,
+        "control_count": control_count, "audience_count": plan.audience.height, "offers": plan.offers, "error": None,
     }
-    contacted = rows.filter(pl.col("arm") != CONTROL).select(
-        "run_id", "campaign_id", C, O, "channel", pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"))
+    # Control and held-out rows are virtual contacts: they count toward this campaign's own cap only.
+    contacts = rows.select(
+        "run_id", "campaign_id", C, O, "channel", pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"),
+        contacted_expr("arm").alias("contacted"))
+    audience = plan.audience.with_columns(pl.lit(run_id).alias("run_id"))
     published = False
     try:
         with stage("database"), engine.begin() as conn:
-            run_store.insert_run(conn, run=run, targets=rows, exclusions=stored_exclusions(plan), contacts=contacted)
+            run_store.insert_run(conn, run=run, targets=rows, audience=audience, exclusions=stored_exclusions(plan),
+                                 contacts=contacts)
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
             export.remove_leftovers(staged)
             published = True  # from here the final name is ours: remove it on any failure, even mid-rename

@@ -3,7 +3,12 @@
 Never from a model's scores: a contacted customer converts to the offered product with the ground-truth
 probability :meth:`campaigns.synthetic.GroundTruth.conversion_probability`; a control (not contacted) customer
 with that probability times ``uncontacted_factor`` (some would have taken the product anyway). On top, every
-listed customer has a small ``organic_rate`` chance of converting to a random catalogue product. Delays after
+listed customer has a small ``organic_rate`` chance of converting to a random catalogue product.
+
+Given a run's whole eligible ``audience`` and its ``campaign_offers``, customers nobody contacted are simulated
+too (what intention-to-treat comparisons need): every audience customer may take each campaign offer on their
+own with probability ``uncontacted_factor * p / len(campaign_offers)``, contacted ones also take the offered
+product with probability ``p``, and organic conversions are drawn for the whole audience. Delays after
 exposure are exponential, so some conversions fall outside the attribution window, as in life.
 
 Deterministic: same inputs and seed, same table (rows are sorted before any random draw).
@@ -46,12 +51,19 @@ def simulate_conversions(
     organic_rate: float = 0.01,
     mean_delay_days: float = 7.0,
     organic_days: float = 45.0,
+    audience: pl.DataFrame | None = None,
+    campaign_offers: list[str] | None = None,
 ) -> pl.DataFrame:
     """A SPEC ``conversions`` table (customer_id, product_id, converted_at, amount, channel) for ``targets``.
 
     ``targets`` holds one row per (customer, offer) of a run, control included: customer_id, offer_id, arm,
-    exposed_at or generated_at, optionally channel. ``products`` is the catalogue (product_id).
+    exposed_at or generated_at, optionally channel. ``products`` is the catalogue (product_id). ``audience``
+    (customer_id, exposed_at) and ``campaign_offers``: see the module docstring.
     """
+    if audience is not None and campaign_offers:
+        return _simulate_audience(targets, audience, truth, products, campaign_offers, seed=seed,
+                                  uncontacted_factor=uncontacted_factor, organic_rate=organic_rate,
+                                  mean_delay_days=mean_delay_days, organic_days=organic_days)
     rng = np.random.default_rng(seed)
     rows = targets.select(
         pl.col("customer_id").cast(pl.String), pl.col("offer_id").cast(pl.String), pl.col("arm").cast(pl.String),
@@ -91,6 +103,50 @@ def simulate_conversions(
         "channel": ORGANIC_CHANNEL,
     }, schema=SCHEMA)
     return pl.concat([offered, organic]).sort("customer_id", "converted_at", "product_id")
+
+
+def _draw(rows: pl.DataFrame, probability: np.ndarray, rng: np.random.Generator, *, mean_delay_days: float,
+          channel: pl.Series) -> pl.DataFrame:
+    hit = rng.random(rows.height) < probability
+    delays = rng.exponential(mean_delay_days, size=rows.height)
+    amounts = np.round(rng.lognormal(7.0, 0.8, size=rows.height), 2)
+    return pl.DataFrame({
+        "customer_id": rows["customer_id"].filter(hit), "product_id": rows["product_id"].filter(hit),
+        "converted_at": _times(rows["exposed_at"].to_numpy(), delays)[hit], "amount": amounts[hit],
+        "channel": channel.filter(hit),
+    }, schema=SCHEMA)
+
+
+def _simulate_audience(targets: pl.DataFrame, audience: pl.DataFrame, truth: GroundTruth, products: pl.DataFrame,
+                       campaign_offers: list[str], *, seed: int, uncontacted_factor: float, organic_rate: float,
+                       mean_delay_days: float, organic_days: float) -> pl.DataFrame:
+    from campaigns.arms import contacted_expr
+
+    rng = np.random.default_rng(seed)
+    people = audience.select(pl.col("customer_id").cast(pl.String), _exposure(audience).alias("exposed_at")).unique(
+        "customer_id").sort("customer_id")
+    offers = pl.DataFrame({"product_id": sorted(set(campaign_offers))})
+    pairs = people.join(offers, how="cross").sort("customer_id", "product_id")
+    p = np.nan_to_num(truth.conversion_probability(pairs.select("customer_id", "product_id")), nan=0.0)
+    own = _draw(pairs, uncontacted_factor * p / offers.height, rng, mean_delay_days=mean_delay_days,
+                channel=pl.Series([ORGANIC_CHANNEL] * pairs.height))
+    contacted = targets.filter(contacted_expr("arm")).select(
+        pl.col("customer_id").cast(pl.String), pl.col("offer_id").cast(pl.String).alias("product_id"),
+        _exposure(targets).alias("exposed_at"),
+        pl.col("channel").cast(pl.String) if "channel" in targets.columns else pl.lit("unknown").alias("channel"),
+    ).sort("customer_id", "product_id")
+    q = np.nan_to_num(truth.conversion_probability(contacted.select("customer_id", "product_id")), nan=0.0)
+    offered = _draw(contacted, q, rng, mean_delay_days=mean_delay_days, channel=contacted["channel"])
+    catalogue = np.sort(products["product_id"].cast(pl.String).unique().to_numpy())
+    organic_hit = rng.random(people.height) < organic_rate
+    picks = catalogue[rng.integers(0, catalogue.size, size=people.height)]
+    times = _times(people["exposed_at"].to_numpy(), rng.uniform(0, organic_days, people.height))
+    organic = pl.DataFrame({
+        "customer_id": people["customer_id"].filter(organic_hit), "product_id": picks[organic_hit],
+        "converted_at": times[organic_hit], "amount": np.round(rng.lognormal(6.5, 0.8, size=people.height), 2)[organic_hit],
+        "channel": ORGANIC_CHANNEL,
+    }, schema=SCHEMA)
+    return pl.concat([own, offered, organic]).sort("customer_id", "converted_at", "product_id")
 
 
 def simulate_for_run(

@@ -18,11 +18,11 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from campaigns.arms import CONTROL
 from campaigns.schedules import cron_trigger
 from campaigns.tomlfile import read_toml
 from recommender.errors import UserError
 
-CONTROL = "control"
 CHANNELS = ("email", "sms", "app_push", "call", "letter")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHARE_TOLERANCE = 1e-9
@@ -48,6 +48,7 @@ class ArmSpec(BaseModel):
     share: float = Field(gt=0, le=1)
     strategy: str | None = None  # default: the arm's name; for control, the first treatment arm's strategy
     min_score: float | None = None  # overrides the campaign's min_score for this arm (strategy scales differ)
+    holdout: float | None = Field(default=None, ge=0, lt=1)  # overrides the campaign's holdout for this arm
 
     @field_validator("name")
     @classmethod
@@ -76,6 +77,7 @@ class CampaignSpec(BaseModel):
     offers_per_customer: int = Field(default=1, ge=1)
     capacity: dict[str, int] = Field(default_factory=dict, description="per-offer capacity (offer id -> max rows)")
     min_score: float | None = None
+    holdout: float = Field(default=0.0, ge=0, lt=1, description="share of each strategy's selection held out")
     arms: list[ArmSpec]
     salt: str = Field(min_length=1)
     schedule: str | None = None  # cron, 5 fields, in the scheduler's timezone
@@ -133,6 +135,12 @@ class CampaignSpec(BaseModel):
     @property
     def treatment_arms(self) -> list[ArmSpec]:
         return [arm for arm in self.arms if not arm.is_control]
+
+    def holdout_of(self, arm: ArmSpec) -> float:
+        """Share of the arm's selection held out (tracked, not contacted); control is never contacted anyway."""
+        if arm.is_control:
+            return 0.0
+        return self.holdout if arm.holdout is None else arm.holdout
 
     def strategy_of(self, arm: ArmSpec) -> str:
         """The ranking strategy used for an arm's customers."""

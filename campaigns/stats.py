@@ -145,6 +145,22 @@ class SrmResult:
 
 
 @dataclass(frozen=True)
+class BalanceResult:
+    """Chi-square test of independence of a covariate (the segment) and the arm over an audience.
+
+    With a working randomisation every arm has the audience's mix, so p is uniform; a tiny p (below
+    ``SRM_THRESHOLD``) flags a broken randomisation even when the arm sizes match their shares.
+    """
+
+    counts: dict[str, dict[str, int]]  # level (segment) -> arm -> customers
+    chi2: float
+    dof: int
+    p_value: float
+    imbalance: bool
+    error: ErrorCode | None = None
+
+
+@dataclass(frozen=True)
 class MdeResult:
     """Smallest true difference detectable with the given power at these sample sizes."""
 
@@ -168,10 +184,8 @@ def wilson_interval(conversions: int, n: int, *, alpha: float = 0.05) -> tuple[f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At 0 (or n) conversions the bound is exactly 0 (or 1); centre - half can round to 1e-19 above the rate.
-    low = 0.0 if conversions <= 0 else max(centre - half, 0.0)
-    high = 1.0 if conversions >= n else min(centre + half, 1.0)
-    return low, high
+    # Clamped so the interval always holds p: at p = 0 rounding leaves centre - half at +4e-19, not 0.
+    return min(max(centre - half, 0.0), p), max(min(centre + half, 1.0), p)
 
 
 def arm_rate(arm: str, stats: ProportionStats, *, alpha: float = 0.05) -> ArmRate:
@@ -307,6 +321,27 @@ def sample_ratio_mismatch(
     counts = np.array([observed.get(a, 0) for a in arms], dtype=float)
     chi2, p_value = sps.chisquare(counts, np.array([expected[a] for a in arms]))
     return SrmResult(observed, expected, float(chi2), float(p_value), bool(p_value < threshold))
+
+
+def covariate_balance(
+    counts: Mapping[str, Mapping[str, int]],
+    *,
+    threshold: float = SRM_THRESHOLD,
+) -> BalanceResult:
+    """Pearson chi-square test of independence on the (level x arm) table of customer counts.
+
+    Levels or arms without customers are dropped; fewer than two of either leaves nothing to test
+    (``invalid_shares``).
+    """
+    levels = sorted(counts)
+    arms = sorted({arm for row in counts.values() for arm in row})
+    table = np.array([[counts[level].get(arm, 0) for arm in arms] for level in levels], dtype=float).reshape(len(levels), len(arms))
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0] if table.size else table
+    clean = {level: {arm: int(n) for arm, n in row.items()} for level, row in counts.items()}
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:
+        return BalanceResult(clean, NAN, 0, NAN, False, error=ErrorCode.INVALID_SHARES)
+    chi2, p_value, dof, _expected = sps.chi2_contingency(table, correction=False)
+    return BalanceResult(clean, float(chi2), int(dof), float(p_value), bool(p_value < threshold))
 
 
 def minimum_detectable_effect(

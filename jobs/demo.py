@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 
 from campaigns.contracts import load_world
 from campaigns.db.session import upgrade
-from campaigns.report import build_report, write_html, write_json
+from campaigns.report_campaign import build_campaign_report, write_html, write_json
 from campaigns.report_data import load_run_assignments
 from campaigns.simulate import simulate_for_run
-from jobs.cli.report import print_result
+from jobs.cli.report import print_campaign_result
 from jobs.pipeline import load_all_specs, run_demo_campaigns
 from jobs.model_tuning import BEST, tune_train_register
 from jobs.pipeline_models import load_models_config, save_and_register, train_models
@@ -84,27 +84,29 @@ def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, engine
     results = run_demo_campaigns(settings, events, world_dir=world_dir, scheduled_for=scheduled_for,
                                  engine=engine, models=models, world=world)
     console.print(runs_table(results))
-    reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed)
+    reports, conversions = _reports(results, specs, world, world_dir, engine=engine, settings=settings, seed=seed,
+                                   console=console)
     pl.concat(conversions).write_parquet(world_dir / "conversions.parquet")
     console.print(f"simulated conversions (from the ground truth) in {world_dir / 'conversions.parquet'}")
     for path in reports:
         console.print(f"A/B report: {path}")
 
 
-def _reports(results, specs, world, world_dir: Path, *, engine, settings: Settings, seed: int):
-    """Simulate each run's conversions from the ground truth and write its A/B report (HTML + JSON)."""
+def _reports(results, specs, world, world_dir: Path, *, engine, settings: Settings, seed: int, console: Console):
+    """Simulate each run's conversions from the ground truth (its whole eligible audience, so the
+    intention-to-treat sections have outcomes for customers nobody contacted) and write its A/B report."""
     by_id = {spec.id: spec for spec in specs}
     products = world.products.select(Columns.Product, Columns.Family)
     reports, conversions = [], []
     for index, result in enumerate(results):
         spec = by_id[result.campaign_id]
         loaded = load_run_assignments(engine, spec.id, run_id=result.run_id)
-        simulated = simulate_for_run(loaded.assignments, world_dir, seed=seed + index)
-        report = build_report(loaded.assignments, simulated, control_arm="control",
-                              traffic_shares={arm.name: arm.share for arm in spec.arms},
-                              window_days=float(spec.conversion_window_days), products=products,
-                              title=f"A/B report: {spec.name} ({result.run_id}, simulated conversions)")
-        print_result(report)
+        simulated = simulate_for_run(loaded.assignments, world_dir, seed=seed + index, audience=loaded.audience,
+                                     campaign_offers=loaded.offers)
+        report = build_campaign_report(loaded, simulated, spec=spec, products=products,
+                                       title=f"A/B report: {spec.name} ({result.run_id}, simulated conversions)")
+        console.print(f"[bold]{spec.id}[/]: {result.run_id}")
+        print_campaign_result(report, primary_only=True)
         base = settings.var_dir / "reports" / result.run_id
         write_json(report, base.with_suffix(".json"))
         reports.append(write_html(report, base.with_suffix(".html")))

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
+from campaigns import run_store
 from campaigns.db.models import CampaignRun
 from jobs.logging import event
 from jobs.runner import JobContext, JobResult
@@ -42,8 +43,34 @@ def campaign_job(ctx: JobContext, *, campaign_id: str) -> JobResult:
     run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine)
     if getattr(run, "status", "succeeded") != "succeeded":
         raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
-    return JobResult(rows_produced=getattr(run, "row_count", None), model_versions=getattr(run, "model_versions", None),
-                     run_id=getattr(run, "run_id", None))
+    rows = getattr(run, "row_count", None)
+    if not getattr(run, "created", True):
+        note = f"campaign run {run.run_id} was already committed: nothing written"
+    elif rows == 0:
+        note = "nothing to target: 0 target-list rows (no eligible customer got an offer)"
+    else:
+        note = None
+    return JobResult(rows_produced=rows, model_versions=getattr(run, "model_versions", None),
+                     run_id=getattr(run, "run_id", None), note=note, value=run)
+
+
+CAMPAIGN_JOB_PREFIX = "campaign:"
+
+
+def recover_committed(engine: Engine, job_name: str, fire_time: datetime) -> JobResult | None:
+    """The committed work of a job's fire time, for jobs that commit outside the runner's transaction.
+
+    A campaign run commits its rows and publishes its files in its own transaction, before the runner records
+    the job succeeded; a process killed between the two leaves a committed run beside a job record that is not
+    succeeded. The runner calls this after such a crash (and before every retry) to record it succeeded.
+    """
+    if not job_name.startswith(CAMPAIGN_JOB_PREFIX):
+        return None
+    run = run_store.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
+    if run is None or run["status"] != run_store.SUCCEEDED:
+        return None
+    return JobResult(rows_produced=run["row_count"], model_versions=run["model_versions"], run_id=run["run_id"],
+                     note=f"recovered: campaign run {run['run_id']} was committed before its job record")
 
 
 # --- model refresh -------------------------------------------------------------------------------------------
@@ -179,8 +206,8 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     """Write the A/B report (JSON + HTML under ``<var_dir>/reports/``) of every succeeded campaign run whose
     conversion window was still open a day ago, from the conversions in ``data_dir``."""
     from campaigns.contracts import find_table
-    from campaigns.report import build_report, write_html, write_json
-    from campaigns.report_data import load_run_assignments, read_conversions, read_products
+    from campaigns.report_campaign import report_run, write_html, write_json
+    from campaigns.report_data import read_conversions, read_products
     from campaigns.specs import load_campaigns
 
     settings = ctx.settings
@@ -188,30 +215,28 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     specs = load_campaigns(directory) if directory.is_dir() else {}
     conversions_path = find_table(Path(settings.data_dir), "conversions")
     if not specs or conversions_path is None:
-        event(log, "nothing to analyse", campaigns=len(specs), conversions=str(conversions_path))
-        return JobResult(rows_produced=0)
+        note = ("nothing to analyse: no campaign files" if not specs
+                else f"nothing to analyse: no conversions file in {settings.data_dir}")
+        event(log, note)
+        return JobResult(rows_produced=0, note=note)
     conversions = read_conversions(conversions_path)
     products_path = find_table(Path(settings.data_dir), "products")
     products = read_products(products_path) if products_path else None
     written = 0
     for spec in specs.values():
-        if not any(arm.is_control for arm in spec.arms):
-            continue  # no holdout: nothing to compare against
+        if not any(arm.is_control for arm in spec.arms) and spec.holdout == 0 and not any(a.holdout for a in spec.arms):
+            continue  # no control and no holdout: nothing to compare against
         since = ctx.fire_time - timedelta(days=spec.conversion_window_days + 1)
         runs = ctx.session.scalars(
             select(CampaignRun.run_id).where(CampaignRun.campaign_id == spec.id, CampaignRun.status == "succeeded",
                                              CampaignRun.scheduled_for >= since, CampaignRun.scheduled_for <= ctx.fire_time)
         ).all()
         for run_id in runs:
-            loaded = load_run_assignments(ctx.engine, spec.id, run_id=run_id)
-            result = build_report(loaded.assignments, conversions, control_arm="control",
-                                  traffic_shares={arm.name: arm.share for arm in spec.arms},
-                                  window_days=float(spec.conversion_window_days), products=products,
-                                  title=f"A/B report: campaign {spec.id}, run {run_id}")
+            result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
             base = Path(settings.var_dir) / "reports" / _slug(run_id)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))
             written += 1
             event(log, "report written", campaign=spec.id, campaign_run_id=run_id, path=str(base.with_suffix(".html")))
-    return JobResult(rows_produced=written)
+    return JobResult(rows_produced=written, note=None if written else "nothing to analyse: no recent run of a campaign with a control arm")
 

@@ -76,3 +76,4 @@ def configure_logging(*, level: str = "INFO", fmt: str = "logfmt", stream=None) 
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))  # our own events say it once
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))  # reading the schema version is not news

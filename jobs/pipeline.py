@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from campaigns import run_store
 from campaigns.contracts import World, load_world
 from campaigns.eligibility import RuleSet, load_rules_for
-from campaigns.runs import Plan, Ranker, RunResult, Stage, no_stage, plan_campaign, run_campaign
+from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, find_campaign, load_campaigns
 from jobs.model_tuning import BEST, champion_model
@@ -95,10 +95,8 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
 
 
 def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of: datetime) -> pl.DataFrame | None:
-    window = max((r.window_days for r in rules.rules if r.check == "contact_cap"), default=0)
     try:
-        return run_store.committed_contacts(engine, channel=spec.channel,
-                                            since=run_store.contact_window_start(as_of, window), before=as_of)
+        return cap_contacts(engine, spec, rules, as_of=as_of)
     except DBAPIError:  # no schema yet: no committed contacts either
         return None
 

@@ -1,57 +1,54 @@
-"""``mktg scheduler start``: an APScheduler 3 BlockingScheduler whose every fire goes through :mod:`jobs.runner`.
+"""``mktg scheduler start``: APScheduler 3 wakes the process at each fire time; what runs is decided in the database.
 
-Job store design. APScheduler 3 documents that a job store must never be shared by several schedulers (each
-would run the jobs it reads, and their updates of ``next_run_time`` race). We still want job state in the
-project database, so that a restarted scheduler knows which fire times it missed and runs them within the
-misfire grace time. So each scheduler *instance* gets its own ``SQLAlchemyJobStore`` table,
-``apscheduler_jobs_<instance>`` (``[scheduler] instance``, or ``--instance``), in the project database, and
-holds the instance's liveness lock for its lifetime so that two live processes cannot use the same table.
+Jobs live in APScheduler's ``MemoryJobStore`` (the configuration is their source of truth; nothing is pickled
+into the database). Each job's APScheduler function is :meth:`Dispatcher.run_due`, which asks
+:mod:`jobs.catch_up` for every due fire time of the job (the one just fired, missed ones within the catch-up
+window, due retries) and runs each through :class:`jobs.runner.JobRunner` (claim, transaction, attempts). So a
+fire time needs no APScheduler state to be found, and APScheduler's executor is the stock thread pool: no
+private hook is overridden to hand the fire time to the job (APScheduler 3 has no public way to pass it; 4.x
+does), the dispatcher computes it from the trigger.
 
-Several instances (for availability) may run against one database: each fires every job, and the runner's
-claim on ``job_runs`` (UNIQUE(job_name, fire_time), insert-if-absent under a liveness lock) lets exactly one
-of them run each (job, fire time); the others log "skipped". Campaign runs are additionally keyed by
-(campaign_id, scheduled_for). Nothing in-process decides who runs.
+Start-up (:func:`prepare`): refuse an old schema (no migration ever runs here), record abandoned runs, recover
+committed work whose job record was lost (kill -9 between the campaign commit and the job commit), remove stale
+export staging directories that no live process holds, record the jobs' schedules. Then a sweep, at once and
+every ``[scheduler] sweep_seconds``: abandoned runs, retries overdue beyond the window given up, fire times that
+left the window recorded ``missed``, and any job with due work woken (``modify_job(next_run_time=now)``).
 
-The configuration is the source of truth for *which* jobs exist and their schedules; the job store is the
-source of truth for *when each job is next due*. On start the two are reconciled: a job whose function,
-arguments and trigger are unchanged keeps its stored next run time (possibly in the past: a misfire, run once
-if within the grace time, coalesced), a changed job is rescheduled from now, a removed job is dropped.
-
-APScheduler does not pass the scheduled fire time to job functions, so a small executor (``RunnerExecutor``)
-does it: it applies the misfire grace check as APScheduler's own ``run_job`` does, then calls
-``JobRunner.run(job.id, fire_time, job.func, job.kwargs)``.
+Several scheduler processes may run against one database: each fires every job, and the claim on ``job_runs``
+(UNIQUE(job_name, fire_time), insert-if-absent under a liveness lock) lets exactly one run each fire time.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from datetime import datetime, timedelta, timezone
-from traceback import format_tb
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterator
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_MISSED,
-    EVENT_SCHEDULER_START,
-    JobExecutionEvent,
-)
+from apscheduler.events import EVENT_SCHEDULER_START
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.util import undefined
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
+from campaigns import export
+from campaigns.db.session import check_schema
+from jobs.catch_up import CatchUp, Schedule, register_schedules
+from jobs.job_functions import CAMPAIGN_JOB_PREFIX, recover_committed
 from jobs.jobs_registry import JobDef, make_trigger
+from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
-from jobs.runner import JobRunner, Outcome
+from jobs.runner import JobRunner, default_worker, lock_key, utcnow
 from jobs.settings import Settings
 from recommender.errors import UserError
 
 log = logging.getLogger("mktg.scheduler")
-REAP_EVERY_SECONDS = 60
-CONTEXT_ARG = "<JobContext supplied by jobs.runner>"  # stored as the job's first argument; the executor replaces it
+SWEEP_JOB = "mktg:sweep"
 
 
 class SchedulerError(UserError):
@@ -62,118 +59,163 @@ class _Stop(BaseException):
     """Raised in the main thread by the SIGTERM handler to leave the blocking main loop."""
 
 
-class RunnerExecutor(ThreadPoolExecutor):
-    """Thread pool executor that runs each due fire time through the one job wrapper, with its fire time."""
+def make_runner(engine: Engine, settings: Settings, *, label: str = "cli") -> JobRunner:
+    """The job runner of this process: retry policy from ``[scheduler]``, committed campaign runs recovered."""
+    return JobRunner(engine, settings=settings, worker=default_worker(label), recover=recover_committed)
 
-    def __init__(self, runner: JobRunner, *, max_workers: int) -> None:
-        super().__init__(max_workers=max_workers)
+
+def schedules_of(settings: Settings, jobs: list[JobDef]) -> dict[str, Schedule]:
+    tz = settings.scheduler.timezone
+    return {job.name: Schedule(job.schedule, tz, make_trigger(job.schedule, timezone=tz)) for job in jobs}
+
+
+class Dispatcher:
+    """Runs every due fire time of a job, oldest first, until none is left; what APScheduler calls."""
+
+    def __init__(self, runner: JobRunner, jobs: list[JobDef], catch_up: CatchUp) -> None:
         self.runner = runner
+        self.jobs = {job.name: job for job in jobs}
+        self.catch_up = catch_up
+        self._active: Counter[str] = Counter()
+        self._guard = threading.Lock()
+        self._stopping = threading.Event()
 
-    def _do_submit_job(self, job, run_times):  # noqa: ANN001 - APScheduler's signature
-        def done(future):  # noqa: ANN001
-            exc = future.exception()
-            if exc is not None:
-                self._run_job_error(job.id, exc, exc.__traceback__)
-            else:
-                self._run_job_success(job.id, future.result())
+    def stop(self) -> None:
+        """Start no further fire time (the running ones finish)."""
+        self._stopping.set()
 
-        self._pool.submit(self._run, job, run_times).add_done_callback(done)
+    def active(self, name: str) -> bool:
+        with self._guard:
+            return self._active[name] > 0
 
-    def _run(self, job, run_times) -> list[JobExecutionEvent]:  # noqa: ANN001
-        events = []
-        for run_time in run_times:
-            late = datetime.now(timezone.utc) - run_time
-            if job.misfire_grace_time is not None and late > timedelta(seconds=job.misfire_grace_time):
-                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, run_time))
-                with bind(job=job.id, fire_time=run_time.isoformat()):
-                    event(log, "fire time missed beyond the grace time", level=logging.WARNING,
-                          late_seconds=round(late.total_seconds(), 1), grace_seconds=job.misfire_grace_time)
-                continue
-            try:
-                report = self.runner.run(job.id, run_time, job.func, job.kwargs)
-            except Exception as exc:  # the runner records job errors itself; this is the runner failing (e.g. DB down)
-                with bind(job=job.id, fire_time=run_time.isoformat()):
-                    event(log, "job could not be run", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
-                events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time, exception=exc,
-                                                traceback="".join(format_tb(exc.__traceback__))))
-                continue
-            if report.outcome == Outcome.FAILED:
-                events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time,
-                                                exception=RuntimeError(report.error), traceback=""))
-            else:
-                events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time,
-                                                retval=report.outcome.value))
-        return events
-
-
-def jobstore_table(instance: str) -> str:
-    return f"apscheduler_jobs_{instance}"
+    def run_due(self, name: str) -> None:
+        job = self.jobs[name]
+        with self._guard:
+            self._active[name] += 1
+        tried: set[datetime] = set()
+        try:
+            while True:
+                due = [d for d in self.catch_up.due(name, now=utcnow()) if d.fire_time not in tried]
+                if not due:
+                    return
+                for item in due:
+                    if self._stopping.is_set():
+                        return
+                    tried.add(item.fire_time)
+                    self.runner.run(name, item.fire_time, job.func, job.kwargs, trigger="scheduler")
+        except Exception as exc:  # the runner records job errors itself: this is the database failing; the sweep retries
+            with bind(job=name):
+                event(log, "due fire times could not be run", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._guard:
+                self._active[name] -= 1
 
 
-def _same_job(stored, job: JobDef, trigger) -> bool:  # noqa: ANN001
-    return (stored.func_ref == job.func_ref and stored.kwargs == job.kwargs
-            and repr(stored.trigger) == repr(trigger))
+class Sweeper:
+    """The periodic check every scheduler makes (and makes first at start)."""
+
+    def __init__(self, scheduler: BaseScheduler, dispatcher: Dispatcher) -> None:
+        self.scheduler = scheduler
+        self.dispatcher = dispatcher
+        self.catch_up = dispatcher.catch_up
+        self.runner = dispatcher.runner
+
+    def sweep(self) -> None:
+        now = utcnow()
+        try:
+            self.runner.reap_abandoned()
+            given_up = self.runner.give_up_overdue(now=now, grace=self.catch_up.grace)
+            if given_up:
+                event(log, "retries overdue beyond the catch-up window given up", level=logging.WARNING, count=given_up)
+            for name in self.dispatcher.jobs:
+                self.catch_up.record_missed(name, now=now)
+                if not self.dispatcher.active(name) and self.catch_up.due(name, now=now):
+                    self.scheduler.modify_job(name, next_run_time=datetime.now(self.scheduler.timezone))
+        except Exception as exc:  # e.g. the database is unreachable for a moment: next sweep
+            event(log, "sweep failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
 
 
-def build_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, instance: str | None = None) -> BlockingScheduler:
-    """A configured (not started) scheduler with ``jobs`` reconciled against the instance's stored job state."""
-    if not inspect(engine).has_table("job_runs"):
-        raise SchedulerError("the database has no job_runs table: run `mktg db upgrade` first")
+@contextmanager
+def _campaign_run_lock(locks: LivenessLocks, campaign_id: str, run_id: str) -> Iterator[bool]:
+    """The liveness lock of the campaign job that writes ``run_id`` (``<campaign>-<YYYYmmddTHHMMSS>``)."""
+    try:
+        fire_time = datetime.strptime(run_id.removeprefix(f"{campaign_id}-"), "%Y%m%dT%H%M%S")
+    except ValueError:  # not a run id this version writes: leave it alone
+        yield False
+        return
+    with locks.hold(lock_key(CAMPAIGN_JOB_PREFIX + campaign_id, fire_time)) as acquired:
+        yield acquired
+
+
+@dataclass(frozen=True)
+class StartReport:
+    abandoned: int
+    recovered: int
+    staging_removed: int
+
+
+def prepare(settings: Settings, jobs: list[JobDef], *, runner: JobRunner) -> StartReport:
+    """What a scheduler does before its first fire: settle crashed runs, clean stale staging, record schedules."""
+    abandoned, recovered = runner.reconcile()
+    removed = export.remove_stale_staging(
+        settings.export_dir, hold=lambda campaign_id, run_id: _campaign_run_lock(runner.locks, campaign_id, run_id))
+    for path in removed:
+        event(log, "stale staging directory removed", path=str(path))
+    register_schedules(runner.engine, schedules_of(settings, jobs), now=utcnow())
+    return StartReport(abandoned, recovered, len(removed))
+
+
+def build_scheduler(settings: Settings, jobs: list[JobDef], *, runner: JobRunner,
+                    scheduler_class: type[BaseScheduler] = BlockingScheduler) -> BaseScheduler:
+    """A configured (not started) scheduler: each job in memory on its cron trigger, fired through the
+    dispatcher, and the sweep (first run at start)."""
     conf = settings.scheduler
-    instance = instance or conf.instance
-    runner = JobRunner(engine, settings=settings)
-    table = jobstore_table(instance)
-    scheduler = BlockingScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=table), "internal": MemoryJobStore()},
-        executors={"default": RunnerExecutor(runner, max_workers=conf.workers), "internal": ThreadPoolExecutor(1)},
-        job_defaults={"misfire_grace_time": conf.misfire_grace_seconds, "coalesce": conf.coalesce,
-                      "max_instances": conf.max_instances},
+    schedules = schedules_of(settings, jobs)
+    catch_up = CatchUp(runner, schedules, grace=timedelta(seconds=conf.misfire_grace_seconds), coalesce=conf.coalesce,
+                       started_at=utcnow())
+    dispatcher = Dispatcher(runner, jobs, catch_up)
+    # APScheduler only wakes the dispatcher: misfires and coalescing are decided by jobs.catch_up from the database.
+    scheduler = scheduler_class(
+        jobstores={"default": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(conf.workers), "sweep": ThreadPoolExecutor(1)},
+        job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": conf.max_instances},
         timezone=conf.timezone,
     )
-    peek = SQLAlchemyJobStore(engine=engine, tablename=table)
-    peek.start(scheduler, "default")  # creates the table if needed; reads jobs without running them
-    stored = {job.id: job for job in peek.get_all_jobs()}
-    wanted = {job.name for job in jobs}
-    for job_id in set(stored) - wanted:
-        peek.remove_job(job_id)
-        event(log, "job removed from the schedule", job=job_id)
     for job in jobs:
-        trigger = make_trigger(job.schedule, timezone=conf.timezone)
-        previous = stored.get(job.name)
-        keep = previous is not None and _same_job(previous, job, trigger) and previous.next_run_time is not None
-        scheduler.add_job(job.func, trigger, args=(CONTEXT_ARG,), kwargs=job.kwargs, id=job.name, name=job.name,
-                          replace_existing=True, next_run_time=previous.next_run_time if keep else undefined)
-    scheduler.add_job(runner.reap_abandoned, "interval", seconds=REAP_EVERY_SECONDS, id="reap_abandoned",
-                      jobstore="internal", executor="internal")
-    scheduler.mktg_runner = runner  # type: ignore[attr-defined]
-    scheduler.mktg_instance = instance  # type: ignore[attr-defined]
+        scheduler.add_job(dispatcher.run_due, schedules[job.name].trigger, args=(job.name,), id=job.name, name=job.name)
+    sweeper = Sweeper(scheduler, dispatcher)
+    scheduler.add_job(sweeper.sweep, "interval", seconds=conf.sweep_seconds, id=SWEEP_JOB, executor="sweep",
+                      max_instances=1, next_run_time=datetime.now(scheduler.timezone))
+    scheduler.mktg_dispatcher = dispatcher  # type: ignore[attr-defined]
     return scheduler
 
 
 def run_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, instance: str | None = None) -> None:
     """Start the scheduler and block until SIGTERM/SIGINT; running jobs are allowed to finish."""
+    check_schema(engine)  # never migrates: an old schema is a one-line error telling to run `mktg db upgrade`
     instance = instance or settings.scheduler.instance
-    runner = JobRunner(engine, settings=settings)
+    runner = make_runner(engine, settings, label=instance)
     with runner.locks.hold(f"scheduler-instance:{instance}") as acquired:
         if not acquired:
             raise SchedulerError(f"scheduler instance '{instance}' is already running against this database "
                                  "(start another one with a different --instance)")
-        reaped = runner.reap_abandoned()
-        scheduler = build_scheduler(settings, jobs, engine=engine, instance=instance)
-
-        def stop(signum, _frame):  # noqa: ANN001
-            raise _Stop(signal.Signals(signum).name)
-
-        def started(_event) -> None:  # noqa: ANN001
-            for job in scheduler.get_jobs(jobstore="default"):
-                event(log, "job scheduled", job=job.id,
-                      next_fire_time=job.next_run_time.isoformat() if job.next_run_time else None)
-            event(log, "scheduler started", jobs=len(scheduler.get_jobs(jobstore="default")),
-                  timezone=settings.scheduler.timezone, reaped_abandoned=reaped)
-
-        scheduler.add_listener(started, EVENT_SCHEDULER_START)
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         with bind(instance=instance):
+            start = prepare(settings, jobs, runner=runner)
+            scheduler = build_scheduler(settings, jobs, runner=runner)
+
+            def stop(signum, _frame):  # noqa: ANN001
+                raise _Stop(signal.Signals(signum).name)
+
+            def started(_event) -> None:  # noqa: ANN001
+                for job in scheduler.get_jobs():
+                    if job.id != SWEEP_JOB:
+                        event(log, "job scheduled", job=job.id,
+                              next_fire_time=job.next_run_time.isoformat() if job.next_run_time else None)
+                event(log, "scheduler started", jobs=len(jobs), timezone=settings.scheduler.timezone,
+                      abandoned=start.abandoned, recovered=start.recovered, staging_removed=start.staging_removed)
+
+            scheduler.add_listener(started, EVENT_SCHEDULER_START)
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
                 scheduler.start()  # blocks until a signal
             except (_Stop, KeyboardInterrupt) as stop_signal:
@@ -181,6 +223,7 @@ def run_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, ins
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+                scheduler.mktg_dispatcher.stop()
                 if scheduler.running:
                     scheduler.shutdown(wait=True)
                 event(log, "scheduler stopped")

@@ -33,16 +33,27 @@ class ExtraJob(BaseModel):
 
 
 class SchedulerSettings(BaseModel):
-    """``[scheduler]``: APScheduler job defaults, the instance name (own job store), built-in job schedules."""
+    """``[scheduler]``: catch-up window, retries, the instance name (logs, attempts), built-in job schedules.
+
+    Missed fire times (no scheduler up, or all busy) run when found at most ``misfire_grace_seconds`` late;
+    ``coalesce`` runs only the latest of several found together. A failed attempt is retried after
+    ``retry_backoff_seconds``, doubling each time up to ``retry_backoff_max_seconds``, until ``retry_attempts``
+    attempts failed: then the fire time is recorded as given up. ``sweep_seconds``: how often each scheduler
+    looks for abandoned runs, due retries and missed fire times.
+    """
 
     model_config = ConfigDict(extra="forbid")
     timezone: str = "UTC"
     misfire_grace_seconds: int = Field(default=300, ge=1)
-    coalesce: bool = True
+    coalesce: bool = False
     max_instances: int = Field(default=1, ge=1)
     instance: str = Field(default="main", pattern=r"^[a-z0-9_]{1,32}$")
     workers: int = Field(default=4, ge=1)
     log_format: str = Field(default="logfmt", pattern=r"^(logfmt|json)$")
+    retry_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff_seconds: float = Field(default=60, ge=0)
+    retry_backoff_max_seconds: float = Field(default=3600, ge=0)
+    sweep_seconds: float = Field(default=30, gt=0)
     model_refresh: str | None = "0 2 * * *"
     conversion_analysis: str | None = "0 6 * * *"
     extra_jobs: dict[str, ExtraJob] = Field(default_factory=dict)

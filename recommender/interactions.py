@@ -20,6 +20,7 @@ from recommender.errors import UnknownIdError
 from recommender.idmap import IdMap
 
 _SECONDS_PER_DAY = 86_400.0
+STRENGTH = "strength"  # the undecayed event-type weight (what thresholds like ``min_weight`` compare)
 DENSE_SUM_LIMIT = 200_000_000  # customers x products cells summed in one dense float64 array (1.6 GB at most)
 
 
@@ -30,7 +31,8 @@ def weight_events(
     half_life_days: float | None,
     as_of: datetime,
 ) -> pl.LazyFrame:
-    """Weighted interaction strength per (customer, product), as a lazy frame.
+    """Weighted interaction strength per (customer, product), as a lazy frame: ``weight`` (decayed) and
+    ``strength`` (the same sum without decay).
 
     Each event contributes ``weights[event_type] * 0.5 ** (age_days / half_life_days)`` where the age is
     measured back from ``as_of``. Events after ``as_of`` are dropped (no leakage); event types without a
@@ -39,7 +41,7 @@ def weight_events(
     return (
         event_weights(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
         .group_by(Columns.Customer, Columns.Product)
-        .agg(pl.col(Columns.Weight).sum())
+        .agg(pl.col(Columns.Weight).sum(), pl.col(STRENGTH).sum())
         .filter(pl.col(Columns.Weight) > 0)
     )
 
@@ -47,7 +49,8 @@ def weight_events(
 def event_weights(
     events: pl.LazyFrame | pl.DataFrame, *, weights: Mapping[str, float], half_life_days: float | None, as_of: datetime
 ) -> pl.LazyFrame:
-    """Each event up to ``as_of`` with a weighted type, plus its decayed ``weight`` (not yet aggregated)."""
+    """Each event up to ``as_of`` with a weighted type, plus its decayed ``weight`` and undecayed ``strength``
+    (the event type's weight), not yet aggregated."""
     lf = events.lazy() if isinstance(events, pl.DataFrame) else events
     type_weights = pl.DataFrame(
         {Columns.EventType: list(weights), "_type_weight": [float(w) for w in weights.values()]},
@@ -61,16 +64,22 @@ def event_weights(
         weight = pl.col("_type_weight") * decay
     else:
         weight = pl.col("_type_weight")
-    return lf.with_columns(weight.alias(Columns.Weight)).drop("_type_weight")
+    return lf.with_columns(weight.alias(Columns.Weight)).rename({"_type_weight": STRENGTH})
 
 
 @dataclass(frozen=True)
 class InteractionMatrix:
-    """A CSR customer x product matrix with the id maps that give its rows and columns meaning."""
+    """A CSR customer x product matrix with the id maps that give its rows and columns meaning.
+
+    ``strength`` (optional) has the same sparsity pattern as ``matrix`` (entry for entry) and holds each pair's
+    summed event-type weight *without* recency decay: thresholds that mean "a real positive" (``min_weight``:
+    more than an impression) compare it, so old but strong events still count as positives.
+    """
 
     matrix: sp.csr_matrix
     customers: IdMap
     products: IdMap
+    strength: sp.csr_matrix | None = None
 
     @classmethod
     def from_frame(
@@ -88,7 +97,9 @@ class InteractionMatrix:
         dropped (``"skip"``).
         """
         df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        df = df.select(Columns.Customer, Columns.Product, pl.col(Columns.Weight).cast(pl.Float32))
+        has_strength = STRENGTH in df.columns
+        df = df.select(Columns.Customer, Columns.Product, pl.col(Columns.Weight).cast(pl.Float32),
+                       *([pl.col(STRENGTH).cast(pl.Float32)] if has_strength else []))
         customers = customers or IdMap.from_sorted(df[Columns.Customer], name=Columns.Customer)
         products = products or IdMap.from_sorted(df[Columns.Product], name=Columns.Product)
         joined = df.join(
@@ -100,17 +111,19 @@ class InteractionMatrix:
                 sample = joined.filter(missing).select(Columns.Customer, Columns.Product).head(5).rows()
                 raise UnknownIdError(f"interactions: {int(missing.sum())} pair(s) with unknown ids, e.g. {sample}")
             joined = joined.filter(~missing)
-        matrix = sp.coo_matrix(
-            (
-                joined[Columns.Weight].to_numpy(),
-                (joined["_row"].to_numpy().astype(np.int32), joined["_col"].to_numpy().astype(np.int32)),
-            ),
-            shape=(customers.size, products.size),
-            dtype=np.float32,
-        ).tocsr()
-        matrix.sum_duplicates()
-        matrix.sort_indices()
-        return cls(matrix=matrix, customers=customers, products=products)
+        coordinates = (joined["_row"].to_numpy().astype(np.int32), joined["_col"].to_numpy().astype(np.int32))
+
+        def csr(values: np.ndarray) -> sp.csr_matrix:
+            built = sp.coo_matrix((values, coordinates), shape=(customers.size, products.size), dtype=np.float32).tocsr()
+            built.sum_duplicates()
+            built.sort_indices()
+            return built
+
+        matrix = csr(joined[Columns.Weight].to_numpy())
+        strength = None
+        if has_strength:  # same coordinates, so the same pattern entry for entry (weights are positive)
+            strength = csr(joined[STRENGTH].to_numpy())
+        return cls(matrix=matrix, customers=customers, products=products, strength=strength)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -177,7 +190,7 @@ def build_interactions(
                       weights=weights, half_life_days=half_life_days, as_of=as_of)
         .join(rows, on=Columns.Customer, how="left")
         .join(cols, on=Columns.Product, how="left")
-        .select("_row", "_col", Columns.Weight)
+        .select("_row", "_col", Columns.Weight, STRENGTH)
         .collect(engine="streaming")
     )
     missing = weighted["_row"].is_null() | weighted["_col"].is_null()
@@ -189,13 +202,16 @@ def build_interactions(
     n_products = products.size
     cell = weighted["_row"].cast(pl.Int64).to_numpy() * n_products + weighted["_col"].cast(pl.Int64).to_numpy()
     totals = np.bincount(cell, weights=weighted[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
-    del cell, weighted
     stored = np.flatnonzero(totals > 0)  # cell order = CSR order, column indices sorted within each row
+    weight = totals[stored].astype(np.float32)
+    del totals
+    strength = np.bincount(cell, weights=weighted[STRENGTH].to_numpy(), minlength=customers.size * n_products)[stored]
+    del cell, weighted
     row_of = stored // n_products
     indptr = np.zeros(customers.size + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of, minlength=customers.size), out=indptr[1:])
-    matrix = sp.csr_matrix(
-        (totals[stored].astype(np.float32), (stored - row_of * n_products).astype(np.int32), indptr),
-        shape=(customers.size, n_products),
-    )
-    return InteractionMatrix(matrix=matrix, customers=customers, products=products)
+    columns = (stored - row_of * n_products).astype(np.int32)
+    shape = (customers.size, n_products)
+    return InteractionMatrix(matrix=sp.csr_matrix((weight, columns, indptr), shape=shape), customers=customers,
+                             products=products,
+                             strength=sp.csr_matrix((strength.astype(np.float32), columns.copy(), indptr.copy()), shape=shape))

@@ -21,12 +21,31 @@ from recommender.idmap import IdMap
 from recommender.models.base import RankingModel
 
 UnknownOffers = Literal["ignore", "warn", "raise"]
+TIE_BITS = 8  # low float32 mantissa bits rounded away before ranking: scores within 2**-15 relative tie
+TIE_TOLERANCE = 2.0**-15  # about 3.1e-5, relative to the score's magnitude
+
+
+def tie_round(scores: np.ndarray) -> np.ndarray:
+    """float32 scores rounded to nearest with 15 stored mantissa bits (16 significant bits).
+
+    Scores are float32 matrix products, and BLAS kernels differ between CPUs in their last bits. Rounding
+    makes scores whose relative difference is below :data:`TIE_TOLERANCE` equal, so they tie (and go to the
+    lower offer column) on every machine; only a score within a few float32 units of a rounding boundary can
+    still land on different sides on two CPUs. -inf (a non-candidate) stays -inf.
+    """
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
+    magnitude = bits & np.int32(0x7FFFFFFF)
+    half, keep = np.int32(1 << (TIE_BITS - 1)), np.int32(~((1 << TIE_BITS) - 1))
+    is_inf = magnitude == np.int32(0x7F800000)
+    rounded = np.where(is_inf, magnitude, np.minimum((magnitude + half) & keep, np.int32(0x7F7FFF00)))
+    return ((bits & np.int32(-0x80000000)) | rounded).view(np.float32)
 
 
 def top_k(
     scores: np.ndarray, candidates: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best ``k`` candidate columns per row, best first; ties broken by lower column index.
+    """Best ``k`` candidate columns per row, best first; ties (equal after :func:`tie_round`) broken by lower
+    column index.
 
     Returns (row, column, score, rank) arrays of the kept entries (rows with fewer than k candidates
     give fewer entries), ordered by row then rank; rank is 1-based.
@@ -38,11 +57,12 @@ def top_k(
 def top_k_masked(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`top_k` on float32 ``scores`` in which -inf marks a non-candidate.
 
-    Each score becomes one int64 key (order-preserving image of the float, inverted, in the high 32
-    bits; the column in the low 32 bits), so one vectorised row sort orders by score descending and
-    breaks ties by lower column, including ties at the k-th place.
+    Scores are first rounded by :func:`tie_round` (the returned scores are the rounded ones). Each becomes
+    one int64 key (order-preserving image of the float, inverted, in the high 32 bits; the column in the
+    low 32 bits), so one vectorised row sort orders by score descending and breaks ties by lower column,
+    including ties at the k-th place.
     """
-    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    scores = tie_round(scores)
     n, m = scores.shape
     k = min(k, m)
     if n == 0 or k <= 0:

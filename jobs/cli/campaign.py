@@ -96,7 +96,9 @@ def preview_cmd(
     summary = plan.summary()
     console.print(f"campaign {campaign_id} as of {when:%Y-%m-%d %H:%M} (preview: nothing written): "
                   f"{plan.targets.height:,} rows, {plan.targets[ 'customer_id'].n_unique():,} customers")
-    for name, title in (("arm", "audience per arm"), ("segment", "customers per segment"), ("offer", "rows per offer"),
+    for name, title in (("funnel", "eligibility funnel (customers)"),
+                        ("arm", "eligible audience per arm: selected, contacted, held out"),
+                        ("segment", "eligible audience per segment"), ("offer", "rows per offer"),
                         ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
                         ("unallocated", "eligible but not allocated")):
         console.print(frame_table(title, summary[name]))
@@ -111,18 +113,37 @@ def run_cmd(
 ) -> None:
     """Run once for a fire time: files under <var>/exports/<campaign>/<run>/ and the run in the database.
 
+    It is the job campaign:<id> run by hand (same claim as the scheduler's; it shows in `mktg jobs history`).
     The same (campaign, --at) again returns the existing run and writes nothing.
     """
+    from jobs.job_functions import CAMPAIGN_JOB_PREFIX, campaign_job
+    from jobs.runner import Outcome
+    from jobs.scheduler import make_runner
+
     context = app_context(ctx)
     settings = context.settings
+    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error, nothing recorded
+    if data is not None:
+        settings = settings.model_copy(update={"data_dir": data})
     engine = context.database()
     when = parse_at(at)
+    job_name = CAMPAIGN_JOB_PREFIX + campaign_id
     with console.status(f"running {campaign_id} for {when:%Y-%m-%d %H:%M}"):
-        result = pipeline.run(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
-                              scheduled_for=when, engine=engine)
-    verb = "ran" if result.created else "already ran (nothing written)"
-    console.print(f"{campaign_id} {verb}: run {result.run_id}, {result.row_count:,} rows "
-                  f"({result.control_count:,} control) in {result.export_dir}")
+        report = make_runner(engine, settings).run(job_name, when, campaign_job, {"campaign_id": campaign_id},
+                                                   trigger="manual")
+    if report.outcome == Outcome.RUNNING_ELSEWHERE:
+        raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M} is running in another process right now")
+    if report.exception is not None:  # recorded as a failed attempt of the job; the error itself, one line
+        raise report.exception
+    from campaigns import run_store
+
+    run = run_store.get_run(engine, report.run_id) if report.run_id else None
+    if run is None:  # pragma: no cover - a succeeded campaign job always names its committed run
+        raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M}: {report.outcome.value}, but no campaign run")
+    created = report.outcome == Outcome.SUCCEEDED and getattr(report.value, "created", False)
+    verb = "ran" if created else "already ran (nothing written)"
+    console.print(f"{campaign_id} {verb}: run {run['run_id']}, {run['row_count'] or 0:,} rows "
+                  f"({run['control_count'] or 0:,} control) in {run['export_dir']}")
 
 
 @app.command("explain")

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.cli.context import app_context
 from jobs.jobs_registry import build_jobs, find_job, make_trigger
 from jobs.logging import configure_logging
-from jobs.runner import JobRunner, Outcome, history, utcnow
+from jobs.runner import Outcome, history, history_with_attempts, utcnow
 from jobs.settings import SchedulerSettings, parse_model
 from recommender.errors import UserError
 
@@ -80,40 +80,92 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     console.print(table if rows else "no scheduled jobs (add a `schedule` to a campaign in config/campaigns/)")
 
 
-def _run_json(row) -> dict:  # noqa: ANN001
-    seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
+def _seconds(started: datetime | None, finished: datetime | None) -> float | None:
+    return (finished - started).total_seconds() if started and finished else None
+
+
+def _attempt_json(a) -> dict:  # noqa: ANN001
+    return {"attempt": a.attempt, "status": a.status, "trigger": a.trigger, "worker": a.worker,
+            "started_at": a.started_at.isoformat(), "finished_at": a.finished_at.isoformat() if a.finished_at else None,
+            "seconds": _seconds(a.started_at, a.finished_at), "rows_produced": a.rows_produced, "error": a.error,
+            "note": a.note}
+
+
+def _run_json(item) -> dict:  # noqa: ANN001
+    row = item.run
     return {"job": row.job_name, "fire_time": row.fire_time.isoformat(), "status": row.status, "run_id": row.run_id,
             "started_at": row.started_at.isoformat(), "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-            "seconds": seconds, "rows_produced": row.rows_produced, "model_versions": row.model_versions,
-            "error": row.error}
+            "seconds": _seconds(row.started_at, row.finished_at), "rows_produced": row.rows_produced,
+            "model_versions": row.model_versions, "error": row.error, "note": row.note,
+            "attempt_count": row.attempts,
+            "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+            "attempts": [_attempt_json(a) for a in item.attempts]}
+
+
+def _second(moment: datetime | None) -> str | None:
+    return _iso(moment.replace(microsecond=0)) if moment else None
+
+
+STYLES = {"succeeded": "green", "failed": "red", "gave_up": "bold red", "abandoned": "red", "running": "yellow",
+          "missed": "magenta", "skipped": "dim"}
+
+
+def _status(status: str) -> str:
+    return f"[{STYLES.get(status, '')}]{status}[/]"
 
 
 @jobs_app.command("history")
 def history_cmd(
     ctx: typer.Context,
     job: Optional[str] = typer.Option(None, "--job", help="Only this job (e.g. campaign:card_q3)."),
-    limit: int = typer.Option(50, "--limit", min=1, help="At most this many runs, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per run."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many fire times, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per fire time with its attempts."),
 ) -> None:
-    """Past runs, newest fire time first (times in UTC). Runs whose process died are shown as failed."""
+    """Past fire times, newest first (times in UTC), each with its attempts: scheduled, retried and manual.
+
+    A fire time is running, succeeded, failed (next attempt at ...), gave_up (its last attempt failed), missed
+    (no scheduler ran it in the catch-up window) or skipped (coalesced). Runs whose process died show as abandoned.
+    """
+    from jobs.scheduler import make_runner
+
     context = app_context(ctx)
     settings = context.settings
     engine = context.database()
-    JobRunner(engine, settings=settings).reap_abandoned()
-    runs = history(engine, job=job, limit=limit)
+    make_runner(engine, settings).reap_abandoned()
+    runs = history_with_attempts(engine, job=job, limit=limit)
     if as_json:
         typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
         return
     table = Table(title="job runs (UTC)", title_justify="left")
-    for column in ("job", "fire time", "status", "started", "seconds", "rows", "run id", "error"):
+    for column in ("job", "fire time", "result", "attempt", "status", "by", "started", "seconds", "rows", "run id",
+                   "note / error"):  # times to the second here; --json has them exact
         table.add_column(column, overflow="fold")
-    styles = {"succeeded": "green", "failed": "red", "running": "yellow"}
-    for r in runs:
-        d = _run_json(r)
-        table.add_row(r.job_name, _iso(r.fire_time), f"[{styles.get(r.status, '')}]{r.status}[/]", _iso(r.started_at),
-                      f"{d['seconds']:.1f}" if d["seconds"] is not None else "-",
-                      str(r.rows_produced) if r.rows_produced is not None else "-", r.run_id or "-", r.error or "")
+    for item in runs:
+        r = item.run
+        detail = r.note or r.error or ""
+        if r.status == "failed" and r.next_attempt_at:
+            detail = f"next attempt at {_iso(r.next_attempt_at)}; {r.error or ''}"
+        head = [r.job_name, _iso(r.fire_time), _status(r.status)]
+        if not item.attempts:  # missed / skipped: never attempted
+            table.add_row(*head, "-", "-", "-", _second(r.started_at), "-", "-", "-", detail)
+            continue
+        for index, a in enumerate(item.attempts):
+            seconds = _seconds(a.started_at, a.finished_at)
+            last = index == len(item.attempts) - 1
+            table.add_row(*(head if index == 0 else ["", "", ""]), f"{a.attempt}", _status(a.status), a.trigger,
+                          _second(a.started_at), f"{seconds:.1f}" if seconds is not None else "-",
+                          str(a.rows_produced) if a.rows_produced is not None else "-",
+                          (r.run_id or "-") if last else "", detail if last else (a.error or a.note or ""))
     console.print(table if runs else "no job runs recorded yet")
+
+
+RUN_MESSAGES = {
+    Outcome.SUCCEEDED: "succeeded (run {run_id})",
+    Outcome.RECOVERED: "succeeded earlier: {note}",
+    Outcome.ALREADY_SUCCEEDED: "already succeeded (run {run_id}); nothing to do",
+    Outcome.RUNNING_ELSEWHERE: "is running in another process right now",
+    Outcome.FAILED: "failed: {error} (attempt {attempt}; not retried automatically)",
+}
 
 
 @jobs_app.command("run")
@@ -121,23 +173,27 @@ def run_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Job name, as shown by `mktg jobs list`."),
     at: Optional[str] = typer.Option(None, "--at", help="Fire time to run (UTC unless an offset is given); "
-                                     "default: now. A failed fire time is retried; a succeeded one is not rerun."),
+                                     "default: now. A failed, given-up or missed fire time is run again; a "
+                                     "succeeded one is not."),
 ) -> None:
-    """Run one job now, through the same wrapper as the scheduler (claim, transaction, history, logs)."""
+    """Run one job now, through the same wrapper as the scheduler (claim, transaction, history, logs).
+
+    It shows in `mktg jobs history` as a manual attempt; a failed manual attempt is not retried automatically.
+    """
+    from jobs.scheduler import make_runner
+
     context = app_context(ctx)
     settings = context.settings
     configure_logging(level=settings.log_level, fmt=settings.scheduler.log_format)
     job = find_job(settings, name)
     fire_time = parse_at(at) if at else utcnow().replace(microsecond=0)
-    runner = JobRunner(context.database(), settings=settings)
-    report = runner.run(job.name, fire_time, job.func, job.kwargs, retry_failed=True)
-    messages = {
-        Outcome.SUCCEEDED: f"{job.name} @ {_iso(fire_time)}: succeeded (run {report.run_id})",
-        Outcome.ALREADY_SUCCEEDED: f"{job.name} @ {_iso(fire_time)}: already succeeded (run {report.run_id}); nothing to do",
-        Outcome.RUNNING_ELSEWHERE: f"{job.name} @ {_iso(fire_time)}: is running in another process right now",
-        Outcome.FAILED: f"{job.name} @ {_iso(fire_time)}: failed: {report.error}",
-    }
-    typer.echo(messages.get(report.outcome, f"{job.name} @ {_iso(fire_time)}: {report.outcome.value}"))
+    runner = make_runner(context.database(), settings)
+    report = runner.run(job.name, fire_time, job.func, job.kwargs, trigger="manual")
+    message = RUN_MESSAGES.get(report.outcome, report.outcome.value).format(
+        run_id=report.run_id, note=report.note, attempt=report.attempt, error=report.error)
+    if report.outcome == Outcome.SUCCEEDED and report.note:
+        message += f": {report.note}"
+    typer.echo(f"{job.name} @ {_iso(fire_time)}: {message}")
     if report.outcome in (Outcome.FAILED, Outcome.RUNNING_ELSEWHERE):
         raise typer.Exit(1)
 
@@ -145,8 +201,8 @@ def run_cmd(
 @scheduler_app.command("start")
 def start_cmd(
     ctx: typer.Context,
-    instance: Optional[str] = typer.Option(None, "--instance", help="Scheduler instance name (own job store table); "
-                                           "default: [scheduler] instance."),
+    instance: Optional[str] = typer.Option(None, "--instance", help="Scheduler instance name (in logs and job "
+                                           "attempts; one live process per name); default: [scheduler] instance."),
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM / Ctrl-C (running jobs finish first)."""
     from jobs.scheduler import run_scheduler
@@ -158,7 +214,7 @@ def start_cmd(
         scheduler = parse_model(SchedulerSettings, {**settings.scheduler.model_dump(), "instance": instance},
                                 source="--instance")
         settings = settings.model_copy(update={"scheduler": scheduler})
-    run_scheduler(settings, build_jobs(settings), engine=context.database())
+    run_scheduler(settings, build_jobs(settings), engine=context.engine)  # it checks the schema itself
 
 
 def register(root: typer.Typer) -> None:

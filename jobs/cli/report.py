@@ -17,6 +17,7 @@ from recommender.errors import UserError
 
 if TYPE_CHECKING:  # the report stack (scipy.stats, matplotlib) is imported when a report is made
     from campaigns.report import ReportResult
+    from campaigns.report_campaign import CampaignReport
 
 console = Console(width=None if Console().is_terminal else 120)
 
@@ -44,8 +45,8 @@ def _fmt_p(value: float) -> str:
     return "–" if math.isnan(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
 
 
-def print_result(result: ReportResult) -> None:
-    """One rich table per metric: each arm, and its comparison with control."""
+def print_result(result: ReportResult, *, primary_only: bool = False) -> None:
+    """One rich table per metric (or the primary one only): each arm, and its comparison with control."""
     if result.srm is not None:
         srm = result.srm
         if srm.error:
@@ -54,7 +55,7 @@ def print_result(result: ReportResult) -> None:
             style = "bold red" if srm.mismatch else "green"
             verdict = "MISMATCH" if srm.mismatch else "ok"
             console.print(f"[{style}]sample ratio {verdict}[/] (chi2={srm.chi2:.2f}, p={srm.p_value:.3g})")
-    for m in result.metrics.values():
+    for m in list(result.metrics.values())[:1 if primary_only else None]:
         table = Table(title=m.label, title_justify="left")
         for name in ("arm", "customers", "conv.", "rate % [CI]", "abs lift pp [CI]", "rel lift % [CI]", "p-value"):
             table.add_column(name, justify="left" if name == "arm" else "right")
@@ -73,6 +74,24 @@ def print_result(result: ReportResult) -> None:
         console.print(table)
         for note in notes:
             console.print(f"[yellow]  {note}[/]")
+
+
+def print_campaign_result(result: CampaignReport, *, primary_only: bool = False) -> None:
+    """The randomisation checks, then each section's tables (or only each section's primary metric)."""
+    checks = (("sample ratio (eligible audience vs shares)", result.srm.mismatch, result.srm.error, result.srm.chi2, result.srm.p_value),
+              ("segment mix across arms", result.balance.imbalance, result.balance.error, result.balance.chi2,
+               result.balance.p_value))
+    for label, bad, error, chi2, p_value in checks:
+        if error:
+            console.print(f"[yellow]{label}: not testable ({error})[/]")
+        else:
+            console.print(f"[{'bold red' if bad else 'green'}]{label}: {'MISMATCH' if bad else 'ok'}[/] "
+                          f"(chi2={chi2:.2f}, p={p_value:.3g})")
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]")
+    for section in result.sections:
+        console.rule(section.title)
+        print_result(section.result, primary_only=primary_only)
 
 
 def _with_ci(value: float, low: float, high: float, scale: float, sign: str) -> str:
@@ -97,10 +116,11 @@ def register(app: typer.Typer) -> None:
             None, "--assignments", help="Experiment without a campaign: customer_id, arm [, segment, exposed_at, offer_id, family]."),
         conversions: Optional[Path] = typer.Option(
             None, "--conversions", help="customer_id [, product_id, converted_at, amount] (default: <data_dir>/conversions)."),
-        control: Optional[str] = typer.Option(None, "--control", help="Control arm name (campaign default: control)."),
+        control: Optional[str] = typer.Option(None, "--control", help="Control arm name (with --assignments)."),
         products: Optional[Path] = typer.Option(None, "--products", help="product_id, family: for 'offered family' attribution."),
         window_days: Optional[float] = typer.Option(None, "--window-days", min=0, help="Conversion window (campaign default: its conversion_window_days)."),
-        shares: Optional[str] = typer.Option(None, "--shares", help="Traffic shares for the SRM check, e.g. 'control=0.1,als=0.9'."),
+        shares: Optional[str] = typer.Option(None, "--shares", help="Traffic shares for the SRM check, e.g. 'control=0.1,als=0.9' "
+                                             "(with --assignments; a campaign's come from its file)."),
         alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level; intervals are 1 - alpha."),
         title: Optional[str] = typer.Option(None, "--title", help="Report title."),
         html: Optional[Path] = typer.Option(None, "--html", help="Write the HTML report here."),
@@ -112,45 +132,50 @@ def register(app: typer.Typer) -> None:
         Without --html/--json/--csv, HTML and JSON are written under <var_dir>/reports/.
         """
         from campaigns.report import build_report, write_csv, write_html, write_json
-        from campaigns.report_data import load_run_assignments, read_assignments, read_conversions, read_products
+        from campaigns.report_data import read_assignments, read_conversions, read_products
 
         context = app_context(ctx)
         settings = context.settings
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
         product_frame = read_products(products) if products else None
-        traffic = parse_shares(shares) if shares else None
         if assignments is not None:
             if run is not None:
                 raise ReportOptionError("--run needs a CAMPAIGN")
             if conversions is None or control is None:
                 raise ReportOptionError("--assignments needs --conversions FILE and --control ARM")
-            assignment_frame = read_assignments(assignments)
-            name, window = assignments.stem, window_days
-            title = title or f"A/B report: {assignments.name}"
+            result = build_report(read_assignments(assignments), read_conversions(conversions), control_arm=control,
+                                  traffic_shares=parse_shares(shares) if shares else None, window_days=window_days,
+                                  products=product_frame, alpha=alpha, title=title or f"A/B report: {assignments.name}")
+            print_result(result)
+            name = assignments.stem
+            writers = {"html": write_html, "json": write_json, "csv": write_csv}
         else:
+            from campaigns import report_campaign
             from campaigns.specs import find_campaign
 
+            if control is not None or shares is not None:
+                raise ReportOptionError("--control and --shares are for --assignments: a campaign's arms and shares "
+                                        "come from its file")
             spec = find_campaign(settings.config_dir / "campaigns", campaign)
-            loaded = load_run_assignments(context.database(), campaign, run_id=run)
-            assignment_frame = loaded.assignments
-            control = control or "control"
-            window = window_days if window_days is not None else float(spec.conversion_window_days)
-            traffic = traffic or {arm.name: arm.share for arm in spec.arms}
             if conversions is None:
                 conversions = find_table(Path(settings.data_dir), "conversions")
                 if conversions is None:
                     raise ReportOptionError(f"no conversions file in {settings.data_dir}: pass --conversions FILE")
             if product_frame is None and (found := find_table(Path(settings.data_dir), "products")):
                 product_frame = read_products(found)
-            name = loaded.run_id if loaded.run_id.startswith(campaign) else f"{campaign}-{loaded.run_id}"
-            title = title or f"A/B report: campaign {campaign}, run {loaded.run_id}"
-        result = build_report(assignment_frame, read_conversions(conversions), control_arm=control,
-                              traffic_shares=traffic, window_days=window, products=product_frame, alpha=alpha, title=title)
-        print_result(result)
+            result = report_campaign.report_run(context.database(), spec, read_conversions(conversions), run_id=run,
+                                                products=product_frame, window_days=window_days, alpha=alpha, title=title)
+            console.print(f"run {result.run_id} of campaign {campaign} (fire time {result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), "
+                          f"conversions from {conversions}")
+            print_campaign_result(result)
+            name = result.run_id if result.run_id.startswith(campaign) else f"{campaign}-{result.run_id}"
+            writers = {"html": report_campaign.write_html, "json": report_campaign.write_json,
+                       "csv": report_campaign.write_csv}
         if html is None and json_out is None and csv_out is None:
             base = Path(settings.var_dir) / "reports" / _slug(name)
             html, json_out = base.with_suffix(".html"), base.with_suffix(".json")
-        for path, writer in ((html, write_html), (json_out, write_json), (csv_out, write_csv)):
+        for path, kind in ((html, "html"), (json_out, "json"), (csv_out, "csv")):
             if path is not None:
-                console.print(f"wrote {writer(result, path)}")
+                replaced = Path(path).exists()
+                console.print(f"{'replaced' if replaced else 'wrote'} {writers[kind](result, path)}")

@@ -53,6 +53,7 @@ class RankingModel(ABC):
         self.version: str | None = None
         self.meta: dict[str, Any] = {}
         self._warm: np.ndarray | None = None
+        self._strength: np.ndarray | None = None  # undecayed weights aligned with the matrix data, during _fit
 
     # --- subclass hooks -------------------------------------------------------------------------
     @property
@@ -114,17 +115,34 @@ class RankingModel(ABC):
         )
         self._warm = np.diff(matrix.indptr) > 0
         self._history = history if self.uses_history else None
+        self._strength = (matrix if interactions.strength is None else interactions.strength).data
         try:
             self._fit(matrix, customers=cust, offers=prod, threads=threads)
         finally:
             self._history = None
+            self._strength = None
         data_hash = interactions.fingerprint()
-        digest = hashlib.sha256((json.dumps(self.params, sort_keys=True) + data_hash).encode()).hexdigest()
+        # Every input that shapes the model: parameters, interactions, and the customer and offer frames as given
+        # (segments and tags come from the segment configuration, so a new segments.toml is a new version).
+        inputs = json.dumps(self.params, sort_keys=True) + data_hash + _frame_hash(cust) + _frame_hash(prod)
+        digest = hashlib.sha256(inputs.encode()).hexdigest()
         self.version = f"{self.kind}-{started:%Y%m%dT%H%M%S}-{digest[:8]}"
         self.meta["data_hash"] = data_hash
         self.meta["trained_at"] = started.replace(tzinfo=None).isoformat()
         self.meta["train_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 3)
         return self
+
+    def positives(self, matrix: sp.csr_matrix, *, min_weight: float) -> sp.csr_matrix:
+        """The entries of ``matrix`` (during ``_fit``) whose undecayed strength exceeds ``min_weight``, as a copy.
+
+        Recency decay only orders how much a pair counts; whether it is a positive at all ("more than an
+        impression") is decided on the event-type weights, so an old application is still a positive.
+        """
+        strength = self._strength if self._strength is not None else matrix.data
+        positives = matrix.copy()
+        positives.data = np.where(strength > min_weight, positives.data, 0).astype(np.float32)
+        positives.eliminate_zeros()
+        return positives
 
     def _check_fitted(self) -> None:
         if self.offers is None or self.fallback is None:
@@ -210,6 +228,14 @@ def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np
         padded[: n - full] = customers[full:]
         out[full:] = (padded @ offers_t)[: n - full]
     return out
+
+
+def _frame_hash(frame: pl.DataFrame) -> str:
+    """A digest of a frame's column names, types and values (Polars' row hash with fixed seeds)."""
+    digest = hashlib.sha256(repr(frame.schema).encode())
+    if frame.height:
+        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _as_frame(customers: pl.DataFrame | pl.Series | list[str]) -> pl.DataFrame:

@@ -37,9 +37,7 @@ class BPRModel(FactorModel):
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        positives = matrix.copy()
-        positives.data = np.where(positives.data > self.min_weight, positives.data, 0).astype(np.float32)
-        positives.eliminate_zeros()
+        positives = self.positives(matrix, min_weight=self.min_weight)
         self._warm = np.diff(positives.indptr) > 0  # customers with only weak events are cold here
         with single_threaded_blas():
             model = BayesianPersonalizedRanking(

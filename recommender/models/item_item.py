@@ -3,8 +3,8 @@
 The model keeps the customers' training rows (the history it scores from) and an offers x offers
 weight matrix ``W``; a warm customer's scores are ``x_u @ W``. Both products are sparse-times-sparse
 or sparse-times-dense row by row, so a customer's scores do not depend on the block it is scored in.
-Entries at or below ``min_weight`` are dropped first (e.g. impressions alone), and ``binary`` turns the
-rest into 1 (the published EASE and kNN set-ups), so customers with only weak events are cold.
+Entries whose undecayed strength is at or below ``min_weight`` are dropped first (e.g. impressions alone),
+and ``binary`` turns the rest into 1 (the published EASE and kNN set-ups), so customers with only weak events are cold.
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ import scipy.sparse as sp
 from recommender.models.base import RankingModel
 
 
-def positive_part(matrix: sp.csr_matrix, *, min_weight: float, binary: bool) -> sp.csr_matrix:
-    """``matrix`` without entries <= ``min_weight``; with ``binary`` the kept ones become 1 (float32)."""
-    kept = matrix.copy().astype(np.float32)
-    kept.data = np.where(kept.data > min_weight, 1.0 if binary else kept.data, 0.0).astype(np.float32)
-    kept.eliminate_zeros()
-    kept.sort_indices()
-    return kept
-
-
 class ItemItemModel(RankingModel):
     """A model whose warm scores are the customer's (kept) interactions times an item-item matrix."""
 
@@ -38,7 +29,12 @@ class ItemItemModel(RankingModel):
         self.item_weights: np.ndarray | sp.csr_matrix | None = None  # (n_offers, n_offers) float32
 
     def _keep_history(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
-        self.history = positive_part(matrix, min_weight=self.min_weight, binary=self.binary)
+        """The pairs above ``min_weight`` (undecayed, see :meth:`RankingModel.positives`), 1 with ``binary``."""
+        kept = self.positives(matrix, min_weight=self.min_weight).astype(np.float32)
+        if self.binary:
+            kept.data = np.ones_like(kept.data)
+        kept.sort_indices()
+        self.history = kept
         self._warm = np.diff(self.history.indptr) > 0
         return self.history
 

@@ -81,9 +81,8 @@ class LightFMModel(RankingModel):
         offer_space = FeatureSpace.fit(offers, id_column=Columns.Product, columns=offer_cols, identity=self.offers)
         user_x = cust_space.transform(customers)
         item_x = offer_space.transform(offers)
-        positives = matrix.copy()
-        positives.data = (positives.data > self.min_weight).astype(np.float32)
-        positives.eliminate_zeros()
+        positives = self.positives(matrix, min_weight=self.min_weight)
+        positives.data = np.ones_like(positives.data)
         self._warm = np.diff(positives.indptr) > 0
         model = LightFM(
             no_components=self.no_components, loss=self.loss, learning_rate=self.learning_rate,

@@ -177,8 +177,7 @@ class PropensityModel(RankingModel):
                 candidates = ~before.held.toarray()
                 episodes.append((before, labels & candidates, candidates))
             return episodes
-        kept = matrix.multiply(matrix > self.min_weight).tocsr()
-        kept.eliminate_zeros()
+        kept = self.positives(matrix, min_weight=self.min_weight)
         self.snapshot = Activity(weights=matrix, held=sp.csr_matrix((n, m), dtype=bool),
                                  family_days_since=np.full((n, self.families.size), np.nan, np.float32),
                                  family_recent=np.zeros((n, self.families.size), np.float32))

@@ -7,20 +7,15 @@ import hashlib
 import numpy as np
 import polars as pl
 
+from arm_oracle import oracle_arm
+
 from campaigns.arms import assign_arms
 
 ARMS = [("control", 0.10), ("als", 0.45), ("popularity", 0.45)]
 
 
 def independent(customer_id: str, *, salt: str, campaign_id: str) -> str:
-    digest = hashlib.blake2b(f"{salt}\x1f{campaign_id}\x1f{customer_id}".encode(), digest_size=8).digest()
-    u = (int.from_bytes(digest, "big") >> 11) / 2**53
-    edge = 0.0
-    for name, share in ARMS:
-        edge += share
-        if u < edge:
-            return name
-    return ARMS[-1][0]
+    return oracle_arm(customer_id, salt=salt, campaign_id=campaign_id, arms=ARMS)
 
 
 def test_matches_the_documented_definition():

@@ -21,7 +21,7 @@ def rows():
     return pl.DataFrame({
         "schema_version": "1.0", "campaign_id": "camp", "run_id": "camp-1",
         "customer_id": ["a", "b", "c", "d"], "offer_id": ["X", "Y", "X", "X"], "offer_rank": [1, 1, 1, 1],
-        "score": [0.5, 0.25, 0.125, 1.0], "segment": ["s1", "s1", "s2", "s2"], "arm": ["als", "control", "pop", "als"],
+        "score": [0.5, 0.25, 0.125, 1.0], "segment": ["s1", "s1", "s2", "s2"], "arm": ["als", "control", "pop", "als:holdout"],
         "channel": "sms", "generated_at": GENERATED,
     }).select(COLUMNS)
 
@@ -40,21 +40,24 @@ def test_files_manifest_and_column_order(tmp_path):
     with (final / "targets.csv").open(encoding="utf-8") as fh:
         table = list(csv.reader(fh))
     assert table[0] == COLUMNS
-    assert sorted(r[3] for r in table[1:]) == ["a", "c", "d"]
+    assert sorted(r[3] for r in table[1:]) == ["a", "c"]  # the held-out customer d is not to be contacted
     assert table[1][-1] == "2026-06-01T09:00:05Z"
     with (final / "control.csv").open(encoding="utf-8") as fh:
         control = list(csv.reader(fh))
-    assert control[0] == COLUMNS and [r[3] for r in control[1:]] == ["b"]
+    assert control[0] == COLUMNS and sorted((r[3], r[8]) for r in control[1:]) == [("b", "control"), ("d", "als:holdout")]
+    # the schema version is quoted text, never a bare number a CSV reader would turn into the float 1.0
+    assert (final / "targets.csv").read_text().splitlines()[1].startswith('"1.0","camp","camp-1",')
     parquet = pl.read_parquet(final / "targets.parquet")
     assert parquet.columns == COLUMNS
-    assert parquet.sort("customer_id")["score"].to_list() == [0.5, 0.125, 1.0]
+    assert parquet.sort("customer_id")["score"].to_list() == [0.5, 0.125]
 
     manifest = json.loads((final / "manifest.json").read_text())
     for name in ("targets.csv", "targets.parquet", "control.csv"):
         assert manifest["files"][name]["sha256"] == hashlib.sha256((final / name).read_bytes()).hexdigest()
-    assert manifest["rows_per_arm"] == {"als": 2, "control": 1, "pop": 1}
+    assert manifest["rows_per_arm"] == {"als": 1, "als:holdout": 1, "control": 1, "pop": 1}
     assert manifest["rows_per_offer"] == {"X": 3, "Y": 1}
-    assert manifest["row_count"] == 4 and manifest["files"]["targets.csv"]["rows"] == 3
+    assert (manifest["rows_total"], manifest["rows_contacted"], manifest["rows_not_contacted"]) == (4, 2, 2)
+    assert manifest["files"]["targets.csv"]["rows"] == 2 and manifest["files"]["control.csv"]["rows"] == 2
     assert manifest["schema_version"] == "1.0" and manifest["config_hash"] == "abc"
     assert manifest["model_versions"] == {"als": "als-v1"} and manifest["scheduled_for"] == "2026-06-01T09:00:00Z"
     assert export.verify_manifest(final)["run_id"] == "camp-1"

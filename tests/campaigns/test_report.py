@@ -149,3 +149,14 @@ def test_console_check_catches_a_blocked_network_request(tmp_path):
     page.write_text(head.replace("</body>", '<img src="http://example.invalid/x.png"></body>'))
     console, _ = chromium_console(page, tmp_path)
     assert any("Content Security Policy" in line for line in console)
+
+
+def test_an_arm_without_conversions_renders(tmp_path):
+    n = 500
+    assignments = pl.DataFrame({"customer_id": [f"c{i}" for i in range(2 * n)], "arm": ["control"] * n + ["b"] * n,
+                                "offer_id": "X", "exposed_at": T0})
+    conversions = pl.DataFrame({"customer_id": [f"c{i}" for i in range(n, n + 25)], "product_id": "X",
+                                "converted_at": T0 + timedelta(days=1)})
+    result = build_report(assignments, conversions, control_arm="control")
+    assert result.primary.arms[0].conversions == 0 and result.primary.arms[0].ci_low == 0.0
+    assert write_html(result, tmp_path / "r.html").exists()  # used to fail: 'xerr' must not contain negative values

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from campaigns import export
-from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
 from campaigns.runs import plan_campaign, ranker_from_frames, run_campaign
 
 IDS = [f"C{i:03d}" for i in range(60)]
@@ -38,7 +38,7 @@ def inputs(ids=IDS):
 def counts(engine):
     with engine.connect() as conn:
         return {t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
-                for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory)}
+                for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory, RunAudience)}
 
 
 def do_run(engine, tmp_path, campaign=None, at=AS_OF, **extra):
@@ -53,7 +53,11 @@ def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, t
     export.verify_manifest(first.export_dir)
     stored = counts(db_engine)
     assert stored["campaign_runs"] == 1 and stored["target_list_rows"] == first.row_count == 50  # 60 minus 10 no-consent
-    assert stored["contact_history"] == first.row_count - first.control_count
+    with db_engine.connect() as conn:
+        real = conn.execute(select(func.count()).where(ContactHistory.contacted.is_(True))).scalar_one()
+    assert stored["contact_history"] == first.row_count  # control rows are virtual contacts (contacted = False)
+    assert real == first.row_count - first.control_count
+    assert stored["run_audience"] == 50 and first.control_count > 0
     assert stored["exclusions"] == 10 + 5 * 2  # 10 customer-level rows, 5 students x (CARD, LOAN)
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.export_dir.iterdir()}
 
@@ -225,3 +229,63 @@ def test_unknown_target_segment_is_a_clear_error():
         plan_campaign(spec, world=_World(), segments=pl.DataFrame({"customer_id": ["a"], "segment": ["s1"]}),
                       ranker=None, rules=None, as_of=None,
                       allowed=pl.DataFrame({"segment": ["s1"], "offer_id": ["X"]}))
+
+
+# ---- experiments across runs: virtual contacts, exposure at the fire time, holdouts ----------------------------
+
+def test_control_and_holdouts_count_toward_their_own_campaigns_cap_only(db_engine, tmp_path):
+    """Control customers used to escape the cap: repeated runs then failed their own sample-ratio check and the
+    same control customers came back every run."""
+    capped = dict(contact_cap={"max_contacts": 1, "window_days": 30}, holdout=0.3,
+                  arms=[{"name": "control", "share": 0.3}, {"name": "model_a", "share": 0.7}])
+    rules = default_rules().with_contact_cap(max_contacts=1, window_days=30)
+    first = do_run(db_engine, tmp_path, campaign=spec(**capped), rules=rules)
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(TargetListRow.customer_id, TargetListRow.arm).where(TargetListRow.run_id == first.run_id)).all()
+        virtual = set(conn.execute(select(ContactHistory.customer_id).where(ContactHistory.contacted.is_(False))).scalars())
+    arms = dict(rows)
+    tracked = {c for c, a in arms.items() if a in ("control", "model_a:holdout")}
+    assert {"control", "model_a", "model_a:holdout"} <= set(arms.values()) and virtual == tracked
+    second = do_run(db_engine, tmp_path, campaign=spec(**capped), at=AS_OF + timedelta(days=7), rules=rules)
+    with db_engine.connect() as conn:
+        again = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == second.run_id)).scalars())
+        audience = dict(conn.execute(select(RunAudience.arm, func.count()).where(RunAudience.run_id == second.run_id)
+                                     .group_by(RunAudience.arm)).all())
+    assert again.isdisjoint(arms)  # nobody of run 1, control and holdouts included, is offered again in the window
+    assert sum(audience.values()) == 50  # capped customers stay in the eligible audience the arms split
+    other = do_run(db_engine, tmp_path, campaign=spec(id="other_campaign", salt="x", **capped),
+                   at=AS_OF + timedelta(days=7), rules=rules)
+    with db_engine.connect() as conn:
+        reached = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == other.run_id)).scalars())
+    assert tracked & reached  # virtual contacts never cap another campaign
+
+
+def test_exposure_is_the_fire_time_not_when_the_files_were_written(db_engine, tmp_path):
+    """A back-filled run (scheduled in the past) measured 0 conversions: exposure was the wall-clock time."""
+    from campaigns.report_campaign import report_run
+    from campaigns.report_data import load_run_assignments
+
+    fire = AS_OF
+    result = run_campaign(spec(), engine=db_engine, export_root=tmp_path / "exports", scheduled_for=fire,
+                          now=AS_OF + timedelta(days=20), **inputs())  # replayed 20 days after its fire time
+    loaded = load_run_assignments(db_engine, "test_campaign", run_id=result.run_id)
+    assert set(loaded.assignments["exposed_at"]) == {fire} and set(loaded.audience["exposed_at"]) == {fire}
+    contacted = loaded.assignments.filter(pl.col("arm") == "model_a")
+    conversions = contacted.head(10).select("customer_id", pl.col("offer_id").alias("product_id"),
+                                            pl.lit(fire + timedelta(days=3)).alias("converted_at"))
+    report = report_run(db_engine, spec(), conversions, run_id=result.run_id)
+    itt = {a.arm: a.conversions for a in report.section("itt").result.primary.arms}
+    assert itt == {"control": 0, "model_a": 10}  # conversions between the fire time and the write still count
+
+
+def test_unselected_customers_stay_in_their_arm_share(db_engine, tmp_path):
+    result = do_run(db_engine, tmp_path, campaign=spec(max_audience=20))
+    with db_engine.connect() as conn:
+        audience = pl.DataFrame(conn.execute(select(RunAudience.customer_id, RunAudience.arm, RunAudience.selected,
+                                                    RunAudience.contacted).where(RunAudience.run_id == result.run_id)).all(),
+                                schema=["customer_id", "arm", "selected", "contacted"], orient="row")
+    assert audience.height == 50 and int(audience["selected"].sum()) == 20
+    assert audience.filter(pl.col("arm") == "control")["contacted"].sum() == 0
+    assert audience.filter(pl.col("contacted"))["selected"].all()
+    manifest = export.verify_manifest(result.export_dir)
+    assert manifest["audience_per_arm"] == dict(audience.group_by("arm").len().sort("arm").iter_rows())

@@ -251,3 +251,29 @@ class TestMdeHillstromPurchases(MdeCase):
 def test_mde_degenerate():
     assert minimum_detectable_effect(ProportionStats(0, 0), 10).error is ErrorCode.NO_CUSTOMERS
     assert minimum_detectable_effect(ProportionStats(10, 0), 10).error is ErrorCode.NO_CONVERSIONS
+
+
+def test_wilson_interval_always_holds_the_rate():
+    # at 0/500 rounding left the lower bound at +4e-19 > 0 = p, and the report's error bars then went negative
+    for n in range(1, 2_001):
+        for conversions in (0, n):
+            low, high = wilson_interval(conversions, n)
+            assert 0.0 <= low <= conversions / n <= high <= 1.0, (conversions, n)
+
+
+def test_covariate_balance_is_the_pearson_chi_square_of_the_segment_by_arm_table():
+    from campaigns.stats import covariate_balance
+
+    counts = {"young": {"control": 30, "als": 70, "pop": 20}, "family": {"control": 10, "als": 40, "pop": 60},
+              "empty": {"control": 0, "als": 0}}
+    result = covariate_balance(counts)
+    table = [[30, 70, 20], [10, 40, 60]]  # rows young, family; the empty level drops out
+    total = sum(map(sum, table))
+    rows = [sum(r) for r in table]
+    cols = [sum(c) for c in zip(*table)]
+    chi2 = sum((table[i][j] - rows[i] * cols[j] / total) ** 2 / (rows[i] * cols[j] / total)
+               for i in range(2) for j in range(3))
+    assert result.chi2 == pytest.approx(chi2, rel=1e-12) and result.dof == 2
+    assert result.p_value == pytest.approx(math.exp(-chi2 / 2), rel=1e-9)  # chi-square with 2 df: exp(-x/2)
+    assert result.imbalance and result.error is None
+    assert covariate_balance({"only": {"control": 5, "als": 5}}).error == "invalid_shares"

@@ -36,3 +36,15 @@ def write_probe_row(ctx: JobContext, *, sleep: float = 0.0) -> JobResult:
     if os.environ.get("PROBE_FAIL") == "1":
         raise RuntimeError("probe failure after writing its row")
     return JobResult(rows_produced=1)
+
+
+def campaign_then_die(ctx: JobContext, *, campaign_id: str) -> JobResult:
+    """The real campaign job, then kill -9 of this process: its campaign run is committed (own transaction,
+    files published), its job record is not."""
+    import signal
+
+    from jobs.job_functions import campaign_job
+
+    campaign_job(ctx, campaign_id=campaign_id)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")

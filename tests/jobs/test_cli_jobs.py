@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from probe_jobs import metadata, probe_rows
 from sqlalchemy import func, select
-from test_scheduler import MKTG, env, write_config
+from test_scheduler import MKTG, ROOT, env, write_config
 
 from campaigns.db.session import make_engine, upgrade
 
@@ -64,13 +65,38 @@ def test_run_failure_retry_and_history(config):
     assert [(r["job"], r["fire_time"], r["status"]) for r in runs] == [
         ("other", "2025-03-02T01:30:00", "succeeded"), ("probe", "2025-03-01T06:00:00", "succeeded")]
     assert all(r["run_id"] and r["rows_produced"] == 1 and r["error"] is None for r in runs)
+    # every attempt is in the history, manual ones included, with its status, error and times
+    probe = runs[1]
+    assert probe["attempt_count"] == 2
+    assert [(a["attempt"], a["status"], a["trigger"], a["rows_produced"]) for a in probe["attempts"]] == [
+        (1, "failed", "manual", None), (2, "succeeded", "manual", 1)]
+    first = probe["attempts"][0]
+    assert "RuntimeError: probe failure" in first["error"] and first["finished_at"] >= first["started_at"]
+    assert first["worker"].startswith("cli@")
     only = json.loads(mktg(config, "jobs", "history", "--job", "probe", "--limit", "5", "--json").stdout)
     assert [r["job"] for r in only] == ["probe"]
     engine = make_engine(f"sqlite:///{config.parent / 'm.db'}")
     with engine.connect() as conn:  # the failed attempt's row was rolled back; the retry wrote exactly one
         assert conn.execute(select(func.count()).select_from(probe_rows)).scalar_one() == 2
-    table = mktg(config, "jobs", "history")
-    assert table.returncode == 0 and "succeeded" in table.stdout
+    table = mktg(config, "jobs", "history", "--job", "probe")
+    assert table.returncode == 0 and "succeeded" in table.stdout and "manual" in table.stdout
+    assert "RuntimeError: probe" in table.stdout  # the failed attempt's own error, on its line
+
+
+def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
+    """The conversion analysis without a conversions file succeeds with a note, shown by run and history."""
+    shutil.copytree(ROOT / "config" / "campaigns", config / "campaigns")
+    text = (config / "settings.toml").read_text().replace('conversion_analysis = ""', 'conversion_analysis = "0 6 * * *"')
+    (config / "settings.toml").write_text(text)
+    ran = mktg(config, "jobs", "run", "conversion_analysis", "--at", "2025-03-02T06:00:00")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "succeeded" in ran.stdout and "nothing to analyse: no conversions file" in ran.stdout
+    [run] = json.loads(mktg(config, "jobs", "history", "--job", "conversion_analysis", "--json").stdout)
+    assert (run["status"], run["rows_produced"]) == ("succeeded", 0)
+    assert run["note"].startswith("nothing to analyse: no conversions file in ")
+    assert run["attempts"][0]["note"] == run["note"]
+    table = mktg(config, "jobs", "history", "--job", "conversion_analysis")
+    assert "nothing" in table.stdout  # (rich folds the note inside its cell)
 
 
 @pytest.mark.parametrize(("args", "message"), [

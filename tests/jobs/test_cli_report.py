@@ -213,14 +213,21 @@ def test_campaign_form_reads_the_run_from_the_database(db_engine, tmp_path, run_
     code, out, err = run_cli("--config", str(config), "report", "cards", "--conversions",
                              str(tmp_path / "conversions.csv"), cwd=tmp_path, env=env)
     assert code == 0, err
-    assert "sample ratio ok" in out
+    assert "run run-new of campaign cards (fire time 2026-06-01T00:00:00Z)" in out
+    assert "sample ratio (eligible audience vs shares): ok" in out
     written = tmp_path / "var" / "reports" / "cards-run-new.json"  # run ids not starting with the campaign get it prefixed
     assert written.exists() and (tmp_path / "var/reports/cards-run-new.html").exists()
     report = json.loads(written.read_text())
-    assert report["window_days"] == 14
-    arms_json = {a["arm"]: (a["n"], a["conversions"]) for a in report["metrics"]["offered_product"]["arms"]}
-    assert arms_json == {"control": (20, 2), "als": (80, 16)}
+    assert report["window_days"] == 14 and report["kind"] == "campaign_run" and report["run_id"] == "run-new"
+    # rows written without an audience (a run recorded before 0002): the target list stands in, with a note
+    assert any("recorded before the eligible audience was stored" in note for note in report["notes"])
+    selection = next(s for s in report["sections"] if s["key"] == "selection:als")
+    arms_json = {a["arm"]: (a["n"], a["conversions"]) for a in selection["metrics"]["offered_product"]["arms"]}
+    assert arms_json == {"control": (20, 2), "als": (80, 16)}  # exposure = the fire time, 14-day window
     assert report["srm"]["expected"] == {"als": 80.0, "control": 20.0} and not report["srm"]["mismatch"]
+    again = run_cli("--config", str(config), "report", "cards", "--conversions", str(tmp_path / "conversions.csv"),
+                    cwd=tmp_path, env=env)
+    assert f"replaced {written}" in again[1].replace("\n", "")  # never silently
 
     code, _, err = run_cli("--config", str(config), "report", "cards", "--run", "nope", "--conversions",
                            str(tmp_path / "conversions.csv"), cwd=tmp_path, env=env)

@@ -36,8 +36,9 @@ def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
     run = runner.run("campaign:every3s", fire, campaign_job, {"campaign_id": "every3s"})
     assert run.outcome == Outcome.SUCCEEDED, run.error
 
-    assignments = load_run_assignments(engine, "every3s").assignments
-    simulate_for_run(assignments, world, seed=1).write_parquet(world / "conversions.parquet")
+    loaded = load_run_assignments(engine, "every3s")
+    simulate_for_run(loaded.assignments, world, seed=1, audience=loaded.audience,
+                     campaign_offers=loaded.offers).write_parquet(world / "conversions.parquet")
     analysis = runner.run("conversion_analysis", datetime(2026, 11, 3, 6), conversion_analysis_job)
     assert analysis.outcome == Outcome.SUCCEEDED, analysis.error
     engine.dispose()
@@ -46,7 +47,8 @@ def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
     assert [p.stem for p in reports] == ["every3s-20261102T090000"]
     doc = json.loads(reports[0].read_text())
     assert reports[0].with_suffix(".html").exists()
-    arms = {a["arm"]: a["n"] for a in doc["metrics"][doc["primary_metric"]]["arms"]}
-    expected = assignments.group_by("arm").agg(pl.col("customer_id").n_unique())
-    assert arms == dict(expected.iter_rows())
-    assert doc["control_arm"] == "control" and doc["window_days"] == 14
+    itt = next(s for s in doc["sections"] if s["key"] == "itt")
+    arms = {a["arm"]: a["n"] for a in itt["metrics"][itt["primary_metric"]]["arms"]}
+    expected = loaded.audience.group_by("arm").agg(pl.col("customer_id").n_unique())
+    assert arms == dict(expected.iter_rows())  # intention to treat: the whole eligible audience of each arm
+    assert doc["srm"]["observed"] == arms and itt["control_arm"] == "control" and doc["window_days"] == 14

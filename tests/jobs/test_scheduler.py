@@ -1,26 +1,30 @@
 """A real APScheduler against a real database: scheduler processes started with `mktg scheduler start`, an
-every-2-seconds job (a real function writing a row in the job's transaction), SIGTERM/SIGKILL; and an
-in-process scheduler for the job store's misfire handling."""
+every-2-seconds job (a real function writing a row in the job's transaction), SIGTERM/SIGKILL; and in-process
+schedulers for catch-up of missed fire times (computed from the schedule and job_runs), coalescing and
+changed schedules. Every wait is on a condition with a deadline, never a fixed sleep."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from apscheduler.events import EVENT_JOB_EXECUTED
+from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
 from sqlalchemy import func, select, text
 
-from campaigns.db.models import JobRun
+from campaigns.db.models import JobRun, JobSchedule
 from campaigns.db.session import session_scope
-from jobs.jobs_registry import JobDef
-from jobs.scheduler import build_scheduler
+from jobs.catch_up import Schedule, register_schedules
+from jobs.jobs_registry import JobDef, make_trigger
+from jobs.scheduler import SWEEP_JOB, build_scheduler, make_runner, prepare
 from jobs.settings import Settings
 
 TESTS_JOBS = Path(__file__).resolve().parent
@@ -38,11 +42,13 @@ def database_url(engine) -> str:
     return url
 
 
-def write_config(directory: Path, url: str, *, schedule: str = "*/2 * * * * *", grace: int = 30, extra: str = "") -> Path:
+def write_config(directory: Path, url: str, *, schedule: str = "*/2 * * * * *", grace: int = 30, extra: str = "",
+                 scheduler: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "settings.toml").write_text(
         f'database_url = "{url}"\nvar_dir = "{directory / "var"}"\n'
         f'[scheduler]\nmisfire_grace_seconds = {grace}\nmodel_refresh = ""\nconversion_analysis = ""\n'
+        f'sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}'
         f'[scheduler.extra_jobs.probe]\nfunc = "probe_jobs:write_probe_row"\nschedule = "{schedule}"\n'
         f'kwargs = {{ sleep = 0.3 }}\n{extra}'
     )
@@ -63,12 +69,8 @@ class SchedulerProcess:
     def text(self) -> str:
         return self.log.read_text()
 
-    def wait_for(self, needle: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            assert self.proc.poll() is None, f"scheduler exited early:\n{self.text()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {needle!r}:\n{self.text()}"
-            time.sleep(0.1)
+    def wait_for(self, needle: str, timeout: float = 60) -> None:
+        wait_until(lambda: needle in self.text(), timeout=timeout, alive=self, what=f"log line {needle!r}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -82,6 +84,18 @@ class SchedulerProcess:
 def engine(db_engine):
     metadata.create_all(db_engine)
     return db_engine
+
+
+def wait_until(condition, *, timeout: float = 60, alive: "SchedulerProcess | None" = None, what: str = "condition"):
+    """Poll ``condition`` until it is true (returning its value), failing after ``timeout`` seconds or as soon as
+    the ``alive`` process exits."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if alive is not None:
+            assert alive.proc.poll() is None, f"scheduler exited early:\n{alive.text()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (f":\n{alive.text()}" if alive else "")
+        time.sleep(0.1)
+    return value
 
 
 def _runs(engine, job: str = "probe") -> list[JobRun]:
@@ -102,36 +116,32 @@ def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_pat
     try:
         a.wait_for("scheduler started")
         b.wait_for("scheduler started")
-        time.sleep(7)  # both fire the every-2-seconds job 3-4 times
+        both_up = datetime.now(timezone.utc).replace(tzinfo=None)
+        # both fire the every-2-seconds job; wait (however slow the machine) for 3 fire times after both were up
+        wait_until(lambda: sum(r.status == "succeeded" and r.fire_time > both_up for r in _runs(engine)) >= 3,
+                   alive=a, what="3 succeeded fire times")
     finally:
         codes = a.stop(), b.stop()
     assert codes == (0, 0), a.text() + b.text()
     runs = _runs(engine)
     fire_times = [r.fire_time for r in runs]
-    assert len(fire_times) >= 3, a.text() + b.text()
-    assert all(r.status == "succeeded" for r in runs)
+    assert all(r.status == "succeeded" and r.attempts == 1 for r in runs), [(r.fire_time, r.status) for r in runs]
+    # every fire time since the first one ran: none missing, however late a busy machine fired it
     assert all(later - earlier == timedelta(seconds=2) for earlier, later in zip(fire_times, fire_times[1:]))
     assert _probe_counts(engine) == {t: 1 for t in fire_times}  # one execution per fire time, none missing
-    # each fire time was started by exactly one process; the other one fired too and logged that it skipped it
     lines = a.text().splitlines() + b.text().splitlines()
-    contended = 0
-    for run in runs:
+    for run in runs:  # each fire time was started by exactly one process
         stamp = f"job=probe fire_time={run.fire_time.isoformat()}"
         assert sum('"job started"' in line and stamp in line for line in lines) == 1, stamp
-        contended += any("job skipped" in line and stamp in line for line in lines)
-    assert contended >= len(runs) - 1, "\n".join(lines)
     assert "scheduler stopped" in a.text() and "scheduler stopped" in b.text()
 
 
-def test_killed_run_is_recorded_failed_and_completed_once_by_jobs_run(engine, tmp_path):
+def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine, tmp_path):
     config = write_config(tmp_path / "cfg", database_url(engine), schedule="*/2 * * * * *")
     marker = tmp_path / "started.txt"
     proc = SchedulerProcess(config, "a", tmp_path / "a.log", PROBE_SLEEP="600", PROBE_MARKER=str(marker))
     try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert proc.proc.poll() is None and time.monotonic() < deadline, proc.text()
-            time.sleep(0.1)
+        wait_until(marker.exists, alive=proc, what="the probe job to start")
         [(fire_time, _run_id)] = [line.split() for line in marker.read_text().splitlines()[:1]]
     finally:
         proc.stop(signal.SIGKILL)  # mid-run: the job is sleeping before it writes its row
@@ -141,80 +151,112 @@ def test_killed_run_is_recorded_failed_and_completed_once_by_jobs_run(engine, tm
     history = subprocess.run([*MKTG, "--config", str(config), "jobs", "history", "--json"], cwd=config,
                              capture_output=True, text=True, env=env(), timeout=60)
     assert history.returncode == 0, history.stderr
-    import json
-
     listed = {(r["job"], r["fire_time"]): r for r in json.loads(history.stdout)}
-    assert listed[("probe", fire_time)]["status"] == "failed"
-    assert "abandoned" in listed[("probe", fire_time)]["error"]
+    killed = listed[("probe", fire_time)]
+    assert killed["status"] == "failed" and "abandoned" in killed["error"] and killed["next_attempt_at"]
+    assert [(a["attempt"], a["status"], a["trigger"]) for a in killed["attempts"]] == [(1, "abandoned", "scheduler")]
 
     for expected in ("succeeded", "already succeeded"):
         rerun = subprocess.run([*MKTG, "--config", str(config), "jobs", "run", "probe", "--at", fire_time], cwd=config,
                                capture_output=True, text=True, env=env(), timeout=60)
         assert rerun.returncode == 0 and expected in rerun.stdout, rerun.stdout + rerun.stderr
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
-    assert (run.status, run.error, run.rows_produced) == ("succeeded", None, 1)
+    assert (run.status, run.error, run.rows_produced, run.attempts) == ("succeeded", None, 1, 2)
     assert _probe_counts(engine).get(datetime.fromisoformat(fire_time)) == 1
 
 
-def _whole_seconds_ago(seconds: int) -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=seconds)
+# --- in-process schedulers: catch-up from the schedule and job_runs ---------------------------------------------
+
+EVERY_MINUTE = "* * * * *"
 
 
-def test_misfires_inside_the_grace_time_run_once_and_older_ones_are_skipped(engine):
-    """A restarted scheduler finds next run times in the past in its job store: within the grace time the job
-    runs once, for that fire time; beyond it, the fire time is skipped."""
-    settings = Settings(scheduler={"misfire_grace_seconds": 30, "instance": "t"})
-    yearly = "0 0 1 1 *"
-    jobs = [JobDef("probe", write_probe_row, yearly), JobDef("probe_late", write_probe_row, yearly)]
-    # The state a stopped scheduler leaves behind: its jobs' next run times, which have since passed.
-    in_grace, too_late = _whole_seconds_ago(5), _whole_seconds_ago(120)
-    _store_next_run_times(settings, jobs, engine, {"probe": in_grace, "probe_late": too_late})
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
-    restarted = build_scheduler(settings, jobs, engine=engine)
-    assert {job.id: job.next_run_time for job, alias, _ in restarted._pending_jobs if alias == "default"} == {
-        "probe": in_grace, "probe_late": too_late}
-    thread = threading.Thread(target=restarted.start, daemon=True)
-    thread.start()
+
+def _grace_far_from_minute_marks(now: datetime) -> int:
+    """A grace of 2-3 minutes whose window start (now - grace) falls at second 30: 30 s from any fire time, so
+    which minutes are inside the window is the same for the test and the scheduler."""
+    return 120 + (now.second - 30) % 60
+
+
+def _minute_marks(start: datetime, end: datetime) -> list[datetime]:
+    """Oracle: the whole minutes in [start, end], written from the cron rule's text, not from APScheduler."""
+    first = start.replace(second=0, microsecond=0) + (timedelta(minutes=1) if start.second or start.microsecond else timedelta())
+    return [first + timedelta(minutes=i) for i in range(int((end - first).total_seconds() // 60) + 1)]
+
+
+def _was_scheduled_since(engine, job: str, schedule: str, since: datetime, tz: str = "UTC") -> None:
+    """The state an earlier scheduler run leaves: the job's schedule recorded ``since``."""
+    register_schedules(engine, {job: Schedule(schedule, tz, make_trigger(schedule, timezone=tz))}, now=since)
+
+
+def _start_in_process(settings: Settings, jobs: list[JobDef], engine, on_event=None):
+    runner = make_runner(engine, settings, label="test")
+    prepare(settings, jobs, runner=runner)
+    scheduler = build_scheduler(settings, jobs, runner=runner, scheduler_class=BackgroundScheduler)
+    if on_event is not None:
+        scheduler.add_listener(on_event, EVENT_JOB_EXECUTED)
+    scheduler.start()
+    return scheduler
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_a_restarted_scheduler_runs_missed_fire_times_in_the_window_and_records_older_ones(engine, coalesce):
+    """Scheduler down for 10 minutes: the fire times within the catch-up window run once each (coalesce: only the
+    latest, the others recorded skipped); older ones are recorded missed, never silently dropped."""
+    now = _now()
+    grace = _grace_far_from_minute_marks(now)
+    since = now - timedelta(minutes=10)
+    _was_scheduled_since(engine, "probe", EVERY_MINUTE, since)
+    with session_scope(engine) as s:  # the last fire time before the outage ran
+        s.add(JobRun(job_name="probe", fire_time=_minute_marks(since, now)[0], started_at=since, status="succeeded",
+                     attempts=1))
+    settings = Settings(scheduler={"misfire_grace_seconds": grace, "coalesce": coalesce, "sweep_seconds": 1})
+    scheduler = _start_in_process(settings, [JobDef("probe", write_probe_row, EVERY_MINUTE)], engine)
+    marks = _minute_marks(since, now)
+    window = [m for m in marks if m >= now - timedelta(seconds=grace)]
     try:
-        _wait(lambda: _runs(engine) and _runs(engine)[0].status == "succeeded")
-        time.sleep(0.5)
+        expected_done = window[-1:] if coalesce else window
+        wait_until(lambda: {r.fire_time for r in _runs(engine) if r.status == "succeeded"} >= set(expected_done),
+                   what="the missed fire times in the window")
+        wait_until(lambda: {r.fire_time for r in _runs(engine)} >= set(marks), what="every fire time recorded")
     finally:
-        restarted.shutdown(wait=True)
-        thread.join(5)
-    assert [(r.fire_time, r.status) for r in _runs(engine)] == [(in_grace.replace(tzinfo=None), "succeeded")]
-    assert _runs(engine, "probe_late") == []
-    assert _probe_counts(engine) == {in_grace.replace(tzinfo=None): 1}
-    # after running (or skipping) the missed fire time, both jobs are due next at their next yearly time
-    nxt = {j.id: j.next_run_time for j in restarted._jobstores["default"].get_all_jobs()}
-    assert all(t.month == 1 and t.day == 1 and t > datetime.now(timezone.utc) for t in nxt.values())
+        scheduler.shutdown(wait=True)
+    status = {r.fire_time: r.status for r in _runs(engine) if r.fire_time <= now}
+    expected = {m: "missed" for m in marks[1:] if m not in window}
+    expected |= {m: "skipped" for m in window[:-1]} if coalesce else {m: "succeeded" for m in window}
+    expected |= {marks[0]: "succeeded", window[-1]: "succeeded"}
+    assert status == expected
+    assert _probe_counts(engine) == {m: 1 for m in window if expected[m] == "succeeded"}
 
 
-def _store_next_run_times(settings, jobs, engine, times: dict[str, datetime]) -> None:
-    """Write the instance's job store as a scheduler stopped with these next run times would have left it."""
-    scheduler = build_scheduler(settings, jobs, engine=engine)
-    store = scheduler._jobstores["default"]
-    store.start(scheduler, "default")
-    for job, alias, _ in scheduler._pending_jobs:
-        if alias != "default":
-            continue
-        job._modify(next_run_time=times[job.id], **scheduler._job_defaults)
-        store.add_job(job)
+def test_fire_times_before_the_schedule_existed_are_not_run(engine):
+    """A job seen for the first time starts counting now: no backfill of its schedule's past."""
+    settings = Settings(scheduler={"misfire_grace_seconds": 3600, "sweep_seconds": 0.2})
+    started = _now()
+    sweeps = []
+    scheduler = _start_in_process(settings, [JobDef("probe", write_probe_row, EVERY_MINUTE)], engine,
+                                  on_event=lambda e: sweeps.append(e) if e.job_id == SWEEP_JOB else None)
+    try:
+        wait_until(lambda: len(sweeps) >= 3, what="three sweeps")
+    finally:
+        scheduler.shutdown(wait=True)
+    assert [r.fire_time for r in _runs(engine)] == [m for m in _minute_marks(started, _now()) if m >= started]
 
 
-def test_changed_schedule_is_rescheduled_from_now(engine):
-    settings = Settings(scheduler={"instance": "t"})
-    old = [JobDef("probe", write_probe_row, "0 0 1 1 *")]
-    before = _whole_seconds_ago(5)
-    _store_next_run_times(settings, old, engine, {"probe": before})
-    [job] = [job for job, alias, _ in build_scheduler(settings, old, engine=engine)._pending_jobs if alias == "default"]
-    assert job.next_run_time == before  # unchanged job: the stored (missed) time is kept
-    changed = build_scheduler(settings, [JobDef("probe", write_probe_row, "0 6 * * *")], engine=engine)
-    [job] = [job for job, alias, _ in changed._pending_jobs if alias == "default"]
-    assert not hasattr(job, "next_run_time")  # computed from the new trigger at start, not the stored time
-
-
-def _wait(condition, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+def test_changed_schedule_is_counted_from_now_and_unchanged_keeps_its_past(engine):
+    trigger = make_trigger(EVERY_MINUTE, timezone="UTC")
+    long_ago, now = datetime(2025, 1, 1), _now()
+    register_schedules(engine, {"probe": Schedule(EVERY_MINUTE, "UTC", trigger)}, now=long_ago)
+    register_schedules(engine, {"probe": Schedule(EVERY_MINUTE, "UTC", trigger)}, now=now)
+    with session_scope(engine) as s:
+        assert s.get(JobSchedule, "probe").since == long_ago  # unchanged: its missed fire times are still owed
+    hourly = "0 * * * *"
+    register_schedules(engine, {"probe": Schedule(hourly, "UTC", make_trigger(hourly, timezone="UTC"))}, now=now)
+    with session_scope(engine) as s:
+        row = s.get(JobSchedule, "probe")
+        assert (row.schedule, row.since, row.checked_until) == (hourly, now, now)
+    register_schedules(engine, {}, now=now)  # no longer scheduled: forgotten
+    with session_scope(engine) as s:
+        assert s.get(JobSchedule, "probe") is None
