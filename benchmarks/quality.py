@@ -212,12 +212,13 @@ def ratings_benchmark(label: str, ratings: pl.DataFrame, *, budget: float, pytho
         grid = {f"ease_{r:g}": {"model": "ease", "regularization": r} for r in EASE_GRID}
         picked = rectools_side(workdir, "validation", validation, grid, python)
         best_reg = max(EASE_GRID, key=lambda r: picked[f"ease_{r:g}"]["ndcg"])
-        als_ours = rows.get("als/tuned", rows["als/default"])["params"]
         spec = {"popular": {"model": "popular"},
                 "ease": {"model": "ease", "regularization": best_reg},
-                "als_64": {"model": "als", "factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15},
-                "als_our_tuned": {"model": "als", **{k: als_ours[k] for k in ("factors", "regularization", "alpha",
-                                                                                 "iterations")}}}
+                "als_64": {"model": "als", "factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15}}
+        als_ours = rows.get("als/tuned", rows.get("als/default", {})).get("params")
+        if als_ours:
+            spec["als_our_tuned"] = {"model": "als", **{k: als_ours[k] for k in ("factors", "regularization", "alpha",
+                                                                                "iterations")}}
         for name, row in rectools_side(workdir, "test", test, spec, python).items():
             rows[f"rectools/{name}"] = row
             print_row(row)
