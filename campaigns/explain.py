@@ -31,7 +31,8 @@ class Explanation:
         return self.targeted[0]["arm"] if self.targeted else None
 
     def lines(self) -> list[str]:
-        head = f"campaign {self.campaign_id}, run {self.run['run_id']} (scheduled for {self.run['scheduled_for']:%Y-%m-%d %H:%M})"
+        head = (f"campaign {self.campaign_id}, run {self.run['run_id']} "
+                f"(scheduled for {self.run['scheduled_for'].replace(microsecond=0).isoformat()}Z)")
         out = [head]
         if self.targeted:
             if self.arm == CONTROL:

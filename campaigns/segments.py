@@ -19,6 +19,7 @@ from typing import Any, Mapping, Union
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from campaigns.tomlfile import validation_message
 from recommender.columns import Columns
 from recommender.errors import UserError
 
@@ -32,9 +33,15 @@ class SegmentConfigError(UserError):
 
 
 class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     min: float | None = None
     max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g}): nothing could match")
+        return self
 
 
 Condition = Union[bool, int, float, str, list[Union[bool, int, float, str]], Range]
@@ -43,7 +50,7 @@ Condition = Union[bool, int, float, str, list[Union[bool, int, float, str]], Ran
 class Band(BaseModel):
     """``labels[i]`` for ``edges[i-1] <= value < edges[i]``; null values get ``missing``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     column: str
     edges: list[float]
     labels: list[str]
@@ -53,14 +60,14 @@ class Band(BaseModel):
     def _check(self) -> Band:
         if len(self.labels) != len(self.edges) + 1:
             raise ValueError(f"band on '{self.column}' needs {len(self.edges) + 1} labels for {len(self.edges)} edges")
-        if self.edges != sorted(self.edges):
-            raise ValueError(f"band on '{self.column}': edges must be increasing")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError(f"band on '{self.column}': edges must be strictly increasing")
         return self
 
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(min_length=1)
     when: dict[str, Condition] = Field(default_factory=dict)
 
 
@@ -167,9 +174,7 @@ class SegmentRules:
         try:
             return cls(SegmentsFile.model_validate(dict(data)))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise SegmentConfigError(f"{source}: {where}: {first['msg']}") from exc
+            raise SegmentConfigError(validation_message(source, exc, model=SegmentsFile)) from exc
 
     @property
     def segment_names(self) -> list[str]:

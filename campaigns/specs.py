@@ -5,6 +5,12 @@ audience may be, and how it is split into arms. Every arm except ``control`` nam
 for its customers (``als``, ``popular_in_segment``, ``lightfm``, ...), so analysts can compare strategies as
 well as treatment vs holdout. The control arm is ranked too (with ``strategy``, default: the first treatment
 arm's) so its customers carry the offer they *would* have received, but they are never contacted.
+
+Files are strict: an unknown key, a number outside its range (see the ``MAX_*`` limits), a schedule that can
+never fire, or an offer in ``capacity`` that is not one of the campaign's offers is an error naming the file and
+the key. The offers of ``families`` are only known against a products table, so :meth:`CampaignSpec.resolve_offers`
+(called when a campaign is planned, previewed or run) checks ``offers``, ``families`` and ``capacity`` then.
+:func:`scan_campaigns` reads a whole directory without letting one broken file hide the others.
 """
 
 from __future__ import annotations
@@ -12,20 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from campaigns.arms import CONTROL
 from campaigns.schedules import cron_trigger
-from campaigns.tomlfile import read_toml
+from campaigns.tomlfile import read_toml, validation_message
 from recommender.errors import UserError
 
 CHANNELS = ("email", "sms", "app_push", "call", "letter")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHARE_TOLERANCE = 1e-9
+# Upper limits: beyond these a value is a typo, not a campaign (a bank has at most ~10^8 customers).
+MAX_AUDIENCE = 100_000_000
+MAX_OFFERS_PER_CUSTOMER = 100
+MAX_WINDOW_DAYS = 366  # contact-cap and conversion windows: at most a year
+MAX_CONTACTS = 1_000
 
 
 class CampaignSpecError(UserError):
@@ -36,14 +48,14 @@ class ContactCap(BaseModel):
     """At most ``max_contacts`` committed contacts per customer per ``window_days`` on the campaign's channel."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_contacts: int = Field(ge=1)
-    window_days: int = Field(ge=1)
+    max_contacts: int = Field(ge=1, le=MAX_CONTACTS)
+    window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
 
 
 class ArmSpec(BaseModel):
     """One arm: a traffic share and (for treatment arms) the ranking strategy its customers get."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     share: float = Field(gt=0, le=1)
     strategy: str | None = None  # default: the arm's name; for control, the first treatment arm's strategy
@@ -63,28 +75,29 @@ class ArmSpec(BaseModel):
 
 
 class CampaignSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str
-    name: str
+    name: str = Field(min_length=1)
     description: str = ""
     offers: list[str] = Field(default_factory=list, description="offer ids")
     families: list[str] = Field(default_factory=list, description="offer families (all their offers)")
     segments: list[str] = Field(default_factory=list, description="target segments; empty = every segment")
     channel: str
-    consent_purpose: str = "marketing"
-    max_audience: int | None = Field(default=None, ge=1)
-    offers_per_customer: int = Field(default=1, ge=1)
+    consent_purpose: str = Field(default="marketing", min_length=1)
+    max_audience: int | None = Field(default=None, ge=1, le=MAX_AUDIENCE)
+    offers_per_customer: int = Field(default=1, ge=1, le=MAX_OFFERS_PER_CUSTOMER)
     capacity: dict[str, int] = Field(default_factory=dict, description="per-offer capacity (offer id -> max rows)")
     min_score: float | None = None
     holdout: float = Field(default=0.0, ge=0, lt=1, description="share of each strategy's selection held out")
     arms: list[ArmSpec]
     salt: str = Field(min_length=1)
     schedule: str | None = None  # cron, 5 fields, in the scheduler's timezone
-    conversion_window_days: int = Field(default=30, ge=1)
-    eligibility: str = "default"
+    conversion_window_days: int = Field(default=30, ge=1, le=MAX_WINDOW_DAYS)
+    eligibility: str = Field(default="default", min_length=1)
     contact_cap: ContactCap | None = None  # overrides the rule set's contact_cap parameters
     enabled: bool = True
+    _source: str = PrivateAttr(default="")  # the file it was read from, for error messages
 
     @field_validator("id")
     @classmethod
@@ -103,9 +116,9 @@ class CampaignSpec(BaseModel):
     @field_validator("capacity")
     @classmethod
     def _capacity(cls, value: dict[str, int]) -> dict[str, int]:
-        bad = [k for k, v in value.items() if v < 0]
+        bad = [k for k, v in value.items() if not 0 <= v <= MAX_AUDIENCE]
         if bad:
-            raise ValueError(f"capacity of {bad[0]!r} must be >= 0")
+            raise ValueError(f"capacity of {bad[0]!r} must be between 0 and {MAX_AUDIENCE:,} (got {value[bad[0]]})")
         return value
 
     @field_validator("schedule")
@@ -152,18 +165,32 @@ class CampaignSpec(BaseModel):
     def strategies(self) -> list[str]:
         return sorted({self.strategy_of(arm) for arm in self.arms})
 
+    @property
+    def source(self) -> str:
+        """Where the spec came from (its file), for error messages."""
+        return self._source or f"campaign '{self.id}'"
+
     def resolve_offers(self, products: pl.DataFrame) -> list[str]:
-        """Offer ids of this campaign against the products table: listed ids plus every offer of listed families."""
+        """Offer ids of this campaign against the products table: listed ids plus every offer of listed families.
+
+        Also the check of ``capacity`` that needs the catalogue: every offer given a capacity must be one of
+        these offers (a capacity for any other offer would silently do nothing).
+        """
         known = set(products["product_id"].to_list())
         unknown = [o for o in self.offers if o not in known]
         if unknown:
-            raise CampaignSpecError(f"campaign '{self.id}': offers: unknown offer id {unknown[0]!r} (not in products)")
+            raise CampaignSpecError(f"{self.source}: offers: unknown offer id {unknown[0]!r} (not in products)")
         families = set(products["family"].to_list())
         missing = [f for f in self.families if f not in families]
         if missing:
-            raise CampaignSpecError(f"campaign '{self.id}': families: no offer of family {missing[0]!r} in products")
+            raise CampaignSpecError(f"{self.source}: families: no offer of family {missing[0]!r} in products")
         by_family = products.filter(pl.col("family").is_in(self.families))["product_id"].to_list()
-        return sorted(set(self.offers) | set(by_family))
+        offers = sorted(set(self.offers) | set(by_family))
+        stray = [o for o in self.capacity if o not in offers]
+        if stray:
+            raise CampaignSpecError(f"{self.source}: capacity.{stray[0]}: offer {stray[0]!r} is not one of this "
+                                    f"campaign's offers ({_listed(offers)})")
+        return offers
 
     def config_hash(self, extra: dict[str, Any] | None = None) -> str:
         """sha256 of the canonical JSON of the spec (plus e.g. the eligibility rule set): what was run."""
@@ -172,18 +199,18 @@ class CampaignSpec(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
-def _format_error(source: Path | str, exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+def _listed(values: list[str], limit: int = 5) -> str:
+    shown = ", ".join(values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
 def parse_campaign(data: dict[str, Any], *, source: Path | str) -> CampaignSpec:
     try:
-        return CampaignSpec.model_validate(data)
+        spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
-        raise CampaignSpecError(_format_error(source, exc)) from exc
+        raise CampaignSpecError(validation_message(source, exc, model=CampaignSpec)) from exc
+    spec._source = str(source)
+    return spec
 
 
 def load_campaign(path: Path | str) -> CampaignSpec:
@@ -197,11 +224,37 @@ def load_campaign(path: Path | str) -> CampaignSpec:
 
 
 def load_campaigns(directory: Path | str) -> dict[str, CampaignSpec]:
-    """Every ``*.toml`` campaign in ``directory``, by id (sorted)."""
+    """Every ``*.toml`` campaign in ``directory``, by id (sorted); the first invalid file is an error."""
+    scan = scan_campaigns(directory)
+    if scan.invalid:
+        raise CampaignSpecError(next(iter(scan.invalid.values())))
+    return scan.valid
+
+
+@dataclass(frozen=True)
+class CampaignScan:
+    """Every campaign file of a directory: the valid specs by id, and the invalid files' errors by file stem."""
+
+    valid: dict[str, CampaignSpec] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+
+
+def scan_campaigns(directory: Path | str) -> CampaignScan:
+    """Read every ``*.toml`` in ``directory``; a broken file is recorded with its one-line error, never raised,
+    so it cannot stop the other campaigns (``mktg campaign list``, the scheduler's job list)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CampaignSpecError(f"campaign directory '{directory}' does not exist")
-    return {spec.id: spec for spec in (load_campaign(p) for p in sorted(directory.glob("*.toml")))}
+    valid: dict[str, CampaignSpec] = {}
+    invalid: dict[str, str] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            spec = load_campaign(path)
+        except CampaignSpecError as exc:
+            invalid[path.stem] = str(exc)
+        else:
+            valid[spec.id] = spec
+    return CampaignScan(valid=valid, invalid=invalid)
 
 
 def find_campaign(directory: Path | str, campaign_id: str) -> CampaignSpec:

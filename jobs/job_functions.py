@@ -33,14 +33,17 @@ class JobUnavailableError(UserError):
 # --- campaign ------------------------------------------------------------------------------------------------
 
 
-def campaign_job(ctx: JobContext, *, campaign_id: str) -> JobResult:
-    """Run one campaign for this fire time; the campaign run flow is idempotent on (campaign, scheduled_for)."""
+def campaign_job(ctx: JobContext, *, campaign_id: str, allow_future_models: bool = False) -> JobResult:
+    """Run one campaign for this fire time; the campaign run flow is idempotent on (campaign, scheduled_for).
+
+    ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``."""
     try:
         pipeline = importlib.import_module("jobs.pipeline")
         run_campaign = getattr(pipeline, "run_scheduled_campaign")
     except (ImportError, AttributeError) as exc:
         raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
-    run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine)
+    run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine,
+                       allow_future_models=allow_future_models)
     if getattr(run, "status", "succeeded") != "succeeded":
         raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
     rows = getattr(run, "row_count", None)

@@ -162,6 +162,7 @@ def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: 
             progress(f"training {name}")
         model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads,
                   history=data.history)
+        model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
     return models
 
 

@@ -1,22 +1,37 @@
 """Settings and configuration files, read in exactly one place.
 
 Order of precedence: ``MKTG_*`` environment variables > ``<config dir>/settings.toml`` > defaults. The
-config directory is ``--config DIR``, else ``MKTG_CONFIG_DIR``, else the project's ``config/``.
+config directory is ``--config DIR``, else ``MKTG_CONFIG_DIR``, else ``./config`` in the directory ``mktg``
+runs in: never the installed package's location (``mktg init DIR`` writes a starter ``DIR/config``).
+
+Everything is strict: an unknown key (in a file or as an ``MKTG_*`` variable), a value out of its range, an
+unknown time zone or a schedule that never fires is a one-line :class:`ConfigError` naming the file (or the
+environment variable) and the key. ``MKTG_TEST_*`` variables belong to the test suite and are not settings.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from campaigns.schedules import cron_trigger
+from campaigns.tomlfile import allowed_keys, validation_message
 from campaigns.tomlfile import read_toml as campaigns_read_toml
 from recommender.errors import UserError
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR_NAME = "config"
+DEFAULT_CONFIG_DIR = Path(CONFIG_DIR_NAME)  # relative: ./config in the directory mktg runs in
 ENV_PREFIX = "MKTG_"
+CONFIG_DIR_ENV = f"{ENV_PREFIX}CONFIG_DIR"
+TEST_ENV_PREFIX = f"{ENV_PREFIX}TEST_"  # the test suite's variables (MKTG_TEST_POSTGRES_URL)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_THREADS = 256
+REFRESH_METRICS = ("precision", "recall", "map", "ndcg", "coverage")
 
 
 class ConfigError(UserError):
@@ -30,6 +45,13 @@ class ExtraJob(BaseModel):
     func: str = Field(pattern=r"^[\w.]+:[\w.]+$")
     schedule: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _check_schedule(value: str | None, timezone: str) -> str | None:
+    """A cron schedule that parses and fires at least once; ``""`` or None means "disabled"."""
+    if value:
+        cron_trigger(value, timezone=timezone)  # ValueError naming the problem
+    return value or None
 
 
 class SchedulerSettings(BaseModel):
@@ -58,6 +80,29 @@ class SchedulerSettings(BaseModel):
     conversion_analysis: str | None = "0 6 * * *"
     extra_jobs: dict[str, ExtraJob] = Field(default_factory=dict)
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Madrid)") from None
+        return value
+
+    @field_validator("model_refresh", "conversion_analysis")
+    @classmethod
+    def _schedules(cls, value: str | None, info) -> str | None:  # noqa: ANN001 - pydantic's ValidationInfo
+        return _check_schedule(value, info.data.get("timezone", "UTC"))
+
+    @model_validator(mode="after")
+    def _extra_schedules(self) -> SchedulerSettings:
+        for name, job in self.extra_jobs.items():
+            try:
+                _check_schedule(job.schedule, self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"extra_jobs.{name}.schedule: {exc}") from None
+        return self
+
 
 class RefreshSettings(BaseModel):
     """``[refresh]``: the nightly model refresh and when it keeps the previous model."""
@@ -68,17 +113,51 @@ class RefreshSettings(BaseModel):
     max_regression: float = Field(default=0.02, ge=0, le=1)
     tune_budget_seconds: float = Field(default=0, ge=0)  # 0: no search; the latest recorded winners, else defaults
 
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in REFRESH_METRICS:
+            raise ValueError(f"unknown metric {value!r} (one of {', '.join(REFRESH_METRICS)})")
+        return value
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    config_dir: Path = DEFAULT_CONFIG_DIR
+    config_dir: Path = Field(default=DEFAULT_CONFIG_DIR, exclude=True)  # chosen by --config, not a key of the file
     database_url: str = "sqlite:///var/mktg.db"
-    data_dir: Path = Path("var/data")
+    data_dir: Path = Path("var/data")  # input tables; `mktg demo` generates its world here too
     var_dir: Path = Path("var")
-    threads: int = Field(default=2, ge=1)
+    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
     log_level: str = "INFO"
     scheduler: SchedulerSettings = SchedulerSettings()
     refresh: RefreshSettings = RefreshSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. sqlite:///var/mktg.db or "
+                             "postgresql+psycopg://user@host:5432/db)") from None
+        return value
+
+    @field_validator("data_dir", "var_dir")
+    @classmethod
+    def _directory(cls, value: Path) -> Path:
+        if not str(value).strip() or str(value) == ".":
+            raise ValueError("must name a directory (relative paths are relative to where mktg runs)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r} (one of {', '.join(LOG_LEVELS)})")
+        return value.strip().upper()
 
     @property
     def export_dir(self) -> Path:
@@ -92,10 +171,30 @@ class Settings(BaseModel):
 class EventConfig(BaseModel):
     """``config/events.toml``: event-type weights, recency half-life, positive event types."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weights: dict[str, float]
-    half_life_days: float | None = None
+    half_life_days: float | None = Field(default=None, ge=0, le=36_500)  # None or 0: no recency decay
     positive: list[str] = Field(default_factory=list)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not name.strip():
+                raise ValueError("event type names must not be empty")
+            if not (math.isfinite(weight) and 0 <= weight <= 1_000_000):
+                raise ValueError(f"weight of {name!r} must be a number between 0 and 1,000,000 (got {weight})")
+        if not any(weight > 0 for weight in value.values()):
+            raise ValueError("at least one event type needs a weight above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _positive_known(self) -> EventConfig:
+        unknown = [name for name in self.positive if name not in self.weights]
+        if unknown:
+            raise ValueError(f"positive: {unknown[0]!r} is not an event type under [weights] "
+                             f"({', '.join(self.weights)})")
+        return self
 
     @property
     def event_types(self) -> set[str]:
@@ -107,17 +206,24 @@ def read_toml(path: Path) -> dict[str, Any]:
     return campaigns_read_toml(path, error=ConfigError)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """``MKTG_<KEY>`` / ``MKTG_<SECTION>__<KEY>`` variables as nested overrides, and which variable set what."""
     overrides: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG_DIR":
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_DIR_ENV or key.startswith(TEST_ENV_PREFIX):
             continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+        path = tuple(key[len(ENV_PREFIX):].lower().split("__"))
+        if path[0] == "config_dir" or not all(path):
+            raise ConfigError(f"environment variable {key}: not a setting")
         target = overrides
         for part in path[:-1]:
-            target = target.setdefault(part, {})
+            if not isinstance(target.setdefault(part, {}), dict):
+                raise ConfigError(f"environment variable {key}: {part!r} is not a section")
+            target = target[part]
         target[path[-1]] = value
-    return overrides
+        origins[path] = key
+    return overrides, origins
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -128,32 +234,59 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_model(model: type[BaseModel], data: dict[str, Any], *, source: Path | str) -> Any:
-    """Validate ``data`` with a pydantic model; report the first problem as one line naming the file."""
+    """Validate ``data`` with a pydantic model; report the first problem as one line naming the file and key."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from exc
+        raise ConfigError(validation_message(source, exc, model=model)) from exc
 
 
 def resolve_config_dir(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """``config_dir``, else ``MKTG_CONFIG_DIR``, else ``./config``; it must exist."""
     environ = os.environ if environ is None else environ
-    chosen = config_dir or environ.get(f"{ENV_PREFIX}CONFIG_DIR") or DEFAULT_CONFIG_DIR
-    path = Path(chosen)
-    if not path.is_dir():
-        raise ConfigError(f"configuration directory '{path}' does not exist")
-    return path
+    chosen = config_dir or environ.get(CONFIG_DIR_ENV)
+    if chosen:
+        path = Path(chosen)
+        if not path.is_dir():
+            raise ConfigError(f"configuration directory '{path}' does not exist")
+        return path
+    if not DEFAULT_CONFIG_DIR.is_dir():
+        raise ConfigError(f"no configuration directory ./{CONFIG_DIR_NAME} in {Path.cwd()}: write a starter one "
+                          f"with `mktg init .`, or pass --config DIR (or set {CONFIG_DIR_ENV})")
+    return DEFAULT_CONFIG_DIR
 
 
-def load_settings(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None, *,
+                  optional: bool = False) -> Settings:
+    """Settings from the configuration directory and ``MKTG_*`` variables.
+
+    ``optional``: without any configuration directory (none given and no ``./config``) use the defaults and the
+    environment, for the few commands that need no configuration file (``mktg report`` on plain files).
+    """
     environ = os.environ if environ is None else environ
-    directory = resolve_config_dir(config_dir, environ)
+    if optional and not (config_dir or environ.get(CONFIG_DIR_ENV)) and not DEFAULT_CONFIG_DIR.is_dir():
+        directory = DEFAULT_CONFIG_DIR
+    else:
+        directory = resolve_config_dir(config_dir, environ)
     file = directory / "settings.toml"
     data = read_toml(file) if file.exists() else {}
-    data = _merge(data, _env_overrides(environ))
+    if "config_dir" in data:
+        raise ConfigError(f"{file}: config_dir: not a setting (choose the directory with --config or {CONFIG_DIR_ENV})")
+    overrides, origins = _env_overrides(environ)
+    data = _merge(data, overrides)
     data["config_dir"] = directory
-    return parse_model(Settings, data, source=file)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        loc = tuple(str(part) for part in exc.errors()[0]["loc"])
+        variable = next((name for path, name in origins.items() if loc[: len(path)] == path[: len(loc)]), None)
+        if variable is None:
+            raise ConfigError(validation_message(file, exc, model=Settings)) from exc
+        message = validation_message(variable, exc, model=Settings).split(": ", 2)[-1]
+        if exc.errors()[0]["type"] == "extra_forbidden":
+            keys = allowed_keys(Settings, loc[:-1]) or []
+            message = f"not a setting (known here: {', '.join(keys)})"
+        raise ConfigError(f"environment variable {variable}: {message}") from exc
 
 
 def load_events(settings: Settings) -> EventConfig:

@@ -22,6 +22,12 @@ class AppContext:
     def settings(self) -> Settings:
         return load_settings(self.config_dir)
 
+    def settings_or_defaults(self) -> Settings:
+        """:attr:`settings`, or the defaults (plus ``MKTG_*``) when there is no configuration directory at all."""
+        if "settings" not in self.__dict__:
+            self.__dict__["settings"] = load_settings(self.config_dir, optional=True)
+        return self.settings
+
     @cached_property
     def events(self) -> EventConfig:
         return load_events(self.settings)

@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from campaigns.contracts import load_world
 from campaigns.synthetic import generate_world
 from jobs.cli.context import app_context
+from jobs.cli.output import console, err_console, print_json
 
 app = typer.Typer(help="Input data: generate a synthetic world, validate a data directory.", no_args_is_help=True)
-console = Console()
 
 
 def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: str) -> dict[str, int]:
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("generating customers", total=customers)
         return generate_world(out, customers=customers, seed=seed, fmt=fmt,
                               progress=lambda done, _total: progress.update(task, completed=done))
@@ -40,17 +39,28 @@ def generate_cmd(
     customers: int = typer.Option(20_000, "--customers", min=1, help="Number of customers."),
     seed: int = typer.Option(42, "--seed", help="Random seed: same seed, same bytes."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print the row counts as JSON instead of the table."),
 ) -> None:
     """Write a synthetic consumer-finance world (every SPEC table plus its ground truth)."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("--format must be parquet or csv")
     counts = generate_with_progress(out, customers=customers, seed=seed, fmt=fmt)
+    if as_json:
+        print_json({"directory": out, "rows": counts})
+        return
     console.print(counts_table(f"generated into {out}", counts))
 
 
 @app.command("validate")
-def validate_cmd(ctx: typer.Context, directory: Path = typer.Argument(..., help="Data directory.")) -> None:
+def validate_cmd(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="Data directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the row counts as JSON instead of the table."),
+) -> None:
     """Validate every input table in DIRECTORY against the contracts; print row counts (exit 2 on a violation)."""
     events = app_context(ctx).events
     world = load_world(directory, event_types=events.event_types)
+    if as_json:
+        print_json({"directory": directory, "valid": True, "rows": world.row_counts()})
+        return
     console.print(counts_table(f"{directory}: all tables valid", world.row_counts()))

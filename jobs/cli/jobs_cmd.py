@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.cli.context import app_context
-from jobs.jobs_registry import build_jobs, find_job, make_trigger
+from jobs.cli.output import console, iso_utc, print_json
+from jobs.cli.times import parse_time
+from jobs.jobs_registry import build_jobs, find_job, make_trigger, scan_jobs
 from jobs.logging import configure_logging
 from jobs.runner import Outcome, history, history_with_attempts, utcnow
 from jobs.settings import SchedulerSettings, parse_model
@@ -20,7 +20,6 @@ from recommender.errors import UserError
 
 jobs_app = typer.Typer(help="Scheduled jobs: what will run when, what ran, run one now.", no_args_is_help=True)
 scheduler_app = typer.Typer(help="The job scheduler (APScheduler).", no_args_is_help=True)
-console = Console(width=None if Console().is_terminal else 160)
 
 
 class TimestampError(UserError):
@@ -28,16 +27,12 @@ class TimestampError(UserError):
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(sep=" ") if moment else None
+    return iso_utc(moment)
 
 
 def parse_at(text: str) -> datetime:
-    """``--at``: ISO timestamp; without an offset it is UTC (as shown by ``mktg jobs history``)."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise TimestampError(f"--at: not an ISO timestamp: {text!r} (e.g. 2025-03-01T06:00:00)") from exc
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    """``--at``: ISO timestamp; without an offset it is UTC (as shown by ``mktg jobs history``); 1970-2099."""
+    return parse_time(text, option="--at")
 
 
 def _last_runs(engine, names: list[str]) -> dict[str, object]:  # noqa: ANN001
@@ -52,7 +47,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     """The scheduled jobs, their schedule, next fire time, and their last run."""
     context = app_context(ctx)
     settings = context.settings
-    jobs = build_jobs(settings)
+    jobs, invalid = scan_jobs(settings)
     tz = settings.scheduler.timezone
     now = datetime.now(timezone.utc)
     try:
@@ -63,21 +58,25 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     for job in jobs:
         nxt = make_trigger(job.schedule, timezone=tz).get_next_fire_time(None, now)
         run = last.get(job.name)
-        rows.append({"job": job.name, "schedule": job.schedule, "timezone": tz,
-                     "next_fire_time": nxt.isoformat() if nxt else None,
-                     "next_fire_time_utc": _iso(nxt.astimezone(timezone.utc).replace(tzinfo=None)) if nxt else None,
-                     "last_fire_time": _iso(run.fire_time) if run else None,
-                     "last_status": run.status if run else None, "description": job.description})
+        rows.append({"job": job.name, "valid": True, "schedule": job.schedule, "timezone": tz,
+                     "next_fire_time": _iso(nxt), "last_fire_time": _iso(run.fire_time) if run else None,
+                     "last_status": run.status if run else None, "description": job.description, "error": None})
+    rows += [{"job": bad.name, "valid": False, "schedule": None, "timezone": tz, "next_fire_time": None,
+              "last_fire_time": None, "last_status": None, "description": "not scheduled", "error": bad.error}
+             for bad in invalid]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title=f"scheduled jobs (time zone {tz})", title_justify="left")
-    for column in ("job", "schedule", "next fire time", "last fire time (UTC)", "last status", "what"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(r["job"], r["schedule"], (r["next_fire_time"] or "-").replace("T", " "),
-                      r["last_fire_time"] or "-", r["last_status"] or "-", r["description"])
-    console.print(table if rows else "no scheduled jobs (add a `schedule` to a campaign in config/campaigns/)")
+        print_json(rows)
+    else:
+        table = Table(title=f"scheduled jobs (schedules in time zone {tz}, times in UTC)", title_justify="left")
+        for column in ("job", "schedule", "next fire time", "last fire time", "last status", "what"):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            what = r["description"] if r["valid"] else f"[red]invalid, not scheduled[/]: {r['error']}"
+            table.add_row(r["job"], r["schedule"] or "-", r["next_fire_time"] or "-", r["last_fire_time"] or "-",
+                          r["last_status"] or "-", what)
+        console.print(table if rows else "no scheduled jobs (add a `schedule` to a campaign in config/campaigns/)")
+    if invalid:
+        raise typer.Exit(1)
 
 
 def _seconds(started: datetime | None, finished: datetime | None) -> float | None:
@@ -86,19 +85,19 @@ def _seconds(started: datetime | None, finished: datetime | None) -> float | Non
 
 def _attempt_json(a) -> dict:  # noqa: ANN001
     return {"attempt": a.attempt, "status": a.status, "trigger": a.trigger, "worker": a.worker,
-            "started_at": a.started_at.isoformat(), "finished_at": a.finished_at.isoformat() if a.finished_at else None,
+            "started_at": _iso(a.started_at), "finished_at": _iso(a.finished_at),
             "seconds": _seconds(a.started_at, a.finished_at), "rows_produced": a.rows_produced, "error": a.error,
             "note": a.note}
 
 
 def _run_json(item) -> dict:  # noqa: ANN001
     row = item.run
-    return {"job": row.job_name, "fire_time": row.fire_time.isoformat(), "status": row.status, "run_id": row.run_id,
-            "started_at": row.started_at.isoformat(), "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    return {"job": row.job_name, "fire_time": _iso(row.fire_time), "status": row.status, "run_id": row.run_id,
+            "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at),
             "seconds": _seconds(row.started_at, row.finished_at), "rows_produced": row.rows_produced,
             "model_versions": row.model_versions, "error": row.error, "note": row.note,
             "attempt_count": row.attempts,
-            "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+            "next_attempt_at": _iso(row.next_attempt_at),
             "attempts": [_attempt_json(a) for a in item.attempts]}
 
 
@@ -117,7 +116,7 @@ def _status(status: str) -> str:
 @jobs_app.command("history")
 def history_cmd(
     ctx: typer.Context,
-    job: Optional[str] = typer.Option(None, "--job", help="Only this job (e.g. campaign:card_q3)."),
+    job: Optional[str] = typer.Option(None, "--job", help="Only this job (e.g. campaign:cc_cross_sell; `mktg jobs list` shows the names)."),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many fire times, newest first."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per fire time with its attempts."),
 ) -> None:
@@ -134,7 +133,7 @@ def history_cmd(
     make_runner(engine, settings).reap_abandoned()
     runs = history_with_attempts(engine, job=job, limit=limit)
     if as_json:
-        typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
+        print_json([_run_json(r) for r in runs])
         return
     table = Table(title="job runs (UTC)", title_justify="left")
     for column in ("job", "fire time", "result", "attempt", "status", "by", "started", "seconds", "rows", "run id",

@@ -1,5 +1,5 @@
-"""``mktg train``, ``mktg evaluate``, ``mktg tune``, ``mktg recommend``: thin wrappers over jobs.pipeline_models
-and jobs.model_tuning."""
+"""``mktg train``, ``mktg evaluate``, ``mktg tune``: thin wrappers over jobs.pipeline_models and jobs.model_tuning
+(``recommend``: jobs/cli/recommend.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from campaigns.contracts import load_world
 from jobs.cli.context import app_context
+from jobs.cli.output import console, err_console, iso_utc, print_json
+from jobs.cli.times import parse_time
 from jobs.model_tuning import tune_train_register, tuned_params
-from jobs.pipeline_models import (
-    evaluate_models, latest_event_time, load_models_config, recommend_for, save_and_register, train_models,
-)
+from jobs.pipeline_models import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from recommender.evaluation import METRICS
 
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _data_dir(ctx: typer.Context, data: Optional[Path]) -> Path:
@@ -38,25 +35,31 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data: Optional[Path] = typer.Option(None, "--data", help="Input directory (default: settings data_dir)."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names (default: models.toml `train`)."),
-        as_of: Optional[datetime] = typer.Option(None, "--as-of", help="Train on events up to this time (default: last event)."),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="Train on events up to this time, ISO 8601 UTC (default: last event)."),
         activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new versions active."),
         tuned: bool = typer.Option(True, "--tuned/--defaults",
                                    help="Use each model's latest `mktg tune` winner (else models.toml defaults)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the trained versions as JSON instead of the table."),
     ) -> None:
         """Train the configured models, save them under <var_dir>/models/<version>/ and register them."""
         context = app_context(ctx)
         engine = context.database()  # before the training: a database that cannot register fails fast
         world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
-        when = as_of or latest_event_time(world)
+        when = parse_time(as_of, option="--as-of") if as_of else latest_event_time(world)
         chosen = _names(models) or load_models_config(context.settings).train
         params = tuned_params(engine, chosen) if tuned else {}
         with err_console.status("training") as status:
             fitted = train_models(world, context.settings, context.events, as_of=when, names=chosen,
                                   progress=lambda msg: status.update(msg), params=params)
             paths = save_and_register(fitted, context.settings, engine=engine, activate=activate)
-        table = Table(title=f"trained as of {when:%Y-%m-%d %H:%M}")
+        if as_json:
+            print_json([{"model": name, "version": model.version, "data_as_of": when, "seconds": model.meta["train_seconds"],
+                         "path": paths[name], "active": activate, "tuned": name in params}
+                        for name, model in fitted.items()])
+            return
+        table = Table(title=f"trained as of {iso_utc(when)}")
         for column in ("model", "version", "seconds", "path"):
-            table.add_column(column, justify="right" if column == "seconds" else "left")
+            table.add_column(column, justify="right" if column == "seconds" else "left", overflow="fold")
         for name, model in fitted.items():
             table.add_row(name, model.version, f"{model.meta['train_seconds']:.1f}", str(paths[name]))
         console.print(table)
@@ -71,7 +74,8 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "--k", min=1, help="Cut-off rank."),
         test_days: Optional[float] = typer.Option(None, "--test-days", help="Test window length (default: models.toml)."),
         per_segment: bool = typer.Option(False, "--per-segment", help="Also print metrics per segment."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results (incl. per segment) as JSON."),
+        as_json: bool = typer.Option(False, "--json", help="Print all results (incl. per segment) as JSON instead of tables."),
+        json_out: Optional[Path] = typer.Option(None, "--json-file", help="Also write all results as JSON to this file."),
         tuned: bool = typer.Option(False, "--tuned/--defaults",
                                    help="Evaluate each model's latest `mktg tune` winner (tuned before the test window)."),
     ) -> None:
@@ -88,6 +92,15 @@ def register(app: typer.Typer) -> None:
             results, info = evaluate_models(world, context.settings, context.events, names=chosen, k=k,
                                             test_days=test_days, world_dir=directory,
                                             progress=lambda msg: status.update(msg), params=params)
+        document = {"split": {**info, **{key: iso_utc(datetime.fromisoformat(info[key])) for key in ("cutoff", "end")}},
+                    "results": [r.to_dict() for r in results]}
+        if json_out:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(document, indent=2) + "\n")
+            err_console.print(f"wrote {json_out}")
+        if as_json:
+            print_json(document)
+            return
         has_gt = any(r.ground_truth for r in results)
         table = Table(title=f"offline evaluation @{k}: train < {info['cutoff'][:10]}, {info['test_customers']:,} test "
                             f"customers ({info['warm_test_customers']:,} warm)")
@@ -113,10 +126,6 @@ def register(app: typer.Typer) -> None:
                 for row in r.result.per_segment.iter_rows():
                     seg.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
                 console.print(seg)
-        if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps({"split": info, "results": [r.to_dict() for r in results]}, indent=2) + "\n")
-            console.print(f"wrote {json_out}")
 
     @app.command("tune")
     def tune_cmd(
@@ -126,7 +135,8 @@ def register(app: typer.Typer) -> None:
         trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials per model (default: models.toml [tuning])."),
         budget: Optional[float] = typer.Option(None, "--budget", min=0, help="Seconds for the whole search (default: models.toml [tuning])."),
         activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the winners' new versions active."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the searches (every trial) as JSON."),
+        as_json: bool = typer.Option(False, "--json", help="Print the searches (every trial) as JSON instead of the table."),
+        json_out: Optional[Path] = typer.Option(None, "--json-file", help="Also write the searches as JSON to this file."),
     ) -> None:
         """Search each model's hyper-parameters on a validation window carved from the training period, then
         fit the winners on all events and register them with their search (docs/ranking.md)."""
@@ -137,6 +147,17 @@ def register(app: typer.Typer) -> None:
             run, fitted = tune_train_register(world, context.settings, context.events, engine=engine,
                                               names=_names(models), trials=trials, budget_seconds=budget,
                                               activate=activate, progress=lambda msg: status.update(msg))
+        document = {"run_id": run.run_id, "seconds": run.seconds, "info": run.info, "champions": run.champions,
+                    "not_searched": sorted(run.skipped),
+                    "results": {n: run.record(n) for n in [*run.results, *run.skipped]},
+                    "versions": {n: m.version for n, m in fitted.items()}}
+        if json_out:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+            err_console.print(f"wrote {json_out}")
+        if as_json:
+            print_json(document)
+            return
         metric = next(iter(run.results.values())).metric if run.results else "ndcg"
         table = Table(title=f"tuning run {run.run_id}: validation {run.validation_start:%Y-%m-%d} .. "
                             f"{run.validation_end:%Y-%m-%d}, {run.info['validation_customers']:,} customers, "
@@ -151,34 +172,3 @@ def register(app: typer.Typer) -> None:
                           fitted[name].version)
         console.print(table)
         console.print("validation champions per segment: " + ", ".join(f"{seg}={name}" for seg, name in run.champions.items()))
-        if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps({"run_id": run.run_id, "seconds": run.seconds, "info": run.info,
-                                            "champions": run.champions,
-                                            "results": {n: run.record(n) for n in run.results}}, indent=2, default=str) + "\n")
-            console.print(f"wrote {json_out}")
-
-    @app.command("recommend")
-    def recommend_cmd(
-        ctx: typer.Context,
-        customer: list[str] = typer.Option(..., "--customer", help="Customer id (repeat for several)."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Input directory (default: settings data_dir)."),
-        k: int = typer.Option(5, "--k", min=1, help="Offers per customer."),
-        model: Optional[str] = typer.Option(None, "--model", help="Model name (default: models.toml `default`)."),
-    ) -> None:
-        """Print a customer's ranked offers (segment, score) from the active registered model."""
-        context = app_context(ctx)
-        world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
-        recs, fitted = recommend_for(world, context.settings, engine=context.database(), customer_ids=customer, k=k,
-                                     model_name=model)
-        warm = dict(zip(customer, fitted.is_warm(customer)))
-        table = Table(title=f"recommendations from {fitted.version}")
-        for column in ("customer", "segment", "rank", "offer", "score", "history"):
-            table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-        for row in recs.iter_rows(named=True):
-            table.add_row(row["customer_id"], row["segment"], str(row["rank"]), row["offer_id"], f"{row['score']:.4f}",
-                          "warm" if warm[row["customer_id"]] else "cold (segment/features)")
-        console.print(table)
-        without = sorted(set(customer) - set(recs["customer_id"].to_list()))
-        if without:
-            console.print(f"no eligible offer in the segment allow-list for: {', '.join(without)}")

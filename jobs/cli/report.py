@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from campaigns.contracts import find_table
 from jobs.cli.context import app_context
+from jobs.cli.output import console, err_console, print_json
 from recommender.errors import UserError
 
 if TYPE_CHECKING:  # the report stack (scipy.stats, matplotlib) is imported when a report is made
     from campaigns.report import ReportResult
     from campaigns.report_campaign import CampaignReport
 
-console = Console(width=None if Console().is_terminal else 120)
 
 
 class ReportOptionError(UserError):
@@ -124,18 +123,20 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level; intervals are 1 - alpha."),
         title: Optional[str] = typer.Option(None, "--title", help="Report title."),
         html: Optional[Path] = typer.Option(None, "--html", help="Write the HTML report here."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON result here."),
+        json_out: Optional[Path] = typer.Option(None, "--json-file", help="Write the JSON result here."),
         csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the flat CSV result here."),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON result instead of the tables."),
     ) -> None:
         """Conversion by arm, lifts vs control with intervals and p-values, SRM check, per-segment breakdown.
 
-        Without --html/--json/--csv, HTML and JSON are written under <var_dir>/reports/.
+        Without --html/--json-file/--csv, HTML and JSON are written under <var_dir>/reports/.
         """
-        from campaigns.report import build_report, write_csv, write_html, write_json
+        from campaigns.report import build_report, to_dict, write_csv, write_html, write_json
         from campaigns.report_data import read_assignments, read_conversions, read_products
 
         context = app_context(ctx)
-        settings = context.settings
+        settings = context.settings if campaign is not None else context.settings_or_defaults()  # files: no config needed
+        out = err_console if as_json else console  # with --json, stdout holds the JSON document only
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
         product_frame = read_products(products) if products else None
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
             result = build_report(read_assignments(assignments), read_conversions(conversions), control_arm=control,
                                   traffic_shares=parse_shares(shares) if shares else None, window_days=window_days,
                                   products=product_frame, alpha=alpha, title=title or f"A/B report: {assignments.name}")
-            print_result(result)
+            print_json(to_dict(result)) if as_json else print_result(result)
             name = assignments.stem
             writers = {"html": write_html, "json": write_json, "csv": write_csv}
         else:
@@ -166,9 +167,9 @@ def register(app: typer.Typer) -> None:
                 product_frame = read_products(found)
             result = report_campaign.report_run(context.database(), spec, read_conversions(conversions), run_id=run,
                                                 products=product_frame, window_days=window_days, alpha=alpha, title=title)
-            console.print(f"run {result.run_id} of campaign {campaign} (fire time {result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), "
-                          f"conversions from {conversions}")
-            print_campaign_result(result)
+            out.print(f"run {result.run_id} of campaign {campaign} (fire time {result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), "
+                      f"conversions from {conversions}")
+            print_json(report_campaign.to_dict(result)) if as_json else print_campaign_result(result)
             name = result.run_id if result.run_id.startswith(campaign) else f"{campaign}-{result.run_id}"
             writers = {"html": report_campaign.write_html, "json": report_campaign.write_json,
                        "csv": report_campaign.write_csv}
@@ -178,4 +179,4 @@ def register(app: typer.Typer) -> None:
         for path, kind in ((html, "html"), (json_out, "json"), (csv_out, "csv")):
             if path is not None:
                 replaced = Path(path).exists()
-                console.print(f"{'replaced' if replaced else 'wrote'} {writers[kind](result, path)}")
+                out.print(f"{'replaced' if replaced else 'wrote'} {writers[kind](result, path)}")

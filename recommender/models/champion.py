@@ -30,7 +30,13 @@ class SegmentChampion:
         self.offers = overall.offers
         self.customers = overall.customers
         self.version = "best:" + ",".join(f"{seg}={members[name].version}" for seg, name in sorted(champions.items()))
-        self.meta = {"champions": self.champions}
+        self.meta: dict = {"champions": self.champions}
+        # the latest data any member has seen (for the pipeline's no-look-ahead check)
+        for key in ("data_as_of", "trained_at"):
+            stamps = [m.meta.get(key) for m in members.values()]
+            if all(stamps):
+                self.meta[key] = max(stamps)
+                break
 
     def _check_fitted(self) -> None:
         for member in self.members.values():

@@ -1,5 +1,6 @@
 """`mktg data` through the real console script: exit codes and one-line errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +8,12 @@ from pathlib import Path
 MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]
 
 
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+
 def mktg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*MKTG, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    env = {**os.environ, "MKTG_CONFIG_DIR": str(CONFIG)}  # validation reads events.toml; cwd has no ./config
+    return subprocess.run([*MKTG, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env)
 
 
 def test_generate_then_validate(tmp_path):

@@ -63,7 +63,7 @@ def test_run_failure_retry_and_history(config):
     assert history.returncode == 0, history.stderr
     runs = json.loads(history.stdout)
     assert [(r["job"], r["fire_time"], r["status"]) for r in runs] == [
-        ("other", "2025-03-02T01:30:00", "succeeded"), ("probe", "2025-03-01T06:00:00", "succeeded")]
+        ("other", "2025-03-02T01:30:00Z", "succeeded"), ("probe", "2025-03-01T06:00:00Z", "succeeded")]
     assert all(r["run_id"] and r["rows_produced"] == 1 and r["error"] is None for r in runs)
     # every attempt is in the history, manual ones included, with its status, error and times
     probe = runs[1]
@@ -101,7 +101,7 @@ def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("jobs", "run", "nope"), "unknown job 'nope' (jobs: other, probe)"),
-    (("jobs", "run", "probe", "--at", "yesterday"), "--at: not an ISO timestamp"),
+    (("jobs", "run", "probe", "--at", "yesterday"), "--at: 'yesterday' is not an ISO 8601 timestamp"),
     (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
 ])
 def test_user_errors_are_one_line_with_exit_2(config, args, message):

@@ -88,7 +88,7 @@ def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file):
     out, paths, raw = hillstrom
     result = mktg("report", "--assignments", str(paths["assignments"]), "--conversions", str(paths[file]),
                   "--control", CONTROL, "--shares", "Mens E-Mail=1,Womens E-Mail=1,No E-Mail=1",
-                  "--json", str(out / f"{file}.json"), "--html", str(out / f"{file}.html"), cwd=out)
+                  "--json-file", str(out / f"{file}.json"), "--html", str(out / f"{file}.html"), cwd=out)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / f"{file}.json").read_text())
     metric = report["metrics"]["any_product"]
@@ -125,7 +125,7 @@ def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file):
 def test_hillstrom_revenue_per_customer_matches_welch(hillstrom, run_cli):
     out, paths, raw = hillstrom
     code, _, err = run_cli("report", "--assignments", str(paths["assignments"]), "--conversions", str(paths["conversions"]),
-                  "--control", CONTROL, "--json", str(out / "revenue.json"), "--csv", str(out / "revenue.csv"), cwd=out)
+                  "--control", CONTROL, "--json-file", str(out / "revenue.json"), "--csv", str(out / "revenue.csv"), cwd=out)
     assert code == 0, err
     revenue = json.loads((out / "revenue.json").read_text())["metrics"]["any_product"]["revenue_per_customer"]
     spend = {arm: raw.filter(pl.col("segment") == arm)["spend"].to_numpy() for arm in (CONTROL, *ARMS)}

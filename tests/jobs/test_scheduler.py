@@ -151,7 +151,7 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     history = subprocess.run([*MKTG, "--config", str(config), "jobs", "history", "--json"], cwd=config,
                              capture_output=True, text=True, env=env(), timeout=60)
     assert history.returncode == 0, history.stderr
-    listed = {(r["job"], r["fire_time"]): r for r in json.loads(history.stdout)}
+    listed = {(r["job"], r["fire_time"].removesuffix("Z")): r for r in json.loads(history.stdout)}  # shown as UTC "Z"
     killed = listed[("probe", fire_time)]
     assert killed["status"] == "failed" and "abandoned" in killed["error"] and killed["next_attempt_at"]
     assert [(a["attempt"], a["status"], a["trigger"]) for a in killed["attempts"]] == [(1, "abandoned", "scheduler")]

@@ -29,6 +29,7 @@ salt = "test"
 schedule = "*/3 * * * * *"
 conversion_window_days = 14
 eligibility = "default"
+contact_cap = { max_contacts = 1000, window_days = 1 }  # a run every 3 s must not cap everyone (control included)
 
 [[arms]]
 name = "control"

@@ -58,7 +58,7 @@ def test_tune_records_the_search_and_train_uses_the_winner(world, tmp_path):
     config = _config(tmp_path, world)
     assert mktg(config, "db", "upgrade").returncode == 0
     out = mktg(config, "tune", "--models", "popularity,ease", "--trials", "3", "--budget", "300",
-               "--json", str(tmp_path / "tune.json"))
+               "--json-file", str(tmp_path / "tune.json"))
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "tune.json").read_text())
     defaults = {"popularity": {"by_segment": True, "count": "weight", "shrinkage": 10.0},

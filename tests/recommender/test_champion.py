@@ -32,3 +32,4 @@ def test_each_segment_is_ranked_by_its_champion_and_unknown_segments_by_the_over
     scores = champion.score(everyone)
     np.testing.assert_array_equal(scores[:2], np.vstack([ease.score(everyone[:1]), popularity.score(everyone[1:2])]))
     assert champion.version.startswith("best:*=popularity-") and "even=ease-" in champion.version
+    assert champion.meta["trained_at"] == max(ease.meta["trained_at"], popularity.meta["trained_at"])

@@ -1,0 +1,56 @@
+"""Shared helpers for CLI tests: the ``mktg`` entry point in this process, and a project with a configuration."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MKTG_SCRIPT = [sys.executable, "-c", "from jobs.cli import main; main()"]  # the console script, in a subprocess
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A working directory holding a copy of the repository's config/ and nothing else; var/ goes inside it."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
+    for name in ("MKTG_CONFIG_DIR", "MKTG_DATABASE_URL", "MKTG_VAR_DIR", "MKTG_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*args)`` runs ``mktg`` in this process (much faster than a subprocess) -> Result(code, out, err)."""
+    from jobs.cli import main
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process, many calls)
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
