@@ -80,7 +80,7 @@ def test_kill_between_the_campaign_commit_and_the_job_commit_is_reconciled_at_st
     assert f"campaign run {campaign_run.run_id} was committed" in row.note
 
     history = json.loads(mktg(config, "jobs", "history", "--job", JOB, "--json").stdout)
-    [entry] = [h for h in history if h["fire_time"] == FIRE.isoformat()]
+    [entry] = [h for h in history if h["fire_time"] == FIRE.isoformat() + "Z"]  # UTC, as the files write it
     assert entry["status"] == "succeeded" and entry["run_id"] == campaign_run.run_id
     assert [(a["attempt"], a["status"]) for a in entry["attempts"]] == [(1, "abandoned")]
     again = mktg(config, "campaign", "run", "every3s", "--at", FIRE.isoformat())
@@ -96,14 +96,14 @@ def test_campaign_run_by_hand_is_a_manual_attempt_in_jobs_history_with_its_note(
     assert first.returncode == 0 and "every3s ran: run every3s-20261102T090000" in first.stdout, first.stderr
     again = mktg(config, "campaign", "run", "every3s", "--at", FIRE.isoformat())
     assert again.returncode == 0 and "already ran (nothing written)" in again.stdout
-    nobody = mktg(config, "jobs", "run", JOB, "--at", "2000-01-03T09:00:00")  # no risk data as of then: 0 rows
+    nobody = mktg(config, "jobs", "run", JOB, "--at", "2027-06-01T09:00:00")  # every risk row stale by then: 0 rows
     assert nobody.returncode == 0 and "0 target-list rows" in nobody.stdout, nobody.stdout + nobody.stderr
 
     history = {h["fire_time"]: h for h in json.loads(mktg(config, "jobs", "history", "--job", JOB, "--json").stdout)}
-    ran = history[FIRE.isoformat()]
+    ran = history[FIRE.isoformat() + "Z"]
     assert (ran["status"], ran["run_id"], ran["note"]) == ("succeeded", "every3s-20261102T090000", None)
     assert [(a["attempt"], a["status"], a["trigger"]) for a in ran["attempts"]] == [(1, "succeeded", "manual")]
-    empty = history["2000-01-03T09:00:00"]
+    empty = history["2027-06-01T09:00:00Z"]
     assert (empty["status"], empty["rows_produced"]) == ("succeeded", 0)
     assert empty["note"].startswith("nothing to target: 0 target-list rows")
 

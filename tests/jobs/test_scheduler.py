@@ -75,7 +75,7 @@ class SchedulerProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=120)  # a clean stop waits for running jobs; generous under load
         self.handle.close()
         return code
 
