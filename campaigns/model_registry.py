@@ -82,3 +82,35 @@ def active_versions(session: Session) -> dict[str, ModelVersion]:
     """name -> active version, for every name that has one."""
     rows = session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True)))
     return {row.kind: row for row in rows}
+
+
+def latest_tuning(session: Session, name: str) -> dict[str, Any] | None:
+    """The search record (``metrics["tuning"]``) of the newest version of ``name`` that came out of a search."""
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.kind == name)
+        .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
+    )
+    for row in rows:
+        if row.metrics and isinstance(row.metrics.get("tuning"), dict):
+            return row.metrics["tuning"]
+    return None
+
+
+def active_champions(session: Session, candidates: list[str], *, metric: str, min_customers: int) -> dict[str, str]:
+    """Segment -> model name (``"*"``: overall champion) among the active versions of ``candidates``.
+
+    Only versions recorded by the same (newest) tuning run are compared, so every validation metric comes
+    from one validation split. Empty when no active candidate was tuned.
+    """
+    from recommender.tuning import segment_champions
+
+    active = active_versions(session)
+    records = {name: active[name].metrics["tuning"] for name in candidates
+               if name in active and active[name].metrics and isinstance(active[name].metrics.get("tuning"), dict)}
+    if not records:
+        return {}
+    newest = max(records.values(), key=lambda r: (r.get("validation_end", ""), r.get("run_id", "")))["run_id"]
+    same = {name: r for name, r in records.items() if r.get("run_id") == newest}
+    return segment_champions({n: r.get("per_segment", []) for n, r in same.items()},
+                             overall={n: float(r["best_value"]) for n, r in same.items()},
+                             metric=metric, min_customers=min_customers)

@@ -17,7 +17,8 @@ from campaigns.report_data import load_run_assignments
 from campaigns.simulate import simulate_for_run
 from jobs.cli.report import print_campaign_result
 from jobs.pipeline import load_all_specs, run_demo_campaigns
-from jobs.pipeline_models import save_and_register, train_models
+from jobs.model_tuning import BEST, tune_train_register
+from jobs.pipeline_models import load_models_config, save_and_register, train_models
 from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
 from recommender.idmap import IdMap
@@ -62,10 +63,20 @@ def run_demo(world_dir: Path, *, settings: Settings, events: EventConfig, engine
 
     specs = [spec for spec in load_all_specs(settings).values() if spec.enabled]
     strategies = sorted({strategy for spec in specs for strategy in spec.strategies})
+    models: dict = {}
+    if BEST in strategies:  # champion per segment: a one-trial search (the defaults) records validation metrics
+        candidates = load_models_config(settings).champion.candidates
+        with console.status("validating the champion candidates") as status:
+            run, models = tune_train_register(world, settings, events, engine=engine, names=candidates, trials=1,
+                                              as_of=as_of, progress=lambda message: status.update(message))
+        console.print("champions per segment (validation NDCG): "
+                      + ", ".join(f"{seg}={name}" for seg, name in run.champions.items()))
+    rest = [s for s in strategies if s != BEST and s not in models]
     with console.status("training models") as status:
-        models = train_models(world, settings, events, as_of=as_of, names=strategies,
-                              progress=lambda message: status.update(message))
-    save_and_register(models, settings, engine=engine)
+        trained = train_models(world, settings, events, as_of=as_of, names=rest,
+                               progress=lambda message: status.update(message)) if rest else {}
+    save_and_register(trained, settings, engine=engine)
+    models.update(trained)
     console.print("trained and registered: " + ", ".join(f"{m.version} ({m.meta['train_seconds']:.1f} s)"
                                                           for m in models.values()))
 

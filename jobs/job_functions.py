@@ -107,22 +107,46 @@ def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _default_trainer(settings: Any, name: str) -> Candidate:
+def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None = None) -> Candidate:
     """Rebuild interactions from ``data_dir``, evaluate ``name`` on a time split (metrics), then fit it on all events
-    up to the latest one and save it under ``<var_dir>/models/<version>/``."""
+    up to the latest one and save it under ``<var_dir>/models/<version>/``. With ``tuning`` (a search record whose
+    validation window ended before the test window) its winner is evaluated and trained, and the record is kept
+    with the metrics."""
     from campaigns.contracts import load_world
     from jobs.pipeline_models import evaluate_models, latest_event_time, train_models
     from jobs.settings import load_events
 
     events = load_events(settings)
     world = load_world(Path(settings.data_dir), event_types=events.event_types)
-    [evaluation], _info = evaluate_models(world, settings, events, names=[name])
-    model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name])[name]
+    params = {name: dict(tuning["best_params"])} if tuning else None
+    evaluations, _info = evaluate_models(world, settings, events, names=[name], params=params)
+    evaluation = evaluations[0]
+    model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name], params=params)[name]
     path = model.save(Path(settings.model_dir) / model.version)
+    extra = {"tuning": tuning} if tuning else {}
     return Candidate(version=model.version, kind=name, params={"kind": model.kind, **model.params},
-                     data_hash=model.meta["data_hash"], metrics={"k": evaluation.result.k, **evaluation.result.overall},
+                     data_hash=model.meta["data_hash"],
+                     metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
                      trained_at=datetime.fromisoformat(model.meta["trained_at"]),
                      train_seconds=float(model.meta["train_seconds"]), path=str(Path(path).resolve()))
+
+
+def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
+    """One search of every model within ``[refresh] tune_budget_seconds`` (jobs.model_tuning); the registry's
+    earlier searches tell how long each model's trial takes, so a model that cannot fit is not searched."""
+    from campaigns.contracts import load_world
+    from campaigns.model_registry import latest_tuning
+    from jobs.model_tuning import tune_models
+    from jobs.settings import load_events
+
+    events = load_events(settings)
+    world = load_world(Path(settings.data_dir), event_types=events.event_types)
+    previous = {name: record for name in names if (record := latest_tuning(session, name)) is not None}
+    run = tune_models(world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds,
+                      previous=previous)
+    event(log, "tuned the models", seconds=run.seconds, budget_seconds=run.budget_seconds,
+          trials={n: len(r.trials) for n, r in run.results.items()}, not_searched=sorted(run.skipped))
+    return run
 
 
 def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
@@ -135,11 +159,13 @@ def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
 def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResult:
     """Rebuild interactions, retrain and evaluate each configured model kind, register the new version, and make
     it active unless it is worse than the active one by more than ``[refresh] max_regression`` on
-    ``[refresh] metric``; otherwise it is registered inactive and the previous model keeps serving.
+    ``[refresh] metric``; otherwise it is registered inactive and the previous model keeps serving. With
+    ``[refresh] tune_budget_seconds > 0`` the models' hyper-parameters are searched first, within that budget,
+    and the winners are the ones evaluated and trained.
 
     ``trainer`` ("module:function", ``fn(settings, kind) -> Candidate``) replaces the standard training.
     """
-    from campaigns.model_registry import active_version, register_model
+    from campaigns.model_registry import active_version, latest_tuning, register_model
 
     refresh = ctx.settings.refresh
     train = _resolve(trainer)
@@ -148,9 +174,14 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
         from jobs.pipeline_models import load_models_config
 
         names = list(load_models_config(ctx.settings).train)
+    run = _tune_within_budget(ctx.settings, names, ctx.session) if trainer is None and refresh.tune_budget_seconds > 0 else None
     active: dict[str, str] = {}
     for name in names:
-        candidate = train(ctx.settings, name)
+        if trainer is None:  # this run's search, else the latest recorded winner (`mktg tune`), else the defaults
+            record = run.record(name) if run and (name in run.results or name in run.skipped) else None
+            candidate = train(ctx.settings, name, tuning=record or latest_tuning(ctx.session, name))
+        else:
+            candidate = train(ctx.settings, name)
         previous = active_version(ctx.session, candidate.kind)
         old_metric = _metric(previous.metrics, refresh.metric) if previous else None
         new_metric = _metric(candidate.metrics, refresh.metric)

@@ -28,6 +28,7 @@ from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stag
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules, recommend_for
+from jobs.model_tuning import BEST, champion_model
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
@@ -93,7 +94,8 @@ def model_ranker(models: dict[str, RankingModel]) -> Ranker:
 def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None, *,
                engine: Engine, as_of: datetime | None = None,
                allow_future_models: bool = False) -> dict[str, RankingModel]:
-    """The model of every arm strategy: from ``models`` when given, else the registry's active version.
+    """The model of every arm strategy: from ``models`` when given, else the registry's active version;
+    ``"best"``: the champion per segment (:func:`jobs.model_tuning.champion_model`).
 
     With ``as_of``, a model trained on data after it is refused (:func:`check_no_look_ahead`).
     """
@@ -102,6 +104,8 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
     for strategy in spec.strategies:
         if models and strategy in models:
             chosen[strategy] = models[strategy]
+        elif strategy == BEST:
+            chosen[strategy] = champion_model(settings, engine=engine, models=models)
         elif strategy not in configured:
             raise UserError(f"campaign '{spec.id}': arm strategy '{strategy}' is not a model in models.toml "
                             f"(configured: {', '.join(configured)})")

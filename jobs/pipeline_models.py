@@ -23,9 +23,33 @@ from recommender.evaluation import EvaluationResult, evaluate, graded_ndcg, time
 from recommender.idmap import IdMap
 from recommender.interactions import InteractionMatrix, build_interactions
 from recommender.models import RankingModel, build_model, load_model
+from recommender.comparison import paired_difference
+from recommender.evaluation import per_customer_metrics
+from recommender.history import EventHistory
 from recommender.ranking import rank_within_segments
+from recommender.tuning import Param, parse_space
 
 Progress = Callable[[str], None]
+
+
+class TuningConfig(BaseModel):
+    """``[tuning]``: how `mktg tune` and the nightly refresh search hyper-parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    trials: int = Field(default=20, ge=1)  # per model
+    budget_seconds: float = Field(default=600, gt=0)  # per run, shared by the models
+    validation_days: float = Field(default=60, gt=0)  # carved from the end of the training period
+    metric: str = "ndcg"
+    k: int = Field(default=10, ge=1)
+
+
+class ChampionConfig(BaseModel):
+    """``[champion]``: which models compete for ``strategy = "best"`` and how a segment's champion is chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+    candidates: list[str] = Field(default_factory=list)
+    metric: str = "ndcg"
+    min_customers: int = Field(default=200, ge=1)  # fewer validation customers in a segment: overall champion
 
 
 class ModelsConfig(BaseModel):
@@ -35,23 +59,42 @@ class ModelsConfig(BaseModel):
     default: str
     train: list[str]
     test_days: float = Field(default=60, gt=0)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    champion: ChampionConfig = Field(default_factory=ChampionConfig)
     models: dict[str, dict[str, Any]]
 
     @model_validator(mode="after")
     def _names(self) -> ModelsConfig:
-        for name in [self.default, *self.train]:
+        for name in [self.default, *self.train, *self.champion.candidates]:
             if name not in self.models:
                 raise ValueError(f"model '{name}' is not defined under [models] (defined: {', '.join(self.models)})")
         for name, spec in self.models.items():
             if "kind" not in spec:
                 raise ValueError(f"[models.{name}] needs a 'kind'")
+            try:
+                parse_space(spec.get("search", {}))
+            except UserError as exc:
+                raise ValueError(f"[models.{name}.search] {exc}") from exc
         return self
 
-    def build(self, name: str) -> RankingModel:
+    def kind(self, name: str) -> str:
+        return self.spec(name)["kind"]
+
+    def spec(self, name: str) -> dict[str, Any]:
         if name not in self.models:
             raise ConfigError(f"unknown model '{name}' (configured: {', '.join(self.models)})")
-        spec = dict(self.models[name])
-        return build_model(spec.pop("kind"), spec)
+        return dict(self.models[name])
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The configured hyper-parameters of ``name`` (without kind and search space)."""
+        return {k: v for k, v in self.spec(name).items() if k not in ("kind", "search")}
+
+    def space(self, name: str) -> list[Param]:
+        return parse_space(self.spec(name).get("search", {}))
+
+    def build(self, name: str, params: dict[str, Any] | None = None) -> RankingModel:
+        """``name`` with its configured defaults, overlaid with ``params`` (e.g. a tuning winner)."""
+        return build_model(self.kind(name), {**self.defaults(name), **(params or {})})
 
 
 def load_models_config(settings: Settings) -> ModelsConfig:
@@ -85,13 +128,21 @@ class TrainingData:
     segments: pl.DataFrame  # customer_id, segment, tag columns
     products: pl.DataFrame
     as_of: datetime
+    history: EventHistory | None = None  # for models that learn from event times (propensity)
 
 
 def prepare(world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of: datetime,
             events: pl.LazyFrame | None = None) -> TrainingData:
-    """Interaction matrix over every customer and product (cold rows kept) and segments as of ``as_of``."""
+    """Interaction matrix over every customer and product (cold rows kept), segments and the event history
+    (events up to ``as_of``, holdings) as of ``as_of``."""
+    source = world.events if events is None else events
+    history = EventHistory(
+        events=source.lazy().filter(pl.col(Columns.EventTime) <= pl.lit(as_of).cast(pl.Datetime("us"))),
+        weights=events_cfg.weights, half_life_days=events_cfg.half_life_days, positive=tuple(events_cfg.positive),
+        as_of=as_of, holdings=world.holdings,
+    )
     interactions = build_interactions(
-        world.events if events is None else events,
+        source,
         weights=events_cfg.weights,
         half_life_days=events_cfg.half_life_days,
         as_of=as_of,
@@ -100,7 +151,8 @@ def prepare(world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of
         unknown="skip",
     )
     segments = assign_segments(world.customers, rules, as_of=as_of)
-    return TrainingData(interactions=interactions, segments=segments, products=world.products, as_of=as_of)
+    return TrainingData(interactions=interactions, segments=segments, products=world.products, as_of=as_of,
+                        history=history)
 
 
 def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: int,
@@ -108,7 +160,8 @@ def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: 
     for name, model in models.items():
         if progress:
             progress(f"training {name}")
-        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads)
+        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads,
+                  history=data.history)
         model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
     return models
 
@@ -116,12 +169,15 @@ def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: 
 def train_models(
     world: World, settings: Settings, events_cfg: EventConfig, *, as_of: datetime,
     names: Iterable[str] | None = None, progress: Progress | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, RankingModel]:
-    """Fit the configured models (``names`` or ``train`` from models.toml) on ``world`` as of ``as_of``."""
+    """Fit the configured models (``names`` or ``train`` from models.toml) on ``world`` as of ``as_of``;
+    ``params[name]`` (e.g. a tuning winner) overrides the configured defaults."""
     config = load_models_config(settings)
     data = prepare(world, load_segment_rules(settings), events_cfg, as_of=as_of)
     chosen = list(names) if names else config.train
-    return fit_models(data, {name: config.build(name) for name in chosen}, threads=settings.threads, progress=progress)
+    models = {name: config.build(name, (params or {}).get(name)) for name in chosen}
+    return fit_models(data, models, threads=settings.threads, progress=progress)
 
 
 def save_and_register(models: dict[str, RankingModel], settings: Settings, *, engine: Engine,
@@ -162,25 +218,64 @@ class ModelEvaluation:
     ground_truth: dict[str, float] | None = None
     train_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+    per_customer: pl.DataFrame | None = None  # customer_id, metrics (for paired comparisons)
+    versus_baseline: dict[str, Any] = field(default_factory=dict)  # metric -> PairedDifference.to_dict()
+
+    @property
+    def beats_popularity(self) -> bool | None:
+        """True only when the NDCG interval against the best popularity baseline excludes 0 from above."""
+        ndcg = self.versus_baseline.get("ndcg")
+        return None if ndcg is None else bool(ndcg["beats_baseline"])
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"model": self.name, **self.result.to_dict(), "train_seconds": self.train_seconds}
+        out = {"model": self.name, "kind": self.kind, **self.result.to_dict(), "train_seconds": self.train_seconds}
         if self.ground_truth is not None:
             out["ground_truth"] = self.ground_truth
+        if self.versus_baseline:
+            out["versus_popularity"] = self.versus_baseline
+            out["beats_popularity"] = self.beats_popularity
         return out
+
+
+BASELINE_NAME = "popularity (baseline)"
+COMPARED_METRICS = ("ndcg", "map")
+
+
+def compare_with_popularity(results: list[ModelEvaluation], *, resamples: int = 2000, seed: int = 0) -> str | None:
+    """Fill ``versus_baseline`` of every non-baseline result: the paired bootstrap interval of its per-customer
+    NDCG and MAP minus those of the best popularity model (highest mean NDCG). Returns the baseline's name."""
+    baselines = [r for r in results if r.kind == "popularity" and r.per_customer is not None]
+    if not baselines:
+        return None
+    best = max(baselines, key=lambda r: (r.result.overall["ndcg"], r.name))
+    for r in results:
+        if r is best or r.per_customer is None:
+            continue
+        r.versus_baseline = {
+            metric: paired_difference(r.per_customer, best.per_customer, metric=metric, model_name=r.name,
+                                      baseline_name=best.name, resamples=resamples, seed=seed).to_dict()
+            for metric in COMPARED_METRICS
+        }
+    return best.name
 
 
 def evaluate_models(
     world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None, k: int = 10,
     test_days: float | None = None, world_dir: Path | None = None, progress: Progress | None = None,
+    params: dict[str, dict[str, Any]] | None = None, resamples: int = 2000,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
-    With a synthetic world's ground truth in ``world_dir``, also graded NDCG against true conversion
-    probabilities over each customer's candidates."""
+    Every model is compared with the best popularity model by a paired bootstrap over the test customers
+    (a popularity-in-segment baseline is added when no popularity model is among ``names``). With a
+    synthetic world's ground truth in ``world_dir``, also graded NDCG against true conversion
+    probabilities over each customer's candidates. ``params[name]`` overrides configured defaults."""
     config = load_models_config(settings)
     chosen = list(names) if names else config.train
-    models = {name: config.build(name) for name in chosen}
+    models = {name: config.build(name, (params or {}).get(name)) for name in chosen}
+    if not any(model.kind == "popularity" for model in models.values()):
+        models[BASELINE_NAME] = build_model("popularity", {"by_segment": True})
     rules = load_segment_rules(settings)
     end = latest_event_time(world)
     cutoff = end - timedelta(days=test_days or config.test_days)
@@ -198,12 +293,15 @@ def evaluate_models(
     for name, model in models.items():
         if progress:
             progress(f"training and evaluating {name}")
-        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=settings.threads)
+        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=settings.threads,
+                  history=data.history)
         recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
         result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
         gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
-        results.append(ModelEvaluation(name, result, gt, model.meta["train_seconds"]))
+        results.append(ModelEvaluation(name, result, gt, model.meta["train_seconds"], kind=model.kind,
+                                       per_customer=per_customer_metrics(recs, relevant, k=k)))
         info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
+    info["baseline"] = compare_with_popularity(results, resamples=resamples)
     return results, info
 
 

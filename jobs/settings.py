@@ -111,6 +111,7 @@ class RefreshSettings(BaseModel):
     models: list[str] = Field(default_factory=list)  # empty: the `train` list of config/models.toml
     metric: str = "ndcg"
     max_regression: float = Field(default=0.02, ge=0, le=1)
+    tune_budget_seconds: float = Field(default=0, ge=0)  # 0: no search; the latest recorded winners, else defaults
 
     @field_validator("metric")
     @classmethod

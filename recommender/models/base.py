@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from recommender.columns import Columns
 from recommender.errors import NotFittedError, UserError
+from recommender.history import EventHistory
 from recommender.idmap import IdMap
 from recommender.interactions import InteractionMatrix
 from recommender.models.fallback import SegmentPopularity
@@ -42,6 +43,7 @@ class RankingModel(ABC):
 
     kind: ClassVar[str]
     uses_features: ClassVar[bool] = False  # customer/offer tag columns change the scores
+    uses_history: ClassVar[bool] = False  # learns from event times (``fit(..., history=)``) when given
     deterministic_threads: ClassVar[bool] = True  # same result with threads > 1
 
     def __init__(self) -> None:
@@ -79,6 +81,13 @@ class RankingModel(ABC):
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Inverse of ``_arrays`` (``meta`` is ``self.meta`` as saved)."""
 
+    def _files(self) -> dict[str, str]:
+        """Extra text files to save next to the arrays (e.g. LightGBM's text format), name -> content."""
+        return {}
+
+    def _restore_files(self, texts: Mapping[str, str]) -> None:
+        """Inverse of ``_files`` (called after ``_restore``)."""
+
     # --- public API -----------------------------------------------------------------------------
     def fit(
         self,
@@ -87,10 +96,12 @@ class RankingModel(ABC):
         customers: pl.DataFrame | None = None,
         offers: pl.DataFrame | None = None,
         threads: int = 1,
+        history: EventHistory | None = None,
     ) -> RankingModel:
         """Fit on ``interactions``. ``customers`` (customer_id, segment, tag columns) feeds the
         segment-popularity fallback and feature models; ``offers`` (product_id, family, ...) the offer
-        features. Rows/ids absent from those frames just have no segment or tags."""
+        features. Rows/ids absent from those frames just have no segment or tags. ``history`` (events with
+        times up to the matrix's as-of time) is used by models with ``uses_history``, ignored by others."""
         matrix = interactions.matrix.tocsr().astype(np.float32)
         if matrix.nnz == 0:
             raise UserError("cannot fit a model: the interaction matrix is empty (no weighted events)")
@@ -103,10 +114,12 @@ class RankingModel(ABC):
             matrix, row_segments=cust[Columns.Segment] if Columns.Segment in cust.columns else None
         )
         self._warm = np.diff(matrix.indptr) > 0
+        self._history = history if self.uses_history else None
         self._strength = (matrix if interactions.strength is None else interactions.strength).data
         try:
             self._fit(matrix, customers=cust, offers=prod, threads=threads)
         finally:
+            self._history = None
             self._strength = None
         data_hash = interactions.fingerprint()
         # Every input that shapes the model: parameters, interactions, and the customer and offer frames as given
@@ -181,7 +194,13 @@ class RankingModel(ABC):
         tmp = directory / f".{ARRAYS_FILE}.tmp.npz"
         np.savez(tmp, **arrays)
         tmp.replace(directory / ARRAYS_FILE)
-        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params, "meta": self.meta}
+        files = self._files()
+        for name, text in files.items():
+            tmp_text = directory / f".{name}.tmp"
+            tmp_text.write_text(text)
+            tmp_text.replace(directory / name)
+        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params,
+               "meta": self.meta, "files": sorted(files)}
         (directory / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -239,10 +258,14 @@ def _aligned(frame: pl.DataFrame | None, ids: IdMap, id_col: str) -> pl.DataFram
 def model_kinds() -> dict[str, type[RankingModel]]:
     from recommender.models.als import ALSModel
     from recommender.models.bpr import BPRModel
+    from recommender.models.ease import EASEModel
+    from recommender.models.itemknn import ItemKNNModel
     from recommender.models.lightfm_model import LightFMModel
     from recommender.models.popularity import PopularityModel
+    from recommender.models.propensity import PropensityModel
 
-    return {cls.kind: cls for cls in (ALSModel, BPRModel, LightFMModel, PopularityModel)}
+    kinds = (ALSModel, BPRModel, EASEModel, ItemKNNModel, LightFMModel, PopularityModel, PropensityModel)
+    return {cls.kind: cls for cls in kinds}
 
 
 def build_model(kind: str, params: Mapping[str, Any] | None = None) -> RankingModel:
@@ -276,4 +299,6 @@ def load_model(directory: Path | str) -> RankingModel:
     model.version = doc["version"]
     model.meta = doc["meta"]
     model._restore(data, doc["meta"])
+    if doc.get("files"):
+        model._restore_files({name: (directory / name).read_text() for name in doc["files"]})
     return model

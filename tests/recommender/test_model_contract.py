@@ -22,9 +22,15 @@ N_OFFERS = 12
 MODELS = {
     "als": ("als", {"factors": 2, "regularization": 0.1, "iterations": 20, "alpha": 1.0}),
     "bpr": ("bpr", {"factors": 4, "learning_rate": 0.05, "iterations": 200}),
+    "ease": ("ease", {"regularization": 1.0}),
+    "itemknn_cosine": ("itemknn", {"similarity": "cosine", "neighbours": 8}),
+    "itemknn_bm25": ("itemknn", {"similarity": "bm25", "neighbours": 8}),
     "lightfm_warp": ("lightfm", {"loss": "warp", "no_components": 8, "epochs": 40, "learning_rate": 0.1}),
     "lightfm_bpr": ("lightfm", {"loss": "bpr", "no_components": 8, "epochs": 60, "learning_rate": 0.1}),
     "popularity_in_segment": ("popularity", {"by_segment": True}),
+    "propensity": ("propensity", {"n_estimators": 60, "min_child_samples": 5, "num_leaves": 7, "learning_rate": 0.2}),
+    "propensity_family": ("propensity", {"scope": "family", "n_estimators": 60, "min_child_samples": 5,
+                                         "num_leaves": 7, "learning_rate": 0.2}),
 }
 
 

@@ -1,0 +1,74 @@
+"""Champion per segment (campaign strategy ``"best"``): each customer is scored by the model chosen for its
+segment (``champions``: segment -> member name, ``"*"`` for every other segment).
+
+It offers what :func:`recommender.ranking.rank_within_segments` uses of a model (``offers``, ``customers``,
+``score``), so the ranking path is unchanged. Scores of different members are on different scales; that is
+harmless because offers are only ever compared within one customer. Members trained on other id maps are
+re-aligned (a member's missing offer scores -inf, i.e. it is never chosen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from recommender.columns import Columns
+from recommender.errors import UserError
+from recommender.models.base import RankingModel, _as_frame
+
+
+class SegmentChampion:
+    kind = "best"
+
+    def __init__(self, members: dict[str, RankingModel], champions: dict[str, str]) -> None:
+        if "*" not in champions or any(name not in members for name in champions.values()):
+            raise UserError("champion per segment needs an overall champion ('*') and every chosen model loaded")
+        self.members = members
+        self.champions = dict(champions)
+        overall = members[champions["*"]]
+        overall._check_fitted()
+        self.offers = overall.offers
+        self.customers = overall.customers
+        self.version = "best:" + ",".join(f"{seg}={members[name].version}" for seg, name in sorted(champions.items()))
+        self.meta: dict = {"champions": self.champions}
+        # the latest data any member has seen (for the pipeline's no-look-ahead check)
+        for key in ("data_as_of", "trained_at"):
+            stamps = [m.meta.get(key) for m in members.values()]
+            if all(stamps):
+                self.meta[key] = max(stamps)
+                break
+
+    def _check_fitted(self) -> None:
+        for member in self.members.values():
+            member._check_fitted()
+
+    def model_for(self, segments: pl.Series) -> np.ndarray:
+        """The member name of each customer, from its segment."""
+        mapping = pl.DataFrame({"_seg": list(self.champions), "_name": list(self.champions.values())})
+        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(mapping, on="_seg", how="left",
+                                                                      maintain_order="left")
+        return named["_name"].fill_null(self.champions["*"]).to_numpy()
+
+    def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
+        frame = _as_frame(customers)
+        if Columns.Segment not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(Columns.Segment))
+        names = self.model_for(frame[Columns.Segment])
+        out = np.full((frame.height, self.offers.size), -np.inf, dtype=np.float32)
+        for name in np.unique(names):
+            member = self.members[str(name)]
+            mask = names == name
+            same_rows = rows is not None and member.customers.external_ids.equals(self.customers.external_ids)
+            scores = member.score(frame.filter(pl.Series(mask)), rows=rows[mask] if same_rows else None)
+            if member.offers.external_ids.equals(self.offers.external_ids):
+                out[mask] = scores
+            else:
+                cols = member.offers.to_internal(self.offers.external_ids, unknown="null")
+                known = cols >= 0
+                block = np.full((int(mask.sum()), self.offers.size), -np.inf, dtype=np.float32)
+                block[:, known] = scores[:, cols[known]]
+                out[mask] = block
+        return out
+
+    def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:
+        return self.members[self.champions["*"]].is_warm(customer_ids)

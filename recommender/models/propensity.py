@@ -1,0 +1,321 @@
+"""Propensity model: gradient-boosted trees (LightGBM) predicting, per (customer, offer), the chance of a
+positive event, the way banks' next-best-offer models work.
+
+Features of a (customer, offer) pair: the customer's profile tags (categorical codes) and numeric
+profile columns, the segment, per offer family the decayed interaction weight, the days since the last
+event and the number of recent events, the number of held products per family, with a small catalogue
+(<= ``max_offer_columns`` offers) the decayed weight on every offer, and for the offer itself its id and
+family (categorical) and the customer's decayed weight on it. One booster over all offers
+(``scope = "all"``, the offer is a feature) or one per offer family (``scope = "family"``).
+
+Training data, two ways:
+
+* With an :class:`~recommender.history.EventHistory` (``fit(..., history=)``), the model learns what happens
+  *next*: features as of ``as_of - window_days``, label = a positive event on the pair in the following
+  ``window_days`` (pairs held at the feature time are left out, as ranking leaves them out). Scoring uses the
+  same features as of ``as_of``.
+* Without one (a snapshot of holdings, e.g. Santander), it learns which offer a customer has given everything
+  else: label = the pair's own weight is above ``min_weight``, and the pair's own weight is removed from its
+  features (leave-one-out), so the label never leaks into them.
+
+Negative pairs are sampled uniformly (all positives kept) down to ``negative_ratio`` negatives per positive
+and ``max_rows`` rows in all; uniform sampling of negatives multiplies every pair's odds by one factor, so
+the ranking is unaffected (the scores are then relative propensities, not calibrated probabilities). Cold customers are
+scored from their profile (activity features are zero / missing). The boosters are saved in LightGBM's own
+text format (``booster_<i>.txt``), never pickled.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recommender.columns import Columns
+from recommender.errors import UserError
+from recommender.history import Activity, activity, positives_between
+from recommender.idmap import IdMap
+from recommender.models.base import RankingModel
+
+_CATEGORICAL = (pl.String, pl.Boolean, pl.Categorical, pl.Enum)
+_NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+class PropensityModel(RankingModel):
+    kind = "propensity"
+    uses_features = True
+    uses_history = True
+
+    def __init__(
+        self, *, scope: str = "all", window_days: float = 60.0, recent_days: float = 90.0, n_estimators: int = 200,
+        learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 50, feature_fraction: float = 0.9,
+        lambda_l2: float = 1.0, max_rows: int = 1_000_000, min_weight: float = 0.0, windows: int = 1,
+        max_offer_columns: int = 100, negative_ratio: float = 20.0,
+        customer_columns: list[str] | None = None, numeric_columns: list[str] | None = None, random_state: int = 42,
+    ) -> None:
+        super().__init__()
+        if scope not in ("all", "family"):
+            raise TypeError(f"scope must be 'all' or 'family', not {scope!r}")
+        self.scope = scope
+        self.window_days = float(window_days)
+        self.recent_days = float(recent_days)
+        self.n_estimators = int(n_estimators)
+        self.learning_rate = float(learning_rate)
+        self.num_leaves = int(num_leaves)
+        self.min_child_samples = int(min_child_samples)
+        self.feature_fraction = float(feature_fraction)
+        self.lambda_l2 = float(lambda_l2)
+        self.max_rows = int(max_rows)
+        self.min_weight = float(min_weight)
+        self.windows = max(1, int(windows))
+        self.max_offer_columns = int(max_offer_columns)
+        self.negative_ratio = float(negative_ratio)
+        self.customer_columns = list(customer_columns) if customer_columns is not None else None
+        self.numeric_columns = list(numeric_columns) if numeric_columns is not None else None
+        self.random_state = int(random_state)
+        self.boosters: list[Any] = []  # one per family (scope "family") or one
+        self.tag_maps: dict[str, IdMap] = {}  # categorical column -> its values (code = position)
+        self.numeric: list[str] = []
+        self.offer_family: np.ndarray | None = None  # (n_offers,) family index
+        self.families: IdMap | None = None
+        self.snapshot: Activity | None = None  # activity as of the fit time, for scoring warm customers
+        self.loo = False  # trained leave-one-out (no history)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope, "window_days": self.window_days, "recent_days": self.recent_days,
+            "n_estimators": self.n_estimators, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2, "max_rows": self.max_rows, "min_weight": self.min_weight,
+            "windows": self.windows, "max_offer_columns": self.max_offer_columns,
+            "negative_ratio": self.negative_ratio, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
+            "random_state": self.random_state,
+        }
+
+    # --- features ---------------------------------------------------------------------------------
+    def _learn_columns(self, customers: pl.DataFrame) -> None:
+        schema = customers.schema
+        skip = {Columns.Customer}
+        tags = self.customer_columns if self.customer_columns is not None else [
+            c for c, t in schema.items() if c not in skip and isinstance(t, _CATEGORICAL)]
+        if Columns.Segment in schema and Columns.Segment not in tags:
+            tags = [Columns.Segment, *tags]
+        self.tag_maps = {c: IdMap.from_sorted(customers[c].drop_nulls(), name=c) for c in tags if c in schema}
+        numeric = self.numeric_columns if self.numeric_columns is not None else [
+            c for c, t in schema.items() if c not in skip and isinstance(t, _NUMERIC)]
+        self.numeric = [c for c in numeric if c in schema]
+
+    def _customer_block(self, frame: pl.DataFrame, act: Activity | None, rows: np.ndarray | None) -> np.ndarray:
+        """(n, F_c) float32: tag codes, numeric columns, per-family activity (NaN / 0 without history)."""
+        n, n_fam = frame.height, self.families.size
+        parts = []
+        for column, values in self.tag_maps.items():
+            codes = values.to_internal(frame[column], unknown="null") if column in frame.columns else np.full(n, -1)
+            parts.append(np.where(codes >= 0, codes, np.nan).astype(np.float32)[:, None])
+        for column in self.numeric:
+            col = frame[column].cast(pl.Float32).to_numpy() if column in frame.columns else np.full(n, np.nan)
+            parts.append(np.asarray(col, dtype=np.float32)[:, None])
+        if act is None or rows is None:
+            fam_weight = np.zeros((n, n_fam), np.float32)
+            days = np.full((n, n_fam), np.nan, np.float32)
+            recent = np.zeros((n, n_fam), np.float32)
+            held = np.zeros((n, n_fam), np.float32)
+        else:
+            fam_weight = (act.weights[rows] @ self._family_onehot()).toarray().astype(np.float32)
+            days, recent = act.family_days_since[rows], act.family_recent[rows]
+            held = (act.held[rows].astype(np.float32) @ self._family_onehot()).toarray().astype(np.float32)
+        parts += [fam_weight, days, recent, held]
+        if self._offer_columns:
+            parts.append(np.zeros((n, self.offers.size), np.float32) if act is None or rows is None
+                         else act.weights[rows].toarray().astype(np.float32))
+        return np.hstack(parts)
+
+    @property
+    def _offer_columns(self) -> bool:
+        """Every offer's weight is a customer feature when the catalogue is small (a bank's tens of offers)."""
+        return self.offers.size <= self.max_offer_columns
+
+    def _family_onehot(self) -> sp.csr_matrix:
+        m = self.offers.size
+        return sp.csr_matrix((np.ones(m, np.float32), (np.arange(m), self.offer_family)), shape=(m, self.families.size))
+
+    def _pair_rows(self, block: np.ndarray, act: Activity | None, rows: np.ndarray | None, offers: np.ndarray,
+                   customer_idx: np.ndarray) -> np.ndarray:
+        """Feature rows for pairs (customer_idx[i] of ``block``, offers[i])."""
+        own = np.zeros(offers.size, np.float32)
+        if act is not None and rows is not None:
+            own = np.asarray(act.weights[rows[customer_idx], offers], dtype=np.float32).ravel()
+        return np.hstack([block[customer_idx], offers[:, None].astype(np.float32),
+                          self.offer_family[offers][:, None].astype(np.float32), own[:, None]])
+
+    def _categorical(self) -> list[int]:
+        n_c = len(self.tag_maps) + len(self.numeric) + 4 * self.families.size
+        n_c += self.offers.size if self._offer_columns else 0
+        return list(range(len(self.tag_maps))) + [n_c, n_c + 1]
+
+    # --- fit --------------------------------------------------------------------------------------
+    def _episodes(self, matrix: sp.csr_matrix, rng: np.random.Generator) -> list[tuple[Activity, np.ndarray, np.ndarray]]:
+        """(activity at the feature time, positive labels, candidate pairs) per training episode."""
+        history = self._history
+        n, m = matrix.shape
+        fam = dict(offer_family=self.offer_family, n_families=self.families.size, recent_days=self.recent_days)
+        ids = dict(customers=self.customers, offers=self.offers)
+        episodes = []
+        if history is not None:
+            now = activity(history, at=history.as_of, **ids, **fam)
+            self.snapshot = Activity(weights=matrix, held=now.held, family_days_since=now.family_days_since,
+                                     family_recent=now.family_recent)
+            for k in range(self.windows):
+                end = history.as_of - timedelta(days=k * self.window_days)
+                start = end - timedelta(days=self.window_days)
+                before = activity(history, at=start, **ids, **fam)
+                labels = positives_between(history, start=start, end=end, **ids).toarray()
+                candidates = ~before.held.toarray()
+                episodes.append((before, labels & candidates, candidates))
+            return episodes
+        kept = self.positives(matrix, min_weight=self.min_weight)
+        self.snapshot = Activity(weights=matrix, held=sp.csr_matrix((n, m), dtype=bool),
+                                 family_days_since=np.full((n, self.families.size), np.nan, np.float32),
+                                 family_recent=np.zeros((n, self.families.size), np.float32))
+        counts = np.diff(kept.indptr)
+        owners = np.nonzero(counts)[0]
+        for _ in range(self.windows):  # hide one random kept offer per customer, learn it from the rest
+            pick = kept.indptr[owners] + (rng.random(owners.size) * counts[owners]).astype(np.int64)
+            hidden = sp.csr_matrix((np.ones(owners.size, bool), (owners, kept.indices[pick])), shape=(n, m))
+            rest = kept - kept.multiply(hidden)
+            rest.eliminate_zeros()
+            act = Activity(weights=rest.tocsr(), held=sp.csr_matrix((n, m), dtype=bool),
+                           family_days_since=self.snapshot.family_days_since, family_recent=self.snapshot.family_recent)
+            candidates = (rest.toarray() == 0)
+            episodes.append((act, hidden.toarray() & candidates, candidates))
+        return episodes
+
+    def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
+        import lightgbm as lgb
+
+        families = offers[Columns.Family].cast(pl.String).fill_null("?") if Columns.Family in offers.columns \
+            else pl.Series(Columns.Family, ["?"] * offers.height)
+        self.families = IdMap.from_sorted(families, name=Columns.Family)
+        self.offer_family = self.families.to_internal(families)
+        self._learn_columns(customers)
+        self.loo = self._history is None
+        rng = np.random.default_rng(self.random_state)
+        episodes = self._episodes(matrix, rng)
+        n_pos = sum(int(labels.sum()) for _, labels, _ in episodes)
+        n_neg = sum(int((cand & ~labels).sum()) for _, labels, cand in episodes)
+        if n_pos == 0:
+            raise UserError(f"propensity model: no positive (customer, offer) pair to learn from (window "
+                            f"{self.window_days:g} days)" if not self.loo else
+                            "propensity model: no interaction above min_weight to learn from")
+        negatives = min(self.max_rows - n_pos, self.negative_ratio * n_pos) if self.negative_ratio > 0 else self.max_rows - n_pos
+        neg_rate = min(1.0, max(negatives, 1) / max(n_neg, 1))
+        xs, ys = [], []
+        rows_all = np.arange(self.customers.size)
+        for act, labels, candidates in episodes:
+            pos_r, pos_c = np.nonzero(labels)
+            neg_r, neg_c = np.nonzero(candidates & ~labels)
+            if neg_rate < 1.0:
+                keep = rng.random(neg_r.size) < neg_rate
+                neg_r, neg_c = neg_r[keep], neg_c[keep]
+            r, c = np.concatenate([pos_r, neg_r]), np.concatenate([pos_c, neg_c])
+            used = np.unique(r)
+            block = self._customer_block(customers[pl.Series(used)], act, rows_all[used])
+            xs.append(self._pair_rows(block, act, rows_all[used], c, np.searchsorted(used, r)))
+            ys.append(np.concatenate([np.ones(pos_r.size, np.float32), np.zeros(neg_r.size, np.float32)]))
+        x, y = np.vstack(xs), np.concatenate(ys)
+        del xs
+        offer_col = x[:, -3].astype(np.int64)
+        params = {
+            "objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2, "num_threads": self._lgb_threads(threads, y.size), "seed": self.random_state,
+            "deterministic": True, "force_row_wise": True, "verbose": -1,
+        }
+        groups = [np.ones(y.size, bool)] if self.scope == "all" else [self.offer_family[offer_col] == f
+                                                                      for f in range(self.families.size)]
+        self.boosters = []
+        for chosen in groups:
+            if not chosen.any() or y[chosen].min() == y[chosen].max():  # nothing to learn: constant prior
+                self.boosters.append(float(y[chosen].mean()) if chosen.any() else 0.0)
+                continue
+            data = lgb.Dataset(x[chosen], label=y[chosen], categorical_feature=self._categorical(),
+                               free_raw_data=True, params={"verbose": -1, "max_bin": 63})
+            self.boosters.append(lgb.train(params, data, num_boost_round=self.n_estimators))
+        self.meta["training_rows"] = int(y.size)
+        self.meta["training_positives"] = n_pos
+        self.meta["mode"] = "leave_one_out" if self.loo else "next_window"
+        self.meta["tag_columns"] = list(self.tag_maps)
+        self.meta["numeric_columns"] = list(self.numeric)
+
+    @staticmethod
+    def _lgb_threads(threads: int, rows: int) -> int:
+        """LightGBM's guidance: few threads for small data. One thread per 250k training rows at most; on a
+        busy machine more OpenMP threads than that made a 200k-row fit 10x slower (spinning threads)."""
+        return max(1, min(threads, 1 + rows // 250_000))
+
+    # --- scoring ----------------------------------------------------------------------------------
+    def _predict(self, frame: pl.DataFrame, rows: np.ndarray | None) -> np.ndarray:
+        n, m = frame.height, self.offers.size
+        act = self.snapshot if rows is not None else None
+        block = self._customer_block(frame, act, rows)
+        customer_idx = np.repeat(np.arange(n), m)
+        offers = np.tile(np.arange(m), n)
+        x = self._pair_rows(block, act, rows, offers, customer_idx)
+        out = np.empty(n * m, np.float64)
+        if self.scope == "all":
+            groups = [np.ones(n * m, bool)]
+        else:
+            groups = [self.offer_family[offers] == f for f in range(self.families.size)]
+        for booster, chosen in zip(self.boosters, groups):
+            if not chosen.any():
+                continue
+            out[chosen] = booster if isinstance(booster, float) else booster.predict(x[chosen], num_threads=1)
+        return out.reshape(n, m).astype(np.float32)
+
+    def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
+        return self._predict(frame, rows)
+
+    def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
+        return self._predict(frame, None)
+
+    # --- persistence ------------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        s = self.snapshot
+        w, h = s.weights.tocsr(), s.held.tocsr()
+        out = {"families": self.families.save(), "offer_family": self.offer_family,
+               "snap_w_indptr": w.indptr, "snap_w_indices": w.indices, "snap_w_data": w.data,
+               "snap_h_indptr": h.indptr, "snap_h_indices": h.indices,
+               "snap_days": s.family_days_since, "snap_recent": s.family_recent,
+               "constant_boosters": np.array([b if isinstance(b, float) else np.nan for b in self.boosters])}
+        for column, values in self.tag_maps.items():
+            out[f"tag__{column}"] = values.save()
+        return out
+
+    def _files(self) -> dict[str, str]:
+        return {f"booster_{i}.txt": b.model_to_string() for i, b in enumerate(self.boosters) if not isinstance(b, float)}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        n, m = self.customers.size, self.offers.size
+        self.families = IdMap.load(arrays["families"], name=Columns.Family)
+        self.offer_family = arrays["offer_family"]
+        self.snapshot = Activity(
+            weights=sp.csr_matrix((arrays["snap_w_data"], arrays["snap_w_indices"], arrays["snap_w_indptr"]), shape=(n, m)),
+            held=sp.csr_matrix((np.ones(arrays["snap_h_indices"].size, bool), arrays["snap_h_indices"],
+                                arrays["snap_h_indptr"]), shape=(n, m)),
+            family_days_since=arrays["snap_days"], family_recent=arrays["snap_recent"],
+        )
+        self.tag_maps = {c: IdMap.load(arrays[f"tag__{c}"], name=c) for c in meta["tag_columns"]}
+        self.numeric = list(meta["numeric_columns"])
+        self.loo = meta["mode"] == "leave_one_out"
+        self._constants = arrays["constant_boosters"]
+
+    def _restore_files(self, texts: Mapping[str, str]) -> None:
+        import lightgbm as lgb
+
+        self.boosters = [float(v) if not np.isnan(v) else lgb.Booster(model_str=texts[f"booster_{i}.txt"])
+                         for i, v in enumerate(self._constants)]
+

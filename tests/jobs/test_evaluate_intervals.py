@@ -1,0 +1,52 @@
+"""`evaluate_models` compares every model with the best popularity model by a paired bootstrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from campaigns.contracts import load_world
+from campaigns.synthetic import generate_world
+from jobs.pipeline_models import BASELINE_NAME, evaluate_models
+from jobs.settings import load_events, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("world")
+    generate_world(directory, customers=800, seed=9)
+    settings = load_settings(ROOT / "config", environ={"MKTG_THREADS": "1"})
+    events = load_events(settings)
+    world = load_world(directory, event_types=events.event_types)
+    return evaluate_models(world, settings, events, names=["ease", "popularity_global"], k=5, resamples=500)
+
+
+def test_the_best_popularity_model_is_the_baseline_and_every_other_model_gets_intervals(evaluated):
+    results, info = evaluated
+    by_name = {r.name: r for r in results}
+    assert BASELINE_NAME not in by_name  # a popularity model was asked for: none added
+    assert info["baseline"] == "popularity_global"
+    ease = by_name["ease"]
+    for metric in ("ndcg", "map"):
+        d = ease.versus_baseline[metric]
+        assert d["baseline"] == "popularity_global" and d["customers"] == info["test_customers"]
+        assert d["low"] <= d["difference"] <= d["high"]
+        expected = ease.result.overall[metric] - by_name["popularity_global"].result.overall[metric]
+        assert d["difference"] == pytest.approx(expected, abs=1e-12)
+        assert d["beats_baseline"] is (d["low"] > 0)
+    assert ease.to_dict()["beats_popularity"] is ease.versus_baseline["ndcg"]["beats_baseline"]
+    assert by_name["popularity_global"].versus_baseline == {}
+
+
+def test_a_popularity_baseline_is_added_when_none_is_evaluated(tmp_path):
+    directory = tmp_path / "w"
+    generate_world(directory, customers=300, seed=4)
+    settings = load_settings(ROOT / "config", environ={"MKTG_THREADS": "1"})
+    events = load_events(settings)
+    results, info = evaluate_models(load_world(directory, event_types=events.event_types), settings, events,
+                                    names=["ease"], k=5, resamples=200)
+    assert [r.name for r in results] == ["ease", BASELINE_NAME] and info["baseline"] == BASELINE_NAME
+    assert set(results[0].versus_baseline) == {"ndcg", "map"}
