@@ -288,7 +288,7 @@ def evaluate_models(
     allowed = rules.allowed_offers(world.products)
     truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
     info = {"cutoff": cutoff.isoformat(), "end": end.isoformat(), "k": k, "test_customers": customers.height,
-            "test_pairs": relevant.height, "warm_test_customers": None}
+            "test_pairs": relevant.height, "warm_test_customers": None, "warnings": cutoff_warnings(customers, allowed, held, k=k)}
     results = []
     for name, model in models.items():
         if progress:
@@ -303,6 +303,24 @@ def evaluate_models(
         info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
     info["baseline"] = compare_with_popularity(results, resamples=resamples)
     return results, info
+
+
+def cutoff_warnings(customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, *, k: int) -> list[str]:
+    """A warning when ``k`` reaches the number of candidate offers of most test customers: every model then
+    returns all of a customer's candidates, so precision and recall at k are the same for all of them."""
+    candidates = (
+        customers.select(Columns.Customer, Columns.Segment).join(allowed, on=Columns.Segment, how="inner")
+        .join(held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti")
+        .group_by(Columns.Customer).len()
+    )
+    if candidates.height == 0:
+        return []
+    covered = float((candidates["len"] <= k).mean())
+    if covered <= 0.5:
+        return []
+    return [f"k={k} is at least the number of candidate offers of {covered:.0%} of the test customers (median "
+            f"{int(candidates['len'].median())}): every model returns all of their candidates, so precision and recall "
+            "at k cannot tell the models apart (NDCG and MAP still compare the order); use a smaller --k"]
 
 
 def _ground_truth_gains(world_dir: Path, customers: pl.DataFrame, allowed: pl.DataFrame,

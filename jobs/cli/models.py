@@ -94,6 +94,8 @@ def register(app: typer.Typer) -> None:
                                             progress=lambda msg: status.update(msg), params=params)
         document = {"split": {**info, **{key: iso_utc(datetime.fromisoformat(info[key])) for key in ("cutoff", "end")}},
                     "results": [r.to_dict() for r in results]}
+        for warning in info["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {warning}")
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(document, indent=2) + "\n")

@@ -67,3 +67,14 @@ def test_unknown_model_name_is_a_config_error(world, tmp_path):
     assert mktg(tmp_path, "db", "upgrade").returncode == 0
     out = mktg(tmp_path, "train", "--data", str(world), "--models", "nonsense")
     assert out.returncode == 2 and "unknown model 'nonsense'" in out.stderr
+
+
+def test_evaluate_warns_when_k_covers_every_candidate(world, tmp_path):
+    """With k at least each test customer's number of candidate offers, every model returns all of them and
+    precision/recall are equal for all models: the command says so instead of printing equal figures silently."""
+    wide = mktg(tmp_path, "evaluate", "--data", str(world), "--models", "popularity", "--k", "100", "--json")
+    assert wide.returncode == 0, wide.stderr
+    assert "warning: k=100 is at least the number of candidate offers" in " ".join(wide.stderr.split())
+    assert json.loads(wide.stdout)["split"]["warnings"]
+    narrow = mktg(tmp_path, "evaluate", "--data", str(world), "--models", "popularity", "--k", "2", "--json")
+    assert narrow.returncode == 0 and "warning" not in narrow.stderr and json.loads(narrow.stdout)["split"]["warnings"] == []
