@@ -89,7 +89,10 @@ def print_campaign_result(result: CampaignReport, *, primary_only: bool = False)
     for note in result.notes:
         console.print(f"[yellow]{note}[/]")
     for section in result.sections:
-        console.rule(section.title)
+        if console.is_terminal:
+            console.rule(section.title)
+        else:  # a rule fills the console's width, unbounded on a pipe (full values, never cut)
+            console.print(f"--- {section.title} ---")
         print_result(section.result, primary_only=primary_only)
 
 
