@@ -23,6 +23,7 @@ from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stag
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, find_campaign, load_campaigns
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules
+from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy, uplift_ranker_for
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
@@ -80,6 +81,8 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
     configured = load_models_config(settings).models
     chosen = {}
     for strategy in spec.strategies:
+        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/pipeline_uplift.py)
+            strategy = ranking_strategy(settings, spec)
         if models and strategy in models:
             chosen[strategy] = models[strategy]
         elif strategy not in configured:
@@ -104,7 +107,8 @@ def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_d
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
     chosen = models_for(settings, spec, models, engine=engine)
-    return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules,
+    ranker, _ = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine, world=inputs.world, as_of=at)
+    return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules,
                          as_of=at, allowed=inputs.allowed, contact_history=_contacts_or_empty(engine, spec, rules, at))
 
 
@@ -129,10 +133,12 @@ def run(
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
     with stage("load models"):
         chosen = models_for(settings, spec, models, engine=engine)
+        ranker, uplift_versions = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine,
+                                                    world=inputs.world, as_of=scheduled_for)
     return run_campaign(
-        spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules, engine=engine,
+        spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules, engine=engine,
         export_root=settings.export_dir, scheduled_for=scheduled_for, allowed=inputs.allowed,
-        model_versions={name: model.version for name, model in chosen.items()}, stage=stage,
+        model_versions={**{name: model.version for name, model in chosen.items()}, **uplift_versions}, stage=stage,
     )
 
 

@@ -92,6 +92,8 @@ def print_campaign_result(result: CampaignReport, *, primary_only: bool = False)
     for section in result.sections:
         console.rule(section.title)
         print_result(section.result, primary_only=primary_only)
+    if result.best_incremental:
+        console.print(f"[bold]{result.best_incremental}[/]")
 
 
 def _with_ci(value: float, low: float, high: float, scale: float, sign: str) -> str:
