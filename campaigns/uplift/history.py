@@ -11,8 +11,8 @@ of everything about the customer. ``propensity`` is the pool's treated share (th
 the caps). Rows outside any pool (not selected; or a pool without an untreated side) have ``pool`` null and are
 never used to train or evaluate.
 
-Features (:func:`customer_features`) use only data stamped before the fire time: events strictly before it,
-holdings opened by then and not yet closed, the latest risk record as of then, age at that date. Gender is
+Features (:func:`customer_features`) use only data stamped strictly before the fire time: events before it,
+holdings opened before it and not closed by then, the latest risk record before it, age at that date. Gender is
 deliberately not a feature.
 """
 
@@ -69,11 +69,11 @@ def customer_features(world: World, segments: pl.DataFrame, *, as_of: datetime) 
         age = pl.lit(None, dtype=pl.Float64).alias("age")
     profile = cust.select(C, age.cast(pl.Float64), *profile_cols)
 
-    risk = (world.risk.filter(pl.col("as_of") <= as_of).sort("as_of").unique(C, keep="last")
+    risk = (world.risk.filter(pl.col("as_of") < as_of).sort("as_of").unique(C, keep="last")
             .select(C, "credit_score", "dti", "dpd_current", "max_dpd_12m"))
     risk = ids.join(risk, on=C, how="left").with_columns(_risk_band(pl.col("credit_score")).alias("risk_band"))
 
-    held = world.holdings.filter(pl.col("since") <= as_of)
+    held = world.holdings.filter(pl.col("since") < as_of)
     if "until" in held.columns:
         held = held.filter(pl.col("until").is_null() | (pl.col("until") > as_of))
     held = held.join(ids, on=C, how="semi").join(world.products.select("product_id", "family"), on="product_id")
