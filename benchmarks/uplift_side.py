@@ -23,6 +23,9 @@ def frame(path: Path) -> pd.DataFrame:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
     work, outcome, params = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     from causalml.inference.meta import BaseXClassifier
     from sklift.metrics import qini_auc_score, uplift_at_k, uplift_auc_score
@@ -61,10 +64,10 @@ def main() -> None:
         check[name] = {"qini_auc_score": float(qini_auc_score(yt, score, tt)),
                        "uplift_auc_score": float(uplift_auc_score(yt, score, tt)),
                        "uplift_at_30": float(uplift_at_k(yt, score, tt, strategy="overall", k=0.3))}
-    import sklift
-    import causalml
+    from importlib.metadata import version
+
     (work / f"sklift_{outcome}.json").write_text(json.dumps({"metrics": check, "fit_seconds": seconds, "versions": {
-        "scikit-uplift": sklift.__version__, "causalml": causalml.__version__}}, indent=2))
+        name: version(name) for name in ("scikit-uplift", "causalml", "lightgbm", "scikit-learn")}}, indent=2))
 
 
 if __name__ == "__main__":

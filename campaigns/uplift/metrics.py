@@ -100,46 +100,60 @@ def _perfect_qini_score(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     return y * t - y * ~t
 
 
-def _perfect_uplift_score(y: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
-    control_responders = np.sum(w * ((y == 1) & ~t))
-    treated_non_responders = np.sum(w * ((y == 0) & t))
-    summand = y if control_responders > treated_non_responders else t.astype(np.float64)
-    return 2.0 * (y == t) + summand
+class _Sorted:
+    """The orders every metric needs, computed once per (y, score, treatment); weights vary per bootstrap draw."""
+
+    def __init__(self, y: np.ndarray, score: np.ndarray, t: np.ndarray):
+        self.y, self.t = y, t
+        self.actual = _order(score)
+        self.perfect_qini = _order(_perfect_qini_score(y, t))
+        self._perfect_uplift = {flag: _order(2.0 * (y == t) + (y if flag else t.astype(np.float64)))
+                                for flag in (False, True)}
+        self.descending = self.actual[0]
+
+    def qini(self, w: np.ndarray) -> float:
+        y, t = self.y, self.t
+        return _normalised(_qini_points(y, t, w, *self.actual), _qini_points(y, t, w, *self.perfect_qini))
+
+    def auuc(self, w: np.ndarray) -> float:
+        y, t = self.y, self.t
+        flag = bool(np.sum(w * ((y == 1) & ~t)) > np.sum(w * ((y == 0) & t)))
+        return _normalised(_uplift_points(y, t, w, *self.actual), _uplift_points(y, t, w, *self._perfect_uplift[flag]))
+
+    def uplift_at(self, w: np.ndarray, k: float) -> float:
+        y, t, order = self.y, self.t, self.descending
+        size = math.ceil(y.size * k)
+        ws = w[order]
+        top = order[(np.cumsum(ws) - ws) < size]
+        wt, wc = (w * t)[top], (w * ~t)[top]
+        if wt.sum() == 0 or wc.sum() == 0:
+            return math.nan
+        return float((y[top] * wt).sum() / wt.sum() - (y[top] * wc).sum() / wc.sum())
 
 
 def qini_coefficient(y, score, treatment, *, weights=None) -> float:
     """sklift's ``qini_auc_score(negative_effect=True)``: 0 = random order, 1 = the perfect order."""
     y, score, t, w = _arrays(y, score, treatment, weights)
-    actual = _qini_points(y, t, w, *_order(score))
-    perfect = _qini_points(y, t, w, *_order(_perfect_qini_score(y, t)))
-    return _normalised(actual, perfect)
+    return _Sorted(y, score, t).qini(w)
 
 
 def auuc(y, score, treatment, *, weights=None) -> float:
-    """Normalised area under the uplift curve (sklift's ``uplift_auc_score``)."""
+    """Normalised area under the uplift curve (sklift's ``uplift_auc_score``; its perfect curve orders by
+    ``2 [y = t] + (y if control responders outnumber treated non-responders else t)``)."""
     y, score, t, w = _arrays(y, score, treatment, weights)
-    actual = _uplift_points(y, t, w, *_order(score))
-    perfect = _uplift_points(y, t, w, *_order(_perfect_uplift_score(y, t, w)))
-    return _normalised(actual, perfect)
+    return _Sorted(y, score, t).auuc(w)
 
 
 def uplift_at_k(y, score, treatment, *, k: float = 0.3, weights=None) -> float:
     """Treated minus control conversion rate among the top ``ceil(k * n)`` rows (sklift ``strategy='overall'``).
 
     Rows tied at the cut are taken in sklift's order (reversed stable sort). With weights, a row is in the top
-    when the weight of the rows before it is below ``ceil(k * n)``.
+    when the weight of the rows before it is below ``ceil(k * n)``. NaN when the top lacks either group.
     """
     if not 0 < k < 1:
         raise ValueError(f"k={k} must be in (0, 1)")
     y, score, t, w = _arrays(y, score, treatment, weights)
-    order = np.argsort(score, kind="mergesort")[::-1]
-    size = math.ceil(y.size * k)
-    ws = w[order]
-    top = order[(np.cumsum(ws) - ws) < size]
-    wt, wc = (w * t)[top], (w * ~t)[top]
-    if wt.sum() == 0 or wc.sum() == 0:
-        return math.nan
-    return float((y[top] * wt).sum() / wt.sum() - (y[top] * wc).sum() / wc.sum())
+    return _Sorted(y, score, t).uplift_at(w, k)
 
 
 @dataclass(frozen=True)
@@ -193,17 +207,18 @@ def evaluate_uplift(y, score, treatment, *, ks: tuple[float, ...] = (0.1, 0.2, 0
                     seed: int = 0, alpha: float = 0.05, curve_points: int = 101) -> UpliftEvaluation:
     """Qini coefficient, AUUC and uplift at each k, with ``1 - alpha`` percentile bootstrap intervals over
     ``draws`` resamples stratified by treatment; plus the Qini curve on a grid of ``curve_points`` shares."""
-    y, score, t, _ = _arrays(y, score, treatment)
+    y, score, t, ones = _arrays(y, score, treatment)
     if t.all() or not t.any():
         raise ValueError("uplift metrics need treated and control rows")
-    qini = [qini_coefficient(y, score, t)]
-    area = [auuc(y, score, t)]
-    at = {k: [uplift_at_k(y, score, t, k=k)] for k in ks}
-    for w in bootstrap_weights(t, draws=draws, seed=seed):
-        qini.append(qini_coefficient(y, score, t, weights=w))
-        area.append(auuc(y, score, t, weights=w))
+    if not all(0 < k < 1 for k in ks):
+        raise ValueError(f"every k must be in (0, 1), got {ks}")
+    sorted_ = _Sorted(y, score, t)
+    qini, area, at = [], [], {k: [] for k in ks}
+    for w in [ones, *bootstrap_weights(t, draws=draws, seed=seed)]:
+        qini.append(sorted_.qini(w))
+        area.append(sorted_.auuc(w))
         for k in ks:
-            at[k].append(uplift_at_k(y, score, t, k=k, weights=w))
+            at[k].append(sorted_.uplift_at(w, k))
     x, q = qini_curve(y, score, t)
     grid = np.linspace(0, 1, curve_points)
     return UpliftEvaluation(
