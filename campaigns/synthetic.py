@@ -104,7 +104,7 @@ CONVERSION_OFFSET = 4.0  # P(convert | offered) = sigmoid(utility - CONVERSION_O
 # Response type -> (multiplier of q when not contacted, when contacted): the true treatment effect.
 RESPONSE_TYPES: dict[str, tuple[float, float]] = {
     "persuadable": (0.08, 0.9),
-    "sure_thing": (0.6, 0.6),
+    "sure_thing": (1.5, 1.5),
     "lost_cause": (0.02, 0.05),
     "sleeping_dog": (0.4, 0.1),
 }
@@ -337,7 +337,7 @@ def _response_types(rng: np.random.Generator, customers: pl.DataFrame, traits: d
         2.2 * z + 0.8 * (income > 60_000) - 0.6,  # sure_thing
         2.0 * np.isin(occupation, ("unemployed", "student")) - 0.8 * z + 0.2,  # lost_cause
         2.2 * (age >= 60) + 1.0 * (tenure > 120) - 1.8,  # sleeping_dog
-    ]) * 1.5
+    ]) * 2.0
     draw = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     return np.array(list(RESPONSE_TYPES))[draw]
 
