@@ -13,9 +13,10 @@ numeric features (the three categorical columns one-hot encoded, since causalml 
 same code (campaigns.uplift.metrics, 1,000 stratified bootstrap draws); scikit-uplift's own functions recompute
 the point values in the peer venv as a cross-check.
 
-Synthetic: a world with response types; every customer gets a random credit-card offer and a 50/50 random
-contact; outcomes from the ground truth's P(convert | contacted / not). Half the customers (salted hash) train,
-the other half is the next audience: contacting 30 % of it by predicted uplift vs by predicted response
+Synthetic: a world with response types; in each of ``--runs`` past runs every customer got a random credit-card
+offer and a 50/50 random contact; outcomes from the ground truth's P(convert | contacted / not). Half the
+customers (salted hash) are the history (all their runs train), the other half is the next audience (one offer
+each): contacting 30 % of it by predicted uplift vs by predicted response
 (a LightGBM classifier of conversion on the contacted rows: "who converts when contacted") vs an oracle (true
 uplift), counted in true incremental conversions (sum of P(. | contacted) - P(. | not) of those contacted).
 
@@ -115,9 +116,10 @@ def hillstrom(args) -> dict:
     return results
 
 
-def _synthetic_table(world_dir: Path, *, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Every customer, a random credit-card offer and a 50/50 random contact; features as of the world's end and
-    ground-truth outcome probabilities (and one drawn outcome)."""
+def _synthetic_table(world_dir: Path, *, seed: int, runs: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``runs`` past campaign runs: in each, every customer gets a random credit-card offer and a 50/50 random
+    contact; features as of the world's end, ground-truth outcome probabilities and one drawn outcome per row
+    (column ``run`` in the second frame)."""
     from campaigns.contracts import load_world
     from campaigns.segments import assign_segments
     from campaigns.synthetic import GroundTruth
@@ -134,15 +136,19 @@ def _synthetic_table(world_dir: Path, *, seed: int) -> tuple[pl.DataFrame, pl.Da
     feature_seconds = time.perf_counter() - started
     rng = np.random.default_rng(seed)
     cards = np.sort(world.products.filter(pl.col("family") == "credit_card")["product_id"].to_numpy())
-    ids = features["customer_id"]
-    pairs = pl.DataFrame({"customer_id": ids, "offer_id": cards[rng.integers(0, cards.size, ids.len())]})
-    table = pair_features(features, pairs, world.products)
     truth = GroundTruth.load(world_dir)
-    p0, p1 = truth.outcome_probabilities(pairs.rename({"offer_id": "product_id"}))
-    treated = rng.random(ids.len()) < 0.5
-    outcome = (rng.random(ids.len()) < np.where(treated, p1, p0)).astype(np.int8)
-    meta = pl.DataFrame({"customer_id": ids, "treatment": treated, "outcome": outcome, "p0": p0, "p1": p1})
-    return table, meta.with_columns(pl.lit(feature_seconds).alias("feature_seconds"))
+    tables, metas = [], []
+    for run in range(runs):
+        ids = features["customer_id"]
+        pairs = pl.DataFrame({"customer_id": ids, "offer_id": cards[rng.integers(0, cards.size, ids.len())]})
+        tables.append(pair_features(features, pairs, world.products))
+        p0, p1 = truth.outcome_probabilities(pairs.rename({"offer_id": "product_id"}))
+        treated = rng.random(ids.len()) < 0.5
+        outcome = (rng.random(ids.len()) < np.where(treated, p1, p0)).astype(np.int8)
+        metas.append(pl.DataFrame({"customer_id": ids, "run": run, "treatment": treated, "outcome": outcome,
+                                   "p0": p0, "p1": p1}))
+    meta = pl.concat(metas).with_columns(pl.lit(feature_seconds).alias("feature_seconds"))
+    return pl.concat(tables), meta
 
 
 def synthetic(args) -> dict:
@@ -150,9 +156,13 @@ def synthetic(args) -> dict:
 
     world_dir = Path(args.data) if args.data else OUT / f"world-{args.customers}"
     ensure_world(world_dir, args.customers, SEED)
-    table, meta = _synthetic_table(world_dir, seed=SEED)
+    table, meta = _synthetic_table(world_dir, seed=SEED, runs=args.runs)
     x = table.drop("customer_id")
-    train = buckets(meta["customer_id"], salt="bench", campaign_id="uplift") < 0.5
+    history = buckets(meta["customer_id"], salt="bench", campaign_id="uplift") < 0.5
+    train = history  # every past run of the history customers
+    audience = ~history & (meta["run"] == 0).to_numpy()  # the next campaign: the other customers, one offer each
+    x, meta, table = x.filter(pl.Series(train | audience)), meta.filter(pl.Series(train | audience)), None
+    train = train[(train | audience)]
     t, y = meta["treatment"].to_numpy(), meta["outcome"].to_numpy()
     true = (meta["p1"] - meta["p0"]).to_numpy()
     xt, xs = x.filter(pl.Series(train)), x.filter(pl.Series(~train))
@@ -167,7 +177,8 @@ def synthetic(args) -> dict:
     target_true = true[~train]
     n_contact = int(round(0.3 * target_true.size))
     oracle = np.sort(target_true)[::-1][:n_contact].sum()
-    out = {"customers": int(meta.height), "train_rows": int(train.sum()), "audience": int((~train).sum()),
+    out = {"customers": int(meta["customer_id"].n_unique()), "history_runs": args.runs, "train_rows": int(train.sum()),
+           "audience": int((~train).sum()),
            "contacts": n_contact, "oracle_incremental": float(oracle),
            "random_incremental": float(target_true.mean() * n_contact), "policies": {}}
     print(f"next audience {target_true.size:,}, contact 30 % = {n_contact:,}: oracle {oracle:.1f} incremental "
@@ -212,6 +223,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--data", help="world directory (default: benchmarks/out/world-<customers>)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="synthetic: past runs (random offer, random contact) "
+                        "the history customers took part in")
     parser.add_argument("--draws", type=int, default=1000, help="bootstrap draws for the Hillstrom intervals")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
