@@ -23,7 +23,6 @@ from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stag
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, find_campaign, load_campaigns
 from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules
-from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy, uplift_ranker_for
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
@@ -78,6 +77,8 @@ def model_ranker(models: dict[str, RankingModel]) -> Ranker:
 def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None, *,
                engine: Engine) -> dict[str, RankingModel]:
     """The model of every arm strategy: from ``models`` when given, else the registry's active version."""
+    from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
+
     configured = load_models_config(settings).models
     chosen = {}
     for strategy in spec.strategies:
@@ -107,6 +108,8 @@ def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_d
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
     chosen = models_for(settings, spec, models, engine=engine)
+    from jobs.pipeline_uplift import uplift_ranker_for
+
     ranker, _ = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine, world=inputs.world, as_of=at)
     return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules,
                          as_of=at, allowed=inputs.allowed, contact_history=_contacts_or_empty(engine, spec, rules, at))
@@ -133,6 +136,8 @@ def run(
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
     with stage("load models"):
         chosen = models_for(settings, spec, models, engine=engine)
+        from jobs.pipeline_uplift import uplift_ranker_for
+
         ranker, uplift_versions = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine,
                                                     world=inputs.world, as_of=scheduled_for)
     return run_campaign(

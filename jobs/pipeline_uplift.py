@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import polars as pl
@@ -19,17 +19,18 @@ from sqlalchemy import Engine
 
 from campaigns.arms import buckets
 from campaigns.contracts import World
-from campaigns.report_data import load_run_assignments
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignSpec, UpliftOptions, load_campaigns
 from campaigns.uplift.history import (OUTCOMES, RunDesign, completed, customer_features, model_features,
                                       succeeded_runs, training_rows)
-from campaigns.uplift.metrics import UpliftEvaluation, evaluate_uplift
-from campaigns.uplift.models import KINDS, UpliftModel, build_uplift_model, load_uplift_model
 from campaigns.uplift.targeting import UPLIFT_STRATEGY, uplift_ranker
 from jobs.pipeline_models import load_models_config, load_segment_rules
 from jobs.settings import Settings
 from recommender.errors import UserError
+
+if TYPE_CHECKING:  # LightGBM and the report stack load only when uplift work runs (CLI start-up stays light)
+    from campaigns.uplift.metrics import UpliftEvaluation
+    from campaigns.uplift.models import UpliftModel
 
 log = logging.getLogger("mktg.uplift")
 C = "customer_id"
@@ -48,6 +49,8 @@ def ranking_strategy(settings: Settings, spec: CampaignSpec) -> str:
 def training_table(settings: Settings, *, engine: Engine, world: World, conversions: pl.DataFrame, as_of: datetime,
                    campaign_ids: Iterable[str] | None = None, progress: Progress | None = None) -> pl.DataFrame:
     """Training rows (:func:`campaigns.uplift.history.training_rows`) of every completed succeeded run."""
+    from campaigns.report_data import load_run_assignments
+
     specs = load_campaigns(settings.config_dir / "campaigns")
     rules = load_segment_rules(settings)
     frames = []
@@ -90,8 +93,8 @@ def evaluation_mask(customer_ids: pl.Series, *, share: float = EVALUATION_SHARE)
 @dataclass
 class UpliftFit:
     kind: str
-    model: UpliftModel
-    evaluation: UpliftEvaluation
+    model: "UpliftModel"
+    evaluation: "UpliftEvaluation"
 
     def metrics(self, outcome: str) -> dict:
         return {"outcome": outcome, **self.evaluation.as_dict()}
@@ -101,6 +104,9 @@ def fit_and_evaluate(table: pl.DataFrame, *, kinds: Iterable[str], outcome: str 
                      params: dict | None = None, threads: int = 1, seed: int = 0, draws: int = 200,
                      progress: Progress | None = None) -> list[UpliftFit]:
     """Fit each kind on the training part of the randomised rows; evaluate on the held-out part."""
+    from campaigns.uplift.metrics import evaluate_uplift
+    from campaigns.uplift.models import KINDS, build_uplift_model
+
     if outcome not in OUTCOMES:
         raise UserError(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
     unknown = [k for k in kinds if k not in KINDS]
@@ -149,6 +155,7 @@ def save_and_register(fit: UpliftFit, settings: Settings, *, engine: Engine, nam
 def load_active_uplift(engine: Engine, name: str = "uplift") -> UpliftModel:
     from campaigns.db.session import session_scope
     from campaigns.model_registry import active_version
+    from campaigns.uplift.models import load_uplift_model
 
     with session_scope(engine) as session:
         row = active_version(session, name)

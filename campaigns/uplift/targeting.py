@@ -15,14 +15,16 @@ uplift arm is one more random share and every randomised comparison of the repor
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
 
 from campaigns.contracts import World
 from campaigns.uplift.history import customer_features, model_features, pair_features
-from campaigns.uplift.models import UpliftModel
+
+if TYPE_CHECKING:
+    from campaigns.uplift.models import UpliftModel
 
 UPLIFT_STRATEGY = "uplift"
 C, O = "customer_id", "offer_id"
@@ -50,7 +52,7 @@ def value_scores(ranked: pl.DataFrame, value: np.ndarray) -> np.ndarray:
     return ordered.sort("_row")["score"].to_numpy()
 
 
-def uplift_ranker(base: BaseRank, model: UpliftModel, *, ranking_strategy: str, world: World, as_of: datetime,
+def uplift_ranker(base: BaseRank, model: "UpliftModel", *, ranking_strategy: str, world: World, as_of: datetime,
                   margin: str = "product", threads: int = 1) -> BaseRank:
     """A ranker for the ``uplift`` strategy on top of ``base`` (which ranks with ``ranking_strategy``); other
     strategies pass straight through to ``base``."""
