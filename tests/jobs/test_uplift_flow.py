@@ -136,7 +136,7 @@ def test_train_register_target_and_report(flow):
                                 load_segment_rules(settings), as_of=later)
     plan = pipeline.preview(settings, flow["events"], campaign_id="target", data_dir=flow["dir"], at=later,
                             engine=engine)  # the same eligibility as the run
-    cards = world.products.filter(pl.col("family") == "credit_card")["product_id"]
+    cards = world.products.filter(pl.col("family") == "credit_card")["product_id"].to_list()
     allowed = load_segment_rules(settings).allowed_offers(world.products).filter(pl.col("offer_id").is_in(cards))
     ranked = rank_within_segments(load_active_model(engine, "popularity"), customers=customers, allowed=allowed,
                                   held=plan.exclusions.select("customer_id", pl.col("offer_id").alias("product_id")), k=1)
