@@ -14,6 +14,10 @@ Every arm (control included) is a random share of the run's eligible audience (:
   selection against control's would-have-been selection (same rule, both random shares). Answers the same
   question as ``holdout`` from the control arm.
 
+Uplift (:mod:`campaigns.uplift.report`): a Qini curve per strategy inside its randomised pool, ordered by the
+strategy's own score, and incremental conversions per 1,000 contacts per arm with the strategy that produced
+the most.
+
 Checks: the sample-ratio test compares the arm sizes of the eligible audience (before any selection) with the
 configured shares; the covariate-balance test (segment x arm chi-square) flags a randomisation that sizes alone
 would not reveal; a holdout section carries its own sample-ratio test of held-out vs contacted.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import csv
 import html
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
@@ -65,6 +69,14 @@ class CampaignReport:
     sections: list[Section]
     notes: list[str]
     generated_at: datetime
+    qini: list = field(default_factory=list)  # campaigns.uplift.report.StrategyQini per strategy
+    incremental: list = field(default_factory=list)  # campaigns.uplift.report.Incremental per treatment arm
+
+    @property
+    def best_incremental(self) -> str | None:
+        from campaigns.uplift.report import best_statement
+
+        return best_statement(self.incremental)
 
     def section(self, key: str) -> Section:
         return next(s for s in self.sections if s.key == key)
@@ -139,9 +151,13 @@ def build_campaign_report(
                     f"Control is ranked with {arm.name}'s strategy: its would-have-been selection against {arm.name}'s "
                     "contacted customers (both random shares, same selection rule).",
                     frame, CONTROL, SELECTION_METRICS)
+    from campaigns.uplift.report import incremental_per_1000, strategy_qini
+
     return CampaignReport(
         title or f"A/B report: campaign {spec.id}, run {run.run_id}", spec.id, run.run_id, run.scheduled_for, alpha,
-        window, srm, balance, sections, notes, datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0))
+        window, srm, balance, sections, notes, datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0),
+        qini=strategy_qini(run, conversions, spec=spec, products=products, window_days=window),
+        incremental=incremental_per_1000(sections, run, spec=spec))
 
 
 # --- JSON / CSV ---------------------------------------------------------------------------------------------
@@ -162,6 +178,9 @@ def to_dict(result: CampaignReport) -> dict:
         "srm": asdict(result.srm),
         "balance": asdict(result.balance),
         "notes": result.notes,
+        "uplift": {"qini": [q.as_dict() for q in result.qini],
+                   "incremental_per_1000": [r.as_dict() for r in result.incremental],
+                   "best": result.best_incremental},
         "sections": [
             {"key": s.key, "title": s.title, "question": s.question, "control_arm": s.result.control_arm,
              "primary_metric": s.result.primary.metric, "srm": asdict(s.result.srm) if s.result.srm else None,
@@ -201,6 +220,41 @@ def _balance_html(balance: BalanceResult) -> str:
             "the segment x arm table of the eligible audience, tested for independence.</p>")
 
 
+def _uplift_html(result: CampaignReport) -> str:
+    """Incremental conversions per 1,000 contacts per arm, and the Qini curve of each strategy's selection."""
+    from campaigns.uplift.report import qini_plot
+
+    esc = html.escape
+    if not result.qini and not result.incremental:
+        return ""
+    parts = ["<h2>Uplift: what each strategy's contacts caused</h2>"]
+    if result.incremental:
+        parts.append("<table><tr><th>arm</th><th>strategy</th><th>contacts</th><th>incremental conversions per 1,000 "
+                     "contacts [CI]</th><th>from</th></tr>")
+        for r in result.incremental:
+            parts.append(f"<tr><td>{esc(r.arm)}</td><td>{esc(r.strategy)}</td><td>{r.contacts:,}</td>"
+                         f"<td>{r.per_1000:+.1f} [{r.low:+.1f}, {r.high:+.1f}]</td>"
+                         f"<td>{'intention to treat vs control' if r.source == 'itt' else 'contacted vs held out'}</td></tr>")
+        parts.append("</table>")
+        parts.append(f'<p class="meta">{esc(result.best_incremental or "")}</p>')
+    curves = [q for q in result.qini if q.error is None]
+    if curves:
+        parts.append('<p class="meta">Qini curves: inside each strategy\'s randomised selection (contacted vs held out '
+                     "or control's would-have-been selection), customers ordered by the strategy's score; the curve is "
+                     "the incremental conversions to the offered product, the dotted line random order. A curve above its "
+                     "line means the score puts the customers a contact moves first.</p>")
+        parts.append(f'<img alt="Qini curves per strategy" src="{qini_plot(curves, title="Qini curve per strategy")}">')
+        parts.append("<table><tr><th>strategy</th><th>customers</th><th>contacted</th><th>Qini coefficient [CI]</th>"
+                     "<th>uplift in top 30 % (pp) [CI]</th></tr>")
+        for q in curves:
+            u = q.uplift_at_30
+            parts.append(f"<tr><td>{esc(q.strategy)}</td><td>{q.n:,}</td><td>{q.treated:,}</td>"
+                         f"<td>{q.qini.value:+.3f} [{q.qini.low:+.3f}, {q.qini.high:+.3f}]</td>"
+                         f"<td>{u.value * 100:+.2f} [{u.low * 100:+.2f}, {u.high * 100:+.2f}]</td></tr>")
+        parts.append("</table>")
+    return "\n".join(parts)
+
+
 def render_html(result: CampaignReport) -> str:
     esc = html.escape
     window = "none" if result.window_days is None else f"{result.window_days:g} days"
@@ -210,6 +264,7 @@ def render_html(result: CampaignReport) -> str:
     parts = ["<h2>Randomisation checks (eligible audience, before any selection)</h2>",
              report._srm_html(result.srm), _balance_html(result.balance)]
     parts += [f'<p class="note">{esc(note)}</p>' for note in result.notes]
+    parts.append(_uplift_html(result))
     for s in result.sections:
         parts.append(f'<h2>{esc(s.title)}</h2><p class="meta">{esc(s.question)}</p>')
         if s.result.srm is not None:

@@ -46,13 +46,14 @@ class RunAssignments:
     campaign_id: str
     scheduled_for: datetime
     generated_at: datetime | None
-    assignments: pl.DataFrame  # customer_id, arm, segment, offer_id, exposed_at (control and holdout rows included)
+    assignments: pl.DataFrame  # customer_id, arm, segment, offer_id, score, exposed_at (control and holdouts included)
     audience: pl.DataFrame  # customer_id, arm, segment, selected, contacted, exposed_at: the eligible audience
     offers: list[str]  # the campaign's offers at run time
     has_audience: bool  # False for runs recorded before the audience was stored (rebuilt from the target list)
 
 
-TARGET_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "offer_id": pl.String}
+TARGET_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "offer_id": pl.String,
+                 "score": pl.Float64}
 AUDIENCE_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "selected": pl.Boolean,
                    "contacted": pl.Boolean}
 
@@ -81,8 +82,8 @@ def load_run_assignments(engine: Engine, campaign_id: str, *, run_id: str | None
             what = f"run '{run_id}'" if run_id else "succeeded run"
             raise RunNotFoundError(f"campaign '{campaign_id}': no {what} in the database (run `mktg campaign run` first)")
         targets = _frame(connection.execute(
-            select(TargetListRow.customer_id, TargetListRow.arm, TargetListRow.segment, TargetListRow.offer_id)
-            .where(TargetListRow.run_id == run["run_id"])).all(), TARGET_SCHEMA)
+            select(TargetListRow.customer_id, TargetListRow.arm, TargetListRow.segment, TargetListRow.offer_id,
+                   TargetListRow.score).where(TargetListRow.run_id == run["run_id"])).all(), TARGET_SCHEMA)
         audience = _frame(connection.execute(
             select(RunAudience.customer_id, RunAudience.arm, RunAudience.segment, RunAudience.selected,
                    RunAudience.contacted).where(RunAudience.run_id == run["run_id"])).all(), AUDIENCE_SCHEMA)

@@ -1,15 +1,21 @@
 """Simulated conversions for a campaign run, drawn from the synthetic world's ground truth.
 
-Never from a model's scores: a contacted customer converts to the offered product with the ground-truth
-probability :meth:`campaigns.synthetic.GroundTruth.conversion_probability`; a control (not contacted) customer
-with that probability times ``uncontacted_factor`` (some would have taken the product anyway). On top, every
-listed customer has a small ``organic_rate`` chance of converting to a random catalogue product.
+Never from a model's scores. By default (``uncontacted_factor=None``) the world's heterogeneous treatment
+effect decides (:meth:`campaigns.synthetic.GroundTruth.outcome_probabilities`): a contacted customer converts
+to the offered product with ``P(convert | contacted)``, a control or held-out customer with ``P(convert | not
+contacted)``; persuadables convert mostly because of the contact, sure things anyway, sleeping dogs less when
+contacted. With a number for ``uncontacted_factor`` the older homogeneous rule applies instead: contacted
+customers convert with the ground-truth probability ``p`` (:meth:`GroundTruth.conversion_probability`), the
+others with ``uncontacted_factor * p``. On top, every listed customer has a small ``organic_rate`` chance of
+converting to a random catalogue product.
 
 Given a run's whole eligible ``audience`` and its ``campaign_offers``, customers nobody contacted are simulated
-too (what intention-to-treat comparisons need): every audience customer may take each campaign offer on their
-own with probability ``uncontacted_factor * p / len(campaign_offers)``, contacted ones also take the offered
-product with probability ``p``, and organic conversions are drawn for the whole audience. Delays after
-exposure are exponential, so some conversions fall outside the attribution window, as in life.
+too (what intention-to-treat comparisons need). With the treatment effect: every (audience customer, campaign
+offer) pair converts with ``P(convert | not contacted)`` unless the customer was contacted with that offer,
+then with ``P(convert | contacted)``. With the homogeneous rule: every audience customer may take each campaign
+offer on their own with probability ``uncontacted_factor * p / len(campaign_offers)`` and contacted ones also
+take the offered product with probability ``p``. Organic conversions are drawn for the whole audience. Delays
+after exposure are exponential, so some conversions fall outside the attribution window, as in life.
 
 Deterministic: same inputs and seed, same table (rows are sorted before any random draw).
 """
@@ -47,7 +53,7 @@ def simulate_conversions(
     *,
     seed: int,
     control_arm: str = "control",
-    uncontacted_factor: float = 0.3,
+    uncontacted_factor: float | None = None,
     organic_rate: float = 0.01,
     mean_delay_days: float = 7.0,
     organic_days: float = 45.0,
@@ -58,7 +64,8 @@ def simulate_conversions(
 
     ``targets`` holds one row per (customer, offer) of a run, control included: customer_id, offer_id, arm,
     exposed_at or generated_at, optionally channel. ``products`` is the catalogue (product_id). ``audience``
-    (customer_id, exposed_at) and ``campaign_offers``: see the module docstring.
+    (customer_id, exposed_at) and ``campaign_offers``: see the module docstring. ``uncontacted_factor``: None
+    uses the world's treatment effect (the homogeneous factor 0.3 for worlds generated without one).
     """
     if audience is not None and campaign_offers:
         return _simulate_audience(targets, audience, truth, products, campaign_offers, seed=seed,
@@ -73,10 +80,12 @@ def simulate_conversions(
     if rows.height == 0:
         return pl.DataFrame(schema=SCHEMA)
 
-    probability = truth.conversion_probability(rows.select("customer_id", pl.col("offer_id").alias("product_id")))
-    probability = np.nan_to_num(probability, nan=0.0)
-    contacted = (rows["arm"] != control_arm).to_numpy()
-    probability = np.where(contacted, probability, probability * uncontacted_factor)
+    from campaigns.arms import contacted_expr
+
+    p0, p1 = _probabilities(truth, rows.select("customer_id", pl.col("offer_id").alias("product_id")),
+                            uncontacted_factor)
+    contacted = rows.select(contacted_expr("arm") & (pl.col("arm") != control_arm))["arm"].to_numpy()
+    probability = np.where(contacted, p1, p0)
     hit = rng.random(rows.height) < probability
     delays = rng.exponential(mean_delay_days, size=rows.height)
     amounts = np.round(rng.lognormal(7.0, 0.8, size=rows.height), 2)
@@ -105,6 +114,16 @@ def simulate_conversions(
     return pl.concat([offered, organic]).sort("customer_id", "converted_at", "product_id")
 
 
+def _probabilities(truth: GroundTruth, pairs: pl.DataFrame, uncontacted_factor: float | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(P(convert | not contacted), P(convert | contacted)) per pair: the world's treatment effect, or the
+    homogeneous rule when ``uncontacted_factor`` is given."""
+    if uncontacted_factor is None:
+        return truth.outcome_probabilities(pairs)
+    p = np.nan_to_num(truth.conversion_probability(pairs), nan=0.0)
+    return uncontacted_factor * p, p
+
+
 def _draw(rows: pl.DataFrame, probability: np.ndarray, rng: np.random.Generator, *, mean_delay_days: float,
           channel: pl.Series) -> pl.DataFrame:
     hit = rng.random(rows.height) < probability
@@ -118,7 +137,7 @@ def _draw(rows: pl.DataFrame, probability: np.ndarray, rng: np.random.Generator,
 
 
 def _simulate_audience(targets: pl.DataFrame, audience: pl.DataFrame, truth: GroundTruth, products: pl.DataFrame,
-                       campaign_offers: list[str], *, seed: int, uncontacted_factor: float, organic_rate: float,
+                       campaign_offers: list[str], *, seed: int, uncontacted_factor: float | None, organic_rate: float,
                        mean_delay_days: float, organic_days: float) -> pl.DataFrame:
     from campaigns.arms import contacted_expr
 
@@ -127,15 +146,20 @@ def _simulate_audience(targets: pl.DataFrame, audience: pl.DataFrame, truth: Gro
         "customer_id").sort("customer_id")
     offers = pl.DataFrame({"product_id": sorted(set(campaign_offers))})
     pairs = people.join(offers, how="cross").sort("customer_id", "product_id")
-    p = np.nan_to_num(truth.conversion_probability(pairs.select("customer_id", "product_id")), nan=0.0)
-    own = _draw(pairs, uncontacted_factor * p / offers.height, rng, mean_delay_days=mean_delay_days,
-                channel=pl.Series([ORGANIC_CHANNEL] * pairs.height))
     contacted = targets.filter(contacted_expr("arm")).select(
         pl.col("customer_id").cast(pl.String), pl.col("offer_id").cast(pl.String).alias("product_id"),
         _exposure(targets).alias("exposed_at"),
         pl.col("channel").cast(pl.String) if "channel" in targets.columns else pl.lit("unknown").alias("channel"),
-    ).sort("customer_id", "product_id")
-    q = np.nan_to_num(truth.conversion_probability(contacted.select("customer_id", "product_id")), nan=0.0)
+    ).unique(["customer_id", "product_id"]).sort("customer_id", "product_id")
+    if uncontacted_factor is None:  # the treatment effect: a contacted pair converts with P(. | contacted) instead
+        pairs = pairs.join(contacted.select("customer_id", "product_id"), on=["customer_id", "product_id"], how="anti")
+        p0, _ = truth.outcome_probabilities(pairs.select("customer_id", "product_id"))
+        _, q = truth.outcome_probabilities(contacted.select("customer_id", "product_id"))
+    else:
+        p = np.nan_to_num(truth.conversion_probability(pairs.select("customer_id", "product_id")), nan=0.0)
+        p0 = uncontacted_factor * p / offers.height
+        q = np.nan_to_num(truth.conversion_probability(contacted.select("customer_id", "product_id")), nan=0.0)
+    own = _draw(pairs, p0, rng, mean_delay_days=mean_delay_days, channel=pl.Series([ORGANIC_CHANNEL] * pairs.height))
     offered = _draw(contacted, q, rng, mean_delay_days=mean_delay_days, channel=contacted["channel"])
     catalogue = np.sort(products["product_id"].cast(pl.String).unique().to_numpy())
     organic_hit = rng.random(people.height) < organic_rate

@@ -52,6 +52,18 @@ class ContactCap(BaseModel):
     window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
 
 
+class UpliftOptions(BaseModel):
+    """Settings of arms whose strategy is ``uplift`` (docs/uplift.md): the ranking model picks each customer's offer,
+    the registered uplift model ``model`` predicts the incremental conversion it causes, and customers are
+    selected by predicted uplift x the offer's margin (``margin = "product"``: the products table's ``margin``
+    column; ``"none"``: 1 for every offer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = "uplift"  # registry name of the uplift model
+    ranking: str | None = None  # ranking model choosing the offer; default: models.toml ``default``
+    margin: str = Field(default="product", pattern="^(product|none)$")
+
+
 class ArmSpec(BaseModel):
     """One arm: a traffic share and (for treatment arms) the ranking strategy its customers get."""
 
@@ -96,6 +108,7 @@ class CampaignSpec(BaseModel):
     conversion_window_days: int = Field(default=30, ge=1, le=MAX_WINDOW_DAYS)
     eligibility: str = Field(default="default", min_length=1)
     contact_cap: ContactCap | None = None  # overrides the rule set's contact_cap parameters
+    uplift: UpliftOptions | None = None  # for arms with strategy "uplift" (None: the defaults)
     enabled: bool = True
     _source: str = PrivateAttr(default="")  # the file it was read from, for error messages
 

@@ -8,6 +8,14 @@ ground truth. The ground truth is a factorisation: ``utility = customer_vector .
 where the vectors hold a latent-factor part plus segment effects (life stage x offer family), so later
 stages can evaluate against it and simulate conversions from it (:class:`GroundTruth`).
 
+The effect of a contact is heterogeneous: every customer has a hidden *response type* (``persuadable``,
+``sure_thing``, ``lost_cause``, ``sleeping_dog``) drawn from their observable profile and activity, and the
+chance of converting to an offer is ``q * contacted[type]`` when contacted and ``q * uncontacted[type]``
+otherwise, with ``q = sigmoid(utility - CONVERSION_OFFSET)`` (:data:`RESPONSE_TYPES`). Persuadables convert
+mostly because they were contacted, sure things convert anyway, lost causes hardly at all, and sleeping dogs
+are put off by a contact. The types come from their own random stream, so the other tables are the same bytes
+as without them.
+
 Generation is chunked over customers with a fixed chunk size and per-chunk seeds, so the same seed gives
 the same bytes and a million customers fit in a few GiB.
 """
@@ -92,6 +100,16 @@ GROUP_EFFECTS = {
     "low_income": {"personal_loan": 0.6, "instalment": 0.7, "wealth": -1.2},
 }
 CONVERSION_OFFSET = 4.0  # P(convert | offered) = sigmoid(utility - CONVERSION_OFFSET)
+
+# Response type -> (multiplier of q when not contacted, when contacted): the true treatment effect.
+RESPONSE_TYPES: dict[str, tuple[float, float]] = {
+    "persuadable": (0.08, 0.9),
+    "sure_thing": (1.5, 1.5),
+    "lost_cause": (0.02, 0.05),
+    "sleeping_dog": (0.4, 0.1),
+}
+LEGACY_UNCONTACTED = 0.3  # worlds generated before response types: P(convert | not contacted) = 0.3 q
+RESPONSE_STREAM = 7_919  # seed suffix of the response-type random stream (independent of the other tables)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -300,7 +318,28 @@ def _events(
         }))
     events = pl.concat(parts).with_columns(pl.col("amount").fill_nan(None)).sort("customer_id", "event_time", "product_id", "event_type", maintain_order=True)
     activations = events.filter(pl.col("event_type") == "activation")
-    return events, activations
+    return events, activations, activity
+
+
+def _response_types(rng: np.random.Generator, customers: pl.DataFrame, traits: dict, activity: np.ndarray) -> np.ndarray:
+    """Each customer's response type, drawn from a softmax over their profile and (hidden) activity.
+
+    Busy customers mostly convert anyway (sure things), working-age renters are persuadable, the unemployed and
+    students are mostly lost causes, and older long-standing customers are the ones a contact puts off.
+    """
+    age, income = traits["age"], traits["income"]
+    occupation = customers["occupation"].to_numpy()
+    housing = customers["housing"].to_numpy()
+    tenure = customers["tenure_months"].to_numpy()
+    z = (np.log(activity) - np.log(0.75)) / 0.75
+    logits = np.column_stack([
+        1.6 * ((age >= 25) & (age < 55)) + 1.0 * (housing == "renter") - 1.2 * z - 0.6,  # persuadable
+        2.2 * z + 0.8 * (income > 60_000) - 0.6,  # sure_thing
+        2.0 * np.isin(occupation, ("unemployed", "student")) - 0.8 * z + 0.2,  # lost_cause
+        2.2 * (age >= 60) + 1.0 * (tenure > 120) - 1.8,  # sleeping_dog
+    ]) * 2.0
+    draw = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    return np.array(list(RESPONSE_TYPES))[draw]
 
 
 def _holdings(rng: np.random.Generator, ids: np.ndarray, activations: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
@@ -328,9 +367,12 @@ def _chunk(seed: int, index: int, start: int, stop: int, catalogue: Catalogue, a
     utility = cvec @ catalogue.vectors.T + catalogue.bias
     risk = _risk(rng, ids, traits, as_of)
     score_lookup = pl.DataFrame({"customer_id": ids}).join(risk.select("customer_id", "credit_score"), on="customer_id", how="left")
-    events, activations = _events(rng, ids, utility, catalogue, score_lookup["credit_score"].fill_null(np.nan).to_numpy(),
-                                  as_of, impressions_per_customer)
-    truth = pl.DataFrame({"customer_id": ids, **{f"gt_{i}": cvec[:, i] for i in range(cvec.shape[1])}})
+    events, activations, activity = _events(rng, ids, utility, catalogue,
+                                            score_lookup["credit_score"].fill_null(np.nan).to_numpy(), as_of,
+                                            impressions_per_customer)
+    response = _response_types(np.random.default_rng([seed, index, RESPONSE_STREAM]), customers, traits, activity)
+    truth = pl.DataFrame({"customer_id": ids, **{f"gt_{i}": cvec[:, i] for i in range(cvec.shape[1])},
+                          "response_type": response})
     return _Chunk(
         customers=customers, consents=_consents(rng, ids, as_of), risk=risk,
         holdings=_holdings(rng, ids, activations, as_of), suppression=_suppression(rng, ids, as_of),
@@ -412,7 +454,10 @@ def generate_world(
     meta = {
         "seed": seed, "customers": customers, "as_of": as_of.isoformat(), "latent_dim": LATENT_DIM,
         "groups": list(GROUPS), "conversion_offset": CONVERSION_OFFSET,
-        "formula": "utility = sum_i customer.gt_i * offer.gt_i + offer.bias; P(convert) = sigmoid(utility - conversion_offset)",
+        "formula": "utility = sum_i customer.gt_i * offer.gt_i + offer.bias; q = sigmoid(utility - conversion_offset); "
+                   "P(convert | contacted) = min(1, q * response_types[type][1]), "
+                   "P(convert | not contacted) = min(1, q * response_types[type][0])",
+        "response_types": {name: list(factors) for name, factors in RESPONSE_TYPES.items()},
     }
     (out / "ground_truth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return counts
@@ -422,19 +467,26 @@ def generate_world(
 class GroundTruth:
     """The hidden preferences of a generated world (for evaluation and conversion simulation only)."""
 
-    customers: pl.DataFrame  # customer_id, gt_0..gt_{d-1}
+    customers: pl.DataFrame  # customer_id, gt_0..gt_{d-1}, response_type (worlds before response types: none)
     offers: pl.DataFrame  # product_id, bias, gt_0..gt_{d-1}
     conversion_offset: float
+    response_types: dict[str, tuple[float, float]] | None = None  # type -> (uncontacted, contacted) multipliers
 
     @classmethod
     def load(cls, directory: Path | str) -> GroundTruth:
         directory = Path(directory)
         meta = json.loads((directory / "ground_truth.json").read_text())
+        types = meta.get("response_types")
         return cls(
             customers=pl.read_parquet(directory / "ground_truth_customers.parquet"),
             offers=pl.read_parquet(directory / "ground_truth_offers.parquet"),
             conversion_offset=float(meta["conversion_offset"]),
+            response_types={k: (float(v[0]), float(v[1])) for k, v in types.items()} if types else None,
         )
+
+    @property
+    def has_treatment_effect(self) -> bool:
+        return self.response_types is not None and "response_type" in self.customers.columns
 
     def _vectors(self, frame: pl.DataFrame) -> np.ndarray:
         return frame.select(pl.col(r"^gt_\d+$")).to_numpy()
@@ -455,3 +507,27 @@ class GroundTruth:
 
     def conversion_probability(self, pairs: pl.DataFrame) -> np.ndarray:
         return _sigmoid(self.utility(pairs) - self.conversion_offset)
+
+    def outcome_probabilities(self, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(P(convert | not contacted), P(convert | contacted)) of each (customer_id, product_id) row.
+
+        Worlds without response types: the contacted probability is :meth:`conversion_probability` and the
+        uncontacted one :data:`LEGACY_UNCONTACTED` times it. Unknown customers or offers get 0.
+        """
+        q = np.nan_to_num(self.conversion_probability(pairs), nan=0.0)
+        if not self.has_treatment_effect:
+            return LEGACY_UNCONTACTED * q, q
+        kinds = pairs.select("customer_id").join(self.customers.select("customer_id", "response_type"),
+                                                  on="customer_id", how="left", maintain_order="left")["response_type"]
+        table = pl.DataFrame({"response_type": list(self.response_types),
+                              "m0": [v[0] for v in self.response_types.values()],
+                              "m1": [v[1] for v in self.response_types.values()]})
+        factors = kinds.to_frame().join(table, on="response_type", how="left", maintain_order="left")
+        m0 = factors["m0"].fill_null(0.0).to_numpy()
+        m1 = factors["m1"].fill_null(0.0).to_numpy()
+        return np.minimum(1.0, q * m0), np.minimum(1.0, q * m1)
+
+    def true_uplift(self, pairs: pl.DataFrame) -> np.ndarray:
+        """P(convert | contacted) - P(convert | not contacted) of each (customer_id, product_id) row."""
+        p0, p1 = self.outcome_probabilities(pairs)
+        return p1 - p0

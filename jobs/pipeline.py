@@ -99,9 +99,13 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
 
     With ``as_of``, a model trained on data after it is refused (:func:`check_no_look_ahead`).
     """
+    from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
+
     configured = load_models_config(settings).models
     chosen = {}
     for strategy in spec.strategies:
+        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/pipeline_uplift.py)
+            strategy = ranking_strategy(settings, spec)
         if models and strategy in models:
             chosen[strategy] = models[strategy]
         elif strategy == BEST:
@@ -156,7 +160,11 @@ def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_d
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
     chosen = models_for(settings, spec, models, engine=engine, as_of=at, allow_future_models=allow_future_models)
-    return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules,
+    from jobs.pipeline_uplift import uplift_ranker_for
+
+    ranker, _ = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine, world=inputs.world, as_of=at,
+                                  allow_future_models=allow_future_models)
+    return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules,
                          as_of=at, allowed=inputs.allowed, contact_history=_contacts_or_empty(engine, spec, rules, at))
 
 
@@ -186,10 +194,15 @@ def run(
     with stage("load models"):
         chosen = models_for(settings, spec, models, engine=engine, as_of=scheduled_for,
                             allow_future_models=allow_future_models)
+        from jobs.pipeline_uplift import uplift_ranker_for
+
+        ranker, uplift_versions = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine,
+                                                    world=inputs.world, as_of=scheduled_for,
+                                                    allow_future_models=allow_future_models)
     return run_campaign(
-        spec, world=inputs.world, segments=inputs.segments, ranker=model_ranker(chosen), rules=rules, engine=engine,
+        spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules, engine=engine,
         export_root=settings.export_dir, scheduled_for=scheduled_for, allowed=inputs.allowed,
-        model_versions={name: model.version for name, model in chosen.items()}, stage=stage,
+        model_versions={**{name: model.version for name, model in chosen.items()}, **uplift_versions}, stage=stage,
     )
 
 

@@ -94,6 +94,8 @@ def print_campaign_result(result: CampaignReport, *, primary_only: bool = False)
         else:  # a rule fills the console's width, unbounded on a pipe (full values, never cut)
             console.print(f"--- {section.title} ---")
         print_result(section.result, primary_only=primary_only)
+    if result.best_incremental:
+        console.print(f"[bold]{result.best_incremental}[/]")
 
 
 def _with_ci(value: float, low: float, high: float, scale: float, sign: str) -> str:

@@ -85,3 +85,59 @@ def test_organic_conversions_at_the_base_rate(world):
 def test_empty_targets_give_an_empty_table(world):
     empty = _targets(world).head(0)
     assert simulate_for_run(empty, world, seed=1).height == 0
+
+
+def test_world_has_every_response_type_tied_to_what_can_be_observed(world):
+    truth = GroundTruth.load(world)
+    assert truth.has_treatment_effect
+    kinds = truth.customers["response_type"]
+    shares = kinds.value_counts(normalize=True)
+    assert set(shares["response_type"]) == {"persuadable", "sure_thing", "lost_cause", "sleeping_dog"}
+    assert shares["proportion"].min() > 0.03
+    # the types follow observable behaviour: busy customers (many events) are mostly sure things
+    events = pl.read_parquet(world / "events.parquet").group_by("customer_id").len()
+    frame = truth.customers.join(events, on="customer_id", how="left").with_columns(pl.col("len").fill_null(0))
+    busy = frame.filter(pl.col("len") > frame["len"].quantile(0.8))
+    quiet = frame.filter(pl.col("len") < frame["len"].quantile(0.2))
+    assert (busy["response_type"] == "sure_thing").mean() > 2 * (quiet["response_type"] == "sure_thing").mean()
+
+
+def test_treatment_effect_follows_the_response_types(world):
+    """Contacted vs not contacted rates per response type against the rule in ground_truth.json, computed here
+    from the multipliers and q = sigmoid(utility - offset) (not by calling outcome_probabilities)."""
+    import json
+
+    meta = json.loads((world / "ground_truth.json").read_text())
+    factors = meta["response_types"]
+    truth = GroundTruth.load(world)
+    products = pl.read_parquet(world / "products.parquet")
+    targets = pl.concat([_targets(world, offers_per_customer=3, seed=s) for s in (1, 2, 3)]).unique(
+        ["customer_id", "offer_id"])
+    conversions = simulate_conversions(targets, truth, products, seed=4, organic_rate=0.0)
+    pairs = targets.select("customer_id", pl.col("offer_id").alias("product_id"))
+    q = 1 / (1 + np.exp(-(truth.utility(pairs) - meta["conversion_offset"])))
+    kind = pairs.join(truth.customers.select("customer_id", "response_type"), on="customer_id",
+                      maintain_order="left")["response_type"].to_numpy()
+    contacted = (targets["arm"] == "als").to_numpy()
+    m = np.array([factors[k][1] if c else factors[k][0] for k, c in zip(kind, contacted)])
+    expected_p = np.minimum(1.0, q * m)
+    hit = targets.join(conversions.select("customer_id", pl.col("product_id").alias("offer_id"), pl.lit(1).alias("hit")),
+                       on=["customer_id", "offer_id"], how="left", maintain_order="left")["hit"].fill_null(0).to_numpy()
+    for k in factors:
+        for c in (True, False):
+            mask = (kind == k) & (contacted == c)
+            sd = np.sqrt((expected_p[mask] * (1 - expected_p[mask])).sum())
+            assert abs(hit[mask].sum() - expected_p[mask].sum()) < 4 * sd + 1, (k, c)
+    rate = {(k, c): hit[(kind == k) & (contacted == c)].mean() for k in factors for c in (True, False)}
+    assert rate["persuadable", True] > 3 * rate["persuadable", False]  # the contact causes their conversions
+    assert rate["sleeping_dog", True] < rate["sleeping_dog", False]  # and puts these off
+    uplift = truth.true_uplift(pairs)
+    assert np.allclose(uplift, np.minimum(1, q * np.array([factors[k][1] for k in kind]))
+                       - np.minimum(1, q * np.array([factors[k][0] for k in kind])))
+
+
+def test_held_out_rows_are_not_contacted(world):
+    targets = _targets(world, arms=("als", "als:holdout"), offers_per_customer=1)
+    conversions = simulate_for_run(targets, world, seed=3, organic_rate=0.0)
+    held = targets.filter(pl.col("arm") == "als:holdout")
+    assert conversions.join(held, on="customer_id").filter(pl.col("channel") != "organic").height == 0
