@@ -13,7 +13,7 @@ import pytest
 import typer
 from conftest import MKTG_SCRIPT, ROOT
 
-EXAMPLES = ("cc_cross_sell", "instalment_push", "savings_wealth_email")
+EXAMPLES = ("cc_cross_sell", "cc_uplift", "instalment_push", "savings_wealth_email")
 
 
 def one_line_error(result, code: int = 2) -> str:
@@ -51,7 +51,7 @@ def test_a_broken_campaign_file_is_listed_as_invalid_and_does_not_hide_the_other
     assert "'config/campaigns/latin.toml' is not UTF-8 text: byte 0xe9 on line 1" in listed.out
     assert "instalment_push" in listed.out and "savings_wealth_email" in listed.out
     rows = {r["id"]: r for r in json.loads(cli("campaign", "list", "--json").out)}
-    assert [i for i, r in rows.items() if r["valid"]] == ["instalment_push", "savings_wealth_email"]
+    assert [i for i, r in rows.items() if r["valid"]] == ["cc_uplift", "instalment_push", "savings_wealth_email"]
     assert one_line_error(cli("campaign", "show", "cc_cross_sell")).endswith("(they sum to 1.1)")
     assert "is a binary file" in one_line_error(cli("campaign", "show", "blob"))
 

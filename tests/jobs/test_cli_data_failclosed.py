@@ -36,7 +36,7 @@ def test_a_rule_column_the_data_lacks_is_named_with_its_rule_and_campaigns(world
     assert res.returncode == 0, res.stderr
     assert res.stderr.splitlines() == [
         "warning: table 'risk' has no column 'kyc_ok': rule 'kyc' (rule set 'default', used by cc_cross_sell, "
-        "instalment_push, savings_wealth_email) excludes every pair"]
+        "cc_uplift, instalment_push, savings_wealth_email) excludes every pair"]
     assert "(1 warning)" in " ".join(res.stdout.split())  # the title may wrap
     as_json = validate(tmp_path, "--json")
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["warnings"] == [res.stderr.removeprefix("warning: ").strip()]

@@ -49,7 +49,7 @@ def test_init_writes_a_working_configuration(tmp_path, monkeypatch, cli):
     assert load_events(settings).weights and load_models_config(settings).default
     assert load_segment_rules(settings).segment_names and "default" in load_rule_sets(settings.config_dir / "eligibility.toml")
     scan = scan_campaigns(settings.config_dir / "campaigns")
-    assert scan.invalid == {} and len(scan.valid) == 3
+    assert scan.invalid == {} and len(scan.valid) == 4
 
 
 def test_init_never_overwrites_without_force(tmp_path, monkeypatch, cli):
@@ -58,8 +58,9 @@ def test_init_never_overwrites_without_force(tmp_path, monkeypatch, cli):
     edited = tmp_path / "config" / "settings.toml"
     edited.write_text("threads = 1\n")
     again = cli("init", ".")
+    n = len(repo_config_files())
     assert again.code == 2 and again.err.count("\n") == 1
-    assert again.err.startswith("error: 'config/") and "already exists (8 of the 8 starter files do): nothing written" in again.err
+    assert again.err.startswith("error: 'config/") and f"already exists ({n} of the {n} starter files do): nothing written" in again.err
     assert edited.read_text() == "threads = 1\n"
     assert cli("init", ".", "--force").code == 0
     assert edited.read_bytes() == (ROOT / "config" / "settings.toml").read_bytes()
@@ -121,7 +122,7 @@ def test_installed_package_init_and_demo_in_an_empty_directory(tmp_path):
     assert by_job["conversion_analysis"]["rows_produced"] >= 1  # it found the demo's conversions
     assert by_job["campaign:cc_cross_sell"]["status"] == "succeeded"
     assert {row["job"] for row in json.loads(mktg("jobs", "list", "--json").stdout)} >= {"campaign:cc_cross_sell"}
-    assert len(json.loads(mktg("campaign", "list", "--json").stdout)) == 3
+    assert len(json.loads(mktg("campaign", "list", "--json").stdout)) == 4
     shown = json.loads(mktg("campaign", "show", "cc_cross_sell", "--json").stdout)
     assert len(shown["runs"]) == 2 and all(run["scheduled_for"].endswith("Z") for run in shown["runs"])
     preview = json.loads(mktg("campaign", "preview", "cc_cross_sell", "--at", "2026-11-02T09:00:00Z", "--json").stdout)
