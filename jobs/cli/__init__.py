@@ -75,7 +75,7 @@ demo_cmds.register(app)
 init_cmds.register(app)
 
 # Later command groups register themselves here (one module per noun).
-for _module in ("models", "recommend", "campaign", "report", "jobs_cmd", "db", "uplift"):
+for _module in ("models", "recommend", "campaign", "report", "jobs_cmd", "db", "uplift", "web"):
     try:
         _mod = __import__(f"jobs.cli.{_module}", fromlist=["register"])
     except ModuleNotFoundError as _exc:
