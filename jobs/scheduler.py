@@ -45,6 +45,7 @@ from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
 from jobs.runner import JobRunner, default_worker, lock_key, utcnow
 from jobs.settings import Settings
+from jobs.web.models import paused_by
 from recommender.errors import UserError
 
 log = logging.getLogger("mktg.scheduler")
@@ -102,6 +103,10 @@ class Dispatcher:
                     if self._stopping.is_set():
                         return
                     tried.add(item.fire_time)
+                    pauser = paused_by(self.runner.engine, name)
+                    if pauser is not None:  # paused in the console: the fire time is recorded skipped, not run
+                        self.runner.close(name, [item.fire_time], status="skipped", note=f"schedule paused by {pauser}")
+                        continue
                     self.runner.run(name, item.fire_time, job.func, job.kwargs, trigger="scheduler")
         except Exception as exc:  # the runner records job errors itself: this is the database failing; the sweep retries
             with bind(job=name):

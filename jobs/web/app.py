@@ -82,6 +82,16 @@ def require(right: str) -> Callable[[Request], Principal]:
     return dependency
 
 
+def require_post(right: str) -> Callable[..., Any]:
+    """:func:`require` for a POST, then the CSRF check (a token-authenticated call needs none): anonymous -> 401."""
+    async def dependency(request: Request, principal: Principal = Depends(require(right))) -> Principal:  # noqa: B008
+        await check_csrf(request)
+        return principal
+
+    dependency.right = right  # type: ignore[attr-defined]
+    return dependency
+
+
 def csrf_token(request: Request) -> str:
     token = request.session.get("csrf")
     if not token:
@@ -180,8 +190,8 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
         target = next if next.startswith("/") and not next.startswith("//") else "/"
         return RedirectResponse(target, status_code=303)
 
-    @app.post("/logout", include_in_schema=False, dependencies=[Depends(check_csrf)])
-    def logout(request: Request, me: Annotated[Principal, Depends(require("view"))]) -> Response:
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, me: Annotated[Principal, Depends(require_post("view"))]) -> Response:
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -207,9 +217,9 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
                           limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
         return api_json(services.campaign_runs(settings, engine, campaign_id, limit=limit))
 
-    @app.post("/api/campaigns/{campaign_id}/runs", tags=["campaigns"], dependencies=[Depends(check_csrf)])
+    @app.post("/api/campaigns/{campaign_id}/runs", tags=["campaigns"])
     def api_run(campaign_id: CampaignId, body: Annotated[RunRequest, Body()],
-                me: Annotated[Principal, Depends(require("run"))]) -> JSONResponse:
+                me: Annotated[Principal, Depends(require_post("run"))]) -> JSONResponse:
         """Run the campaign for ``fire_time`` (ISO 8601, UTC when no offset): 201 with the new run, or 200 with
         the existing run of that fire time (the scheduler's exactly-once claim: nothing is written twice)."""
         from jobs.cli.times import parse_time
@@ -221,14 +231,14 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
                        f"({'created' if outcome.created else 'existing'})")
         return api_json({"created": outcome.created, **outcome.run}, 201 if outcome.created else 200)
 
-    @app.post("/api/campaigns/{campaign_id}/pause", tags=["campaigns"], dependencies=[Depends(check_csrf)])
-    def api_pause(campaign_id: CampaignId, me: Annotated[Principal, Depends(require("pause"))]) -> JSONResponse:
+    @app.post("/api/campaigns/{campaign_id}/pause", tags=["campaigns"])
+    def api_pause(campaign_id: CampaignId, me: Annotated[Principal, Depends(require_post("pause"))]) -> JSONResponse:
         services.set_paused(settings, engine, campaign_id, me.username, True)
         services.audit(engine, me.username, "pause", campaign_id)
         return api_json({"campaign_id": campaign_id, "paused": True})
 
-    @app.post("/api/campaigns/{campaign_id}/resume", tags=["campaigns"], dependencies=[Depends(check_csrf)])
-    def api_resume(campaign_id: CampaignId, me: Annotated[Principal, Depends(require("pause"))]) -> JSONResponse:
+    @app.post("/api/campaigns/{campaign_id}/resume", tags=["campaigns"])
+    def api_resume(campaign_id: CampaignId, me: Annotated[Principal, Depends(require_post("pause"))]) -> JSONResponse:
         services.set_paused(settings, engine, campaign_id, me.username, False)
         services.audit(engine, me.username, "resume", campaign_id)
         return api_json({"campaign_id": campaign_id, "paused": False})
@@ -270,8 +280,8 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
         """Why the customer was (not) offered each offer in a run (default: the campaign's latest committed run)."""
         return api_json(services.explain(settings, engine, campaign_id, customer_id, run_id))
 
-    @app.post("/api/models/{version}/activate", tags=["models"], dependencies=[Depends(check_csrf)])
-    def api_activate(version: ModelVersionId, me: Annotated[Principal, Depends(require("activate"))]) -> JSONResponse:
+    @app.post("/api/models/{version}/activate", tags=["models"])
+    def api_activate(version: ModelVersionId, me: Annotated[Principal, Depends(require_post("activate"))]) -> JSONResponse:
         name = services.activate_model(engine, version)
         services.audit(engine, me.username, "activate", version, f"model {name}")
         return api_json({"version": version, "name": name, "is_active": True})
@@ -296,9 +306,9 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
         return page(request, "campaign.html", me, c=services.campaign(settings, engine, campaign_id),
                     preview=services.preview(settings, engine, campaign_id, when))
 
-    @app.post("/campaigns/{campaign_id}/run", include_in_schema=False, dependencies=[Depends(check_csrf)])
+    @app.post("/campaigns/{campaign_id}/run", include_in_schema=False)
     def run_form(request: Request, campaign_id: CampaignId, fire_time: Annotated[str, Form(max_length=40)],
-                 me: Annotated[Principal, Depends(require("run"))]) -> Response:
+                 me: Annotated[Principal, Depends(require_post("run"))]) -> Response:
         from jobs.cli.times import parse_time
 
         when = parse_time(fire_time, option="fire time")
@@ -308,14 +318,14 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
                        f"({'created' if outcome.created else 'existing'})")
         return RedirectResponse(f"/runs/{outcome.run['run_id']}", status_code=303)
 
-    @app.post("/campaigns/{campaign_id}/pause", include_in_schema=False, dependencies=[Depends(check_csrf)])
-    def pause_form(campaign_id: CampaignId, me: Annotated[Principal, Depends(require("pause"))]) -> Response:
+    @app.post("/campaigns/{campaign_id}/pause", include_in_schema=False)
+    def pause_form(campaign_id: CampaignId, me: Annotated[Principal, Depends(require_post("pause"))]) -> Response:
         services.set_paused(settings, engine, campaign_id, me.username, True)
         services.audit(engine, me.username, "pause", campaign_id)
         return RedirectResponse(f"/campaigns/{campaign_id}", status_code=303)
 
-    @app.post("/campaigns/{campaign_id}/resume", include_in_schema=False, dependencies=[Depends(check_csrf)])
-    def resume_form(campaign_id: CampaignId, me: Annotated[Principal, Depends(require("pause"))]) -> Response:
+    @app.post("/campaigns/{campaign_id}/resume", include_in_schema=False)
+    def resume_form(campaign_id: CampaignId, me: Annotated[Principal, Depends(require_post("pause"))]) -> Response:
         services.set_paused(settings, engine, campaign_id, me.username, False)
         services.audit(engine, me.username, "resume", campaign_id)
         return RedirectResponse(f"/campaigns/{campaign_id}", status_code=303)
@@ -345,8 +355,8 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
     def models_page(request: Request, me: Annotated[Principal, Depends(require("view"))]) -> HTMLResponse:
         return page(request, "models.html", me, models=services.model_versions(engine))
 
-    @app.post("/models/{version}/activate", include_in_schema=False, dependencies=[Depends(check_csrf)])
-    def activate_form(version: ModelVersionId, me: Annotated[Principal, Depends(require("activate"))]) -> Response:
+    @app.post("/models/{version}/activate", include_in_schema=False)
+    def activate_form(version: ModelVersionId, me: Annotated[Principal, Depends(require_post("activate"))]) -> Response:
         name = services.activate_model(engine, version)
         services.audit(engine, me.username, "activate", version, f"model {name}")
         return RedirectResponse("/models", status_code=303)

@@ -59,3 +59,12 @@ class SchedulePause(Base):
     job_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     paused_at: Mapped[datetime]
     paused_by: Mapped[str] = mapped_column(String(64))
+
+
+def paused_by(engine, job_name: str) -> str | None:  # noqa: ANN001
+    """Who paused ``job_name``'s schedule in the console, or None when it is not paused."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        return session.scalar(select(SchedulePause.paused_by).where(SchedulePause.job_name == job_name))
