@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+DEMO_USER     := demo
+DEMO_PASSWORD := demo-password-1
+
 demo: $(STAMP)
 	$(BIN)/mktg demo
+	@$(BIN)/mktg users add $(DEMO_USER) --roles ops,crm,analyst,admin --password $(DEMO_PASSWORD) 2>/dev/null || true
+	@echo "console: start it with '$(BIN)/mktg serve', open http://127.0.0.1:8000/ and log in as $(DEMO_USER) / $(DEMO_PASSWORD)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
