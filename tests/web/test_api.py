@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 import polars as pl
-from conftest import make_web
+from web_helpers import make_web
 from sqlalchemy import func, select
 from test_scheduler_campaign import campaign_world
 

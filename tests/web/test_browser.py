@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, ROOT
+from web_helpers import PASSWORD, ROOT
 from test_scheduler_campaign import campaign_world
 
 from jobs.demo import world_as_of

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import PASSWORD, ROLES, login
+from web_helpers import PASSWORD, ROLES, login
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 
@@ -191,7 +191,7 @@ def test_wrong_password_unknown_user_and_revoked_token_are_refused(config_only):
 def test_users_and_tokens_commands(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from conftest import ROOT
+    from web_helpers import ROOT
 
     from jobs.cli import main
 
