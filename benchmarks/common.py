@@ -37,6 +37,13 @@ def machine_info() -> dict[str, Any]:
         except OSError:
             return ""
 
-    model = next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")), "")
-    return {"cpu": model, "cores": os.cpu_count(), "memory": (run("free", "-h").splitlines() or ["", ""])[1],
-            "load_average": os.getloadavg(), "python": sys.version.split()[0]}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")), ""
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory": (run("free", "-h").splitlines() or ["", ""])[1],
+        "load_average": os.getloadavg(),
+        "python": sys.version.split()[0],
+    }

@@ -9,8 +9,8 @@ import polars as pl
 from sqlalchemy import Engine
 
 from campaigns import run_store
-from campaigns.db.models import Exclusion, TargetListRow
 from campaigns.arms import CONTROL, is_contacted
+from campaigns.db.models import Exclusion, TargetListRow
 from recommender.errors import UserError
 
 
@@ -31,8 +31,10 @@ class Explanation:
         return self.targeted[0]["arm"] if self.targeted else None
 
     def lines(self) -> list[str]:
-        head = (f"campaign {self.campaign_id}, run {self.run['run_id']} "
-                f"(scheduled for {self.run['scheduled_for'].replace(microsecond=0).isoformat()}Z)")
+        head = (
+            f"campaign {self.campaign_id}, run {self.run['run_id']} "
+            f"(scheduled for {self.run['scheduled_for'].replace(microsecond=0).isoformat()}Z)"
+        )
         out = [head]
         if self.targeted:
             if self.arm == CONTROL:
@@ -53,8 +55,9 @@ class Explanation:
             target = "every offer" if offer is None else f"offer {offer}"
             out.append(f"  {target}: excluded by {', '.join(rules)}")
         if not self.targeted and not self.exclusions:
-            out.append("  not in the campaign's candidate list (outside its target segments, unknown id, "
-                       "or no ranked offer)")
+            out.append(
+                "  not in the campaign's candidate list (outside its target segments, unknown id, or no ranked offer)"
+            )
         return out
 
 
@@ -66,7 +69,9 @@ def _resolve_run(engine: Engine, campaign_id: str, run_id: str | None) -> dict[s
         return run
     run = run_store.latest_run(engine, campaign_id)
     if run is None:
-        raise RunNotFoundError(f"campaign '{campaign_id}' has no committed run yet (run `mktg campaign run {campaign_id}`)")
+        raise RunNotFoundError(
+            f"campaign '{campaign_id}' has no committed run yet (run `mktg campaign run {campaign_id}`)"
+        )
     return run
 
 
@@ -84,7 +89,9 @@ def explain(engine: Engine, campaign_id: str, customer_id: str, *, run_id: str |
     if excl.height:
         ordered = excl.sort("offer_id", nulls_last=False)
         exclusions = [(o, r.split(",")) for o, r in zip(ordered["offer_id"].to_list(), ordered["rule_ids"].to_list())]
-    return Explanation(campaign_id=campaign_id, customer_id=customer_id, run=run, targeted=targeted, exclusions=exclusions)
+    return Explanation(
+        campaign_id=campaign_id, customer_id=customer_id, run=run, targeted=targeted, exclusions=exclusions
+    )
 
 
 def _segment_scores(engine: Engine, run_id: str, segment: str, arm: str) -> pl.Series:

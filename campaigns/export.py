@@ -15,11 +15,12 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -114,7 +115,11 @@ def stage_export(
         write_csv(contacted, staging / "targets.csv")
         write_parquet(contacted, staging / "targets.parquet")
         write_csv(control, staging / "control.csv")
-        row_counts = {"targets.csv": contacted.height, "targets.parquet": contacted.height, "control.csv": control.height}
+        row_counts = {
+            "targets.csv": contacted.height,
+            "targets.parquet": contacted.height,
+            "control.csv": control.height,
+        }
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "campaign_id": campaign_id,
@@ -132,7 +137,11 @@ def stage_export(
             "audience_per_arm": dict(sorted((audience_per_arm or {}).items())),
             "rows_per_offer": _counts(rows, "offer_id"),
             "files": {
-                name: {"sha256": sha256_of(staging / name), "bytes": (staging / name).stat().st_size, "rows": row_counts[name]}
+                name: {
+                    "sha256": sha256_of(staging / name),
+                    "bytes": (staging / name).stat().st_size,
+                    "rows": row_counts[name],
+                }
                 for name in FILES
             },
         }
@@ -171,8 +180,7 @@ def remove_leftovers(staged: StagedExport) -> list[Path]:
     return removed
 
 
-def remove_stale_staging(export_root: Path, *,
-                         hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
+def remove_stale_staging(export_root: Path, *, hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
     """Remove the hidden staging directories (``<export_root>/<campaign>/.<run_id>.tmp-*``) that no live process
     is writing, and return them. Killed attempts leave them behind (a later attempt at the same run removes its
     own, see :func:`remove_leftovers`; this removes the rest). ``hold(campaign_id, run_id)`` takes the liveness

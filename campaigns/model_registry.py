@@ -67,7 +67,9 @@ def active_version(session: Session, name: str) -> ModelVersion | None:
 
 def latest_version(session: Session, name: str) -> ModelVersion | None:
     return session.scalars(
-        select(ModelVersion).where(ModelVersion.kind == name).order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
+        select(ModelVersion)
+        .where(ModelVersion.kind == name)
+        .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
     ).first()
 
 
@@ -87,7 +89,8 @@ def active_versions(session: Session) -> dict[str, ModelVersion]:
 def latest_tuning(session: Session, name: str) -> dict[str, Any] | None:
     """The search record (``metrics["tuning"]``) of the newest version of ``name`` that came out of a search."""
     rows = session.scalars(
-        select(ModelVersion).where(ModelVersion.kind == name)
+        select(ModelVersion)
+        .where(ModelVersion.kind == name)
         .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
     )
     for row in rows:
@@ -105,12 +108,18 @@ def active_champions(session: Session, candidates: list[str], *, metric: str, mi
     from recommender.tuning import segment_champions
 
     active = active_versions(session)
-    records = {name: active[name].metrics["tuning"] for name in candidates
-               if name in active and active[name].metrics and isinstance(active[name].metrics.get("tuning"), dict)}
+    records = {
+        name: active[name].metrics["tuning"]
+        for name in candidates
+        if name in active and active[name].metrics and isinstance(active[name].metrics.get("tuning"), dict)
+    }
     if not records:
         return {}
     newest = max(records.values(), key=lambda r: (r.get("validation_end", ""), r.get("run_id", "")))["run_id"]
     same = {name: r for name, r in records.items() if r.get("run_id") == newest}
-    return segment_champions({n: r.get("per_segment", []) for n, r in same.items()},
-                             overall={n: float(r["best_value"]) for n, r in same.items()},
-                             metric=metric, min_customers=min_customers)
+    return segment_champions(
+        {n: r.get("per_segment", []) for n, r in same.items()},
+        overall={n: float(r["best_value"]) for n, r in same.items()},
+        metric=metric,
+        min_customers=min_customers,
+    )

@@ -52,10 +52,20 @@ class RunAssignments:
     has_audience: bool  # False for runs recorded before the audience was stored (rebuilt from the target list)
 
 
-TARGET_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "offer_id": pl.String,
-                 "score": pl.Float64}
-AUDIENCE_SCHEMA = {"customer_id": pl.String, "arm": pl.String, "segment": pl.String, "selected": pl.Boolean,
-                   "contacted": pl.Boolean}
+TARGET_SCHEMA = {
+    "customer_id": pl.String,
+    "arm": pl.String,
+    "segment": pl.String,
+    "offer_id": pl.String,
+    "score": pl.Float64,
+}
+AUDIENCE_SCHEMA = {
+    "customer_id": pl.String,
+    "arm": pl.String,
+    "segment": pl.String,
+    "selected": pl.Boolean,
+    "contacted": pl.Boolean,
+}
 
 
 def _frame(rows, schema) -> pl.DataFrame:
@@ -71,8 +81,9 @@ def load_run_assignments(engine: Engine, campaign_id: str, *, run_id: str | None
     from campaigns.db.models import CampaignRun, RunAudience, TargetListRow
 
     with engine.connect() as connection:
-        query = select(CampaignRun.run_id, CampaignRun.scheduled_for, CampaignRun.generated_at, CampaignRun.offers).where(
-            CampaignRun.campaign_id == campaign_id)
+        query = select(
+            CampaignRun.run_id, CampaignRun.scheduled_for, CampaignRun.generated_at, CampaignRun.offers
+        ).where(CampaignRun.campaign_id == campaign_id)
         if run_id is not None:
             query = query.where(CampaignRun.run_id == run_id)
         else:
@@ -80,22 +91,57 @@ def load_run_assignments(engine: Engine, campaign_id: str, *, run_id: str | None
         run = connection.execute(query.limit(1)).mappings().first()
         if run is None:
             what = f"run '{run_id}'" if run_id else "succeeded run"
-            raise RunNotFoundError(f"campaign '{campaign_id}': no {what} in the database (run `mktg campaign run` first)")
-        targets = _frame(connection.execute(
-            select(TargetListRow.customer_id, TargetListRow.arm, TargetListRow.segment, TargetListRow.offer_id,
-                   TargetListRow.score).where(TargetListRow.run_id == run["run_id"])).all(), TARGET_SCHEMA)
-        audience = _frame(connection.execute(
-            select(RunAudience.customer_id, RunAudience.arm, RunAudience.segment, RunAudience.selected,
-                   RunAudience.contacted).where(RunAudience.run_id == run["run_id"])).all(), AUDIENCE_SCHEMA)
+            raise RunNotFoundError(
+                f"campaign '{campaign_id}': no {what} in the database (run `mktg campaign run` first)"
+            )
+        targets = _frame(
+            connection.execute(
+                select(
+                    TargetListRow.customer_id,
+                    TargetListRow.arm,
+                    TargetListRow.segment,
+                    TargetListRow.offer_id,
+                    TargetListRow.score,
+                ).where(TargetListRow.run_id == run["run_id"])
+            ).all(),
+            TARGET_SCHEMA,
+        )
+        audience = _frame(
+            connection.execute(
+                select(
+                    RunAudience.customer_id,
+                    RunAudience.arm,
+                    RunAudience.segment,
+                    RunAudience.selected,
+                    RunAudience.contacted,
+                ).where(RunAudience.run_id == run["run_id"])
+            ).all(),
+            AUDIENCE_SCHEMA,
+        )
     if targets.height == 0 and audience.height == 0:
         raise RunNotFoundError(f"campaign '{campaign_id}': run '{run['run_id']}' has no target list rows")
     has_audience = audience.height > 0
     if not has_audience:  # recorded before 0002: only the selected customers are known
-        audience = targets.group_by("customer_id").agg(pl.col("arm").first(), pl.col("segment").first()).select(
-            "customer_id", pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", ""), "segment", pl.lit(True).alias("selected"),
-            contacted_expr("arm").alias("contacted"))
+        audience = (
+            targets.group_by("customer_id")
+            .agg(pl.col("arm").first(), pl.col("segment").first())
+            .select(
+                "customer_id",
+                pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", ""),
+                "segment",
+                pl.lit(True).alias("selected"),
+                contacted_expr("arm").alias("contacted"),
+            )
+        )
     exposed = pl.lit(run["scheduled_for"], dtype=pl.Datetime("us")).alias("exposed_at")
     offers = list(run["offers"] or sorted(targets["offer_id"].unique().to_list()))
-    return RunAssignments(run["run_id"], campaign_id, run["scheduled_for"], run["generated_at"],
-                          targets.with_columns(exposed), audience.with_columns(exposed).sort("customer_id"), offers,
-                          has_audience)
+    return RunAssignments(
+        run["run_id"],
+        campaign_id,
+        run["scheduled_for"],
+        run["generated_at"],
+        targets.with_columns(exposed),
+        audience.with_columns(exposed).sort("customer_id"),
+        offers,
+        has_audience,
+    )

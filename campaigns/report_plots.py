@@ -9,10 +9,10 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
 
-from campaigns.stats import ArmRate, SegmentComparison  # noqa: E402
+from campaigns.stats import ArmRate, SegmentComparison
 
 CONTROL_COLOUR = "#6b7280"
 ARM_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2")
@@ -52,10 +52,19 @@ def conversion_by_arm(arms: list[ArmRate], *, control_arm: str, title: str, conf
     colours = arm_colours([a.arm for a in arms], control_arm)
     fig, ax = _figure(0.6 * max(len(shown), 1) + 1.2)
     for y, a in enumerate(shown):
-        ax.errorbar(a.rate * 100, y, xerr=[[(a.rate - a.ci_low) * 100], [(a.ci_high - a.rate) * 100]],
-                    fmt="o", color=colours[a.arm], capsize=5, markersize=7, linewidth=2)
-        ax.annotate(f"{a.rate:.2%}", (a.rate * 100, y), textcoords="offset points", xytext=(0, 9),
-                    ha="center", fontsize=9)
+        ax.errorbar(
+            a.rate * 100,
+            y,
+            xerr=[[(a.rate - a.ci_low) * 100], [(a.ci_high - a.rate) * 100]],
+            fmt="o",
+            color=colours[a.arm],
+            capsize=5,
+            markersize=7,
+            linewidth=2,
+        )
+        ax.annotate(
+            f"{a.rate:.2%}", (a.rate * 100, y), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=9
+        )
     ax.set_yticks(range(len(shown)), [_literal(f"{a.arm}\n(n={a.n:,})") for a in shown])
     ax.set_ylim(-0.7, len(shown) - 0.3)
     ax.set_xlabel(f"conversion rate (%) with {confidence:.0%} Wilson interval")
@@ -73,8 +82,15 @@ def lift_by_segment(segments: list[SegmentComparison], *, control_arm: str, titl
     labels = []
     for y, s in enumerate(rows):
         c = s.comparison
-        ax.errorbar(c.abs_lift * 100, y, xerr=[[(c.abs_lift - c.abs_ci_low) * 100], [(c.abs_ci_high - c.abs_lift) * 100]],
-                    fmt="s" if s.p_adjusted < 0.05 else "o", color=colours[c.arm], capsize=3, markersize=5)
+        ax.errorbar(
+            c.abs_lift * 100,
+            y,
+            xerr=[[(c.abs_lift - c.abs_ci_low) * 100], [(c.abs_ci_high - c.abs_lift) * 100]],
+            fmt="s" if s.p_adjusted < 0.05 else "o",
+            color=colours[c.arm],
+            capsize=3,
+            markersize=5,
+        )
         labels.append(_literal(f"{s.segment} · {c.arm}"))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)

@@ -17,7 +17,8 @@ SUCCEEDED = "succeeded"
 def find_run(engine: Engine | Connection, campaign_id: str, scheduled_for: datetime) -> dict[str, Any] | None:
     """The committed run of (campaign_id, scheduled_for), as a dict of columns, or None."""
     query = select(CampaignRun.__table__).where(
-        CampaignRun.campaign_id == campaign_id, CampaignRun.scheduled_for == scheduled_for)
+        CampaignRun.campaign_id == campaign_id, CampaignRun.scheduled_for == scheduled_for
+    )
     return _one(engine, query)
 
 
@@ -26,8 +27,12 @@ def get_run(engine: Engine, run_id: str) -> dict[str, Any] | None:
 
 
 def latest_run(engine: Engine, campaign_id: str) -> dict[str, Any] | None:
-    query = (select(CampaignRun.__table__).where(CampaignRun.campaign_id == campaign_id, CampaignRun.status == SUCCEEDED)
-             .order_by(CampaignRun.scheduled_for.desc()).limit(1))
+    query = (
+        select(CampaignRun.__table__)
+        .where(CampaignRun.campaign_id == campaign_id, CampaignRun.status == SUCCEEDED)
+        .order_by(CampaignRun.scheduled_for.desc())
+        .limit(1)
+    )
     return _one(engine, query)
 
 
@@ -48,7 +53,9 @@ def _one(engine: Engine | Connection, query) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def committed_contacts(engine: Engine, *, channel: str, campaign_id: str, since: datetime, before: datetime) -> pl.DataFrame:
+def committed_contacts(
+    engine: Engine, *, channel: str, campaign_id: str, since: datetime, before: datetime
+) -> pl.DataFrame:
     """Contacts on ``channel`` in [since, before) from succeeded runs, one row per (run, customer): a run that
     offered a customer two products contacted them once. Real contacts of every campaign count; virtual ones
     (control and holdouts, ``contacted = False``) only for their own ``campaign_id``.
@@ -60,11 +67,22 @@ def committed_contacts(engine: Engine, *, channel: str, campaign_id: str, since:
         select(ch.c.run_id, ch.c.campaign_id, ch.c.customer_id, ch.c.channel, ch.c.contacted_at, ch.c.contacted)
         .distinct()
         .join(runs, runs.c.run_id == ch.c.run_id)
-        .where(runs.c.status == SUCCEEDED, ch.c.channel == channel, ch.c.contacted_at >= since, ch.c.contacted_at < before,
-               or_(ch.c.contacted.is_(True), ch.c.campaign_id == campaign_id))
+        .where(
+            runs.c.status == SUCCEEDED,
+            ch.c.channel == channel,
+            ch.c.contacted_at >= since,
+            ch.c.contacted_at < before,
+            or_(ch.c.contacted.is_(True), ch.c.campaign_id == campaign_id),
+        )
     )
-    schema = {"run_id": pl.String, "campaign_id": pl.String, "customer_id": pl.String, "channel": pl.String,
-              "contacted_at": pl.Datetime("us"), "contacted": pl.Boolean}
+    schema = {
+        "run_id": pl.String,
+        "campaign_id": pl.String,
+        "customer_id": pl.String,
+        "channel": pl.String,
+        "contacted_at": pl.Datetime("us"),
+        "contacted": pl.Boolean,
+    }
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
@@ -87,8 +105,13 @@ def insert_run(
     conn.execute(CampaignRun.__table__.insert().values(**run))
     insert_frame(conn, TargetListRow.__table__, targets)
     insert_frame(conn, RunAudience.__table__, audience)
-    insert_frame(conn, Exclusion.__table__, exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id"))
-                 .sort("customer_id", "offer_id", nulls_last=False, maintain_order=True))
+    insert_frame(
+        conn,
+        Exclusion.__table__,
+        exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id")).sort(
+            "customer_id", "offer_id", nulls_last=False, maintain_order=True
+        ),
+    )
     insert_frame(conn, ContactHistory.__table__, contacts.sort("customer_id", "contacted_at", maintain_order=True))
 
 

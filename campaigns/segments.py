@@ -13,8 +13,9 @@ does not have (optional tag columns such as ``housing``), never matches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, Union
+from typing import Any
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,8 +24,17 @@ from campaigns.tomlfile import validation_message
 from recommender.columns import Columns
 from recommender.errors import UserError
 
-CONTRACT_COLUMNS = {"customer_id", "birth_date", "age", "income", "region", "gender", "occupation", "is_student",
-                    "tenure_months"}
+CONTRACT_COLUMNS = {
+    "customer_id",
+    "birth_date",
+    "age",
+    "income",
+    "region",
+    "gender",
+    "occupation",
+    "is_student",
+    "tenure_months",
+}
 ALL = "*"
 
 
@@ -50,7 +60,7 @@ class Range(BaseModel):
         return self
 
 
-Condition = Union[bool, int, float, str, list[Union[bool, int, float, str]], Range]
+Condition = bool | int | float | str | list[bool | int | float | str] | Range
 
 
 class Band(BaseModel):
@@ -192,8 +202,11 @@ class SegmentRules:
         extra = [c for c in tags.passthrough if c in customers.columns]
         if tags.extra_columns:
             extra += [
-                c for c, t in customers.schema.items()
-                if c not in CONTRACT_COLUMNS and c not in extra and isinstance(t, (pl.String, pl.Boolean, pl.Categorical))
+                c
+                for c, t in customers.schema.items()
+                if c not in CONTRACT_COLUMNS
+                and c not in extra
+                and isinstance(t, (pl.String, pl.Boolean, pl.Categorical))
             ]
         return columns + [c for c in extra if c not in columns]
 
@@ -206,8 +219,12 @@ class SegmentRules:
             student = student | pl.col("is_student").cast(pl.Boolean).fill_null(False)
         if "occupation" in frame.columns:
             student = student | occupation_is_student(pl.col("occupation")).fill_null(False)
-        frame = frame.with_columns(student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()])
-        return frame.with_columns(_first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage"))
+        frame = frame.with_columns(
+            student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()]
+        )
+        return frame.with_columns(
+            _first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage")
+        )
 
     def assign(self, customers: pl.DataFrame, *, as_of: datetime) -> pl.DataFrame:
         """customer_id, segment and the tag columns, one row per customer in input order."""
@@ -217,7 +234,8 @@ class SegmentRules:
         segment = _first_match(list(self.config.segment), self.config.default_segment.name, tagged.schema)
         columns = self.tag_columns(customers)
         return tagged.select(
-            pl.col(Columns.Customer).cast(pl.String), segment.alias(Columns.Segment),
+            pl.col(Columns.Customer).cast(pl.String),
+            segment.alias(Columns.Segment),
             *[pl.col(c) for c in columns],
         )
 
@@ -229,10 +247,16 @@ class SegmentRules:
         for rule in [*self.config.segment, self.config.default_segment]:
             keep = ids.is_in(rule.offers)
             if families is not None and rule.families:
-                keep = keep | (families.is_in(rule.families) if ALL not in rule.families else pl.Series([True] * ids.len()))
+                keep = keep | (
+                    families.is_in(rule.families) if ALL not in rule.families else pl.Series([True] * ids.len())
+                )
             keep = keep & ~ids.is_in(rule.exclude_offers)
-            parts.append(pl.DataFrame({Columns.Segment: rule.name, Columns.Offer: ids.filter(keep)},
-                                      schema={Columns.Segment: pl.String, Columns.Offer: pl.String}))
+            parts.append(
+                pl.DataFrame(
+                    {Columns.Segment: rule.name, Columns.Offer: ids.filter(keep)},
+                    schema={Columns.Segment: pl.String, Columns.Offer: pl.String},
+                )
+            )
         return pl.concat(parts).unique(maintain_order=True)
 
 

@@ -143,7 +143,7 @@ class CampaignSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CampaignSpec":
+    def _consistent(self) -> CampaignSpec:
         if not self.offers and not self.families:
             raise ValueError("offers: name at least one offer id or one family (field 'families')")
         names = [arm.name for arm in self.arms]
@@ -201,8 +201,10 @@ class CampaignSpec(BaseModel):
         offers = sorted(set(self.offers) | set(by_family))
         stray = [o for o in self.capacity if o not in offers]
         if stray:
-            raise CampaignSpecError(f"{self.source}: capacity.{stray[0]}: offer {stray[0]!r} is not one of this "
-                                    f"campaign's offers ({_listed(offers)})")
+            raise CampaignSpecError(
+                f"{self.source}: capacity.{stray[0]}: offer {stray[0]!r} is not one of this "
+                f"campaign's offers ({_listed(offers)})"
+            )
         return offers
 
     def config_hash(self, extra: dict[str, Any] | None = None) -> str:

@@ -13,9 +13,9 @@ method for the relative lift); revenue uses Welch's t-test.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -221,15 +221,27 @@ def compare_proportions(
     pooled = (control.conversions + treatment.conversions) / (control.n + treatment.n)
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / control.n + 1 / treatment.n))
     if se_pooled == 0:
-        return ProportionComparison(arm, control_arm, pc, pt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
-                                    error=ErrorCode.NO_CONVERSIONS)
+        return ProportionComparison(
+            arm, control_arm, pc, pt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN, error=ErrorCode.NO_CONVERSIONS
+        )
     z = diff / se_pooled
     p_value = float(2 * sps.norm.sf(abs(z)))
     se_diff = math.sqrt(control.variance + treatment.variance)
     rel, rel_low, rel_high = _relative(pt, treatment.variance, pc, control.variance, z_crit)
     return ProportionComparison(
-        arm, control_arm, pc, pt, diff, diff - z_crit * se_diff, diff + z_crit * se_diff, rel, rel_low, rel_high,
-        z, p_value, error=ErrorCode.ZERO_BASELINE if pc == 0 else None,
+        arm,
+        control_arm,
+        pc,
+        pt,
+        diff,
+        diff - z_crit * se_diff,
+        diff + z_crit * se_diff,
+        rel,
+        rel_low,
+        rel_high,
+        z,
+        p_value,
+        error=ErrorCode.ZERO_BASELINE if pc == 0 else None,
     )
 
 
@@ -257,8 +269,20 @@ def compare_revenue(
     t_crit = float(sps.t.ppf(1 - alpha / 2, df))
     rel, rel_low, rel_high = _relative(mt, vt, mc, vc, _z(alpha))
     return RevenueComparison(
-        arm, control_arm, mc, mt, diff, diff - t_crit * se, diff + t_crit * se, rel, rel_low, rel_high, t, df,
-        p_value, error=ErrorCode.ZERO_BASELINE if mc == 0 else None,
+        arm,
+        control_arm,
+        mc,
+        mt,
+        diff,
+        diff - t_crit * se,
+        diff + t_crit * se,
+        rel,
+        rel_low,
+        rel_high,
+        t,
+        df,
+        p_value,
+        error=ErrorCode.ZERO_BASELINE if mc == 0 else None,
     )
 
 
@@ -311,10 +335,7 @@ def sample_ratio_mismatch(
     total = sum(observed.values())
     arms = sorted(set(observed) | set(shares))
     share_sum = sum(shares.values())
-    bad = (
-        len(arms) < 2 or total <= 0 or share_sum <= 0
-        or any(shares.get(a, 0) <= 0 for a in arms)
-    )
+    bad = len(arms) < 2 or total <= 0 or share_sum <= 0 or any(shares.get(a, 0) <= 0 for a in arms)
     if bad:
         return SrmResult(observed, {}, NAN, NAN, False, error=ErrorCode.INVALID_SHARES)
     expected = {a: total * shares[a] / share_sum for a in arms}
@@ -335,7 +356,9 @@ def covariate_balance(
     """
     levels = sorted(counts)
     arms = sorted({arm for row in counts.values() for arm in row})
-    table = np.array([[counts[level].get(arm, 0) for arm in arms] for level in levels], dtype=float).reshape(len(levels), len(arms))
+    table = np.array([[counts[level].get(arm, 0) for arm in arms] for level in levels], dtype=float).reshape(
+        len(levels), len(arms)
+    )
     table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0] if table.size else table
     clean = {level: {arm: int(n) for arm, n in row.items()} for level, row in counts.items()}
     if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:

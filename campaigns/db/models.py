@@ -136,8 +136,10 @@ class JobRun(Base):
     """
 
     __tablename__ = "job_runs"
-    __table_args__ = (UniqueConstraint("job_name", "fire_time", name="uq_job_runs_key"),
-                      Index("ix_job_runs_status_next_attempt", "status", "next_attempt_at"))
+    __table_args__ = (
+        UniqueConstraint("job_name", "fire_time", name="uq_job_runs_key"),
+        Index("ix_job_runs_status_next_attempt", "status", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_name: Mapped[str] = mapped_column(String(128), index=True)

@@ -107,8 +107,9 @@ class _Sorted:
         self.y, self.t = y, t
         self.actual = _order(score)
         self.perfect_qini = _order(_perfect_qini_score(y, t))
-        self._perfect_uplift = {flag: _order(2.0 * (y == t) + (y if flag else t.astype(np.float64)))
-                                for flag in (False, True)}
+        self._perfect_uplift = {
+            flag: _order(2.0 * (y == t) + (y if flag else t.astype(np.float64))) for flag in (False, True)
+        }
         self.descending = self.actual[0]
 
     def qini(self, w: np.ndarray) -> float:
@@ -179,8 +180,13 @@ class UpliftEvaluation:
     curve_qini: np.ndarray = field(default_factory=lambda: np.zeros(0))  # incremental conversions, scaled to n
 
     def as_dict(self) -> dict:
-        return {"n": self.n, "n_treated": self.n_treated, "qini_coefficient": self.qini.as_dict(),
-                "auuc": self.auuc.as_dict(), "uplift_at_k": {f"{k:g}": e.as_dict() for k, e in self.uplift_at.items()}}
+        return {
+            "n": self.n,
+            "n_treated": self.n_treated,
+            "qini_coefficient": self.qini.as_dict(),
+            "auuc": self.auuc.as_dict(),
+            "uplift_at_k": {f"{k:g}": e.as_dict() for k, e in self.uplift_at.items()},
+        }
 
 
 def bootstrap_weights(treatment, *, draws: int, seed: int) -> np.ndarray:
@@ -203,8 +209,17 @@ def _interval(values: list[float], alpha: float) -> tuple[float, float]:
     return float(np.quantile(finite, alpha / 2)), float(np.quantile(finite, 1 - alpha / 2))
 
 
-def evaluate_uplift(y, score, treatment, *, ks: tuple[float, ...] = (0.1, 0.2, 0.3), draws: int = 200,
-                    seed: int = 0, alpha: float = 0.05, curve_points: int = 101) -> UpliftEvaluation:
+def evaluate_uplift(
+    y,
+    score,
+    treatment,
+    *,
+    ks: tuple[float, ...] = (0.1, 0.2, 0.3),
+    draws: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+    curve_points: int = 101,
+) -> UpliftEvaluation:
     """Qini coefficient, AUUC and uplift at each k, with ``1 - alpha`` percentile bootstrap intervals over
     ``draws`` resamples stratified by treatment; plus the Qini curve on a grid of ``curve_points`` shares."""
     y, score, t, ones = _arrays(y, score, treatment)
@@ -222,8 +237,11 @@ def evaluate_uplift(y, score, treatment, *, ks: tuple[float, ...] = (0.1, 0.2, 0
     x, q = qini_curve(y, score, t)
     grid = np.linspace(0, 1, curve_points)
     return UpliftEvaluation(
-        n=int(y.size), n_treated=int(t.sum()),
-        qini=Estimate(qini[0], *_interval(qini[1:], alpha)), auuc=Estimate(area[0], *_interval(area[1:], alpha)),
+        n=int(y.size),
+        n_treated=int(t.sum()),
+        qini=Estimate(qini[0], *_interval(qini[1:], alpha)),
+        auuc=Estimate(area[0], *_interval(area[1:], alpha)),
         uplift_at={k: Estimate(v[0], *_interval(v[1:], alpha)) for k, v in at.items()},
-        curve_x=grid, curve_qini=np.interp(grid * y.size, x, q),
+        curve_x=grid,
+        curve_qini=np.interp(grid * y.size, x, q),
     )

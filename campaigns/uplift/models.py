@@ -60,11 +60,19 @@ class BoosterParams:
 
     def lgb(self, objective: str, *, threads: int, seed: int) -> dict[str, Any]:
         return {
-            "objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_child_samples, "lambda_l2": self.reg_lambda,
-            "bagging_fraction": self.subsample, "bagging_freq": 1 if self.subsample < 1 else 0,
-            "feature_fraction": self.colsample_bytree, "num_threads": threads, "seed": seed,
-            "deterministic": True, "force_row_wise": True, "verbosity": -1,
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "lambda_l2": self.reg_lambda,
+            "bagging_fraction": self.subsample,
+            "bagging_freq": 1 if self.subsample < 1 else 0,
+            "feature_fraction": self.colsample_bytree,
+            "num_threads": threads,
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
         }
 
 
@@ -99,10 +107,16 @@ class FeatureEncoding:
             raise UpliftModelError(f"features: missing column(s) {', '.join(missing[:5])}")
         exprs = [pl.col(c).cast(pl.Float64) for c in self.numeric]
         for name, values in self.categorical.items():
-            lookup = pl.DataFrame({name: list(values), "code": np.arange(len(values), dtype=np.float64)},
-                                  schema={name: pl.String, "code": pl.Float64})
-            exprs.append(pl.col(name).cast(pl.String).replace_strict(lookup[name], lookup["code"], default=None,
-                                                                     return_dtype=pl.Float64).alias(name))
+            lookup = pl.DataFrame(
+                {name: list(values), "code": np.arange(len(values), dtype=np.float64)},
+                schema={name: pl.String, "code": pl.Float64},
+            )
+            exprs.append(
+                pl.col(name)
+                .cast(pl.String)
+                .replace_strict(lookup[name], lookup["code"], default=None, return_dtype=pl.Float64)
+                .alias(name)
+            )
         if not exprs:
             return np.zeros((frame.height, 0))
         return frame.select(exprs).to_numpy().astype(np.float64, copy=False)
@@ -136,14 +150,16 @@ class UpliftModel(ABC):
         return asdict(self.booster_params)
 
     # --- public contract --------------------------------------------------------------------------------
-    def fit(self, features: pl.DataFrame, *, treatment, outcome, propensity=None, threads: int = 1,
-            seed: int = 0) -> UpliftModel:
+    def fit(
+        self, features: pl.DataFrame, *, treatment, outcome, propensity=None, threads: int = 1, seed: int = 0
+    ) -> UpliftModel:
         """Learn from rows whose ``treatment`` (bool) came from a random split, ``outcome`` in {0, 1}."""
         t = np.asarray(treatment).astype(bool)
         y = np.asarray(outcome, dtype=np.float64)
         if not (features.height == t.size == y.size):
-            raise UpliftModelError(f"features ({features.height} rows), treatment ({t.size}) and outcome ({y.size}) "
-                                   "differ in length")
+            raise UpliftModelError(
+                f"features ({features.height} rows), treatment ({t.size}) and outcome ({y.size}) differ in length"
+            )
         if t.all() or not t.any():
             raise UpliftModelError("training rows need both treated and control customers")
         if not np.isin(y, (0.0, 1.0)).all():
@@ -157,11 +173,21 @@ class UpliftModel(ABC):
         self.boosters, self.state = {}, {}
         self._fit(x, t, y, e, threads=threads, seed=seed)
         now = datetime.now(UTC).replace(microsecond=0)
-        digest = hashlib.sha256(json.dumps({"kind": self.kind, **self.params, "seed": seed}, sort_keys=True).encode()
-                                + x.tobytes() + t.tobytes() + y.tobytes()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps({"kind": self.kind, **self.params, "seed": seed}, sort_keys=True).encode()
+            + x.tobytes()
+            + t.tobytes()
+            + y.tobytes()
+        ).hexdigest()
         self.version = f"{self.kind}-{now:%Y%m%dT%H%M%S}-{digest[:8]}"
-        self.meta.update(trained_at=now.replace(tzinfo=None).isoformat(), train_seconds=time.perf_counter() - started,
-                         rows=int(t.size), treated=int(t.sum()), outcome_rate=float(y.mean()), data_hash=digest)
+        self.meta.update(
+            trained_at=now.replace(tzinfo=None).isoformat(),
+            train_seconds=time.perf_counter() - started,
+            rows=int(t.size),
+            treated=int(t.sum()),
+            outcome_rate=float(y.mean()),
+            data_hash=digest,
+        )
         return self
 
     def predict(self, features: pl.DataFrame, *, threads: int = 1) -> np.ndarray:
@@ -177,11 +203,20 @@ class UpliftModel(ABC):
     def _predict(self, x: np.ndarray, *, threads: int) -> np.ndarray: ...
 
     def _train(self, name: str, x, label, *, objective: str, threads: int, seed: int, weight=None) -> None:
-        data = lgb.Dataset(x, label=label, weight=weight, categorical_feature=self.encoding.categorical_indices(),
-                           feature_name=self.encoding.columns or "auto", free_raw_data=True,
-                           params={"verbosity": -1, "max_bin": 255})
-        self.boosters[name] = lgb.train(self.booster_params.lgb(objective, threads=threads, seed=seed), data,
-                                        num_boost_round=self.booster_params.n_estimators)
+        data = lgb.Dataset(
+            x,
+            label=label,
+            weight=weight,
+            categorical_feature=self.encoding.categorical_indices(),
+            feature_name=self.encoding.columns or "auto",
+            free_raw_data=True,
+            params={"verbosity": -1, "max_bin": 255},
+        )
+        self.boosters[name] = lgb.train(
+            self.booster_params.lgb(objective, threads=threads, seed=seed),
+            data,
+            num_boost_round=self.booster_params.n_estimators,
+        )
 
     def _score(self, name: str, x: np.ndarray, *, threads: int) -> np.ndarray:
         return self.boosters[name].predict(x, num_threads=threads)
@@ -195,9 +230,16 @@ class UpliftModel(ABC):
         directory.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
             booster.save_model(str(directory / f"{name}.txt"))
-        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params,
-               "encoding": self.encoding.to_json(), "state": self.state, "boosters": sorted(self.boosters),
-               "meta": self.meta}
+        doc = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "encoding": self.encoding.to_json(),
+            "state": self.state,
+            "boosters": sorted(self.boosters),
+            "meta": self.meta,
+        }
         tmp = directory / f".{MODEL_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
         tmp.replace(directory / MODEL_FILE)
@@ -230,7 +272,8 @@ class XLearner(UpliftModel):
     def _predict(self, x, *, threads):
         g = self.state["propensity"]
         return g * self._score("effect_control", x, threads=threads) + (1 - g) * self._score(
-            "effect_treated", x, threads=threads)
+            "effect_treated", x, threads=threads
+        )
 
 
 class ClassTransformation(UpliftModel):

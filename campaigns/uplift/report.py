@@ -23,8 +23,7 @@ import polars as pl
 
 from campaigns.uplift.history import RunDesign, training_rows
 from campaigns.uplift.metrics import Estimate, evaluate_uplift
-
-C = "customer_id"
+from recommender.columns import Columns
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,18 @@ class StrategyQini:
     error: str | None = None
 
     def as_dict(self) -> dict:
-        return {"strategy": self.strategy, "n": self.n, "treated": self.treated, "qini_coefficient": self.qini.as_dict(),
-                "uplift_at_30pct": self.uplift_at_30.as_dict(), "error": self.error,
-                "curve": {"share": [round(float(v), 4) for v in self.curve_x],
-                          "incremental_per_1000": [round(float(v), 4) for v in self.curve_y]}}
+        return {
+            "strategy": self.strategy,
+            "n": self.n,
+            "treated": self.treated,
+            "qini_coefficient": self.qini.as_dict(),
+            "uplift_at_30pct": self.uplift_at_30.as_dict(),
+            "error": self.error,
+            "curve": {
+                "share": [round(float(v), 4) for v in self.curve_x],
+                "incremental_per_1000": [round(float(v), 4) for v in self.curve_y],
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,36 @@ class Incremental:
     source: str  # "itt" or "holdout"
 
     def as_dict(self) -> dict:
-        return {"arm": self.arm, "strategy": self.strategy, "contacts": self.contacts, "per_1000": self.per_1000,
-                "low": self.low, "high": self.high, "source": self.source}
+        return {
+            "arm": self.arm,
+            "strategy": self.strategy,
+            "contacts": self.contacts,
+            "per_1000": self.per_1000,
+            "low": self.low,
+            "high": self.high,
+            "source": self.source,
+        }
 
 
-def strategy_qini(run, conversions: pl.DataFrame, *, spec, products: pl.DataFrame | None, window_days: float,
-                  draws: int = 200, seed: int = 0) -> list[StrategyQini]:
+def strategy_qini(
+    run,
+    conversions: pl.DataFrame,
+    *,
+    spec,
+    products: pl.DataFrame | None,
+    window_days: float,
+    draws: int = 200,
+    seed: int = 0,
+) -> list[StrategyQini]:
     """One :class:`StrategyQini` per strategy with a randomised pool in ``run`` (RunAssignments with scores)."""
     if products is None or "score" not in run.assignments.columns:
         return []
     design = RunDesign(window_days=window_days, strategy_of={arm.name: spec.strategy_of(arm) for arm in spec.arms})
-    rows = training_rows(run, conversions, design=design, features=run.audience.select(C), products=products)
-    scores = run.assignments.group_by(C).agg(pl.col("score").max())
-    rows = rows.filter(pl.col("pool").is_not_null()).join(scores, on=C, how="left")
+    rows = training_rows(
+        run, conversions, design=design, features=run.audience.select(Columns.Customer), products=products
+    )
+    scores = run.assignments.group_by(Columns.Customer).agg(pl.col("score").max())
+    rows = rows.filter(pl.col("pool").is_not_null()).join(scores, on=Columns.Customer, how="left")
     out = []
     for pool in sorted(rows["pool"].unique().to_list()):
         part = rows.filter(pl.col("pool") == pool)
@@ -76,14 +100,16 @@ def strategy_qini(run, conversions: pl.DataFrame, *, spec, products: pl.DataFram
         y, t = part["converted_offered"].to_numpy(), part["treatment"].to_numpy()
         score = part["score"].fill_null(float("-inf")).to_numpy()
         try:
-            e = evaluate_uplift(y, np.nan_to_num(score, neginf=-1e300), t, ks=(0.3,), draws=draws, seed=seed,
-                                curve_points=51)
+            e = evaluate_uplift(
+                y, np.nan_to_num(score, neginf=-1e300), t, ks=(0.3,), draws=draws, seed=seed, curve_points=51
+            )
         except ValueError as exc:
             nan = Estimate(math.nan, math.nan, math.nan)
             out.append(StrategyQini(strategy, part.height, int(t.sum()), nan, nan, np.zeros(0), np.zeros(0), str(exc)))
             continue
-        out.append(StrategyQini(strategy, e.n, e.n_treated, e.qini, e.uplift_at[0.3], e.curve_x,
-                                1000.0 * e.curve_qini / e.n))
+        out.append(
+            StrategyQini(strategy, e.n, e.n_treated, e.qini, e.uplift_at[0.3], e.curve_x, 1000.0 * e.curve_qini / e.n)
+        )
     return out
 
 
@@ -107,8 +133,17 @@ def incremental_per_1000(sections, run, *, spec) -> list[Incremental]:
             scale, source = 1000.0, "holdout"
         if comparison is None or math.isnan(comparison.abs_lift):
             continue
-        out.append(Incremental(arm.name, spec.strategy_of(arm), made, comparison.abs_lift * scale,
-                               comparison.abs_ci_low * scale, comparison.abs_ci_high * scale, source))
+        out.append(
+            Incremental(
+                arm.name,
+                spec.strategy_of(arm),
+                made,
+                comparison.abs_lift * scale,
+                comparison.abs_ci_low * scale,
+                comparison.abs_ci_high * scale,
+                source,
+            )
+        )
     return out
 
 
@@ -119,13 +154,16 @@ def best_statement(rows: list[Incremental]) -> str | None:
         return None
     ranked = sorted(rows, key=lambda r: r.per_1000, reverse=True)
     best = ranked[0]
-    text = (f"Most incremental conversions per 1,000 contacts: {best.arm} (strategy {best.strategy}) with "
-            f"{best.per_1000:+.1f} [{best.low:+.1f}, {best.high:+.1f}] ({'vs control' if best.source == 'itt' else 'vs its holdout'})")
+    text = (
+        f"Most incremental conversions per 1,000 contacts: {best.arm} (strategy {best.strategy}) with "
+        f"{best.per_1000:+.1f} [{best.low:+.1f}, {best.high:+.1f}] ({'vs control' if best.source == 'itt' else 'vs its holdout'})"
+    )
     if len(ranked) > 1:
         second = ranked[1]
         overlap = best.low <= second.high
-        text += (f"; next {second.arm} {second.per_1000:+.1f} [{second.low:+.1f}, {second.high:+.1f}]"
-                 + (" (intervals overlap: not a clear winner)" if overlap else ""))
+        text += f"; next {second.arm} {second.per_1000:+.1f} [{second.low:+.1f}, {second.high:+.1f}]" + (
+            " (intervals overlap: not a clear winner)" if overlap else ""
+        )
     return text + "."
 
 

@@ -16,7 +16,6 @@ import sys
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -59,12 +58,16 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
-        None, "--config", metavar="DIR",
-        help="Configuration directory (default: $MKTG_CONFIG_DIR, else ./config where mktg runs; see `mktg init`)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        metavar="DIR",
+        help="Configuration directory (default: $MKTG_CONFIG_DIR, else ./config where mktg runs; see `mktg init`).",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected error."),
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     _state["debug"] = debug
     ctx.obj = AppContext(config_dir=config)
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail("aborted", 1)
     except UserError as exc:
         _fail(str(exc), 2)
-    except Exception as exc:  # noqa: BLE001 - last resort: still one line, the traceback only on request
+    except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
             sys.exit(1)

@@ -20,11 +20,23 @@ app = typer.Typer(help="Input data: generate a synthetic world, validate a data 
 
 
 def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: str) -> dict[str, int]:
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
         task = progress.add_task("generating customers", total=customers)
-        return generate_world(out, customers=customers, seed=seed, fmt=fmt,
-                              progress=lambda done, _total: progress.update(task, completed=done))
+        return generate_world(
+            out,
+            customers=customers,
+            seed=seed,
+            fmt=fmt,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
 
 
 def counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -68,8 +80,11 @@ def rule_warnings(world: World, config_dir: Path) -> list[str]:
     used: dict[str, list[str]] = {}
     for spec in specs:
         used.setdefault(spec.eligibility, []).append(spec.id)
-    lines = [f"campaign(s) {', '.join(ids)} use rule set '{name}', which {rules_file} does not define"
-             for name, ids in sorted(used.items()) if name not in rule_sets]
+    lines = [
+        f"campaign(s) {', '.join(ids)} use rule set '{name}', which {rules_file} does not define"
+        for name, ids in sorted(used.items())
+        if name not in rule_sets
+    ]
     return lines + data_warnings(world, rule_sets, campaigns=used)
 
 
@@ -92,5 +107,7 @@ def validate_cmd(
     if as_json:
         print_json({"directory": directory, "valid": True, "rows": world.row_counts(), "warnings": warnings})
         return
-    title = f"{directory}: all tables valid" + (f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else "")
+    title = f"{directory}: all tables valid" + (
+        f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""
+    )
     console.print(counts_table(title, world.row_counts()))

@@ -7,7 +7,7 @@ year 1 or 9999 overflow the date arithmetic of windows and ages ("unexpected Ove
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from recommender.errors import UserError
 
@@ -28,7 +28,7 @@ def parse_time(text: str, *, option: str = "--at") -> datetime:
         raise TimeOptionError(f"{option}: {text!r} is not an ISO 8601 timestamp (e.g. 2026-11-02T09:00:00Z)") from exc
     try:
         if moment.tzinfo is not None:
-            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:
         moment = EARLIEST.replace(year=1) if moment.year < 2 else LATEST.replace(year=9999)
     if not EARLIEST <= moment <= LATEST:
@@ -38,5 +38,5 @@ def parse_time(text: str, *, option: str = "--at") -> datetime:
 
 def now_utc(*, to: str = "minute") -> datetime:
     """The current time as naive UTC, cut to the ``minute`` or ``second``."""
-    moment = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    moment = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     return moment.replace(second=0) if to == "minute" else moment

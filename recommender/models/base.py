@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -86,7 +87,9 @@ class RankingModel(ABC):
         return {}
 
     def _restore_files(self, texts: Mapping[str, str]) -> None:
-        """Inverse of ``_files`` (called after ``_restore``)."""
+        """Inverse of ``_files`` (called after ``_restore``). A model without files must not be handed any."""
+        if texts:
+            raise ValueError(f"{type(self).__name__} saves no extra files, found {sorted(texts)[:5]}")
 
     # --- public API -----------------------------------------------------------------------------
     def fit(
@@ -199,8 +202,14 @@ class RankingModel(ABC):
             tmp_text = directory / f".{name}.tmp"
             tmp_text.write_text(text)
             tmp_text.replace(directory / name)
-        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params,
-               "meta": self.meta, "files": sorted(files)}
+        doc = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "meta": self.meta,
+            "files": sorted(files),
+        }
         (directory / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -222,7 +231,7 @@ def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np
     out = np.empty((n, offers_t.shape[1]), dtype=np.float32)
     full = n - n % GEMM_ROWS
     for start in range(0, full, GEMM_ROWS):
-        np.matmul(customers[start:start + GEMM_ROWS], offers_t, out=out[start:start + GEMM_ROWS])
+        np.matmul(customers[start : start + GEMM_ROWS], offers_t, out=out[start : start + GEMM_ROWS])
     if full < n:
         padded = np.zeros((GEMM_ROWS, customers.shape[1]), dtype=np.float32)
         padded[: n - full] = customers[full:]

@@ -45,8 +45,9 @@ class SegmentChampion:
     def model_for(self, segments: pl.Series) -> np.ndarray:
         """The member name of each customer, from its segment."""
         mapping = pl.DataFrame({"_seg": list(self.champions), "_name": list(self.champions.values())})
-        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(mapping, on="_seg", how="left",
-                                                                      maintain_order="left")
+        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(
+            mapping, on="_seg", how="left", maintain_order="left"
+        )
         return named["_name"].fill_null(self.champions["*"]).to_numpy()
 
     def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:

@@ -9,7 +9,8 @@ and ``binary`` turns the rest into 1 (the published EASE and kNN set-ups), so cu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,8 +44,11 @@ class ItemItemModel(RankingModel):
         return np.asarray(product.toarray() if sp.issparse(product) else product, dtype=np.float32)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = {"history_indptr": self.history.indptr, "history_indices": self.history.indices,
-               "history_data": self.history.data}
+        out = {
+            "history_indptr": self.history.indptr,
+            "history_indices": self.history.indices,
+            "history_data": self.history.data,
+        }
         if sp.issparse(self.item_weights):
             w = self.item_weights.tocsr()
             out.update(weights_indptr=w.indptr, weights_indices=w.indices, weights_data=w.data)

@@ -8,7 +8,8 @@ from its tags alone.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -35,10 +36,21 @@ class LightFMModel(RankingModel):
     deterministic_threads = False  # Hogwild SGD
 
     def __init__(
-        self, *, loss: str = "warp", no_components: int = 32, learning_rate: float = 0.05, item_alpha: float = 0.0,
-        user_alpha: float = 0.0, epochs: int = 20, max_sampled: int = 10, min_weight: float = 0.0,
-        customer_features: bool = True, offer_features: bool = True, customer_columns: list[str] | None = None,
-        offer_columns: list[str] | None = None, random_state: int = 42,
+        self,
+        *,
+        loss: str = "warp",
+        no_components: int = 32,
+        learning_rate: float = 0.05,
+        item_alpha: float = 0.0,
+        user_alpha: float = 0.0,
+        epochs: int = 20,
+        max_sampled: int = 10,
+        min_weight: float = 0.0,
+        customer_features: bool = True,
+        offer_features: bool = True,
+        customer_columns: list[str] | None = None,
+        offer_columns: list[str] | None = None,
+        random_state: int = 42,
     ) -> None:
         super().__init__()
         if loss not in ("warp", "bpr", "logistic", "warp-kos"):
@@ -64,11 +76,18 @@ class LightFMModel(RankingModel):
     @property
     def params(self) -> dict[str, Any]:
         return {
-            "loss": self.loss, "no_components": self.no_components, "learning_rate": self.learning_rate,
-            "item_alpha": self.item_alpha, "user_alpha": self.user_alpha, "epochs": self.epochs,
-            "max_sampled": self.max_sampled, "min_weight": self.min_weight,
-            "customer_features": self.customer_features, "offer_features": self.offer_features,
-            "customer_columns": self.customer_columns, "offer_columns": self.offer_columns,
+            "loss": self.loss,
+            "no_components": self.no_components,
+            "learning_rate": self.learning_rate,
+            "item_alpha": self.item_alpha,
+            "user_alpha": self.user_alpha,
+            "epochs": self.epochs,
+            "max_sampled": self.max_sampled,
+            "min_weight": self.min_weight,
+            "customer_features": self.customer_features,
+            "offer_features": self.offer_features,
+            "customer_columns": self.customer_columns,
+            "offer_columns": self.offer_columns,
             "random_state": self.random_state,
         }
 
@@ -85,18 +104,23 @@ class LightFMModel(RankingModel):
         positives.data = np.ones_like(positives.data)
         self._warm = np.diff(positives.indptr) > 0
         model = LightFM(
-            no_components=self.no_components, loss=self.loss, learning_rate=self.learning_rate,
-            item_alpha=self.item_alpha, user_alpha=self.user_alpha, max_sampled=self.max_sampled,
+            no_components=self.no_components,
+            loss=self.loss,
+            learning_rate=self.learning_rate,
+            item_alpha=self.item_alpha,
+            user_alpha=self.user_alpha,
+            max_sampled=self.max_sampled,
             random_state=np.random.RandomState(self.random_state),
         )
         with single_threaded_blas():
-            model.fit(positives.tocoo(), user_features=user_x, item_features=item_x, epochs=self.epochs,
-                      num_threads=threads)
+            model.fit(
+                positives.tocoo(), user_features=user_x, item_features=item_x, epochs=self.epochs, num_threads=threads
+            )
         user_table = np.hstack([model.user_embeddings, model.user_biases[:, None]]).astype(np.float32)
         item_table = np.hstack([model.item_embeddings, model.item_biases[:, None]]).astype(np.float32)
         self.customer_repr = np.asarray(user_x @ user_table, dtype=np.float32)
         self.offer_repr = np.asarray(item_x @ item_table, dtype=np.float32)
-        self.tag_repr = np.ascontiguousarray(user_table[cust_space.n_identity:])
+        self.tag_repr = np.ascontiguousarray(user_table[cust_space.n_identity :])
         self.tag_space = FeatureSpace(Columns.Customer, cust_space.columns, None, cust_space.tags)
         self.meta["customer_tag_columns"] = list(cust_space.columns)
         self.meta["offer_tag_columns"] = list(offer_space.columns)
@@ -120,13 +144,20 @@ class LightFMModel(RankingModel):
         return out
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"customer_repr": self.customer_repr, "offer_repr": self.offer_repr, "tag_repr": self.tag_repr,
-                **self.tag_space.arrays("customer")}
+        return {
+            "customer_repr": self.customer_repr,
+            "offer_repr": self.offer_repr,
+            "tag_repr": self.tag_repr,
+            **self.tag_space.arrays("customer"),
+        }
 
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.customer_repr = arrays["customer_repr"]
         self.offer_repr = arrays["offer_repr"]
         self.tag_repr = arrays["tag_repr"]
         self.tag_space = FeatureSpace(
-            Columns.Customer, tuple(meta["customer_tag_columns"]), None, IdMap.load(arrays["customer_tags"], name="feature")
+            Columns.Customer,
+            tuple(meta["customer_tag_columns"]),
+            None,
+            IdMap.load(arrays["customer_tags"], name="feature"),
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from campaign_world import AS_OF, spec
 from test_runs import do_run
 
 from campaigns.explain import RunNotFoundError, explain

@@ -63,7 +63,9 @@ def test_world_passes_its_own_contracts_and_looks_like_a_bank(world_dir):
     assert world.suppression.height > 0
     counts = world.events.collect().group_by("event_type").len()
     funnel = dict(counts.iter_rows())
-    assert funnel["impression"] > funnel["click"] > funnel["application"] > funnel["approval"] > funnel["activation"] > 0
+    assert (
+        funnel["impression"] > funnel["click"] > funnel["application"] > funnel["approval"] > funnel["activation"] > 0
+    )
 
 
 def test_ground_truth_drives_activations(world_dir):
@@ -86,8 +88,11 @@ def test_ground_truth_drives_activations(world_dir):
     # base rate: how often a random activation's family equals a random customer's top family
     fam_share = activations["family"].value_counts(normalize=True)
     top_share = top_family["top_family"].value_counts(normalize=True)
-    base = fam_share.join(top_share, left_on="family", right_on="top_family").select(
-        (pl.col("proportion") * pl.col("proportion_right")).sum()).item()
+    base = (
+        fam_share.join(top_share, left_on="family", right_on="top_family")
+        .select((pl.col("proportion") * pl.col("proportion_right")).sum())
+        .item()
+    )
     assert share_top > 2 * base
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from campaigns import run_store
@@ -55,8 +56,13 @@ def config(tmp_path) -> Path:
 def trained(db_engine, config, world_dir, tmp_path):
     settings = load_settings(config, environ={"MKTG_VAR_DIR": str(tmp_path / "var")})
     events = load_events(settings)
-    models = train_models(load_world(world_dir, event_types=events.event_types), settings, events,
-                          as_of=TRAINED_AS_OF, names=["popularity"])
+    models = train_models(
+        load_world(world_dir, event_types=events.event_types),
+        settings,
+        events,
+        as_of=TRAINED_AS_OF,
+        names=["popularity"],
+    )
     paths = save_and_register(models, settings, engine=db_engine)
     return settings, events, paths["popularity"]
 
@@ -75,24 +81,48 @@ def test_preview_before_the_cut_off_is_refused_unless_allowed(trained, world_dir
     assert message.startswith("model 'popularity' (popularity-")
     assert "was trained on data up to 2026-10-01T00:00:00Z, after 2026-09-15T09:00:00Z" in message
     assert "--allow-future-models" in message
-    plan = pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine,
-                            allow_future_models=True)
+    plan = pipeline.preview(
+        settings,
+        events,
+        campaign_id="pop_only",
+        data_dir=world_dir,
+        at=BEFORE,
+        engine=db_engine,
+        allow_future_models=True,
+    )
     assert plan.spec.id == "pop_only"
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        pipeline.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
     at_cut_off = TRAINED_AS_OF  # data up to T is "before" a run at T
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=at_cut_off,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        pipeline.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=at_cut_off, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
 
 
 def test_a_refused_run_writes_nothing(trained, world_dir, db_engine):
     settings, events, _path = trained
     with pytest.raises(pipeline.LookAheadError):
-        pipeline.run(settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE, engine=db_engine)
+        pipeline.run(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE, engine=db_engine
+        )
     assert run_store.list_runs(db_engine, "pop_only") == []
     assert not (settings.export_dir / "pop_only").exists()
-    result = pipeline.run(settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE,
-                          engine=db_engine, allow_future_models=True)
+    result = pipeline.run(
+        settings,
+        events,
+        campaign_id="pop_only",
+        data_dir=world_dir,
+        scheduled_for=BEFORE,
+        engine=db_engine,
+        allow_future_models=True,
+    )
     assert result.created and [r["run_id"] for r in run_store.list_runs(db_engine, "pop_only")] == [result.run_id]
 
 
@@ -105,13 +135,19 @@ def test_a_model_without_a_recorded_cut_off_is_judged_by_when_it_was_trained(tra
     with pytest.raises(pipeline.LookAheadError, match=r"\(its data cut-off is not recorded\)"):
         pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine)
     later = (trained_at + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=later,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        pipeline.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=later, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(cut_off=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
-       run_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)))
+@given(
+    cut_off=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
+    run_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
+)
 def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at):
     from recommender.models.popularity import PopularityModel
 
@@ -129,16 +165,29 @@ def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at
 def test_the_cli_refuses_and_allows_with_the_flag(project, cli, world_dir):
     (project / "config" / "campaigns" / "pop_only.toml").write_text(POP_ONLY)
     assert cli("db", "upgrade").code == 0
-    trained = cli("train", "--data", str(world_dir), "--models", "popularity", "--as-of", "2026-10-01T00:00:00Z", "--json")
+    trained = cli(
+        "train", "--data", str(world_dir), "--models", "popularity", "--as-of", "2026-10-01T00:00:00Z", "--json"
+    )
     assert trained.code == 0, trained.err
     [model] = json.loads(trained.out)
     assert model["model"] == "popularity" and model["data_as_of"] == "2026-10-01T00:00:00Z"
     refused = cli("campaign", "preview", "pop_only", "--data", str(world_dir), "--at", "2026-09-15T09:00:00Z")
     assert refused.code == 2 and refused.err.count("\n") == 1
-    assert f"model 'popularity' ({model['version']}) was trained on data up to 2026-10-01T00:00:00Z, after " \
-           "2026-09-15T09:00:00Z" in refused.err
-    allowed = cli("campaign", "preview", "pop_only", "--data", str(world_dir), "--at", "2026-09-15T09:00:00Z",
-                  "--allow-future-models", "--json")
+    assert (
+        f"model 'popularity' ({model['version']}) was trained on data up to 2026-10-01T00:00:00Z, after "
+        "2026-09-15T09:00:00Z" in refused.err
+    )
+    allowed = cli(
+        "campaign",
+        "preview",
+        "pop_only",
+        "--data",
+        str(world_dir),
+        "--at",
+        "2026-09-15T09:00:00Z",
+        "--allow-future-models",
+        "--json",
+    )
     assert allowed.code == 0, allowed.err
     doc = json.loads(allowed.out)
     assert doc["campaign_id"] == "pop_only" and doc["as_of"] == "2026-09-15T09:00:00Z"

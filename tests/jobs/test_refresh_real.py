@@ -40,8 +40,13 @@ def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, t
     )
     settings = load_settings(config, environ={})
     events = load_events(settings)
-    previous = train_models(load_world(world, event_types=events.event_types), settings, events,
-                            as_of=world_as_of(world), names=["popularity"])
+    previous = train_models(
+        load_world(world, event_types=events.event_types),
+        settings,
+        events,
+        as_of=world_as_of(world),
+        names=["popularity"],
+    )
     engine = make_engine(settings.database_url)
     upgrade(engine)
     save_and_register(previous, settings, engine=engine, metrics={"popularity": {"ndcg": previous_ndcg}})
