@@ -8,7 +8,7 @@ Generates (or reuses) a synthetic world of N customers, then measures, each repe
   directly on the same matrix (the reference for our per-iteration time, not counted in the total), LightFM,
   popularity, evaluation (time split: refit on the earlier events, rank the test customers, metrics) and
   saving/registering the models. The models of the first repeat stay registered for the campaign runs.
-* one campaign run with those models in place (``jobs.pipeline.run``, the scheduler's code path): load +
+* one campaign run with those models in place (``jobs.campaign_service.run``, the scheduler's code path): load +
   validate, segments, load models, contact history, eligibility, arm assignment, ranking within segments for
   every audience customer, allocation, export files, database write. After each repeat the run's rows and
   files are deleted, so every repeat does the same work.
@@ -87,7 +87,7 @@ def maxrss_mb() -> float:
 
 
 class StageRecorder:
-    """``with recorder("name"): ...`` records wall seconds and peak RSS; also a ``campaigns.runs.Stage``."""
+    """``with recorder("name"): ...`` records wall seconds and peak RSS; also a ``campaigns.campaign_run.Stage``."""
 
     def __init__(self, interval: float = 0.005):
         self.stages: list[dict[str, Any]] = []
@@ -222,7 +222,7 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models, load_models_config, load_segment_rules, prepare, save_and_register
+    from jobs.model_service import evaluate_models, load_models_config, load_segment_rules, prepare, save_and_register
     from jobs.settings import load_events, load_settings
 
     imports = time.perf_counter() - started
@@ -293,7 +293,7 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
     import polars as pl
 
     from campaigns.db.session import make_engine
-    from jobs.pipeline import run
+    from jobs.campaign_service import run
     from jobs.settings import load_events, load_settings
 
     imports = time.perf_counter() - started

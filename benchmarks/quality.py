@@ -500,9 +500,9 @@ def santander(*, budget: float) -> dict[str, Any]:
 # --- synthetic world --------------------------------------------------------------------------------------------
 def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
     from campaigns.contracts import load_world
-    from campaigns.synthetic import generate_world
+    from campaigns.demo.synthetic import generate_world
+    from jobs.model_service import evaluate_models
     from jobs.model_tuning import tune_models
-    from jobs.pipeline_models import evaluate_models
     from jobs.settings import load_events, load_settings
 
     world_dir = OUT / f"synthetic_world_{customers}"
@@ -562,7 +562,7 @@ def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
 def propensity_scope(*, customers: int) -> dict[str, Any]:
     """One booster over all offers vs one per family (defaults otherwise), on Santander and the synthetic world."""
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models
+    from jobs.model_service import evaluate_models
     from jobs.settings import load_events, load_settings
 
     out: dict[str, Any] = {}

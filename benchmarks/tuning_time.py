@@ -39,8 +39,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from campaigns.contracts import load_world
+    from jobs.model_service import load_models_config
     from jobs.model_tuning import tune_models
-    from jobs.pipeline_models import load_models_config
     from jobs.settings import load_events, load_settings
 
     world_dir = args.out / f"world-{args.customers}"

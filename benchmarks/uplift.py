@@ -142,10 +142,10 @@ def _synthetic_table(world_dir: Path, *, seed: int, runs: int = 1) -> tuple[pl.D
     contact; features as of the world's end, ground-truth outcome probabilities and one drawn outcome per row
     (column ``run`` in the second frame)."""
     from campaigns.contracts import load_world
+    from campaigns.demo.synthetic import GroundTruth
     from campaigns.segments import assign_segments
-    from campaigns.synthetic import GroundTruth
     from campaigns.uplift.history import customer_features, pair_features
-    from jobs.pipeline_models import load_segment_rules
+    from jobs.model_service import load_segment_rules
     from jobs.settings import load_events, load_settings
 
     settings = load_settings(ROOT / "config")

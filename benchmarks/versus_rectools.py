@@ -68,7 +68,7 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
 
     from campaigns.contracts import load_world
     from campaigns.segments import assign_segments
-    from jobs.pipeline_models import held_as_of, latest_event_time, load_segment_rules
+    from jobs.model_service import held_as_of, latest_event_time, load_segment_rules
     from jobs.settings import load_events, load_settings
     from recommender.columns import Columns
     from recommender.interactions import weight_events

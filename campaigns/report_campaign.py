@@ -1,6 +1,6 @@
 """The A/B report of a campaign run: randomisation checks first, then one section per question analysts ask.
 
-Every arm (control included) is a random share of the run's eligible audience (:mod:`campaigns.runs`), so:
+Every arm (control included) is a random share of the run's eligible audience (:mod:`campaigns.campaign_run`), so:
 
 - ``itt`` (intention to treat): each arm's whole share of the eligible audience against control, on conversion
   to any of the campaign's offers (and to any product). Customers the arm's strategy did not select count too,

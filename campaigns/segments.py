@@ -81,13 +81,15 @@ class Band(BaseModel):
         return self
 
 
-class Rule(BaseModel):
+class MatchRule(BaseModel):
+    """A named condition on profile columns: the first match gives a life stage or a segment."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     when: dict[str, Condition] = Field(default_factory=dict)
 
 
-class SegmentRule(Rule):
+class SegmentRule(MatchRule):
     families: list[str] = Field(default_factory=list)
     offers: list[str] = Field(default_factory=list)
     exclude_offers: list[str] = Field(default_factory=list)
@@ -96,7 +98,7 @@ class SegmentRule(Rule):
 class TagConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bands: dict[str, Band] = Field(default_factory=dict)
-    life_stage: list[Rule] = Field(default_factory=list)
+    life_stage: list[MatchRule] = Field(default_factory=list)
     default_life_stage: str = "adult"
     passthrough: list[str] = Field(default_factory=list)
     extra_columns: bool = True  # also pass through non-contract text/boolean columns
@@ -138,14 +140,14 @@ def _condition(column: str, cond: Condition, schema: Mapping[str, pl.DataType]) 
     return expr.fill_null(False)
 
 
-def _matches(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+def _matches(rule: MatchRule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     expr = pl.lit(True)
     for column, cond in rule.when.items():
         expr = expr & _condition(column, cond, schema)
     return expr
 
 
-def _first_match(rules: list[Rule], default: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+def _first_match(rules: list[MatchRule], default: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     if not rules:
         return pl.lit(default)
     chain = pl.when(_matches(rules[0], schema)).then(pl.lit(rules[0].name))

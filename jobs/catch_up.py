@@ -27,9 +27,9 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from campaigns.db.models import JobSchedule
 from jobs.logging import bind, event
 from jobs.runner import MISSED, SKIPPED, JobRunner, to_utc_naive
+from jobs.tables import JobSchedule
 
 log = logging.getLogger("mktg.scheduler")
 MAX_SCAN = 10_000  # fire times examined per job and call (a per-second schedule after a long outage is cut here)

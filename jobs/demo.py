@@ -12,13 +12,13 @@ from sqlalchemy import Engine
 
 from campaigns.contracts import load_world
 from campaigns.db.session import upgrade
+from campaigns.demo.simulate import simulate_for_run
 from campaigns.report_campaign import build_campaign_report, write_html, write_json
 from campaigns.report_data import load_run_assignments
-from campaigns.simulate import simulate_for_run
+from jobs.campaign_service import load_all_specs, run_demo_campaigns
 from jobs.cli.report import print_campaign_result
+from jobs.model_service import load_models_config, save_and_register, train_models
 from jobs.model_tuning import BEST, tune_train_register
-from jobs.pipeline import load_all_specs, run_demo_campaigns
-from jobs.pipeline_models import load_models_config, save_and_register, train_models
 from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
 from recommender.idmap import IdMap
@@ -156,10 +156,10 @@ def _uplift_demo(
     """The uplift loop on the demo world: learn uplift from the example runs' control groups and holdouts once
     their conversion windows are over, run ``cc_uplift`` (uplift arm vs response arm vs control), simulate its
     conversions from the ground truth's treatment effect, and report (Qini curves) against the truth."""
-    from campaigns.synthetic import GroundTruth
+    from campaigns.demo.synthetic import GroundTruth
+    from jobs.campaign_service import run as run_campaign_once
     from jobs.cli.uplift import _table
-    from jobs.pipeline import run as run_campaign_once
-    from jobs.pipeline_uplift import fit_and_evaluate, save_and_register, training_table
+    from jobs.uplift_service import fit_and_evaluate, save_and_register, training_table
 
     specs = load_all_specs(settings)
     # The first day the 30-day windows are over (the 45-day savings run is not complete yet, so it is left out).

@@ -25,7 +25,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from campaigns.contracts import World
-from jobs.pipeline_models import (
+from jobs.model_service import (
     Progress,
     held_as_of,
     latest_event_time,
@@ -204,7 +204,7 @@ def champion_model(settings: Settings, *, engine: Engine, models: dict[str, Any]
     (models.toml ``[champion]``); members come from ``models`` when given, else the registry's active versions."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import active_champions
-    from jobs.pipeline_models import load_active_model
+    from jobs.model_service import load_active_model
 
     config = load_models_config(settings).champion
     with session_scope(engine) as session:
@@ -236,7 +236,7 @@ def tune_train_register(
     """:func:`tune_models` (the registry's earlier searches keep the budget: see ``previous`` there), then fit each
     winner on every event up to ``as_of`` (default: the last event) and register it with its search record.
     Returns the run and the fitted models."""
-    from jobs.pipeline_models import load_models_config, save_and_register, train_models
+    from jobs.model_service import load_models_config, save_and_register, train_models
 
     chosen = list(names) if names else list(load_models_config(settings).train)
     run = tune_models(

@@ -41,9 +41,9 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns.db.models import JobAttempt, JobRun
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
+from jobs.tables import JobAttempt, JobRun
 
 log = logging.getLogger("mktg.jobs")
 

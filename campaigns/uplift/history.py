@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
+from sqlalchemy import Engine
 
+from campaigns import run_repository
 from campaigns.arms import HOLDOUT_SUFFIX
 from campaigns.contracts import World
 from recommender.columns import Columns
@@ -264,18 +266,6 @@ def completed(scheduled_for: datetime, window_days: float, *, as_of: datetime) -
     return scheduled_for + timedelta(days=window_days) <= as_of
 
 
-def succeeded_runs(engine, *, campaign_ids: list[str] | None = None) -> list[tuple[str, str, datetime]]:
+def succeeded_runs(engine: Engine, *, campaign_ids: list[str] | None = None) -> list[tuple[str, str, datetime]]:
     """(campaign_id, run_id, scheduled_for) of every succeeded run, oldest first."""
-    from sqlalchemy import select
-
-    from campaigns.db.models import CampaignRun
-
-    query = (
-        select(CampaignRun.campaign_id, CampaignRun.run_id, CampaignRun.scheduled_for)
-        .where(CampaignRun.status == "succeeded")
-        .order_by(CampaignRun.scheduled_for, CampaignRun.run_id)
-    )
-    if campaign_ids:
-        query = query.where(CampaignRun.campaign_id.in_(campaign_ids))
-    with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(query).all()]
+    return run_repository.succeeded_runs(engine, campaign_ids=campaign_ids)

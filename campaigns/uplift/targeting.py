@@ -1,4 +1,4 @@
-"""The ``uplift`` arm strategy: a campaign :class:`~campaigns.runs.Ranker` that scores each customer by the
+"""The ``uplift`` arm strategy: a campaign :class:`~campaigns.campaign_run.Ranker` that scores each customer by the
 incremental conversion a contact is predicted to cause, times the margin of the offer the ranking model chose.
 
 For the customers of the arm's share, the ranking model ranks the offers as usual (that choice of offer is
@@ -8,7 +8,7 @@ order within each customer (a running minimum along its ranks, minus a hair per 
 walk takes each customer's offers in the ranking model's order and ranks *customers* by the value of their
 first offer. Give the arm ``min_score = 0`` to never contact customers whom a contact is predicted to put off.
 
-Plugging in as a Ranker keeps :func:`campaigns.runs.plan_campaign` unchanged: arms are split first, so the
+Plugging in as a Ranker keeps :func:`campaigns.campaign_run.plan_campaign` unchanged: arms are split first, so the
 uplift arm is one more random share and every randomised comparison of the report stays valid.
 """
 

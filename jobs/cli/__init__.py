@@ -19,9 +19,16 @@ from pathlib import Path
 
 import typer
 
+from jobs.cli import campaign as campaign_cmds
 from jobs.cli import data as data_cmds
+from jobs.cli import db as db_cmds
 from jobs.cli import demo as demo_cmds
 from jobs.cli import init as init_cmds
+from jobs.cli import jobs as jobs_cmds
+from jobs.cli import models as models_cmds
+from jobs.cli import recommend as recommend_cmds
+from jobs.cli import report as report_cmds
+from jobs.cli import uplift as uplift_cmds
 from jobs.cli.context import AppContext
 from recommender.errors import UserError
 
@@ -77,15 +84,8 @@ app.add_typer(data_cmds.app, name="data")
 demo_cmds.register(app)
 init_cmds.register(app)
 
-# Later command groups register themselves here (one module per noun).
-for _module in ("models", "recommend", "campaign", "report", "jobs_cmd", "db", "uplift"):
-    try:
-        _mod = __import__(f"jobs.cli.{_module}", fromlist=["register"])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"jobs.cli.{_module}":
-            raise
-        continue
-    _mod.register(app)
+for _group in (models_cmds, recommend_cmds, campaign_cmds, report_cmds, jobs_cmds, db_cmds, uplift_cmds):
+    _group.register(app)
 
 
 def _fail(message: str, code: int) -> None:

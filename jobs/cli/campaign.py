@@ -1,4 +1,4 @@
-"""``mktg campaign list|show|preview|run|explain``: thin wrappers over jobs.pipeline and campaigns.explain.
+"""``mktg campaign list|show|preview|run|explain``: thin wrappers over jobs.campaign_service and campaigns.explain.
 
 ``list`` shows every campaign file, the broken ones as invalid with their one-line error (one broken file never
 hides the others; ``list`` exits 1 when any is invalid so scripts notice). Every command takes ``--json``.
@@ -15,7 +15,7 @@ import polars as pl
 import typer
 
 from campaigns.explain import explain
-from jobs import pipeline
+from jobs import campaign_service
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
 from jobs.cli.times import now_utc, parse_time
@@ -68,8 +68,8 @@ def list_cmd(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table.")
 ) -> None:
     """Every campaign under <config>/campaigns with channel, arms and schedule; broken files as invalid."""
-    scan = pipeline.scan_all_specs(app_context(ctx).settings)
-    directory = pipeline.campaigns_dir(app_context(ctx).settings)
+    scan = campaign_service.scan_all_specs(app_context(ctx).settings)
+    directory = campaign_service.campaigns_dir(app_context(ctx).settings)
     rows = [_spec_summary(spec) for spec in scan.valid.values()]
     rows += [
         {"id": stem, "valid": False, "file": str(directory / f"{stem}.toml"), "error": error}
@@ -125,13 +125,13 @@ def show_cmd(
 ) -> None:
     """The validated campaign spec and its recent runs."""
     context = app_context(ctx)
-    spec = pipeline.load_spec(context.settings, campaign_id)
+    spec = campaign_service.load_spec(context.settings, campaign_id)
     from sqlalchemy.exc import DBAPIError
 
-    from campaigns import run_store
+    from campaigns import run_repository
 
     try:
-        runs = run_store.list_runs(context.engine, campaign_id, limit=10)
+        runs = run_repository.list_runs(context.engine, campaign_id, limit=10)
     except DBAPIError:  # no schema yet: no runs either
         runs = []
     if as_json:
@@ -223,7 +223,7 @@ def preview_cmd(
     settings = context.settings
     when = parse_at(at)
     with err_console.status(f"planning {campaign_id} as of {iso_utc(when)}"):
-        plan = pipeline.preview(
+        plan = campaign_service.preview(
             settings,
             context.events,
             campaign_id=campaign_id,
@@ -272,13 +272,13 @@ def run_cmd(
     It is the job campaign:<id> run by hand (same claim as the scheduler's; it shows in `mktg jobs history`).
     The same (campaign, --at) again returns the existing run and writes nothing.
     """
-    from jobs.job_functions import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.runner import Outcome
+    from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.scheduler import make_runner
 
     context = app_context(ctx)
     settings = context.settings
-    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error, nothing recorded
+    campaign_service.load_spec(settings, campaign_id)  # unknown campaign: one clear error, nothing recorded
     if data is not None:
         settings = settings.model_copy(update={"data_dir": data})
     engine = context.database()
@@ -296,9 +296,9 @@ def run_cmd(
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M} is running in another process right now")
     if report.exception is not None:  # recorded as a failed attempt of the job; the error itself, one line
         raise report.exception
-    from campaigns import run_store
+    from campaigns import run_repository
 
-    run = run_store.get_run(engine, report.run_id) if report.run_id else None
+    run = run_repository.get_run(engine, report.run_id) if report.run_id else None
     if run is None:  # pragma: no cover - a succeeded campaign job always names its committed run
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M}: {report.outcome.value}, but no campaign run")
     created = report.outcome == Outcome.SUCCEEDED and getattr(report.value, "created", False)
@@ -320,7 +320,7 @@ def explain_cmd(
     """Was the customer targeted (arm, offer, score, rank in segment) or which rules excluded which offers."""
     context = app_context(ctx)
     settings = context.settings
-    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error
+    campaign_service.load_spec(settings, campaign_id)  # unknown campaign: one clear error
     engine = context.engine
     from sqlalchemy.exc import DBAPIError
 

@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from campaigns.contracts import World, load_world
+from campaigns.demo.synthetic import generate_world
 from campaigns.eligibility import data_warnings, load_rule_sets
 from campaigns.specs import load_campaigns
-from campaigns.synthetic import generate_world
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
 from recommender.errors import UserError

@@ -1,4 +1,4 @@
-"""``mktg train``, ``mktg evaluate``, ``mktg tune``: thin wrappers over jobs.pipeline_models and jobs.model_tuning
+"""``mktg train``, ``mktg evaluate``, ``mktg tune``: thin wrappers over jobs.model_service and jobs.model_tuning
 (``recommend``: jobs/cli/recommend.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from campaigns.contracts import load_world
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, iso_utc, print_json
 from jobs.cli.times import parse_time
+from jobs.model_service import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from jobs.model_tuning import tune_train_register, tuned_params
-from jobs.pipeline_models import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from recommender.evaluation import METRICS
 
 

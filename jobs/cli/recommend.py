@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from jobs import pipeline
+from jobs import campaign_service
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
 from jobs.cli.times import parse_time
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """A customer's ranked offers (segment, score) from the active registered model, eligible ones only."""
         context = app_context(ctx)
         settings = context.settings
-        result = pipeline.recommend(
+        result = campaign_service.recommend(
             settings,
             context.events,
             data_dir=data or settings.data_dir,

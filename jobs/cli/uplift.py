@@ -1,4 +1,4 @@
-"""``mktg uplift train`` and ``mktg uplift evaluate``: thin wrappers over jobs.pipeline_uplift."""
+"""``mktg uplift train`` and ``mktg uplift evaluate``: thin wrappers over jobs.uplift_service."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _history(
 ):
     from campaigns.contracts import find_table, load_world
     from campaigns.report_data import read_conversions
-    from jobs.pipeline_uplift import training_table
+    from jobs.uplift_service import training_table
 
     context = app_context(ctx)
     engine = context.database()
@@ -116,7 +116,7 @@ def train_cmd(
 ) -> None:
     """Learn uplift from completed runs' randomised comparisons, evaluate on held-out customers, save and register."""
     from campaigns.uplift.models import KINDS
-    from jobs.pipeline_uplift import fit_and_evaluate, save_and_register
+    from jobs.uplift_service import fit_and_evaluate, save_and_register
 
     with err_console.status("reading campaign history") as status:
         context, engine, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
@@ -155,7 +155,7 @@ def evaluate_cmd(
 ) -> None:
     """Fit each kind on the training part and print Qini, AUUC and uplift@k on held-out customers; registers nothing."""
     from campaigns.uplift.models import KINDS
-    from jobs.pipeline_uplift import fit_and_evaluate
+    from jobs.uplift_service import fit_and_evaluate
 
     with err_console.status("reading campaign history") as status:
         context, _, table, when = _history(ctx, data, conversions, as_of, campaigns, status)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from campaigns.arms import holdout_label
+from campaigns.campaign_run import plan_campaign, ranker_from_frames
 from campaigns.report_campaign import build_campaign_report
 from campaigns.report_data import RunAssignments
-from campaigns.runs import plan_campaign, ranker_from_frames
 from campaigns.stats import ProportionStats, compare_proportions
 
 OFFERS = ["CARD", "SAVE", "LOAN"]

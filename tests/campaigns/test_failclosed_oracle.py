@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from campaigns.campaign_run import plan_campaign, ranker_from_frames
 from campaigns.contracts import ContractError, load_world
 from campaigns.eligibility import evaluate, load_rule_set
-from campaigns.runs import plan_campaign, ranker_from_frames
 from campaigns.specs import parse_campaign
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "eligibility.toml"

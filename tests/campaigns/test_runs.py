@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from campaigns import export
+from campaigns.campaign_run import plan_campaign, ranker_from_frames, run_campaign
 from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
-from campaigns.runs import plan_campaign, ranker_from_frames, run_campaign
 
 IDS = [f"C{i:03d}" for i in range(60)]
 OFFERS = ["CARD", "SAVE", "LOAN"]
@@ -274,7 +274,7 @@ def test_no_customer_failing_any_rule_is_ever_targeted(people, offers_per_custom
 def test_unknown_target_segment_is_a_clear_error():
     import polars as pl
 
-    from campaigns.runs import plan_campaign
+    from campaigns.campaign_run import plan_campaign
     from campaigns.specs import CampaignSpecError, parse_campaign
 
     spec = parse_campaign(

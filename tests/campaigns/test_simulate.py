@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from campaigns.contracts import CONVERSIONS, validate
-from campaigns.simulate import simulate_conversions, simulate_for_run
-from campaigns.synthetic import GroundTruth, generate_world
+from campaigns.demo.simulate import simulate_conversions, simulate_for_run
+from campaigns.demo.synthetic import GroundTruth, generate_world
 
 EXPOSED = datetime(2026, 11, 2, 8)
 

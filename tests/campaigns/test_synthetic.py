@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import CREDIT_FAMILIES, GroundTruth, generate_world
+from campaigns.demo.synthetic import CREDIT_FAMILIES, GroundTruth, generate_world
 
 EVENT_TYPES = {"impression", "click", "application", "approval", "activation"}
 
@@ -33,7 +33,7 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path, fmt):
 
 
 def test_chunked_generation_is_consistent_across_chunks(tmp_path, monkeypatch):
-    import campaigns.synthetic as synthetic
+    import campaigns.demo.synthetic as synthetic
 
     monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", 1_000)
     counts = generate_world(tmp_path, customers=2_500, seed=1)

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns.contracts import load_world
+from campaigns.demo.synthetic import generate_world
 from campaigns.report_data import RunAssignments
-from campaigns.synthetic import generate_world
 from campaigns.uplift.history import RunDesign, customer_features, training_rows
 
 AS_OF = datetime(2026, 6, 1, 9)

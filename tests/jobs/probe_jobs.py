@@ -45,7 +45,7 @@ def campaign_then_die(ctx: JobContext, *, campaign_id: str) -> JobResult:
     files published), its job record is not."""
     import signal
 
-    from jobs.job_functions import campaign_job
+    from jobs.scheduled_jobs import campaign_job
 
     campaign_job(ctx, campaign_id=campaign_id)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
-from campaigns.db.models import JobRun, JobSchedule
 from campaigns.db.session import make_engine, session_scope, upgrade
 from jobs.catch_up import MAX_MISSED_ROWS, CatchUp, Schedule, register_schedules
-from jobs.jobs_registry import make_trigger
+from jobs.job_catalog import make_trigger
 from jobs.runner import JobRunner
+from jobs.tables import JobRun, JobSchedule
 
 DAY = datetime(2026, 3, 29)  # a daylight-saving day in Europe: fire times are UTC instants all the same
 

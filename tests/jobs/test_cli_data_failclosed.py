@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from campaigns.synthetic import generate_world
+from campaigns.demo.synthetic import generate_world
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]

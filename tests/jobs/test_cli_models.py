@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from campaigns.synthetic import generate_world
+from campaigns.demo.synthetic import generate_world
 
 FAST_MODELS = "popularity,als"
 

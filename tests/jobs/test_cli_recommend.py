@@ -20,9 +20,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs import pipeline
-from jobs.pipeline_models import latest_event_time, save_and_register, train_models
+from campaigns.demo.synthetic import generate_world
+from jobs import campaign_service
+from jobs.model_service import latest_event_time, save_and_register, train_models
 from jobs.settings import load_events, load_settings
 
 AT = datetime(2026, 11, 1, 9)
@@ -115,7 +115,7 @@ def test_no_offer_shown_breaks_a_rule_and_all_marks_every_one_that_does(
     age = _age(born, AT)
     catalogue = {row["product_id"]: row for row in products.iter_rows(named=True)}
 
-    shown = pipeline.recommend(
+    shown = campaign_service.recommend(
         settings,
         events,
         data_dir=ROOT,
@@ -132,7 +132,7 @@ def test_no_offer_shown_breaks_a_rule_and_all_marks_every_one_that_does(
             offer
         )
 
-    everything = pipeline.recommend(
+    everything = campaign_service.recommend(
         settings,
         events,
         data_dir=ROOT,

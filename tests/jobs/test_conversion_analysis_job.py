@@ -11,13 +11,13 @@ from test_scheduler_campaign import make_config
 
 from campaigns.contracts import load_world
 from campaigns.db.session import make_engine, upgrade
+from campaigns.demo.simulate import simulate_for_run
+from campaigns.demo.synthetic import generate_world
 from campaigns.report_data import load_run_assignments
-from campaigns.simulate import simulate_for_run
-from campaigns.synthetic import generate_world
 from jobs.demo import world_as_of
-from jobs.job_functions import campaign_job, conversion_analysis_job
-from jobs.pipeline_models import save_and_register, train_models
+from jobs.model_service import save_and_register, train_models
 from jobs.runner import JobRunner, Outcome
+from jobs.scheduled_jobs import campaign_job, conversion_analysis_job
 from jobs.settings import load_events, load_settings
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs.pipeline_models import BASELINE_NAME, evaluate_models
+from campaigns.demo.synthetic import generate_world
+from jobs.model_service import BASELINE_NAME, evaluate_models
 from jobs.settings import load_events, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

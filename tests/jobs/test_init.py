@@ -23,7 +23,7 @@ from conftest import ROOT
 from campaigns.eligibility import load_rule_sets
 from campaigns.specs import scan_campaigns
 from jobs.cli.init import starter_files
-from jobs.pipeline_models import load_models_config, load_segment_rules
+from jobs.model_service import load_models_config, load_segment_rules
 from jobs.settings import load_events, load_settings
 
 

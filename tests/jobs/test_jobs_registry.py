@@ -9,7 +9,7 @@ import shutil
 import pytest
 from conftest import ROOT
 
-from jobs.jobs_registry import build_jobs, find_job, scan_jobs
+from jobs.job_catalog import build_jobs, find_job, scan_jobs
 from jobs.settings import ConfigError, load_settings
 
 

@@ -1,7 +1,7 @@
 """No look-ahead (SPEC 4): a preview or run as of T refuses models trained on data after T.
 
 Models are really trained on a small generated world and registered in the database; the rule is checked
-through ``jobs.pipeline`` (every database) and through the CLI (``--allow-future-models``).
+through ``jobs.campaign_service`` (every database) and through the CLI (``--allow-future-models``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from campaigns import run_store
+from campaigns import run_repository
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs import pipeline
-from jobs.pipeline_models import save_and_register, train_models
+from campaigns.demo.synthetic import generate_world
+from jobs import campaign_service
+from jobs.model_service import save_and_register, train_models
 from jobs.settings import load_events, load_settings
 from recommender.models import load_model
 
@@ -74,14 +74,16 @@ def test_a_saved_model_records_its_training_data_cut_off(trained):
 
 def test_preview_before_the_cut_off_is_refused_unless_allowed(trained, world_dir, db_engine):
     settings, events, _path = trained
-    with pytest.raises(pipeline.LookAheadError) as info:
-        pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine)
+    with pytest.raises(campaign_service.LookAheadError) as info:
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine
+        )
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("model 'popularity' (popularity-")
     assert "was trained on data up to 2026-10-01T00:00:00Z, after 2026-09-15T09:00:00Z" in message
     assert "--allow-future-models" in message
-    plan = pipeline.preview(
+    plan = campaign_service.preview(
         settings,
         events,
         campaign_id="pop_only",
@@ -92,14 +94,14 @@ def test_preview_before_the_cut_off_is_refused_unless_allowed(trained, world_dir
     )
     assert plan.spec.id == "pop_only"
     assert (
-        pipeline.preview(
+        campaign_service.preview(
             settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine
         ).spec.id
         == "pop_only"
     )
     at_cut_off = TRAINED_AS_OF  # data up to T is "before" a run at T
     assert (
-        pipeline.preview(
+        campaign_service.preview(
             settings, events, campaign_id="pop_only", data_dir=world_dir, at=at_cut_off, engine=db_engine
         ).spec.id
         == "pop_only"
@@ -108,13 +110,13 @@ def test_preview_before_the_cut_off_is_refused_unless_allowed(trained, world_dir
 
 def test_a_refused_run_writes_nothing(trained, world_dir, db_engine):
     settings, events, _path = trained
-    with pytest.raises(pipeline.LookAheadError):
-        pipeline.run(
+    with pytest.raises(campaign_service.LookAheadError):
+        campaign_service.run(
             settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE, engine=db_engine
         )
-    assert run_store.list_runs(db_engine, "pop_only") == []
+    assert run_repository.list_runs(db_engine, "pop_only") == []
     assert not (settings.export_dir / "pop_only").exists()
-    result = pipeline.run(
+    result = campaign_service.run(
         settings,
         events,
         campaign_id="pop_only",
@@ -123,7 +125,7 @@ def test_a_refused_run_writes_nothing(trained, world_dir, db_engine):
         engine=db_engine,
         allow_future_models=True,
     )
-    assert result.created and [r["run_id"] for r in run_store.list_runs(db_engine, "pop_only")] == [result.run_id]
+    assert result.created and [r["run_id"] for r in run_repository.list_runs(db_engine, "pop_only")] == [result.run_id]
 
 
 def test_a_model_without_a_recorded_cut_off_is_judged_by_when_it_was_trained(trained, world_dir, db_engine):
@@ -132,11 +134,13 @@ def test_a_model_without_a_recorded_cut_off_is_judged_by_when_it_was_trained(tra
     del doc["meta"]["data_as_of"]  # a model saved before the cut-off was recorded
     (path / "model.json").write_text(json.dumps(doc))
     trained_at = datetime.fromisoformat(doc["meta"]["trained_at"])
-    with pytest.raises(pipeline.LookAheadError, match=r"\(its data cut-off is not recorded\)"):
-        pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine)
+    with pytest.raises(campaign_service.LookAheadError, match=r"\(its data cut-off is not recorded\)"):
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine
+        )
     later = (trained_at + timedelta(minutes=1)).replace(second=0, microsecond=0)
     assert (
-        pipeline.preview(
+        campaign_service.preview(
             settings, events, campaign_id="pop_only", data_dir=world_dir, at=later, engine=db_engine
         ).spec.id
         == "pop_only"
@@ -155,8 +159,8 @@ def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at
     model.version, model.meta = "popularity-x", {"data_as_of": cut_off.isoformat(), "trained_at": "2000-01-01T00:00:00"}
     refused = cut_off > run_at  # SPEC 4: a run as of T uses only models from before T
     try:
-        pipeline.check_no_look_ahead({"popularity": model}, as_of=run_at)
-    except pipeline.LookAheadError:
+        campaign_service.check_no_look_ahead({"popularity": model}, as_of=run_at)
+    except campaign_service.LookAheadError:
         assert refused
     else:
         assert not refused

@@ -20,12 +20,13 @@ from sqlalchemy import func, inspect, select
 from test_scheduler import MKTG, SchedulerProcess, env, write_config
 from test_scheduler_campaign import campaign_world
 
-from campaigns.db.models import CampaignRun, JobRun, TargetListRow
+from campaigns.db.models import CampaignRun, TargetListRow
 from campaigns.db.session import SchemaError, current_revision, head_revision, make_engine, session_scope, upgrade
-from jobs.jobs_registry import JobDef
+from jobs.job_catalog import JobDef
 from jobs.runner import lock_key
 from jobs.scheduler import make_runner, prepare, run_scheduler
 from jobs.settings import Settings, load_settings
+from jobs.tables import JobRun
 
 FIRE = datetime(2026, 11, 2, 9, 0, 0)
 JOB = "campaign:every3s"

@@ -11,11 +11,12 @@ import pytest
 from probe_jobs import metadata, probe_rows, write_probe_row
 from sqlalchemy import func, select, update
 
-from campaigns.db.models import CampaignRun, JobAttempt, JobRun, ModelVersion
+from campaigns.db.models import CampaignRun, ModelVersion
 from campaigns.db.session import session_scope
-from jobs.job_functions import Candidate, keep_previous, model_refresh_job, recover_committed
 from jobs.runner import ABANDONED_ERROR, JobResult, JobRunner, Outcome, RetryPolicy, history_with_attempts, lock_key
+from jobs.scheduled_jobs import Candidate, keep_previous, model_refresh_job, recover_committed
 from jobs.settings import Settings
+from jobs.tables import JobAttempt, JobRun
 
 FIRE = datetime(2025, 3, 1, 6, 0, 0)
 

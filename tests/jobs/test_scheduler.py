@@ -20,12 +20,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
 from sqlalchemy import func, select, text
 
-from campaigns.db.models import JobRun, JobSchedule
 from campaigns.db.session import session_scope
 from jobs.catch_up import Schedule, register_schedules
-from jobs.jobs_registry import JobDef, make_trigger
+from jobs.job_catalog import JobDef, make_trigger
 from jobs.scheduler import SWEEP_JOB, build_scheduler, make_runner, prepare
 from jobs.settings import Settings
+from jobs.tables import JobRun, JobSchedule
 
 TESTS_JOBS = Path(__file__).resolve().parent
 ROOT = TESTS_JOBS.parents[1]

@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 from test_scheduler import SchedulerProcess, database_url, wait_until
 
 from campaigns.contracts import load_world
-from campaigns.db.models import CampaignRun, ContactHistory, JobRun, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
 from campaigns.db.session import session_scope
-from campaigns.synthetic import generate_world
+from campaigns.demo.synthetic import generate_world
 from jobs.demo import world_as_of
-from jobs.pipeline_models import save_and_register, train_models
+from jobs.model_service import save_and_register, train_models
 from jobs.settings import load_events, load_settings
+from jobs.tables import JobRun
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from test_scheduler import SchedulerProcess, wait_until
 from test_scheduler_campaign import campaign_world
 
-from campaigns.db.models import CampaignRun, ContactHistory, JobAttempt, JobRun, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
 from campaigns.db.session import session_scope
+from jobs.tables import JobAttempt, JobRun
 
 PROBE, CAMPAIGN = "probe", "campaign:every3s"
 KILLS = 4

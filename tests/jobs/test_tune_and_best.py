@@ -15,13 +15,13 @@ import pytest
 from campaigns.contracts import load_world
 from campaigns.db.models import ModelVersion
 from campaigns.db.session import make_engine, session_scope, upgrade
+from campaigns.demo.synthetic import generate_world
 from campaigns.model_registry import active_version, active_versions
-from campaigns.synthetic import generate_world
-from jobs import pipeline
+from jobs import campaign_service
 from jobs.demo import world_as_of
-from jobs.job_functions import model_refresh_job
 from jobs.model_tuning import champion_model, tune_train_register
 from jobs.runner import JobRunner, Outcome
+from jobs.scheduled_jobs import model_refresh_job
 from jobs.settings import load_events, load_settings
 from recommender.errors import UserError
 from recommender.models.champion import SegmentChampion
@@ -139,7 +139,7 @@ def test_strategy_best_ranks_each_segment_with_its_validation_champion(world, tm
     champion = champion_model(settings, engine=engine)
     assert isinstance(champion, SegmentChampion) and champion.champions == run.champions
     assert set(run.champions) >= {"*"} and set(run.champions.values()) <= {"popularity", "ease"}
-    result = pipeline.run(
+    result = campaign_service.run(
         settings,
         events,
         campaign_id="savings_wealth_email",

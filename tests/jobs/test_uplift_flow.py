@@ -15,20 +15,20 @@ import pytest
 
 from campaigns.contracts import load_world
 from campaigns.db.session import make_engine, upgrade
+from campaigns.demo.simulate import simulate_for_run
+from campaigns.demo.synthetic import generate_world
 from campaigns.report_campaign import build_campaign_report, render_html, to_dict
 from campaigns.report_data import load_run_assignments
 from campaigns.segments import assign_segments
-from campaigns.simulate import simulate_for_run
 from campaigns.specs import find_campaign
-from campaigns.synthetic import generate_world
 from campaigns.uplift.history import customer_features, model_features, pair_features
-from jobs import pipeline
+from jobs import campaign_service
+from jobs.campaign_service import LookAheadError
 from jobs.demo import world_as_of
-from jobs.pipeline import LookAheadError
-from jobs.pipeline_models import load_active_model, load_segment_rules, save_and_register, train_models
-from jobs.pipeline_uplift import fit_and_evaluate, load_active_uplift, training_table
-from jobs.pipeline_uplift import save_and_register as save_uplift
+from jobs.model_service import load_active_model, load_segment_rules, save_and_register, train_models
 from jobs.settings import load_events, load_settings
+from jobs.uplift_service import fit_and_evaluate, load_active_uplift, training_table
+from jobs.uplift_service import save_and_register as save_uplift
 from recommender.ranking import rank_within_segments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def flow(tmp_path_factory):
         engine=engine,
     )
     fire = datetime(2026, 11, 2, 9)
-    pipeline.run(
+    campaign_service.run(
         settings, events, campaign_id="explore", data_dir=tmp / "world", scheduled_for=fire, engine=engine, world=world
     )
     history = load_run_assignments(engine, "explore")
@@ -145,7 +145,7 @@ def test_train_register_target_and_report(flow):
     assert load_active_uplift(engine).version == fits[0].model.version and (path / "model.json").exists()
 
     with pytest.raises(LookAheadError, match="uplift model 'uplift' .* was learnt from history up to"):
-        pipeline.preview(
+        campaign_service.preview(
             settings,
             flow["events"],
             campaign_id="target",
@@ -154,7 +154,7 @@ def test_train_register_target_and_report(flow):
             engine=engine,
         )  # before the history it learnt from
     later = after + timedelta(days=1)
-    result = pipeline.run(
+    result = campaign_service.run(
         settings,
         flow["events"],
         campaign_id="target",
@@ -175,7 +175,7 @@ def test_train_register_target_and_report(flow):
         load_segment_rules(settings),
         as_of=later,
     )
-    plan = pipeline.preview(
+    plan = campaign_service.preview(
         settings, flow["events"], campaign_id="target", data_dir=flow["dir"], at=later, engine=engine
     )  # the same eligibility as the run
     cards = world.products.filter(pl.col("family") == "credit_card")["product_id"].to_list()

@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from campaigns import run_store
-from campaigns.db.models import CampaignRun
+from campaigns import run_repository
 from jobs.logging import event
 from jobs.runner import JobContext, JobResult
 from recommender.errors import UserError
@@ -39,7 +38,7 @@ def campaign_job(ctx: JobContext, *, campaign_id: str, allow_future_models: bool
 
     ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``."""
     try:
-        pipeline = importlib.import_module("jobs.pipeline")
+        pipeline = importlib.import_module("jobs.campaign_service")
         run_campaign = pipeline.run_scheduled_campaign
     except (ImportError, AttributeError) as exc:
         raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
@@ -80,8 +79,8 @@ def recover_committed(engine: Engine, job_name: str, fire_time: datetime) -> Job
     """
     if not job_name.startswith(CAMPAIGN_JOB_PREFIX):
         return None
-    run = run_store.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
-    if run is None or run["status"] != run_store.SUCCEEDED:
+    run = run_repository.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
+    if run is None or run["status"] != run_repository.SUCCEEDED:
         return None
     return JobResult(
         rows_produced=run["row_count"],
@@ -128,7 +127,7 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
     validation window ended before the test window) its winner is evaluated and trained, and the record is kept
     with the metrics."""
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models, latest_event_time, train_models
+    from jobs.model_service import evaluate_models, latest_event_time, train_models
     from jobs.settings import load_events
 
     events = load_events(settings)
@@ -198,7 +197,7 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
     train = _resolve(trainer)
     names = refresh.models
     if not names:
-        from jobs.pipeline_models import load_models_config
+        from jobs.model_service import load_models_config
 
         names = list(load_models_config(ctx.settings).train)
     run = (
@@ -280,15 +279,10 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
         if not any(arm.is_control for arm in spec.arms) and spec.holdout == 0 and not any(a.holdout for a in spec.arms):
             continue  # no control and no holdout: nothing to compare against
         since = ctx.fire_time - timedelta(days=spec.conversion_window_days + 1)
-        runs = ctx.session.scalars(
-            select(CampaignRun.run_id).where(
-                CampaignRun.campaign_id == spec.id,
-                CampaignRun.status == "succeeded",
-                CampaignRun.scheduled_for >= since,
-                CampaignRun.scheduled_for <= ctx.fire_time,
-            )
-        ).all()
-        for run_id in runs:
+        runs = run_repository.succeeded_runs(
+            ctx.engine, campaign_ids=[spec.id], scheduled_from=since, scheduled_until=ctx.fire_time
+        )
+        for _, run_id, _ in runs:
             result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
             base = Path(settings.var_dir) / "reports" / _slug(run_id)
             write_json(result, base.with_suffix(".json"))

@@ -1,7 +1,7 @@
 """Uplift orchestration: completed runs -> training rows -> fit and evaluate -> save and register; and the
 ``uplift`` arm strategy's ranker for campaign runs.
 
-Plain functions for ``mktg uplift train|evaluate``, the demo and :mod:`jobs.pipeline`. Settings are read here
+Plain functions for ``mktg uplift train|evaluate``, the demo and :mod:`jobs.campaign_service`. Settings are read here
 and passed down as plain values (docs/uplift.md).
 """
 
@@ -32,7 +32,7 @@ from campaigns.uplift.history import (
     training_rows,
 )
 from campaigns.uplift.targeting import UPLIFT_STRATEGY, uplift_ranker
-from jobs.pipeline_models import load_models_config, load_segment_rules
+from jobs.model_service import load_models_config, load_segment_rules
 from jobs.settings import Settings
 from recommender.columns import Columns
 from recommender.errors import UserError
@@ -247,7 +247,7 @@ def uplift_ranker_for(
     model = load_active_uplift(engine, options.model)
     cutoff = model.meta.get("data_as_of") or model.meta.get("trained_at")
     if not allow_future_models and (cutoff is None or datetime.fromisoformat(cutoff) > as_of):
-        from jobs.pipeline import LookAheadError
+        from jobs.campaign_service import LookAheadError
 
         raise LookAheadError(
             f"uplift model '{options.model}' ({model.version}) was learnt from history up to "

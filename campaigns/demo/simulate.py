@@ -1,7 +1,7 @@
 """Simulated conversions for a campaign run, drawn from the synthetic world's ground truth.
 
 Never from a model's scores. By default (``uncontacted_factor=None``) the world's heterogeneous treatment
-effect decides (:meth:`campaigns.synthetic.GroundTruth.outcome_probabilities`): a contacted customer converts
+effect decides (:meth:`campaigns.demo.synthetic.GroundTruth.outcome_probabilities`): a contacted customer converts
 to the offered product with ``P(convert | contacted)``, a control or held-out customer with ``P(convert | not
 contacted)``; persuadables convert mostly because of the contact, sure things anyway, sleeping dogs less when
 contacted. With a number for ``uncontacted_factor`` the older homogeneous rule applies instead: contacted
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from campaigns.synthetic import GroundTruth
+from campaigns.demo.synthetic import GroundTruth
 
 SCHEMA = {
     "customer_id": pl.String,

@@ -21,14 +21,14 @@ import polars as pl
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from campaigns import run_store
+from campaigns import run_repository
+from campaigns.campaign_run import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.contracts import World, load_world
 from campaigns.eligibility import RuleSet, evaluate, load_rules_for
-from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
+from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
 from jobs.model_tuning import BEST, champion_model
-from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules, recommend_for
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
@@ -115,12 +115,12 @@ def models_for(
 
     With ``as_of``, a model trained on data after it is refused (:func:`check_no_look_ahead`).
     """
-    from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
+    from jobs.uplift_service import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
 
     configured = load_models_config(settings).models
     chosen = {}
     for strategy in spec.strategies:
-        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/pipeline_uplift.py)
+        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/uplift_service.py)
             strategy = ranking_strategy(settings, spec)
         if models and strategy in models:
             chosen[strategy] = models[strategy]
@@ -191,7 +191,7 @@ def preview(
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
     chosen = models_for(settings, spec, models, engine=engine, as_of=at, allow_future_models=allow_future_models)
-    from jobs.pipeline_uplift import uplift_ranker_for
+    from jobs.uplift_service import uplift_ranker_for
 
     ranker, _ = uplift_ranker_for(
         model_ranker(chosen),
@@ -232,7 +232,7 @@ def run(
     Models trained on data after ``scheduled_for`` are refused unless ``allow_future_models``.
     """
     spec = load_spec(settings, campaign_id)
-    existing = run_store.find_run(engine, spec.id, scheduled_for.replace(microsecond=0))
+    existing = run_repository.find_run(engine, spec.id, scheduled_for.replace(microsecond=0))
     if existing is not None:  # skip loading data and models
         return RunResult.from_row(existing, created=False)
     rules = rules_for(settings, spec)
@@ -241,7 +241,7 @@ def run(
         chosen = models_for(
             settings, spec, models, engine=engine, as_of=scheduled_for, allow_future_models=allow_future_models
         )
-        from jobs.pipeline_uplift import uplift_ranker_for
+        from jobs.uplift_service import uplift_ranker_for
 
         ranker, uplift_versions = uplift_ranker_for(
             model_ranker(chosen),
@@ -419,7 +419,7 @@ def _contacts_before(engine: Engine, rules: RuleSet, *, channel: str, as_of: dat
     """Real contacts of every campaign on ``channel`` inside the cap window (no campaign: no virtual contacts)."""
     window = max((r.window_days or 0 for r in rules.rules if r.check == "contact_cap"), default=0)
     try:
-        return run_store.committed_contacts(
+        return run_repository.committed_contacts(
             engine, channel=channel, campaign_id="", before=as_of, since=as_of - timedelta(days=window)
         )
     except DBAPIError:  # no schema yet: no committed contacts either

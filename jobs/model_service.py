@@ -393,7 +393,7 @@ def _ground_truth_gains(
     """True conversion probability of every (customer, candidate offer), when the world has a ground truth."""
     if not (Path(world_dir) / "ground_truth.json").exists():
         return None
-    from campaigns.synthetic import GroundTruth
+    from campaigns.demo.synthetic import GroundTruth
 
     gt = GroundTruth.load(world_dir)
     pairs = (

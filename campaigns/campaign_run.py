@@ -6,7 +6,7 @@ order is what makes every comparison between arms a valid experiment (SPEC secti
 1. eligibility of every (customer, offer) candidate of the target segments, as of the run time;
 2. the *eligible audience*: customers with at least one pair that no rule but the contact-frequency cap
    excludes. The cap is part of each arm's contact policy, not of who is in the experiment: control and held-out
-   customers count virtual contacts for their own campaign (see :mod:`campaigns.run_store`), so the cap removes
+   customers count virtual contacts for their own campaign (see :mod:`campaigns.run_repository`), so the cap removes
    the same kind of customer from every arm, run after run;
 3. arms are assigned over that audience by the salted hash (:mod:`campaigns.arms`), so each arm, control
    included, is a random share of one population whatever the strategies do;
@@ -44,7 +44,7 @@ import polars as pl
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from campaigns import export, run_store
+from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
@@ -353,7 +353,7 @@ def cap_contacts(engine: Engine, spec: CampaignSpec, rules: RuleSet, *, as_of: d
     """The committed contacts that count toward ``spec``'s contact cap as of ``as_of``: every campaign's real
     contacts on its channel plus this campaign's virtual ones (control and holdouts), inside the widest cap window."""
     window = max((r.window_days or 0 for r in rules.rules if r.check == CAP_CHECK), default=0)
-    return run_store.committed_contacts(
+    return run_repository.committed_contacts(
         engine, channel=spec.channel, campaign_id=spec.id, since=as_of - timedelta(days=window), before=as_of
     )
 
@@ -412,7 +412,7 @@ def run_campaign(
 ) -> RunResult:
     """Run ``spec`` for one fire time, exactly once. See the module docstring for the guarantees."""
     scheduled_for = scheduled_for.replace(microsecond=0)
-    existing = run_store.find_run(engine, spec.id, scheduled_for)
+    existing = run_repository.find_run(engine, spec.id, scheduled_for)
     if existing is not None:
         log.info("campaign %s at %s already ran as %s: nothing written", spec.id, scheduled_for, existing["run_id"])
         return RunResult.from_row(existing, created=False)
@@ -450,7 +450,7 @@ def run_campaign(
         "run_id": run_id,
         "campaign_id": spec.id,
         "scheduled_for": scheduled_for,
-        "status": run_store.SUCCEEDED,
+        "status": run_repository.SUCCEEDED,
         "started_at": started_at,
         "finished_at": utcnow(),
         "generated_at": generated_at,
@@ -477,7 +477,7 @@ def run_campaign(
     published = False
     try:
         with stage("database"), engine.begin() as conn:
-            run_store.insert_run(
+            run_repository.insert_run(
                 conn, run=run, targets=rows, audience=audience, exclusions=stored_exclusions(plan), contacts=contacts
             )
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
@@ -486,7 +486,7 @@ def run_campaign(
             export.publish(staged)
     except IntegrityError:
         export.discard(staged, published=published)
-        winner = run_store.find_run(engine, spec.id, scheduled_for)
+        winner = run_repository.find_run(engine, spec.id, scheduled_for)
         if winner is None:
             raise
         log.info(

@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.cli.context import app_context
 from jobs.cli.output import console, iso_utc, print_json
 from jobs.cli.times import parse_time
-from jobs.jobs_registry import build_jobs, find_job, make_trigger, scan_jobs
+from jobs.job_catalog import build_jobs, find_job, make_trigger, scan_jobs
 from jobs.logging import configure_logging
 from jobs.runner import Outcome, history, history_with_attempts, utcnow
 from jobs.settings import SchedulerSettings, parse_model

@@ -23,8 +23,8 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 
 from campaigns.schedules import cron_trigger
-from jobs.job_functions import campaign_job, conversion_analysis_job, model_refresh_job
 from jobs.logging import event
+from jobs.scheduled_jobs import campaign_job, conversion_analysis_job, model_refresh_job
 from jobs.settings import ConfigError, Settings
 from recommender.errors import UserError
 
