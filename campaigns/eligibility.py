@@ -24,22 +24,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import polars as pl
 
 from campaigns.contracts import World
-from campaigns.eligibility_config import (  # noqa: F401 - re-exported: the rule-set API lives with evaluation
+from campaigns.eligibility_config import (
     CHECKS,
     INVALID,
     MISSING,
-    EligibilityConfigError,
+    Range,
     Rule,
     RuleSet,
     ValidRanges,
-    load_rule_set,
-    load_rule_sets,
-    load_rules_for,
 )
+
+# the rule-set API lives with evaluation: re-exported for callers of this module
+from campaigns.eligibility_config import EligibilityConfigError as EligibilityConfigError
+from campaigns.eligibility_config import load_rule_set as load_rule_set
+from campaigns.eligibility_config import load_rule_sets as load_rule_sets
+from campaigns.eligibility_config import load_rules_for as load_rules_for
+from campaigns.expressions import first_match
 from campaigns.segments import occupation_is_student
 from campaigns.specs import CHANNELS
 from recommender.columns import Columns
@@ -47,6 +52,7 @@ from recommender.columns import Columns
 ALL_CHANNELS = ("all", "*")
 TS = pl.Datetime("us")
 PASS, FAIL = "pass", "fail"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,14 @@ class Eligibility:
     exclusions: pl.DataFrame
 
 
-def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
+def _param(value: _T | None) -> _T:
+    """A rule parameter its check requires (validated when the rule set was loaded, so never missing here)."""
+    if value is None:
+        raise AssertionError("a rule parameter its check requires is missing (rule sets are validated on load)")
+    return value
+
+
+def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
     return pl.col(name) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
 
 
@@ -72,7 +85,7 @@ def _text(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
 
 
-def _checked(value: pl.Expr, valid) -> pl.Expr:
+def _checked(value: pl.Expr, valid: Range) -> pl.Expr:
     """``value`` as Float64 where it is usable, null where it is missing, NaN where it is invalid (NaN, infinite
     or outside ``valid``): one column carries both the value and its state to the (many) pairs."""
     number = value.cast(pl.Float64)
@@ -219,11 +232,10 @@ def _word_count(offers: pl.DataFrame) -> int:
 def _verdict(bits: dict[str, int], cases: list[tuple[str, pl.Expr]], passes: pl.Expr) -> pl.Expr:
     """The bit of the first case whose condition is true, else 0 where ``passes`` is true, else the rule's
     ordinary failure (so a null condition never lets a pair through)."""
-    chain = None
-    for variant, condition in [*cases, (PASS, passes)]:
-        value = pl.lit(bits.get(variant, 0), dtype=pl.UInt64)
-        chain = pl.when(condition).then(value) if chain is None else chain.when(condition).then(value)
-    return chain.otherwise(pl.lit(bits[FAIL], dtype=pl.UInt64))
+    return first_match(
+        [(condition, pl.lit(bits.get(variant, 0), dtype=pl.UInt64)) for variant, condition in [*cases, (PASS, passes)]],
+        pl.lit(bits[FAIL], dtype=pl.UInt64),
+    )
 
 
 def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet, *, held_words: int = 1) -> pl.Expr:
@@ -231,7 +243,7 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
     valid = rules.valid
     col = pl.col
 
-    def number(name: str, valid_range) -> list[tuple[str, pl.Expr]]:
+    def number(name: str, valid_range: Range) -> list[tuple[str, pl.Expr]]:
         value = col(name).cast(pl.Float64)
         inside = value.is_finite() & value.is_between(valid_range.min, valid_range.max)
         return [(MISSING, value.is_null()), (INVALID, ~inside)]
@@ -249,7 +261,9 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
             return _verdict(bits, [], col("has_risk"))
         case "risk_fresh":
             return _verdict(
-                bits, [(MISSING, ~col("has_risk"))], col("risk_as_of") >= as_of - timedelta(days=rule.max_age_days)
+                bits,
+                [(MISSING, ~col("has_risk"))],
+                col("risk_as_of") >= as_of - timedelta(days=_param(rule.max_age_days)),
             )
         case "consent":
             return _verdict(bits, flag("consent"), col("consent"))
@@ -368,7 +382,7 @@ def evaluate(
     if contact_history is None:
         contact_history = pl.DataFrame(schema={Columns.Customer: pl.String, "channel": pl.String, "contacted_at": TS})
     contact_history = contact_history.select(Columns.Customer, "channel", "contacted_at")
-    cap_windows = [r.window_days for r in rules.rules if r.check == "contact_cap"]
+    cap_windows = [_param(r.window_days) for r in rules.rules if r.check == "contact_cap"]
     features = customer_features(
         candidates,
         world,

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from campaigns.expressions import first_match
 from campaigns.tomlfile import validation_message
 from recommender.columns import Columns
 from recommender.errors import UserError
@@ -148,12 +149,7 @@ def _matches(rule: MatchRule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
 
 
 def _first_match(rules: list[MatchRule], default: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
-    if not rules:
-        return pl.lit(default)
-    chain = pl.when(_matches(rules[0], schema)).then(pl.lit(rules[0].name))
-    for rule in rules[1:]:
-        chain = chain.when(_matches(rule, schema)).then(pl.lit(rule.name))
-    return chain.otherwise(pl.lit(default))
+    return first_match([(_matches(rule, schema), pl.lit(rule.name)) for rule in rules], pl.lit(default))
 
 
 def _age(frame: pl.DataFrame, as_of: datetime) -> pl.Expr:
@@ -175,10 +171,9 @@ def _band(band: Band, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     if band.column not in schema:  # optional input column absent: everyone gets the missing label
         return pl.lit(band.missing)
     value = pl.col(band.column).cast(pl.Float64)
-    chain = pl.when(value.is_null() | value.is_nan()).then(pl.lit(band.missing))
-    for edge, label in zip(band.edges, band.labels):
-        chain = chain.when(value < edge).then(pl.lit(label))
-    return chain.otherwise(pl.lit(band.labels[-1]))
+    cases = [(value.is_null() | value.is_nan(), pl.lit(band.missing))]
+    cases += [(value < edge, pl.lit(label)) for edge, label in zip(band.edges, band.labels)]
+    return first_match(cases, pl.lit(band.labels[-1]))
 
 
 class SegmentRules:

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from campaigns import run_repository
 from campaigns.arms import HOLDOUT_SUFFIX
 from campaigns.contracts import World
+from campaigns.expressions import first_match
 from recommender.columns import Columns
 
 RECENT_DAYS = 90
@@ -53,10 +54,8 @@ TRAINING_COLUMNS = (
 
 
 def _risk_band(score: pl.Expr) -> pl.Expr:
-    expr = pl.when(score.is_null()).then(pl.lit("unknown"))
-    for bound, name in RISK_BANDS:
-        expr = expr.when(score < bound).then(pl.lit(name))
-    return expr.otherwise(pl.lit("super_prime"))
+    cases = [(score.is_null(), pl.lit("unknown"))] + [(score < bound, pl.lit(name)) for bound, name in RISK_BANDS]
+    return first_match(cases, pl.lit("super_prime"))
 
 
 def _slug(family: str) -> str:
