@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import polars as pl
@@ -169,7 +170,7 @@ def allocate(
     has_offer = np.zeros(customer_ids.len(), dtype=bool)
     has_offer[pc[chosen]] = True
     left_codes = np.concatenate([customer_codes[~keep.to_numpy()], pc[order][~taken]])
-    left_reason = np.concatenate([np.zeros((~keep).sum(), dtype=np.int8), reason[~taken]])
+    left_reason = np.concatenate([np.zeros(int((~keep).sum()), dtype=np.int8), reason[~taken]])
     mask = ~has_offer[left_codes]
     unallocated = (
         pl.DataFrame({"_code": left_codes[mask], "_reason": left_reason[mask]})
@@ -189,7 +190,11 @@ def allocate(
     return Allocation(selected=selected, unallocated=unallocated, rounds=rounds)
 
 
-def apportion(total: int | None, shares: Sequence[float]) -> list[int | None]:
+@overload
+def apportion(total: int, shares: Sequence[float]) -> list[int]: ...
+@overload
+def apportion(total: int | None, shares: Sequence[float]) -> list[int | None]: ...
+def apportion(total: int | None, shares: Sequence[float]) -> list[int] | list[int | None]:
     """Split an integer cap across arms by share (largest remainder), so the parts sum to ``total``."""
     if total is None:
         return [None] * len(shares)

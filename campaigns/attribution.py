@@ -221,13 +221,15 @@ def cumulative_conversions(outcomes: Outcomes, metric: str) -> pl.DataFrame:
     times): arm, day, conversions, cumulative_conversions, cumulative_rate. Empty without conversion times."""
     first = pl.col(f"{metric}_first_at")
     frame = outcomes.customers
-    schema = {
-        "arm": pl.String,
-        "day": pl.Int64,
-        "conversions": pl.UInt32,
-        "cumulative_conversions": pl.UInt32,
-        "cumulative_rate": pl.Float64,
-    }
+    schema = pl.Schema(
+        {
+            "arm": pl.String(),
+            "day": pl.Int64(),
+            "conversions": pl.UInt32(),
+            "cumulative_conversions": pl.UInt32(),
+            "cumulative_rate": pl.Float64(),
+        }
+    )
     converted = frame.filter(first.is_not_null())
     if converted.height == 0:
         return pl.DataFrame(schema=schema)

@@ -48,7 +48,8 @@ from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import Eligibility, RuleSet, compact_exclusions, evaluate, exclusion_counts
+from campaigns.eligibility import Eligibility, compact_exclusions, evaluate, exclusion_counts
+from campaigns.eligibility_config import RuleSet
 from campaigns.specs import CampaignSpec, CampaignSpecError
 from recommender.columns import Columns
 from recommender.errors import UserError

@@ -33,6 +33,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -67,7 +68,9 @@ def shorten(value: object) -> str:
 class ContractError(UserError):
     """A table broke its input contract."""
 
-    def __init__(self, table: str, column: str | None, reason: str, *, rows: Iterable[int] = (), values: Iterable = ()):
+    def __init__(
+        self, table: str, column: str | None, reason: str, *, rows: Iterable[int] = (), values: Iterable[Any] = ()
+    ):
         self.table = table
         self.column = column
         self.reason = " ".join(reason.split())  # always one line
@@ -345,7 +348,7 @@ def _repeated_rows(lf: pl.LazyFrame, columns: list[str]) -> int:
     return counts.collect(engine="streaming").item() or 0
 
 
-def _first_rows(lf: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[list[int], list]:
+def _first_rows(lf: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[list[int], list[Any]]:
     bad = lf.filter(condition).select("_row", pl.col(column).cast(pl.String)).head(MAX_REPORTED_ROWS).collect()
     return bad["_row"].to_list(), bad[column].to_list()
 
@@ -508,10 +511,10 @@ def _validate(
         for name, values in indexed.select(**one_pass).collect(engine="streaming").to_dict(as_series=False).items()
     }
     if key_check is not None:  # group-bys are several times faster than a window count over millions of rows
-        typed = [f"_typed_{c}" for c in spec.key]
+        key_columns = [f"_typed_{c}" for c in spec.key]
         # A key seen twice has a repeated 64-bit hash; only then are the keys themselves counted (exactly).
-        hashed = indexed.select(pl.struct(typed).hash().alias("_hash"))
-        counts["key"] = _repeated_rows(hashed, ["_hash"]) and _repeated_rows(indexed, typed)
+        hashed = indexed.select(pl.struct(key_columns).hash().alias("_hash"))
+        counts["key"] = _repeated_rows(hashed, ["_hash"]) and _repeated_rows(indexed, key_columns)
     stripped = set()
     recheck = [c for c in references if counts[f"ref:{c}"] and c in lazy_strip]
     if recheck:  # dangling ids: are they padded known ids? then the column is stripped
@@ -534,9 +537,9 @@ def _validate(
             raise ContractError(table, column, f"{reason} ({n} row{'s' if n != 1 else ''})", rows=rows, values=values)
     extras = [c for c in schema if c not in present]
     if in_memory:
-        typed = {c: pl.col(f"_typed_{c}") for c in converted}
+        typed_columns = {c: pl.col(f"_typed_{c}") for c in converted}
         return indexed.select(
-            *((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed.items()), *extras
+            *((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed_columns.items()), *extras
         )
     for c in stripped:
         converted[c] = converted[c].str.strip_chars()

@@ -33,7 +33,7 @@ class Explanation:
         if self.targeted:
             if self.arm == CONTROL:
                 contacted = "control arm: recorded, not contacted"
-            elif not is_contacted(self.arm):
+            elif self.arm is not None and not is_contacted(self.arm):
                 contacted = "held out of the arm's selection: recorded, not contacted"
             else:
                 contacted = "contacted"

@@ -202,7 +202,7 @@ def remove_stale_staging(export_root: Path, *, hold: Callable[[str, str], Abstra
 
 def verify_manifest(directory: Path) -> dict[str, Any]:
     """Re-hash every file listed in ``manifest.json``; raise ValueError on a mismatch. Returns the manifest."""
-    manifest = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
     for name, info in manifest["files"].items():
         actual = sha256_of(Path(directory) / name)
         if actual != info["sha256"]:

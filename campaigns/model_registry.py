@@ -93,10 +93,13 @@ def latest_tuning(session: Session, name: str) -> dict[str, Any] | None:
         .where(ModelVersion.kind == name)
         .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
     )
-    for row in rows:
-        if row.metrics and isinstance(row.metrics.get("tuning"), dict):
-            return row.metrics["tuning"]
-    return None
+    return next((record for row in rows if (record := _tuning_record(row)) is not None), None)
+
+
+def _tuning_record(version: ModelVersion) -> dict[str, Any] | None:
+    """The search record a tuning run stored with ``version`` (``metrics["tuning"]``), if any."""
+    record = (version.metrics or {}).get("tuning")
+    return record if isinstance(record, dict) else None
 
 
 def active_champions(session: Session, candidates: list[str], *, metric: str, min_customers: int) -> dict[str, str]:
@@ -109,9 +112,7 @@ def active_champions(session: Session, candidates: list[str], *, metric: str, mi
 
     active = active_versions(session)
     records = {
-        name: active[name].metrics["tuning"]
-        for name in candidates
-        if name in active and active[name].metrics and isinstance(active[name].metrics.get("tuning"), dict)
+        name: record for name in candidates if name in active and (record := _tuning_record(active[name])) is not None
     }
     if not records:
         return {}

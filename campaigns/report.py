@@ -11,7 +11,7 @@ import dataclasses
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from campaigns.attribution import (
 )
 from campaigns.stats import (
     ArmRate,
+    ErrorCode,
     MdeResult,
     ProportionComparison,
     ProportionStats,
@@ -120,7 +121,7 @@ def _metric_report(
         )
     segments: list[SegmentComparison] = []
     if with_segments:
-        by_segment: dict[str, dict] = {}
+        by_segment: dict[str, dict[str, ProportionStats]] = {}
         for row in summarise(outcomes, metric, by=("segment", "arm")).iter_rows(named=True):
             by_segment.setdefault(row["segment"], {})[row["arm"]] = ProportionStats(
                 int(row["n"]), int(row["conversions"])
@@ -163,7 +164,7 @@ def build_report(
         metrics=metrics,
     )
     with_segments = outcomes.customers["segment"].n_unique() > 1 or outcomes.customers["segment"][0] != NO_SEGMENT
-    metrics = {
+    metric_reports = {
         m: _metric_report(outcomes, m, control_arm=control_arm, alpha=alpha, power=power, with_segments=with_segments)
         for m in outcomes.metrics
     }
@@ -178,7 +179,7 @@ def build_report(
         control_arm,
         alpha,
         window_days,
-        metrics,
+        metric_reports,
         srm,
         has_revenue,
         by_exposure,
@@ -199,7 +200,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _comparison_json(c: ProportionComparison | RevenueComparison, mde: MdeResult | None = None) -> dict:
+def _comparison_json(c: ProportionComparison | RevenueComparison, mde: MdeResult | None = None) -> dict[str, Any]:
     data = dataclasses.asdict(c)
     for prefix in ("abs", "rel"):
         data[f"{prefix}_ci"] = [data.pop(f"{prefix}_ci_low"), data.pop(f"{prefix}_ci_high")]
@@ -208,9 +209,9 @@ def _comparison_json(c: ProportionComparison | RevenueComparison, mde: MdeResult
     return data
 
 
-def to_dict(result: ReportResult) -> dict:
+def to_dict(result: ReportResult) -> dict[str, Any]:
     """The JSON document: per metric, per arm n/conversions/rate/interval and per comparison the lifts."""
-    metrics = {}
+    metrics: dict[str, Any] = {}
     for name, m in result.metrics.items():
         metrics[name] = {
             "label": m.label,
@@ -230,7 +231,7 @@ def to_dict(result: ReportResult) -> dict:
                 for s in m.segments
             ],
         }
-    return _clean(
+    document: dict[str, Any] = _clean(
         {
             "schema_version": SCHEMA_VERSION,
             "title": result.title,
@@ -243,6 +244,7 @@ def to_dict(result: ReportResult) -> dict:
             "metrics": metrics,
         }
     )
+    return document
 
 
 def write_json(result: ReportResult, path: Path | str) -> Path:
@@ -273,7 +275,7 @@ CSV_COLUMNS = (
 )
 
 
-def csv_rows(result: ReportResult) -> list[dict]:
+def csv_rows(result: ReportResult) -> list[dict[str, Any]]:
     """Flat rows: every arm overall (segment 'all') and every (segment, arm) cell, with lifts vs control."""
     rows = []
     for name, m in result.metrics.items():
@@ -314,7 +316,7 @@ def csv_rows(result: ReportResult) -> list[dict]:
     return [{k: _clean(row.get(k)) for k in CSV_COLUMNS} for row in rows]
 
 
-def _lift_fields(c: ProportionComparison) -> dict:
+def _lift_fields(c: ProportionComparison) -> dict[str, Any]:
     return {
         k: getattr(c, k)
         for k in ("abs_lift", "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low", "rel_ci_high", "p_value")
@@ -342,7 +344,7 @@ def _pp(value: float) -> str:
     return "–" if math.isnan(value) else f"{value * 100:+.2f} pp"
 
 
-def _interval(low: float, high: float, fmt) -> str:
+def _interval(low: float, high: float, fmt: Callable[[float], str]) -> str:
     return "–" if math.isnan(low) else f"[{fmt(low)}, {fmt(high)}]"
 
 
@@ -359,7 +361,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _err(code) -> str:
+def _err(code: ErrorCode | None) -> str:
     return f'<span class="err">{html.escape(str(code))}</span>' if code else ""
 
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -42,6 +43,11 @@ from campaigns.report import ReportResult, build_report
 from campaigns.report_data import RunAssignments
 from campaigns.specs import CampaignSpec
 from campaigns.stats import BalanceResult, SrmResult, covariate_balance, sample_ratio_mismatch
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from campaigns.uplift.report import Incremental, StrategyQini
 
 SCHEMA_VERSION = 2
 ITT_METRICS = (CAMPAIGN_OFFER, ANY_PRODUCT)
@@ -69,8 +75,8 @@ class CampaignReport:
     sections: list[Section]
     notes: list[str]
     generated_at: datetime
-    qini: list = field(default_factory=list)  # campaigns.uplift.report.StrategyQini per strategy
-    incremental: list = field(default_factory=list)  # campaigns.uplift.report.Incremental per treatment arm
+    qini: list[StrategyQini] = field(default_factory=list)  # per strategy
+    incremental: list[Incremental] = field(default_factory=list)  # per treatment arm
 
     @property
     def best_incremental(self) -> str | None:
@@ -218,9 +224,9 @@ def build_campaign_report(
 # --- JSON / CSV ---------------------------------------------------------------------------------------------
 
 
-def to_dict(result: CampaignReport) -> dict:
+def to_dict(result: CampaignReport) -> dict[str, Any]:
     """``schema_version`` 2: the run, the randomisation checks, and per section what :func:`report.to_dict` gives."""
-    return report._clean(
+    document: dict[str, Any] = report._clean(
         {
             "schema_version": SCHEMA_VERSION,
             "kind": "campaign_run",
@@ -253,6 +259,7 @@ def to_dict(result: CampaignReport) -> dict:
             ],
         }
     )
+    return document
 
 
 def write_json(result: CampaignReport, path: Path | str) -> Path:
@@ -369,7 +376,7 @@ def write_html(result: CampaignReport, path: Path | str) -> Path:
 
 
 def report_run(
-    engine,
+    engine: Engine,
     spec: CampaignSpec,
     conversions: pl.DataFrame,
     *,

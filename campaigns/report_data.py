@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 from campaigns import run_repository
 from campaigns.arms import HOLDOUT_SUFFIX, contacted_expr
 from campaigns.attribution import ASSIGNMENTS, CONVERSION_RECORDS
-from campaigns.contracts import PRODUCTS, ContractError, scan_file, validate
+from campaigns.contracts import PRODUCTS, ContractError, TableSpec, scan_file, validate
 
 
-def _read(path: Path | str, spec) -> pl.DataFrame:
+def _read(path: Path | str, spec: TableSpec) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise ContractError(spec.name, None, f"file '{path}' not found")

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from campaigns.stats import ArmRate, SegmentComparison
 
@@ -19,7 +21,7 @@ ARM_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2")
 DPI = 110
 
 
-def _figure(height: float):
+def _figure(height: float) -> tuple[Figure, Axes]:
     return plt.subplots(figsize=(7.0, height))
 
 
@@ -28,7 +30,7 @@ def _literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -106,7 +108,7 @@ def cumulative_over_time(timeline: pl.DataFrame, *, control_arm: str, by_exposur
     arms = sorted(timeline["arm"].unique().to_list())
     colours = arm_colours([*arms, control_arm], control_arm)
     fig, ax = _figure(3.6)
-    last_day = int(timeline["day"].max())
+    last_day = int(timeline["day"].cast(pl.Int64).to_numpy().max(initial=0))
     for arm in arms:
         part = timeline.filter(pl.col("arm") == arm).sort("day")
         days = [0, *part["day"].to_list(), last_day]

@@ -12,7 +12,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine, Select, Table, or_, select
 
 from campaigns.db.bulk import insert_frame
-from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow, table_of
 from recommender.errors import UserError
 
 SUCCEEDED = "succeeded"
@@ -24,19 +24,19 @@ class RunNotFoundError(UserError):
 
 def find_run(engine: Engine | Connection, campaign_id: str, scheduled_for: datetime) -> dict[str, Any] | None:
     """The committed run of (campaign_id, scheduled_for), as a dict of columns, or None."""
-    query = select(CampaignRun.__table__).where(
+    query = select(table_of(CampaignRun)).where(
         CampaignRun.campaign_id == campaign_id, CampaignRun.scheduled_for == scheduled_for
     )
     return _one(engine, query)
 
 
 def get_run(engine: Engine, run_id: str) -> dict[str, Any] | None:
-    return _one(engine, select(CampaignRun.__table__).where(CampaignRun.run_id == run_id))
+    return _one(engine, select(table_of(CampaignRun)).where(CampaignRun.run_id == run_id))
 
 
 def latest_run(engine: Engine, campaign_id: str) -> dict[str, Any] | None:
     query = (
-        select(CampaignRun.__table__)
+        select(table_of(CampaignRun))
         .where(CampaignRun.campaign_id == campaign_id, CampaignRun.status == SUCCEEDED)
         .order_by(CampaignRun.scheduled_for.desc())
         .limit(1)
@@ -45,7 +45,7 @@ def latest_run(engine: Engine, campaign_id: str) -> dict[str, Any] | None:
 
 
 def list_runs(engine: Engine, campaign_id: str | None = None, *, limit: int = 20) -> list[dict[str, Any]]:
-    query = select(CampaignRun.__table__).order_by(CampaignRun.scheduled_for.desc()).limit(limit)
+    query = select(table_of(CampaignRun)).order_by(CampaignRun.scheduled_for.desc()).limit(limit)
     if campaign_id:
         query = query.where(CampaignRun.campaign_id == campaign_id)
     with engine.connect() as conn:
@@ -70,7 +70,7 @@ def committed_contacts(
 
     Columns: run_id, campaign_id, customer_id, channel, contacted_at, contacted.
     """
-    ch, runs = ContactHistory.__table__, CampaignRun.__table__
+    ch, runs = table_of(ContactHistory), table_of(CampaignRun)
     query = (
         select(ch.c.run_id, ch.c.campaign_id, ch.c.customer_id, ch.c.channel, ch.c.contacted_at, ch.c.contacted)
         .distinct()
@@ -83,14 +83,16 @@ def committed_contacts(
             or_(ch.c.contacted.is_(True), ch.c.campaign_id == campaign_id),
         )
     )
-    schema = {
-        "run_id": pl.String,
-        "campaign_id": pl.String,
-        "customer_id": pl.String,
-        "channel": pl.String,
-        "contacted_at": pl.Datetime("us"),
-        "contacted": pl.Boolean,
-    }
+    schema = pl.Schema(
+        {
+            "run_id": pl.String(),
+            "campaign_id": pl.String(),
+            "customer_id": pl.String(),
+            "channel": pl.String(),
+            "contacted_at": pl.Datetime("us"),
+            "contacted": pl.Boolean(),
+        }
+    )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
@@ -110,27 +112,27 @@ def insert_run(
     Exclusions and contacts go in customer order: their indexes lead with the customer id, and appending to
     a B-tree is several times faster than inserting at random places (1M exclusions on SQLite: 26 s -> 9 s).
     """
-    conn.execute(CampaignRun.__table__.insert().values(**run))
-    insert_frame(conn, TargetListRow.__table__, targets)
-    insert_frame(conn, RunAudience.__table__, audience)
+    conn.execute(table_of(CampaignRun).insert().values(**run))
+    insert_frame(conn, table_of(TargetListRow), targets)
+    insert_frame(conn, table_of(RunAudience), audience)
     insert_frame(
         conn,
-        Exclusion.__table__,
+        table_of(Exclusion),
         exclusions.with_columns(pl.lit(run["run_id"]).alias("run_id")).sort(
             "customer_id", "offer_id", nulls_last=False, maintain_order=True
         ),
     )
-    insert_frame(conn, ContactHistory.__table__, contacts.sort("customer_id", "contacted_at", maintain_order=True))
+    insert_frame(conn, table_of(ContactHistory), contacts.sort("customer_id", "contacted_at", maintain_order=True))
 
 
 def target_rows(engine: Engine, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
     """A run's target-list rows (every column), optionally of one customer."""
-    return _run_rows(engine, TargetListRow.__table__, run_id, customer_id)
+    return _run_rows(engine, table_of(TargetListRow), run_id, customer_id)
 
 
 def exclusion_rows(engine: Engine, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
     """A run's exclusions (customer_id, offer_id or null for every offer, rule_ids), optionally of one customer."""
-    return _run_rows(engine, Exclusion.__table__, run_id, customer_id)
+    return _run_rows(engine, table_of(Exclusion), run_id, customer_id)
 
 
 def _run_rows(engine: Engine, table: Table, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
@@ -146,7 +148,7 @@ def _run_rows(engine: Engine, table: Table, run_id: str, customer_id: str | None
 
 def segment_scores(engine: Engine, run_id: str, segment: str, arm: str) -> pl.Series:
     """Scores of a run's target rows in one (segment, arm)."""
-    table = TargetListRow.__table__
+    table = table_of(TargetListRow)
     query = select(table.c.score).where(table.c.run_id == run_id, table.c.segment == segment, table.c.arm == arm)
     with engine.connect() as conn:
         scores = [r[0] for r in conn.execute(query)]
@@ -177,20 +179,24 @@ def succeeded_runs(
         return [(row[0], row[1], row[2]) for row in connection.execute(query).all()]
 
 
-TARGET_SCHEMA = {
-    "customer_id": pl.String,
-    "arm": pl.String,
-    "segment": pl.String,
-    "offer_id": pl.String,
-    "score": pl.Float64,
-}
-AUDIENCE_SCHEMA = {
-    "customer_id": pl.String,
-    "arm": pl.String,
-    "segment": pl.String,
-    "selected": pl.Boolean,
-    "contacted": pl.Boolean,
-}
+TARGET_SCHEMA = pl.Schema(
+    {
+        "customer_id": pl.String,
+        "arm": pl.String,
+        "segment": pl.String,
+        "offer_id": pl.String,
+        "score": pl.Float64,
+    }
+)
+AUDIENCE_SCHEMA = pl.Schema(
+    {
+        "customer_id": pl.String,
+        "arm": pl.String,
+        "segment": pl.String,
+        "selected": pl.Boolean,
+        "contacted": pl.Boolean,
+    }
+)
 
 
 def run_for_report(

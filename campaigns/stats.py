@@ -215,7 +215,9 @@ def compare_proportions(
     """Difference and relative lift of conversion rates with intervals, and the pooled z-test p-value."""
     pc, pt = control.rate, treatment.rate
     if control.n <= 0 or treatment.n <= 0:
-        return ProportionComparison(arm, control_arm, pc, pt, *([NAN] * 8), error=ErrorCode.NO_CUSTOMERS)
+        return ProportionComparison(
+            arm, control_arm, pc, pt, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, ErrorCode.NO_CUSTOMERS
+        )
     z_crit = _z(alpha)
     diff = pt - pc
     pooled = (control.conversions + treatment.conversions) / (control.n + treatment.n)
@@ -257,12 +259,14 @@ def compare_revenue(
     mc, mt = control.mean, treatment.mean
     if control.n < 2 or treatment.n < 2:
         code = ErrorCode.NO_CUSTOMERS if min(control.n, treatment.n) <= 0 else ErrorCode.TOO_FEW_CUSTOMERS
-        return RevenueComparison(arm, control_arm, mc, mt, *([NAN] * 9), error=code)
+        return RevenueComparison(arm, control_arm, mc, mt, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, code)
     vc, vt = control.variance / control.n, treatment.variance / treatment.n
     se = math.sqrt(vc + vt)
     diff = mt - mc
     if se == 0:
-        return RevenueComparison(arm, control_arm, mc, mt, diff, *([NAN] * 8), error=ErrorCode.ZERO_VARIANCE)
+        return RevenueComparison(
+            arm, control_arm, mc, mt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, ErrorCode.ZERO_VARIANCE
+        )
     df = (vc + vt) ** 2 / (vc**2 / (control.n - 1) + vt**2 / (treatment.n - 1))
     t = diff / se
     p_value = float(2 * sps.t.sf(abs(t), df))

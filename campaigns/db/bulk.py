@@ -34,6 +34,8 @@ def _copy_postgres(connection: Connection, table: Table, frame: pl.DataFrame) ->
     frame.write_csv(buffer, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f", null_value="")
     cols = ", ".join(f'"{c}"' for c in frame.columns)
     raw = connection.connection.driver_connection  # psycopg 3 connection in the same transaction
+    if raw is None:
+        raise RuntimeError("COPY needs the DBAPI connection of an open transaction")
     copy_sql = f"COPY \"{table.name}\" ({cols}) FROM STDIN WITH (FORMAT csv, NULL '')"
     with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
         copy.write(buffer.getvalue())

@@ -9,9 +9,9 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def include_object(obj, name, type_, reflected, compare_to):
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     """Ignore APScheduler's job-store tables: APScheduler creates and owns them."""
-    return not (type_ == "table" and name.startswith("apscheduler_jobs"))
+    return not (type_ == "table" and (name or "").startswith("apscheduler_jobs"))
 
 
 def run_migrations_online() -> None:

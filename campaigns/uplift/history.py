@@ -28,6 +28,7 @@ from campaigns import run_repository
 from campaigns.arms import HOLDOUT_SUFFIX
 from campaigns.contracts import World
 from campaigns.expressions import first_match
+from campaigns.report_data import RunAssignments
 from recommender.columns import Columns
 
 RECENT_DAYS = 90
@@ -179,7 +180,7 @@ class RunDesign:
 
 
 def training_rows(
-    run, conversions: pl.DataFrame, *, design: RunDesign, features: pl.DataFrame, products: pl.DataFrame
+    run: RunAssignments, conversions: pl.DataFrame, *, design: RunDesign, features: pl.DataFrame, products: pl.DataFrame
 ) -> pl.DataFrame:
     """One row per audience customer of ``run`` (:class:`campaigns.report_data.RunAssignments`): the
     :data:`TRAINING_COLUMNS` (pool, treatment, propensity and outcomes; see the module docstring) and the
@@ -257,7 +258,8 @@ def training_rows(
         )
         .select(TRAINING_COLUMNS)
     )
-    return rows.join(features, on=Columns.Customer, how="left").sort(Columns.Customer)
+    joined: pl.DataFrame = rows.join(features, on=Columns.Customer, how="left").sort(Columns.Customer)
+    return joined
 
 
 def completed(scheduled_for: datetime, window_days: float, *, as_of: datetime) -> bool:

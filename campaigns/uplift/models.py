@@ -34,9 +34,14 @@ from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from recommender.errors import UserError
+
+Matrix = npt.NDArray[np.float64]  # rows x encoded feature columns
+Vector = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -124,11 +129,11 @@ class FeatureEncoding:
     def categorical_indices(self) -> list[int]:
         return list(range(len(self.numeric), len(self.numeric) + len(self.categorical)))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"numeric": list(self.numeric), "categorical": {k: list(v) for k, v in self.categorical.items()}}
 
     @classmethod
-    def from_json(cls, doc: dict) -> FeatureEncoding:
+    def from_json(cls, doc: dict[str, Any]) -> FeatureEncoding:
         return cls(tuple(doc["numeric"]), {k: tuple(v) for k, v in doc["categorical"].items()})
 
 
@@ -151,7 +156,14 @@ class UpliftModel(ABC):
 
     # --- public contract --------------------------------------------------------------------------------
     def fit(
-        self, features: pl.DataFrame, *, treatment, outcome, propensity=None, threads: int = 1, seed: int = 0
+        self,
+        features: pl.DataFrame,
+        *,
+        treatment: npt.ArrayLike,
+        outcome: npt.ArrayLike,
+        propensity: npt.ArrayLike | float | None = None,
+        threads: int = 1,
+        seed: int = 0,
     ) -> UpliftModel:
         """Learn from rows whose ``treatment`` (bool) came from a random split, ``outcome`` in {0, 1}."""
         t = np.asarray(treatment).astype(bool)
@@ -191,24 +203,33 @@ class UpliftModel(ABC):
         return self
 
     def predict(self, features: pl.DataFrame, *, threads: int = 1) -> np.ndarray:
-        if self.encoding is None:
-            raise UpliftModelError(f"{self.kind}: not fitted")
-        return self._predict(self.encoding.matrix(features), threads=threads)
+        return self._predict(self._encoding().matrix(features), threads=threads)
 
     # --- learners ---------------------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, x: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray, *, threads: int, seed: int) -> None: ...
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None: ...
 
     @abstractmethod
-    def _predict(self, x: np.ndarray, *, threads: int) -> np.ndarray: ...
+    def _predict(self, x: Matrix, *, threads: int) -> Vector: ...
 
-    def _train(self, name: str, x, label, *, objective: str, threads: int, seed: int, weight=None) -> None:
+    def _train(
+        self,
+        name: str,
+        x: Matrix,
+        label: Vector,
+        *,
+        objective: str,
+        threads: int,
+        seed: int,
+        weight: Vector | None = None,
+    ) -> None:
+        encoding = self._encoding()
         data = lgb.Dataset(
             x,
             label=label,
             weight=weight,
-            categorical_feature=self.encoding.categorical_indices(),
-            feature_name=self.encoding.columns or "auto",
+            categorical_feature=encoding.categorical_indices(),
+            feature_name=encoding.columns or "auto",
             free_raw_data=True,
             params={"verbosity": -1, "max_bin": 255},
         )
@@ -218,14 +239,19 @@ class UpliftModel(ABC):
             num_boost_round=self.booster_params.n_estimators,
         )
 
-    def _score(self, name: str, x: np.ndarray, *, threads: int) -> np.ndarray:
-        return self.boosters[name].predict(x, num_threads=threads)
+    def _score(self, name: str, x: Matrix, *, threads: int) -> Vector:
+        return np.asarray(self.boosters[name].predict(x, num_threads=threads), dtype=np.float64)
+
+    def _encoding(self) -> FeatureEncoding:
+        """The feature encoding learnt by :meth:`fit` (or loaded); an error before that."""
+        if self.encoding is None:
+            raise UpliftModelError(f"{self.kind}: not fitted")
+        return self.encoding
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, directory: Path | str) -> Path:
         """``model.json`` plus one LightGBM text model per booster, written under a temporary name first."""
-        if self.encoding is None:
-            raise UpliftModelError(f"{self.kind}: not fitted")
+        encoding = self._encoding()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
@@ -235,7 +261,7 @@ class UpliftModel(ABC):
             "kind": self.kind,
             "version": self.version,
             "params": self.params,
-            "encoding": self.encoding.to_json(),
+            "encoding": encoding.to_json(),
             "state": self.state,
             "boosters": sorted(self.boosters),
             "meta": self.meta,
@@ -249,18 +275,18 @@ class UpliftModel(ABC):
 class TLearner(UpliftModel):
     kind = "t_learner"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         self._train("treated", x[t], y[t], objective="binary", threads=threads, seed=seed)
         self._train("control", x[~t], y[~t], objective="binary", threads=threads, seed=seed)
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         return self._score("treated", x, threads=threads) - self._score("control", x, threads=threads)
 
 
 class XLearner(UpliftModel):
     kind = "x_learner"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         self._train("outcome_treated", x[t], y[t], objective="binary", threads=threads, seed=seed)
         self._train("outcome_control", x[~t], y[~t], objective="binary", threads=threads, seed=seed)
         effect_t = y[t] - self._score("outcome_control", x[t], threads=threads)
@@ -269,7 +295,7 @@ class XLearner(UpliftModel):
         self._train("effect_control", x[~t], effect_c, objective="regression", threads=threads, seed=seed)
         self.state["propensity"] = float(e.mean())
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         g = self.state["propensity"]
         return g * self._score("effect_control", x, threads=threads) + (1 - g) * self._score(
             "effect_treated", x, threads=threads
@@ -279,12 +305,12 @@ class XLearner(UpliftModel):
 class ClassTransformation(UpliftModel):
     kind = "class_transformation"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         z = np.where(t, y, 1.0 - y)
         weight = np.where(t, 0.5 / e, 0.5 / (1.0 - e))
         self._train("transformed", x, z, objective="binary", threads=threads, seed=seed, weight=weight)
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         return 2.0 * self._score("transformed", x, threads=threads) - 1.0
 
 

@@ -16,7 +16,9 @@ made``, the interval scaled the same way; for an arm without a control compariso
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -24,6 +26,11 @@ import polars as pl
 from campaigns.uplift.history import RunDesign, training_rows
 from campaigns.uplift.metrics import Estimate, evaluate_uplift
 from recommender.columns import Columns
+
+if TYPE_CHECKING:
+    from campaigns.report_campaign import Section
+    from campaigns.report_data import RunAssignments
+    from campaigns.specs import CampaignSpec
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class StrategyQini:
     curve_y: np.ndarray  # incremental conversions per 1,000 pool customers at that share
     error: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,
             "n": self.n,
@@ -62,7 +69,7 @@ class Incremental:
     high: float
     source: str  # "itt" or "holdout"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm,
             "strategy": self.strategy,
@@ -75,10 +82,10 @@ class Incremental:
 
 
 def strategy_qini(
-    run,
+    run: RunAssignments,
     conversions: pl.DataFrame,
     *,
-    spec,
+    spec: CampaignSpec,
     products: pl.DataFrame | None,
     window_days: float,
     draws: int = 200,
@@ -113,7 +120,7 @@ def strategy_qini(
     return out
 
 
-def incremental_per_1000(sections, run, *, spec) -> list[Incremental]:
+def incremental_per_1000(sections: Sequence[Section], run: RunAssignments, *, spec: CampaignSpec) -> list[Incremental]:
     """Per treatment arm, from the report's ``itt`` section (else its ``holdout:<arm>`` section)."""
     contacts = dict(run.audience.group_by("arm").agg(pl.col("contacted").sum()).iter_rows())
     sizes = dict(run.audience.group_by("arm").len().iter_rows())
@@ -169,9 +176,10 @@ def best_statement(rows: list[Incremental]) -> str | None:
 
 def qini_plot(curves: list[StrategyQini], *, title: str) -> str:
     """Qini curves of every strategy on one figure (inline PNG), with the random-targeting line of each."""
+    import matplotlib.pyplot as plt
+
     from campaigns import report_plots
 
-    plt = report_plots.plt
     fig, ax = report_plots._figure(3.6)
     for i, c in enumerate(x for x in curves if x.error is None):
         colour = report_plots.ARM_COLOURS[i % len(report_plots.ARM_COLOURS)]

@@ -52,7 +52,8 @@ def value_scores(ranked: pl.DataFrame, value: np.ndarray) -> np.ndarray:
     ordered = frame.sort(Columns.Customer, "rank").with_columns(
         pl.col("value").cum_min().over(Columns.Customer).alias("floor")
     )
-    scale = ordered["floor"].abs().max() or 1.0
+    floor = ordered["floor"].abs().to_numpy()
+    scale = float(floor.max()) if floor.size and floor.max() > 0 else 1.0
     ordered = ordered.with_columns((pl.col("floor") - RANK_STEP * scale * (pl.col("rank") - 1)).alias("score"))
     return ordered.sort("_row")["score"].to_numpy()
 
