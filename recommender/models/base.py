@@ -168,7 +168,9 @@ class RankingModel(ABC):
     def _check_fitted(self) -> None:
         self._fitted()
 
-    def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
+    def score(
+        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Dense (n_customers, n_offers) float32 scores, a fresh array; columns follow ``self.offers``.
 
         ``customers``: customer ids, or a frame with customer_id and optionally segment and tag columns.
@@ -191,7 +193,7 @@ class RankingModel(ABC):
             out[~warm] = self._score_cold(frame.filter(pl.Series(~warm)))
         return out
 
-    def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:
+    def is_warm(self, customer_ids: pl.Series | list[str]) -> npt.NDArray[np.bool_]:
         fitted = self._fitted()
         rows = fitted.customers.to_internal(pl.Series(Columns.Customer, customer_ids, dtype=pl.String), unknown="null")
         warm = rows >= 0
@@ -234,7 +236,7 @@ class RankingModel(ABC):
 GEMM_ROWS = 256  # rows of every scoring matrix product (the last block is zero-padded)
 
 
-def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:
+def stable_scores(customer_vectors: npt.ArrayLike, offer_vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """float32 dot products whose value for a customer does not depend on its block.
 
     BLAS picks kernels and summation order from the matrix shapes, so a plain float32 product of a
