@@ -102,7 +102,7 @@ def evaluate(
     per = per_customer_metrics(recs, relevant, k=k)
     top = recs.filter(pl.col(Columns.Rank) <= k)
     coverage = top[Columns.Offer].n_unique() / catalogue_size if catalogue_size else 0.0
-    overall = {m: float(per[m].mean()) if per.height else 0.0 for m in METRICS}
+    overall = {m: _number(per[m].mean()) if per.height else 0.0 for m in METRICS}
     overall["customers"] = per.height
     overall["coverage"] = coverage
     per_segment = pl.DataFrame()
@@ -158,8 +158,17 @@ def graded_ndcg(recs: pl.DataFrame, gains: pl.DataFrame, *, k: int) -> dict[str,
     )
     joined = ideal.join(got, on=Columns.Customer, how="left").fill_null(0.0).filter(pl.col("idcg") > 0)
     return {
-        "ndcg": float((joined["dcg"] / joined["idcg"]).mean()) if joined.height else 0.0,
-        "gain_ratio": float(joined["total_gain"].sum() / joined["ideal_gain"].sum()) if joined.height else 0.0,
-        "mean_gain": float((joined["total_gain"] / k).mean()) if joined.height else 0.0,
+        "ndcg": _number((joined["dcg"] / joined["idcg"]).mean()) if joined.height else 0.0,
+        "gain_ratio": _number(joined["total_gain"].sum()) / _number(joined["ideal_gain"].sum())
+        if joined.height
+        else 0.0,
+        "mean_gain": _number((joined["total_gain"] / k).mean()) if joined.height else 0.0,
         "customers": joined.height,
     }
+
+
+def _number(value: object) -> float:
+    """A Polars aggregate of a numeric column (typed as any Python literal) as a float."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number from a numeric column, got {value!r}")
+    return float(value)

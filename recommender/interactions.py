@@ -134,7 +134,8 @@ class InteractionMatrix:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.matrix.shape
+        rows, cols = self.matrix.shape
+        return int(rows), int(cols)
 
     @property
     def density(self) -> float:
@@ -187,7 +188,7 @@ def build_interactions(
     lf = events.lazy() if isinstance(events, pl.DataFrame) else events
     rows = customers.frame(id_col=Columns.Customer, index_col="_row").lazy()
     cols = products.frame(id_col=Columns.Product, index_col="_col").lazy()
-    weighted = (
+    cells = (
         event_weights(
             lf.select(Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime),
             weights=weights,
@@ -199,20 +200,20 @@ def build_interactions(
         .select("_row", "_col", Columns.Weight, STRENGTH)
         .collect(engine="streaming")
     )
-    missing = weighted["_row"].is_null() | weighted["_col"].is_null()
+    missing = cells["_row"].is_null() | cells["_col"].is_null()
     if missing.any():
         if unknown == "raise":  # the id-based path raises, naming the pairs
             by_id = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
             InteractionMatrix.from_frame(by_id.collect(), customers=customers, products=products, unknown="raise")
-        weighted = weighted.filter(~missing)
+        cells = cells.filter(~missing)
     n_products = products.size
-    cell = weighted["_row"].cast(pl.Int64).to_numpy() * n_products + weighted["_col"].cast(pl.Int64).to_numpy()
-    totals = np.bincount(cell, weights=weighted[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
+    cell = cells["_row"].cast(pl.Int64).to_numpy() * n_products + cells["_col"].cast(pl.Int64).to_numpy()
+    totals = np.bincount(cell, weights=cells[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
     stored = np.flatnonzero(totals > 0)  # cell order = CSR order, column indices sorted within each row
     weight = totals[stored].astype(np.float32)
     del totals
-    strength = np.bincount(cell, weights=weighted[STRENGTH].to_numpy(), minlength=customers.size * n_products)[stored]
-    del cell, weighted
+    strength = np.bincount(cell, weights=cells[STRENGTH].to_numpy(), minlength=customers.size * n_products)[stored]
+    del cell, cells
     row_of = stored // n_products
     indptr = np.zeros(customers.size + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of, minlength=customers.size), out=indptr[1:])

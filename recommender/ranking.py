@@ -151,7 +151,7 @@ def rank_within_segments(
     for column in (Columns.Segment, Columns.Offer):
         if column not in allowed.columns:
             raise UserError(f"allowed frame needs a '{column}' column")
-    model._check_fitted()
+    fitted = model._fitted()
     customers = customers.with_columns(
         pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Segment).cast(pl.String)
     )
@@ -159,14 +159,14 @@ def rank_within_segments(
         pl.concat([customers[Columns.Segment].drop_nulls(), allowed[Columns.Segment].cast(pl.String)]), name="segment"
     )
     mask = _offer_mask(
-        model.offers, allowed.with_columns(pl.col(Columns.Segment).cast(pl.String)), segments, denied, unknown_offers
+        fitted.offers, allowed.with_columns(pl.col(Columns.Segment).cast(pl.String)), segments, denied, unknown_offers
     )
     seg_idx = segments.to_internal(customers[Columns.Segment].fill_null("\x00"), unknown="null")
-    held_matrix = _held_matrix(customers[Columns.Customer], model.offers, held)
-    model_rows = model.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
+    held_matrix = _held_matrix(customers[Columns.Customer], fitted.offers, held)
+    model_rows = fitted.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
     # Row per segment of offers a customer may not get; the extra last row (all blocked) serves
     # customers whose segment has no allow-list.
-    blocked = np.vstack([~mask, np.ones((1, model.offers.size), dtype=bool)])
+    blocked = np.vstack([~mask, np.ones((1, fitted.offers.size), dtype=np.bool_)])
     seg_row = np.where(seg_idx >= 0, seg_idx, segments.size)
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
@@ -194,7 +194,7 @@ def rank_within_segments(
     return positions.select(  # the three gathers run in parallel
         pl.lit(customers[Columns.Customer]).gather(pl.col("_row")).alias(Columns.Customer),
         pl.lit(customers[Columns.Segment]).gather(pl.col("_row")).alias(Columns.Segment),
-        pl.lit(model.offers.external_ids).gather(pl.col("_col")).alias(Columns.Offer),
+        pl.lit(fitted.offers.external_ids).gather(pl.col("_col")).alias(Columns.Offer),
         pl.Series(Columns.Score, np.concatenate(parts_vals), dtype=pl.Float32),
         pl.Series(Columns.Rank, np.concatenate(parts_ranks), dtype=pl.Int32),
     )

@@ -57,11 +57,13 @@ class Param:
         )
 
     def suggest(self, trial: Any) -> Any:
+        if self.kind not in ("int", "float"):
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.low is None or self.high is None:
+            raise UserError(f"search space '{self.name}': an {self.kind} parameter needs low and high")
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-        return trial.suggest_categorical(self.name, list(self.choices))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
 def parse_space(spec: Mapping[str, Mapping[str, Any]]) -> list[Param]:

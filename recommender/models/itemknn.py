@@ -63,5 +63,6 @@ class ItemKNNModel(ItemItemModel):
         with single_threaded_blas(), warnings.catch_warnings():
             warnings.simplefilter("ignore", category=ParameterWarning)  # implicit's weighting step hands itself COO
             model.fit(history.astype(np.float64).tocsr(), show_progress=False)
-        self.item_weights = sp.csr_matrix(model.similarity, dtype=np.float32)
-        self.item_weights.sort_indices()
+        weights = sp.csr_matrix(model.similarity, dtype=np.float32)
+        weights.sort_indices()
+        self.item_weights = weights

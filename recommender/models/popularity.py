@@ -40,7 +40,7 @@ class PopularityModel(RankingModel):
 
     def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
         segments = frame[Columns.Segment] if self.by_segment and Columns.Segment in frame.columns else None
-        return self.fallback.score(segments, frame.height)
+        return self._fitted().fallback.score(segments, frame.height)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}

@@ -28,15 +28,16 @@ text format (``booster_<i>.txt``), never pickled.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
 from recommender.columns import Columns
-from recommender.errors import UserError
+from recommender.errors import NotFittedError, UserError
 from recommender.history import Activity, activity, positives_between
 from recommender.idmap import IdMap
 from recommender.models.base import RankingModel
@@ -94,10 +95,22 @@ class PropensityModel(RankingModel):
         self.boosters: list[Any] = []  # one per family (scope "family") or one
         self.tag_maps: dict[str, IdMap] = {}  # categorical column -> its values (code = position)
         self.numeric: list[str] = []
-        self.offer_family: np.ndarray | None = None  # (n_offers,) family index
+        self.offer_family: npt.NDArray[np.int64] | None = None  # (n_offers,) family index
         self.families: IdMap | None = None
         self.snapshot: Activity | None = None  # activity as of the fit time, for scoring warm customers
         self.loo = False  # trained leave-one-out (no history)
+
+    def _family_state(self) -> tuple[IdMap, npt.NDArray[np.int64]]:
+        """(offer families, each offer's family index); a clear error before ``fit`` or ``load_model``."""
+        if self.families is None or self.offer_family is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.families, self.offer_family
+
+    def _fitted_snapshot(self) -> Activity:
+        """The activity as of the fit time; a clear error before ``fit`` or ``load_model``."""
+        if self.snapshot is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.snapshot
 
     @property
     def params(self) -> dict[str, Any]:
@@ -142,7 +155,7 @@ class PropensityModel(RankingModel):
 
     def _customer_block(self, frame: pl.DataFrame, act: Activity | None, rows: np.ndarray | None) -> np.ndarray:
         """(n, F_c) float32: tag codes, numeric columns, per-family activity (NaN / 0 without history)."""
-        n, n_fam = frame.height, self.families.size
+        n, n_fam = frame.height, self._family_state()[0].size
         parts = []
         for column, values in self.tag_maps.items():
             codes = values.to_internal(frame[column], unknown="null") if column in frame.columns else np.full(n, -1)
@@ -162,7 +175,7 @@ class PropensityModel(RankingModel):
         parts += [fam_weight, days, recent, held]
         if self._offer_columns:
             parts.append(
-                np.zeros((n, self.offers.size), np.float32)
+                np.zeros((n, self._fitted().offers.size), np.float32)
                 if act is None or rows is None
                 else act.weights[rows].toarray().astype(np.float32)
             )
@@ -171,11 +184,12 @@ class PropensityModel(RankingModel):
     @property
     def _offer_columns(self) -> bool:
         """Every offer's weight is a customer feature when the catalogue is small (a bank's tens of offers)."""
-        return self.offers.size <= self.max_offer_columns
+        return self._fitted().offers.size <= self.max_offer_columns
 
     def _family_onehot(self) -> sp.csr_matrix:
-        m = self.offers.size
-        return sp.csr_matrix((np.ones(m, np.float32), (np.arange(m), self.offer_family)), shape=(m, self.families.size))
+        m = self._fitted().offers.size
+        families, offer_family = self._family_state()
+        return sp.csr_matrix((np.ones(m, np.float32), (np.arange(m), offer_family)), shape=(m, families.size))
 
     def _pair_rows(
         self,
@@ -193,14 +207,14 @@ class PropensityModel(RankingModel):
             [
                 block[customer_idx],
                 offers[:, None].astype(np.float32),
-                self.offer_family[offers][:, None].astype(np.float32),
+                self._family_state()[1][offers][:, None].astype(np.float32),
                 own[:, None],
             ]
         )
 
     def _categorical(self) -> list[int]:
-        n_c = len(self.tag_maps) + len(self.numeric) + 4 * self.families.size
-        n_c += self.offers.size if self._offer_columns else 0
+        n_c = len(self.tag_maps) + len(self.numeric) + 4 * self._family_state()[0].size
+        n_c += self._fitted().offers.size if self._offer_columns else 0
         return list(range(len(self.tag_maps))) + [n_c, n_c + 1]
 
     # --- fit --------------------------------------------------------------------------------------
@@ -210,19 +224,33 @@ class PropensityModel(RankingModel):
         """(activity at the feature time, positive labels, candidate pairs) per training episode."""
         history = self._history
         n, m = matrix.shape
-        fam = dict(offer_family=self.offer_family, n_families=self.families.size, recent_days=self.recent_days)
-        ids = dict(customers=self.customers, offers=self.offers)
-        episodes = []
+        fitted = self._fitted()
+        families, offer_family = self._family_state()
+        episodes: list[tuple[Activity, np.ndarray, np.ndarray]] = []
         if history is not None:
-            now = activity(history, at=history.as_of, **ids, **fam)
+
+            def activity_at(at: datetime) -> Activity:
+                return activity(
+                    history,
+                    at=at,
+                    customers=fitted.customers,
+                    offers=fitted.offers,
+                    offer_family=offer_family,
+                    n_families=families.size,
+                    recent_days=self.recent_days,
+                )
+
+            now = activity_at(history.as_of)
             self.snapshot = Activity(
                 weights=matrix, held=now.held, family_days_since=now.family_days_since, family_recent=now.family_recent
             )
             for k in range(self.windows):
                 end = history.as_of - timedelta(days=k * self.window_days)
                 start = end - timedelta(days=self.window_days)
-                before = activity(history, at=start, **ids, **fam)
-                labels = positives_between(history, start=start, end=end, **ids).toarray()
+                before = activity_at(start)
+                labels = positives_between(
+                    history, start=start, end=end, customers=fitted.customers, offers=fitted.offers
+                ).toarray()
                 candidates = ~before.held.toarray()
                 episodes.append((before, labels & candidates, candidates))
             return episodes
@@ -230,8 +258,8 @@ class PropensityModel(RankingModel):
         self.snapshot = Activity(
             weights=matrix,
             held=sp.csr_matrix((n, m), dtype=bool),
-            family_days_since=np.full((n, self.families.size), np.nan, np.float32),
-            family_recent=np.zeros((n, self.families.size), np.float32),
+            family_days_since=np.full((n, families.size), np.nan, np.float32),
+            family_recent=np.zeros((n, families.size), np.float32),
         )
         counts = np.diff(kept.indptr)
         owners = np.nonzero(counts)[0]
@@ -279,7 +307,7 @@ class PropensityModel(RankingModel):
         )
         neg_rate = min(1.0, max(negatives, 1) / max(n_neg, 1))
         xs, ys = [], []
-        rows_all = np.arange(self.customers.size)
+        rows_all = np.arange(self._fitted().customers.size)
         for act, labels, candidates in episodes:
             pos_r, pos_c = np.nonzero(labels)
             neg_r, neg_c = np.nonzero(candidates & ~labels)
@@ -339,8 +367,8 @@ class PropensityModel(RankingModel):
 
     # --- scoring ----------------------------------------------------------------------------------
     def _predict(self, frame: pl.DataFrame, rows: np.ndarray | None) -> np.ndarray:
-        n, m = frame.height, self.offers.size
-        act = self.snapshot if rows is not None else None
+        n, m = frame.height, self._fitted().offers.size
+        act = self._fitted_snapshot() if rows is not None else None
         block = self._customer_block(frame, act, rows)
         customer_idx = np.repeat(np.arange(n), m)
         offers = np.tile(np.arange(m), n)
@@ -349,7 +377,8 @@ class PropensityModel(RankingModel):
         if self.scope == "all":
             groups = [np.ones(n * m, bool)]
         else:
-            groups = [self.offer_family[offers] == f for f in range(self.families.size)]
+            families, offer_family = self._family_state()
+            groups = [offer_family[offers] == f for f in range(families.size)]
         for booster, chosen in zip(self.boosters, groups):
             if not chosen.any():
                 continue
@@ -364,11 +393,12 @@ class PropensityModel(RankingModel):
 
     # --- persistence ------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        s = self.snapshot
+        s = self._fitted_snapshot()
+        families, offer_family = self._family_state()
         w, h = s.weights.tocsr(), s.held.tocsr()
         out = {
-            "families": self.families.save(),
-            "offer_family": self.offer_family,
+            "families": families.save(),
+            "offer_family": offer_family,
             "snap_w_indptr": w.indptr,
             "snap_w_indices": w.indices,
             "snap_w_data": w.data,
@@ -388,7 +418,8 @@ class PropensityModel(RankingModel):
         }
 
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        n, m = self.customers.size, self.offers.size
+        fitted = self._fitted()
+        n, m = fitted.customers.size, fitted.offers.size
         self.families = IdMap.load(arrays["families"], name=Columns.Family)
         self.offer_family = arrays["offer_family"]
         self.snapshot = Activity(
