@@ -197,7 +197,8 @@ def apportion(total: int | None, shares: Sequence[float]) -> list[int | None]: .
 def apportion(total: int | None, shares: Sequence[float]) -> list[int] | list[int | None]:
     """Split an integer cap across arms by share (largest remainder), so the parts sum to ``total``."""
     if total is None:
-        return [None] * len(shares)
+        unlimited: list[int | None] = [None] * len(shares)
+        return unlimited
     exact = np.asarray(shares, dtype=np.float64) * total
     parts = np.floor(exact).astype(np.int64)
     remainder = total - int(parts.sum())

@@ -13,6 +13,7 @@ before that was recorded is judged by when it was trained: trained by T, its dat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from campaigns import run_repository
 from campaigns.campaign_run import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.contracts import World, load_world
-from campaigns.eligibility import RuleSet, evaluate, load_rules_for
+from campaigns.eligibility import evaluate, load_rules_for
+from campaigns.eligibility_config import RuleSet
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
 from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
@@ -32,6 +34,7 @@ from jobs.model_tuning import BEST, champion_model
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
+from recommender.models.base import Scorer
 from recommender.ranking import rank_within_segments
 
 log = logging.getLogger("mktg.pipeline")
@@ -88,7 +91,7 @@ def load_inputs(
     return CampaignInputs(world=world, segments=segments, allowed=rules.allowed_offers(world.products))
 
 
-def model_ranker(models: dict[str, RankingModel]) -> Ranker:
+def model_ranker(models: Mapping[str, Scorer]) -> Ranker:
     """A campaign :class:`Ranker` over fitted models, by strategy (= model) name."""
 
     def rank(
@@ -109,7 +112,7 @@ def models_for(
     engine: Engine,
     as_of: datetime | None = None,
     allow_future_models: bool = False,
-) -> dict[str, RankingModel]:
+) -> dict[str, Scorer]:
     """The model of every arm strategy: from ``models`` when given, else the registry's active version;
     ``"best"``: the champion per segment (:func:`jobs.model_tuning.champion_model`).
 
@@ -118,7 +121,7 @@ def models_for(
     from jobs.uplift_service import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
 
     configured = load_models_config(settings).models
-    chosen = {}
+    chosen: dict[str, Scorer] = {}
     for strategy in spec.strategies:
         if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/uplift_service.py)
             strategy = ranking_strategy(settings, spec)
@@ -142,7 +145,13 @@ def _iso(moment: datetime) -> str:
     return moment.replace(microsecond=0).isoformat() + "Z"
 
 
-def trained_as_of(model: RankingModel) -> tuple[datetime | None, str]:
+def _version(model: Scorer) -> str:
+    if model.version is None:
+        raise UserError(f"model '{model.kind}' has no version: it was never fitted or loaded")
+    return model.version
+
+
+def trained_as_of(model: Scorer) -> tuple[datetime | None, str]:
     """The latest data a model may have seen, and how that is known (``data`` cut-off or ``trained`` time)."""
     recorded = model.meta.get("data_as_of")
     if recorded:
@@ -151,7 +160,7 @@ def trained_as_of(model: RankingModel) -> tuple[datetime | None, str]:
     return (datetime.fromisoformat(trained), "trained") if trained else (None, "unknown")
 
 
-def check_no_look_ahead(models: dict[str, RankingModel], *, as_of: datetime) -> None:
+def check_no_look_ahead(models: Mapping[str, Scorer], *, as_of: datetime) -> None:
     """One-line :class:`LookAheadError` for the first model whose training data may reach past ``as_of``."""
     for name, model in sorted(models.items()):
         cutoff, known = trained_as_of(model)
@@ -262,7 +271,7 @@ def run(
         export_root=settings.export_dir,
         scheduled_for=scheduled_for,
         allowed=inputs.allowed,
-        model_versions={**{name: model.version for name, model in chosen.items()}, **uplift_versions},
+        model_versions={**{name: _version(model) for name, model in chosen.items()}, **uplift_versions},
         stage=stage,
     )
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from jobs.logging import bind, event
 from jobs.runner import MISSED, SKIPPED, JobRunner, to_utc_naive
@@ -116,10 +117,10 @@ class CatchUp:
         self.started_at = started_at
 
     def _stored(self, name: str) -> JobSchedule | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(JobSchedule.__table__).where(JobSchedule.job_name == name)).first()
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(JobSchedule, name)
 
-    def _since(self, name: str, stored) -> datetime:
+    def _since(self, name: str, stored: JobSchedule | None) -> datetime:
         schedule = self.schedules[name]
         if stored is None or (stored.schedule, stored.timezone) != (schedule.text, schedule.timezone):
             return self.started_at  # another scheduler registered another schedule: count from our own start

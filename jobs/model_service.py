@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine
@@ -204,12 +205,12 @@ def save_and_register(
     from campaigns.db.session import session_scope
     from campaigns.model_registry import register_model
 
-    paths = {name: model.save(settings.model_dir / model.version) for name, model in models.items()}
+    paths = {name: model.save(settings.model_dir / model.fitted_version) for name, model in models.items()}
     with session_scope(engine) as session:
         for name, model in models.items():
             register_model(
                 session,
-                version=model.version,
+                version=model.fitted_version,
                 name=name,
                 params={"kind": model.kind, **model.params},
                 data_hash=model.meta["data_hash"],
@@ -273,13 +274,15 @@ def compare_with_popularity(results: list[ModelEvaluation], *, resamples: int = 
     if not baselines:
         return None
     best = max(baselines, key=lambda r: (r.result.overall["ndcg"], r.name))
+    best_rows = best.per_customer
+    assert best_rows is not None  # baselines have per-customer rows
     for r in results:
         if r is best or r.per_customer is None:
             continue
         r.versus_baseline = {
             metric: paired_difference(
                 r.per_customer,
-                best.per_customer,
+                best_rows,
                 metric=metric,
                 model_name=r.name,
                 baseline_name=best.name,
@@ -377,12 +380,12 @@ def cutoff_warnings(customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.Dat
     )
     if candidates.height == 0:
         return []
-    covered = float((candidates["len"] <= k).mean())
+    covered = float((candidates["len"] <= k).cast(pl.Float64).to_numpy().mean())
     if covered <= 0.5:
         return []
     return [
         f"k={k} is at least the number of candidate offers of {covered:.0%} of the test customers (median "
-        f"{int(candidates['len'].median())}): every model returns all of their candidates, so precision and recall "
+        f"{int(np.median(candidates['len'].to_numpy()))}): every model returns all of their candidates, so precision and recall "
         "at k cannot tell the models apart (NDCG and MAP still compare the order); use a smaller --k"
     ]
 

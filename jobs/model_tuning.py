@@ -128,10 +128,11 @@ def tune_models(
     for i, name in enumerate(order):
         left = budget - (time.perf_counter() - started)
         share = max(left, 0.0) / (len(order) - i)
-        if estimate[name] is not None and estimate[name] > share:
-            skipped[name] = previous[name]
+        seconds = estimate[name]
+        if seconds is not None and seconds > share:
+            skipped[name] = (previous or {})[name]
             if progress:
-                progress(f"not tuning {name}: its last default trial took {estimate[name]:.0f} s, {share:.0f} s left")
+                progress(f"not tuning {name}: its last default trial took {seconds:.0f} s, {share:.0f} s left")
             continue
         if progress:
             progress(f"tuning {name} ({share:.0f} s)")

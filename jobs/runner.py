@@ -171,6 +171,14 @@ def _load(engine: Engine, job_name: str, fire_time: datetime) -> JobRun | None:
         return session.scalars(select(JobRun).where(JobRun.job_name == job_name, JobRun.fire_time == fire_time)).first()
 
 
+def _load_existing(engine: Engine, job_name: str, fire_time: datetime) -> JobRun:
+    """The row of a fire time known to be recorded (rows are never deleted while their lock is held)."""
+    row = _load(engine, job_name, fire_time)
+    if row is None:
+        raise RuntimeError(f"job_runs has no row for {job_name} at {fire_time.isoformat()} although one was recorded")
+    return row
+
+
 def _short(error: str) -> str:
     return error[:4000]
 
@@ -235,11 +243,10 @@ class JobRunner:
             if row_id is not None:
                 self._insert_attempt(conn, row_id, 1, claim_id, trigger, now)
                 return _Claim(row_id, claim_id, 1, trigger)
-        row = _load(self.engine, job_name, fire_time)
-        assert row is not None
+        row = _load_existing(self.engine, job_name, fire_time)
         if row.status == RUNNING:  # we hold its liveness lock, so whoever runs it is gone
             self._abandon(row)
-            row = _load(self.engine, job_name, fire_time)
+            row = _load_existing(self.engine, job_name, fire_time)
         if row.status == SUCCEEDED:
             event(
                 log,
@@ -401,19 +408,23 @@ class JobRunner:
 
     def _record_success(self, session: Session, claim: _Claim, result: JobResult) -> None:
         now = utcnow()
-        done = session.execute(
-            update(JobRun)
-            .where(JobRun.id == claim.row_id, JobRun.run_id == claim.claim_id, JobRun.status == RUNNING)
-            .values(
-                status=SUCCEEDED,
-                finished_at=now,
-                rows_produced=result.rows_produced,
-                error=None,
-                model_versions=result.model_versions,
-                run_id=result.run_id or claim.claim_id,
-                note=result.note,
+        done = (
+            session.connection()
+            .execute(  # a Core statement on the session's transaction (CursorResult)
+                update(JobRun)
+                .where(JobRun.id == claim.row_id, JobRun.run_id == claim.claim_id, JobRun.status == RUNNING)
+                .values(
+                    status=SUCCEEDED,
+                    finished_at=now,
+                    rows_produced=result.rows_produced,
+                    error=None,
+                    model_versions=result.model_versions,
+                    run_id=result.run_id or claim.claim_id,
+                    note=result.note,
+                )
             )
-        ).rowcount
+            .rowcount
+        )
         if done != 1:
             raise RuntimeError("lost the claim on this run (it was taken over); its writes were rolled back")
         session.execute(

@@ -136,10 +136,10 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
     evaluations, _info = evaluate_models(world, settings, events, names=[name], params=params)
     evaluation = evaluations[0]
     model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name], params=params)[name]
-    path = model.save(Path(settings.model_dir) / model.version)
+    path = model.save(Path(settings.model_dir) / model.fitted_version)
     extra = {"tuning": tuning} if tuning else {}
     return Candidate(
-        version=model.version,
+        version=model.fitted_version,
         kind=name,
         params={"kind": model.kind, **model.params},
         data_hash=model.meta["data_hash"],
@@ -175,7 +175,7 @@ def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
     return run
 
 
-def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
+def _resolve(ref: str | None) -> Callable[..., Candidate]:
     if ref is None:
         return _default_trainer
     module_name, _, attr = ref.partition(":")

@@ -206,7 +206,7 @@ def build_scheduler(
         max_instances=1,
         next_run_time=datetime.now(scheduler.timezone),
     )
-    scheduler.mktg_dispatcher = dispatcher  # type: ignore[attr-defined]
+    scheduler.mktg_dispatcher = dispatcher
     return scheduler
 
 

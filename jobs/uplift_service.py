@@ -31,7 +31,8 @@ from campaigns.uplift.history import (
     succeeded_runs,
     training_rows,
 )
-from campaigns.uplift.targeting import UPLIFT_STRATEGY, uplift_ranker
+from campaigns.uplift.targeting import UPLIFT_STRATEGY as UPLIFT_STRATEGY
+from campaigns.uplift.targeting import uplift_ranker
 from jobs.model_service import load_models_config, load_segment_rules
 from jobs.settings import Settings
 from recommender.columns import Columns
@@ -198,11 +199,11 @@ def save_and_register(
     from campaigns.model_registry import register_model
 
     model = fit.model
-    path = model.save(settings.model_dir / model.version)
+    path = model.save(settings.model_dir / model.fitted_version)
     with session_scope(engine) as session:
         register_model(
             session,
-            version=model.version,
+            version=model.fitted_version,
             name=name,
             params={"kind": model.kind, "outcome": outcome, **model.params},
             data_hash=model.meta["data_hash"],

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from recommender.columns import Columns
 from recommender.errors import UserError
 from recommender.idmap import IdMap
-from recommender.models.base import RankingModel
+from recommender.models.base import Scorer
 
 UnknownOffers = Literal["ignore", "warn", "raise"]
 TIE_BITS = 8  # low float32 mantissa bits rounded away before ranking: scores within 2**-15 relative tie
@@ -125,7 +125,7 @@ def _held_matrix(customer_ids: pl.Series, model_offers: IdMap, held: pl.DataFram
 
 
 def rank_within_segments(
-    model: RankingModel,
+    model: Scorer,
     *,
     customers: pl.DataFrame,
     allowed: pl.DataFrame,

@@ -242,6 +242,13 @@ class UpliftModel(ABC):
     def _score(self, name: str, x: Matrix, *, threads: int) -> Vector:
         return np.asarray(self.boosters[name].predict(x, num_threads=threads), dtype=np.float64)
 
+    @property
+    def fitted_version(self) -> str:
+        """The version :meth:`fit` (or loading) gave this model; an error before that."""
+        if self.version is None:
+            raise UpliftModelError(f"{self.kind}: not fitted")
+        return self.version
+
     def _encoding(self) -> FeatureEncoding:
         """The feature encoding learnt by :meth:`fit` (or loaded); an error before that."""
         if self.encoding is None:

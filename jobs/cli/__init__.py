@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 import typer
+from typer._click import exceptions as click_exceptions  # typer >= 0.23 vendors click
 
 from jobs.cli import campaign as campaign_cmds
 from jobs.cli import data as data_cmds
@@ -31,11 +32,6 @@ from jobs.cli import report as report_cmds
 from jobs.cli import uplift as uplift_cmds
 from jobs.cli.context import AppContext
 from recommender.errors import UserError
-
-try:  # typer >= 0.23 vendors click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click import exceptions as click_exceptions
 
 PROG = "mktg"
 _state = {"debug": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -19,7 +20,7 @@ from recommender.errors import UserError
 app = typer.Typer(help="Input data: generate a synthetic world, validate a data directory.", no_args_is_help=True)
 
 
-def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: str) -> dict[str, int]:
+def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: Literal["parquet", "csv"]) -> dict[str, int]:
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -59,7 +60,7 @@ def generate_cmd(
     """Write a synthetic consumer-finance world (every SPEC table plus its ground truth)."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("--format must be parquet or csv")
-    counts = generate_with_progress(out, customers=customers, seed=seed, fmt=fmt)
+    counts = generate_with_progress(out, customers=customers, seed=seed, fmt="csv" if fmt == "csv" else "parquet")
     if as_json:
         print_json({"directory": out, "rows": counts})
         return

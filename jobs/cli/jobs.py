@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.table import Table
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.cli.context import app_context
@@ -15,6 +17,7 @@ from jobs.job_catalog import build_jobs, find_job, make_trigger, scan_jobs
 from jobs.logging import configure_logging
 from jobs.runner import Outcome, history, history_with_attempts, utcnow
 from jobs.settings import SchedulerSettings, parse_model
+from jobs.tables import JobRun
 from recommender.errors import UserError
 
 jobs_app = typer.Typer(help="Scheduled jobs: what will run when, what ran, run one now.", no_args_is_help=True)
@@ -34,8 +37,8 @@ def parse_at(text: str) -> datetime:
     return parse_time(text, option="--at")
 
 
-def _last_runs(engine, names: list[str]) -> dict[str, object]:
-    last: dict[str, object] = {}
+def _last_runs(engine: Engine, names: list[str]) -> dict[str, JobRun]:
+    last: dict[str, JobRun] = {}
     for row in history(engine, limit=max(200, 10 * len(names))):
         last.setdefault(row.job_name, row)
     return last
@@ -55,7 +58,7 @@ def list_cmd(
         last = _last_runs(context.engine, [j.name for j in jobs])
     except SQLAlchemyError:  # listing the schedule works before `mktg db upgrade` too
         last = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in jobs:
         nxt = make_trigger(job.schedule, timezone=tz).get_next_fire_time(None, now)
         run = last.get(job.name)

@@ -201,7 +201,10 @@ def register(app: typer.Typer) -> None:
             )
             print_json(to_dict(result)) if as_json else print_result(result)
             name = assignments.stem
-            writers = {"html": write_html, "json": write_json, "csv": write_csv}
+            file_writers = {"html": write_html, "json": write_json, "csv": write_csv}
+
+            def write(kind: str, path: Path) -> Path:
+                return file_writers[kind](result, path)
         else:
             from campaigns import report_campaign
             from campaigns.specs import find_campaign
@@ -210,6 +213,7 @@ def register(app: typer.Typer) -> None:
                 raise ReportOptionError(
                     "--control and --shares are for --assignments: a campaign's arms and shares come from its file"
                 )
+            assert campaign is not None  # one of the two, checked above
             spec = find_campaign(settings.config_dir / "campaigns", campaign)
             if conversions is None:
                 conversions = find_table(Path(settings.data_dir), "conversions")
@@ -217,7 +221,7 @@ def register(app: typer.Typer) -> None:
                     raise ReportOptionError(f"no conversions file in {settings.data_dir}: pass --conversions FILE")
             if product_frame is None and (found := find_table(Path(settings.data_dir), "products")):
                 product_frame = read_products(found)
-            result = report_campaign.report_run(
+            run_result = report_campaign.report_run(
                 context.database(),
                 spec,
                 read_conversions(conversions),
@@ -228,20 +232,24 @@ def register(app: typer.Typer) -> None:
                 title=title,
             )
             out.print(
-                f"run {result.run_id} of campaign {campaign} (fire time {result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), "
-                f"conversions from {conversions}"
+                f"run {run_result.run_id} of campaign {campaign} "
+                f"(fire time {run_result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), conversions from {conversions}"
             )
-            print_json(report_campaign.to_dict(result)) if as_json else print_campaign_result(result)
-            name = result.run_id if result.run_id.startswith(campaign) else f"{campaign}-{result.run_id}"
-            writers = {
+            print_json(report_campaign.to_dict(run_result)) if as_json else print_campaign_result(run_result)
+            name = run_result.run_id if run_result.run_id.startswith(campaign) else f"{campaign}-{run_result.run_id}"
+            run_writers = {
                 "html": report_campaign.write_html,
                 "json": report_campaign.write_json,
                 "csv": report_campaign.write_csv,
             }
+
+            def write(kind: str, path: Path) -> Path:
+                return run_writers[kind](run_result, path)
+
         if html is None and json_out is None and csv_out is None:
             base = Path(settings.var_dir) / "reports" / _slug(name)
             html, json_out = base.with_suffix(".html"), base.with_suffix(".json")
         for path, kind in ((html, "html"), (json_out, "json"), (csv_out, "csv")):
             if path is not None:
                 replaced = Path(path).exists()
-                out.print(f"{'replaced' if replaced else 'wrote'} {writers[kind](result, path)}")
+                out.print(f"{'replaced' if replaced else 'wrote'} {write(kind, Path(path))}")

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,26 @@ class FittedState(NamedTuple):
     offers: IdMap
     fallback: SegmentPopularity
     warm: npt.NDArray[np.bool_]
+
+
+class Scorer(Protocol):
+    """What ranking and the campaign pipeline use of a model: a :class:`RankingModel`, or a
+    :class:`recommender.models.champion.SegmentChampion` that routes each segment to one."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+    def _fitted(self) -> FittedState: ...
+
+    def score(
+        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float32]: ...
 
 
 class RankingModel(ABC):
@@ -164,6 +184,13 @@ class RankingModel(ABC):
         if self.customers is None or self.offers is None or self.fallback is None or self._warm is None:
             raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
         return FittedState(self.customers, self.offers, self.fallback, self._warm)
+
+    @property
+    def fitted_version(self) -> str:
+        """The version ``fit`` (or ``load_model``) gave this model; a clear error before that."""
+        if self.version is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.version
 
     def _check_fitted(self) -> None:
         self._fitted()
