@@ -23,19 +23,23 @@ Deterministic: same inputs and seed, same table (rows are sorted before any rand
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from campaigns.demo.synthetic import GroundTruth
 
-SCHEMA = {
-    "customer_id": pl.String,
-    "product_id": pl.String,
-    "converted_at": pl.Datetime("us"),
-    "amount": pl.Float64,
-    "channel": pl.String,
-}
+SCHEMA = pl.Schema(
+    {
+        "customer_id": pl.String(),
+        "product_id": pl.String(),
+        "converted_at": pl.Datetime("us"),
+        "amount": pl.Float64(),
+        "channel": pl.String(),
+    }
+)
 ORGANIC_CHANNEL = "organic"
 _DAY_US = 86_400 * 1_000_000
 
@@ -47,8 +51,9 @@ def _exposure(targets: pl.DataFrame) -> pl.Expr:
     raise ValueError("targets need an exposed_at or generated_at column")
 
 
-def _times(start: np.ndarray, delay_days: np.ndarray) -> np.ndarray:
-    return start + (delay_days * _DAY_US).astype("int64").astype("timedelta64[us]")
+def _times(start: npt.NDArray[np.datetime64], delay_days: npt.NDArray[np.float64]) -> npt.NDArray[np.datetime64]:
+    times: npt.NDArray[np.datetime64] = start + (delay_days * _DAY_US).astype("int64").astype("timedelta64[us]")
+    return times
 
 
 def simulate_conversions(
@@ -228,7 +233,7 @@ def _simulate_audience(
 
 
 def simulate_for_run(
-    targets: pl.DataFrame, world_dir: Path | str, *, seed: int, control_arm: str = "control", **options
+    targets: pl.DataFrame, world_dir: Path | str, *, seed: int, control_arm: str = "control", **options: Any
 ) -> pl.DataFrame:
     """:func:`simulate_conversions` with the ground truth and catalogue read from a generated world directory."""
     directory = Path(world_dir)

@@ -23,12 +23,14 @@ the same bytes and a million customers fit in a few GiB.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -45,7 +47,7 @@ CREDIT_FAMILIES = ("credit_card", "personal_loan", "instalment", "mortgage")
 FAMILIES = ("credit_card", "personal_loan", "instalment", "mortgage", "deposit", "wealth", "insurance")
 
 # product_id, family, name, min_age, max_age, min_credit_score, max_dti, apr, margin
-CATALOGUE: tuple[tuple, ...] = (
+CATALOGUE: tuple[tuple[Any, ...], ...] = (
     ("CC_CLASSIC", "credit_card", "Classic credit card", 18, None, 580, 0.45, 0.219, 120),
     ("CC_GOLD", "credit_card", "Gold credit card", 21, None, 650, 0.40, 0.189, 180),
     ("CC_PLATINUM", "credit_card", "Platinum credit card", 25, None, 720, 0.35, 0.169, 260),
@@ -112,8 +114,9 @@ LEGACY_UNCONTACTED = 0.3  # worlds generated before response types: P(convert | 
 RESPONSE_STREAM = 7_919  # seed suffix of the response-type random stream (independent of the other tables)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-x))
+    return result
 
 
 def customer_ids(start: int, stop: int) -> np.ndarray:
@@ -177,7 +180,9 @@ class _Chunk:
     truth: pl.DataFrame
 
 
-def _customers(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> tuple[pl.DataFrame, np.ndarray, dict]:
+def _customers(
+    rng: np.random.Generator, ids: np.ndarray, as_of: datetime
+) -> tuple[pl.DataFrame, np.ndarray, dict[str, Any]]:
     n = ids.size
     age = np.clip(rng.gamma(7.0, 6.2, size=n) + 14, 18, 92).astype(np.int32)
     minors = rng.random(n) < 0.006
@@ -229,7 +234,7 @@ def _customers(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> tu
     return frame, groups, {"age": age, "income": income, "student": student}
 
 
-def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict, as_of: datetime) -> pl.DataFrame:
+def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict[str, Any], as_of: datetime) -> pl.DataFrame:
     n = ids.size
     z_income = (np.log(traits["income"]) - 10.3) / 0.6
     score = 640 + 45 * z_income + 1.2 * (traits["age"] - 40) + rng.normal(0, 60, size=n)
@@ -316,12 +321,12 @@ def _events(
     risk_score: np.ndarray,
     as_of: datetime,
     impressions_per_customer: float,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, npt.NDArray[np.float64]]:
     n, p = utility.shape
-    activity = rng.gamma(2.0, 0.5, size=n)
+    activity: npt.NDArray[np.float64] = np.asarray(rng.gamma(2.0, 0.5, size=n))
     exposure = np.exp(0.55 * utility)
     exposure = 0.6 * exposure / exposure.sum(axis=1, keepdims=True) + 0.4 / p  # bank targeting is only partly informed
-    counts = rng.poisson(impressions_per_customer * activity[:, None] * exposure)
+    counts: npt.NDArray[np.int64] = np.asarray(rng.poisson(impressions_per_customer * activity[:, None] * exposure))
     cust, prod = np.nonzero(counts)
     reps = counts[cust, prod]
     cust = np.repeat(cust, reps)
@@ -377,7 +382,7 @@ def _events(
 
 
 def _response_types(
-    rng: np.random.Generator, customers: pl.DataFrame, traits: dict, activity: np.ndarray
+    rng: np.random.Generator, customers: pl.DataFrame, traits: dict[str, Any], activity: np.ndarray
 ) -> np.ndarray:
     """Each customer's response type, drawn from a softmax over their profile and (hidden) activity.
 
@@ -401,7 +406,8 @@ def _response_types(
         * 2.0
     )
     draw = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    return np.array(list(RESPONSE_TYPES))[draw]
+    types: np.ndarray = np.array(list(RESPONSE_TYPES))[draw]
+    return types
 
 
 def _holdings(rng: np.random.Generator, ids: np.ndarray, activations: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
@@ -473,7 +479,7 @@ class _TableWriter:
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.fmt = fmt
         self._writer: pq.ParquetWriter | None = None
-        self._fh = None
+        self._fh: BinaryIO | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         if self.fmt == "parquet":
@@ -503,7 +509,7 @@ def generate_world(
     fmt: Literal["parquet", "csv"] = "parquet",
     as_of: datetime = DEFAULT_AS_OF,
     impressions_per_customer: float = 18.0,
-    progress=None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, int]:
     """Write every SPEC table plus the ground truth to ``out``; return row counts per table.
 
@@ -594,13 +600,16 @@ class GroundTruth:
         offers = pl.DataFrame({"product_id": pl.Series(offer_ids, dtype=pl.String)}).join(
             self.offers, on="product_id", how="left", maintain_order="left"
         )
-        return self._vectors(cust) @ self._vectors(offers).T + offers["bias"].to_numpy()
+        utilities: np.ndarray = self._vectors(cust) @ self._vectors(offers).T + offers["bias"].to_numpy()
+        return utilities
 
     def utility(self, pairs: pl.DataFrame) -> np.ndarray:
         """Utility of each (customer_id, product_id) row of ``pairs``."""
         cust = pairs.select("customer_id").join(self.customers, on="customer_id", how="left", maintain_order="left")
         offers = pairs.select("product_id").join(self.offers, on="product_id", how="left", maintain_order="left")
-        return np.einsum("ij,ij->i", self._vectors(cust), self._vectors(offers)) + offers["bias"].to_numpy()
+        utilities: np.ndarray = np.einsum("ij,ij->i", self._vectors(cust), self._vectors(offers))
+        utilities += offers["bias"].to_numpy()
+        return utilities
 
     def conversion_probability(self, pairs: pl.DataFrame) -> np.ndarray:
         return _sigmoid(self.utility(pairs) - self.conversion_offset)
@@ -612,7 +621,7 @@ class GroundTruth:
         uncontacted one :data:`LEGACY_UNCONTACTED` times it. Unknown customers or offers get 0.
         """
         q = np.nan_to_num(self.conversion_probability(pairs), nan=0.0)
-        if not self.has_treatment_effect:
+        if not self.has_treatment_effect or self.response_types is None:
             return LEGACY_UNCONTACTED * q, q
         kinds = pairs.select("customer_id").join(
             self.customers.select("customer_id", "response_type"), on="customer_id", how="left", maintain_order="left"
@@ -632,4 +641,5 @@ class GroundTruth:
     def true_uplift(self, pairs: pl.DataFrame) -> np.ndarray:
         """P(convert | contacted) - P(convert | not contacted) of each (customer_id, product_id) row."""
         p0, p1 = self.outcome_probabilities(pairs)
-        return p1 - p0
+        uplift: np.ndarray = p1 - p0
+        return uplift
