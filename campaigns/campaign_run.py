@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +51,7 @@ from campaigns.contracts import World
 from campaigns.eligibility import Eligibility, compact_exclusions, evaluate, exclusion_counts
 from campaigns.eligibility_config import RuleSet
 from campaigns.specs import CampaignSpec, CampaignSpecError
+from campaigns.times import utcnow
 from recommender.columns import Columns
 from recommender.errors import UserError
 
@@ -362,10 +363,6 @@ def cap_contacts(engine: Engine, spec: CampaignSpec, rules: RuleSet, *, as_of: d
 def make_run_id(campaign_id: str, scheduled_for: datetime) -> str:
     """Deterministic: the same key always names the same export directory."""
     return f"{campaign_id}-{scheduled_for:%Y%m%dT%H%M%S}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def target_rows(plan: Plan, *, run_id: str, generated_at: datetime) -> pl.DataFrame:

@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from campaigns.arms import contacted_expr
+from campaigns.times import iso_utc
 
 SCHEMA_VERSION = "1.0"
 TARGET_SCHEMA: dict[str, pl.DataType] = {
@@ -50,10 +51,6 @@ class StagedExport:
     staging: Path
     final: Path
     manifest: dict[str, Any]
-
-
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of(path: Path) -> str:
@@ -124,8 +121,8 @@ def stage_export(
             "schema_version": SCHEMA_VERSION,
             "campaign_id": campaign_id,
             "run_id": run_id,
-            "scheduled_for": _iso(scheduled_for),
-            "generated_at": _iso(generated_at),
+            "scheduled_for": iso_utc(scheduled_for),
+            "generated_at": iso_utc(generated_at),
             "channel": rows["channel"][0] if rows.height else None,
             "columns": list(TARGET_COLUMNS),
             "model_versions": dict(sorted(model_versions.items())),

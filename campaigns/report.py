@@ -35,6 +35,7 @@ from campaigns.attribution import (
     revenue_stats,
     summarise,
 )
+from campaigns.specs import DEFAULT_ALPHA
 from campaigns.stats import (
     ArmRate,
     ErrorCode,
@@ -139,7 +140,7 @@ def build_report(
     traffic_shares: Mapping[str, float] | None = None,
     window_days: float | None = None,
     products: pl.DataFrame | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     power: float = 0.8,
     title: str = "A/B report",
     campaign_offers: list[str] | None = None,

@@ -41,7 +41,7 @@ from campaigns.arms import CONTROL, holdout_label
 from campaigns.attribution import ANY_PRODUCT, CAMPAIGN_OFFER, OFFERED_PRODUCT
 from campaigns.report import ReportResult, build_report
 from campaigns.report_data import RunAssignments
-from campaigns.specs import CampaignSpec
+from campaigns.specs import DEFAULT_ALPHA, CampaignSpec
 from campaigns.stats import BalanceResult, SrmResult, covariate_balance, sample_ratio_mismatch
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def build_campaign_report(
     spec: CampaignSpec,
     products: pl.DataFrame | None = None,
     window_days: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     power: float = 0.8,
     title: str | None = None,
 ) -> CampaignReport:
@@ -383,7 +383,7 @@ def report_run(
     run_id: str | None = None,
     products: pl.DataFrame | None = None,
     window_days: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     title: str | None = None,
 ) -> CampaignReport:
     """:func:`build_campaign_report` of ``run_id`` (default: the campaign's latest succeeded run) from the database."""

@@ -40,6 +40,9 @@ MAX_WINDOW_DAYS = 366  # contact-cap and conversion windows: at most a year
 MAX_CONTACTS = 1_000
 
 
+DEFAULT_ALPHA = 0.05  # significance level of every campaign report (intervals are 1 - alpha): CLI and jobs alike
+
+
 class CampaignSpecError(UserError):
     """A campaign file is missing, malformed or invalid."""
 

@@ -29,6 +29,7 @@ from campaigns.eligibility import evaluate, load_rules_for
 from campaigns.eligibility_config import RuleSet
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
+from campaigns.times import iso_utc
 from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
 from jobs.model_tuning import BEST, champion_model
 from jobs.settings import EventConfig, Settings, load_events
@@ -141,10 +142,6 @@ def models_for(
     return chosen
 
 
-def _iso(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat() + "Z"
-
-
 def _version(model: Scorer) -> str:
     if model.version is None:
         raise UserError(f"model '{model.kind}' has no version: it was never fitted or loaded")
@@ -167,13 +164,13 @@ def check_no_look_ahead(models: Mapping[str, Scorer], *, as_of: datetime) -> Non
         if cutoff is not None and cutoff <= as_of:
             continue
         what = {
-            "data": f"trained on data up to {_iso(cutoff)}" if cutoff else "",
-            "trained": f"trained at {_iso(cutoff)} (its data cut-off is not recorded)" if cutoff else "",
+            "data": f"trained on data up to {iso_utc(cutoff)}" if cutoff else "",
+            "trained": f"trained at {iso_utc(cutoff)} (its data cut-off is not recorded)" if cutoff else "",
             "unknown": "of unknown training time",
         }[known]
         raise LookAheadError(
-            f"model '{name}' ({model.version}) was {what}, after {_iso(as_of)}: no look-ahead; train "
-            f"one as of then (`mktg train --as-of {_iso(as_of)}`) or pass --allow-future-models"
+            f"model '{name}' ({model.version}) was {what}, after {iso_utc(as_of)}: no look-ahead; train "
+            f"one as of then (`mktg train --as-of {iso_utc(as_of)}`) or pass --allow-future-models"
         )
 
 

@@ -28,8 +28,9 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from campaigns.times import to_utc_naive
 from jobs.logging import bind, event
-from jobs.runner import MISSED, SKIPPED, JobRunner, to_utc_naive
+from jobs.runner import MISSED, SKIPPED, JobRunner
 from jobs.tables import JobSchedule
 
 log = logging.getLogger("mktg.scheduler")

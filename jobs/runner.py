@@ -32,7 +32,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from time import perf_counter
 from typing import Any
@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from campaigns.times import to_utc_naive, utcnow
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
 from jobs.tables import JobAttempt, JobRun
@@ -52,15 +53,6 @@ ABANDONED = "abandoned"  # an attempt whose process stopped
 CLOSED = (GAVE_UP, MISSED, SKIPPED)  # fire times only a manual run reopens
 ABANDONED_ERROR = "abandoned: the process running this job stopped before finishing (killed or crashed)"
 TRIGGERS = ("scheduler", "retry", "manual")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def to_utc_naive(moment: datetime) -> datetime:
-    """Fire times are stored as naive UTC; aware datetimes are converted, naive ones taken as UTC."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def default_worker(label: str = "cli") -> str:

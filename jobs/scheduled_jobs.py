@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -247,10 +246,6 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
 # --- conversion analysis -------------------------------------------------------------------------------------
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
-
-
 def conversion_analysis_job(ctx: JobContext) -> JobResult:
     """Write the A/B report (JSON + HTML under ``<var_dir>/reports/``) of every succeeded campaign run whose
     conversion window was still open a day ago, from the conversions in ``data_dir``."""
@@ -284,7 +279,7 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
         )
         for _, run_id, _ in runs:
             result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
-            base = Path(settings.var_dir) / "reports" / _slug(run_id)
+            base = settings.report_base(run_id)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))
             written += 1

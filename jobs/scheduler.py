@@ -38,11 +38,12 @@ from sqlalchemy import Engine
 
 from campaigns import export
 from campaigns.db.session import check_schema
+from campaigns.times import utcnow
 from jobs.catch_up import CatchUp, Schedule, register_schedules
 from jobs.job_catalog import JobDef, make_trigger
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
-from jobs.runner import JobRunner, default_worker, lock_key, utcnow
+from jobs.runner import JobRunner, default_worker, lock_key
 from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, recover_committed
 from jobs.settings import Settings
 from recommender.errors import UserError

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -168,6 +169,11 @@ class Settings(BaseModel):
     @property
     def model_dir(self) -> Path:
         return self.var_dir / "models"
+
+    def report_base(self, name: str) -> Path:
+        """Where the report named ``name`` goes by default: ``<var_dir>/reports/<slug>`` (+ ``.html``, ``.json``),
+        for ``mktg report`` and the nightly conversion analysis alike."""
+        return self.var_dir / "reports" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "report")
 
 
 class EventConfig(BaseModel):

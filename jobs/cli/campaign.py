@@ -15,10 +15,10 @@ import polars as pl
 import typer
 
 from campaigns.explain import explain
+from campaigns.times import iso_utc, now_utc, parse_time
 from jobs import campaign_service
 from jobs.cli.context import app_context
-from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
-from jobs.cli.times import now_utc, parse_time
+from jobs.cli.output import console, err_console, frame_records, print_json, table
 from jobs.settings import CONFIG_DIR_ENV, CONFIG_DIR_NAME
 from recommender.errors import UserError
 

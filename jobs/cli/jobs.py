@@ -10,12 +10,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from campaigns.times import iso_utc, parse_time, utcnow
 from jobs.cli.context import app_context
-from jobs.cli.output import console, iso_utc, print_json
-from jobs.cli.times import parse_time
+from jobs.cli.output import console, print_json
 from jobs.job_catalog import build_jobs, find_job, make_trigger, scan_jobs
 from jobs.logging import configure_logging
-from jobs.runner import Outcome, history, history_with_attempts, utcnow
+from jobs.runner import Outcome, history, history_with_attempts
 from jobs.settings import SchedulerSettings, parse_model
 from jobs.tables import JobRun
 from recommender.errors import UserError
@@ -26,10 +26,6 @@ scheduler_app = typer.Typer(help="The job scheduler (APScheduler).", no_args_is_
 
 class TimestampError(UserError):
     """An unparseable --at timestamp."""
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return iso_utc(moment)
 
 
 def parse_at(text: str) -> datetime:
@@ -68,8 +64,8 @@ def list_cmd(
                 "valid": True,
                 "schedule": job.schedule,
                 "timezone": tz,
-                "next_fire_time": _iso(nxt),
-                "last_fire_time": _iso(run.fire_time) if run else None,
+                "next_fire_time": iso_utc(nxt),
+                "last_fire_time": iso_utc(run.fire_time) if run else None,
                 "last_status": run.status if run else None,
                 "description": job.description,
                 "error": None,
@@ -120,8 +116,8 @@ def _attempt_json(a) -> dict:
         "status": a.status,
         "trigger": a.trigger,
         "worker": a.worker,
-        "started_at": _iso(a.started_at),
-        "finished_at": _iso(a.finished_at),
+        "started_at": iso_utc(a.started_at),
+        "finished_at": iso_utc(a.finished_at),
         "seconds": _seconds(a.started_at, a.finished_at),
         "rows_produced": a.rows_produced,
         "error": a.error,
@@ -133,24 +129,24 @@ def _run_json(item) -> dict:
     row = item.run
     return {
         "job": row.job_name,
-        "fire_time": _iso(row.fire_time),
+        "fire_time": iso_utc(row.fire_time),
         "status": row.status,
         "run_id": row.run_id,
-        "started_at": _iso(row.started_at),
-        "finished_at": _iso(row.finished_at),
+        "started_at": iso_utc(row.started_at),
+        "finished_at": iso_utc(row.finished_at),
         "seconds": _seconds(row.started_at, row.finished_at),
         "rows_produced": row.rows_produced,
         "model_versions": row.model_versions,
         "error": row.error,
         "note": row.note,
         "attempt_count": row.attempts,
-        "next_attempt_at": _iso(row.next_attempt_at),
+        "next_attempt_at": iso_utc(row.next_attempt_at),
         "attempts": [_attempt_json(a) for a in item.attempts],
     }
 
 
 def _second(moment: datetime | None) -> str | None:
-    return _iso(moment.replace(microsecond=0)) if moment else None
+    return iso_utc(moment.replace(microsecond=0)) if moment else None
 
 
 STYLES = {
@@ -211,8 +207,8 @@ def history_cmd(
         r = item.run
         detail = r.note or r.error or ""
         if r.status == "failed" and r.next_attempt_at:
-            detail = f"next attempt at {_iso(r.next_attempt_at)}; {r.error or ''}"
-        head = [r.job_name, _iso(r.fire_time), _status(r.status)]
+            detail = f"next attempt at {iso_utc(r.next_attempt_at)}; {r.error or ''}"
+        head = [r.job_name, iso_utc(r.fire_time), _status(r.status)]
         if not item.attempts:  # missed / skipped: never attempted
             table.add_row(*head, "-", "-", "-", _second(r.started_at), "-", "-", "-", detail)
             continue
@@ -272,7 +268,7 @@ def run_cmd(
     )
     if report.outcome == Outcome.SUCCEEDED and report.note:
         message += f": {report.note}"
-    typer.echo(f"{job.name} @ {_iso(fire_time)}: {message}")
+    typer.echo(f"{job.name} @ {iso_utc(fire_time)}: {message}")
     if report.outcome in (Outcome.FAILED, Outcome.RUNNING_ELSEWHERE):
         raise typer.Exit(1)
 

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from campaigns.contracts import load_world
+from campaigns.times import iso_utc, parse_time
 from jobs.cli.context import app_context
-from jobs.cli.output import console, err_console, iso_utc, print_json
-from jobs.cli.times import parse_time
+from jobs.cli.output import console, err_console, print_json
 from jobs.model_service import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from jobs.model_tuning import tune_train_register, tuned_params
 from recommender.evaluation import METRICS

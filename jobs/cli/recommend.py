@@ -12,10 +12,10 @@ from pathlib import Path
 
 import typer
 
+from campaigns.times import iso_utc, parse_time
 from jobs import campaign_service
 from jobs.cli.context import app_context
-from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
-from jobs.cli.times import parse_time
+from jobs.cli.output import console, err_console, frame_records, print_json, table
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from campaigns.contracts import find_table
+from campaigns.specs import DEFAULT_ALPHA
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
 from recommender.errors import UserError
@@ -125,10 +125,6 @@ def _with_ci(value: float, low: float, high: float, scale: float, sign: str) -> 
     return f"{value * scale:{spec}}{ci}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
-
-
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
@@ -161,7 +157,7 @@ def register(app: typer.Typer) -> None:
             "(with --assignments; a campaign's come from its file).",
         ),
         alpha: float = typer.Option(
-            0.05, "--alpha", min=1e-6, max=0.5, help="Significance level; intervals are 1 - alpha."
+            DEFAULT_ALPHA, "--alpha", min=1e-6, max=0.5, help="Significance level; intervals are 1 - alpha."
         ),
         title: str | None = typer.Option(None, "--title", help="Report title."),
         html: Path | None = typer.Option(None, "--html", help="Write the HTML report here."),
@@ -247,7 +243,7 @@ def register(app: typer.Typer) -> None:
                 return run_writers[kind](run_result, path)
 
         if html is None and json_out is None and csv_out is None:
-            base = Path(settings.var_dir) / "reports" / _slug(name)
+            base = settings.report_base(name)
             html, json_out = base.with_suffix(".html"), base.with_suffix(".json")
         for path, kind in ((html, "html"), (json_out, "json"), (csv_out, "csv")):
             if path is not None:
