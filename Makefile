@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ demo: $(STAMP)
 	@$(BIN)/mktg users add $(DEMO_USER) --roles ops,crm,analyst,admin --password $(DEMO_PASSWORD) 2>/dev/null || true
 	@echo "console: start it with '$(BIN)/mktg serve', open http://127.0.0.1:8000/ and log in as $(DEMO_USER) / $(DEMO_PASSWORD)"
 
-test: $(STAMP)
+# Enforced on every `make test` (and so in CI): lint and format, the layering contract, types.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 test-fast: $(STAMP)

@@ -15,7 +15,7 @@ def ensure_world(directory: Path, customers: int, seed: int) -> dict[str, Any]:
     """Generate a synthetic world into ``directory`` unless one is there (written aside, then renamed)."""
     if (directory / "customers.parquet").exists() and (directory / "ground_truth.json").exists():
         return {"generated": False}
-    from campaigns.synthetic import generate_world
+    from campaigns.demo.synthetic import generate_world
 
     print(f"generating a synthetic world of {customers:,} customers into {directory} ...", flush=True)
     started = time.perf_counter()
@@ -37,6 +37,13 @@ def machine_info() -> dict[str, Any]:
         except OSError:
             return ""
 
-    model = next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")), "")
-    return {"cpu": model, "cores": os.cpu_count(), "memory": (run("free", "-h").splitlines() or ["", ""])[1],
-            "load_average": os.getloadavg(), "python": sys.version.split()[0]}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")), ""
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory": (run("free", "-h").splitlines() or ["", ""])[1],
+        "load_average": os.getloadavg(),
+        "python": sys.version.split()[0],
+    }

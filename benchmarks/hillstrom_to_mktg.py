@@ -20,7 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared/data/hillstrom-email-campaign/hillstrom_2008_email_campaign.csv"
+DEFAULT_SOURCE = (
+    Path(__file__).resolve().parents[2] / "shared/data/hillstrom-email-campaign/hillstrom_2008_email_campaign.csv"
+)
 CONTROL_ARM = "No E-Mail"
 
 
@@ -28,7 +30,11 @@ def convert(source: Path | str, out_dir: Path | str) -> dict[str, Path]:
     """Write the assignments, conversions and visits files; return their paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = pl.read_csv(source, schema_overrides={"spend": pl.Float64, "history": pl.Float64}).with_row_index("customer_id", offset=1).with_columns(pl.col("customer_id").cast(pl.String))
+    raw = (
+        pl.read_csv(source, schema_overrides={"spend": pl.Float64, "history": pl.Float64})
+        .with_row_index("customer_id", offset=1)
+        .with_columns(pl.col("customer_id").cast(pl.String))
+    )
     segment = pl.col("history_segment")  # last year's spend band, e.g. "2) $100 - $200" (the prefix sorts them)
     paths = {
         "assignments": out_dir / "hillstrom_assignments.csv",
@@ -36,7 +42,9 @@ def convert(source: Path | str, out_dir: Path | str) -> dict[str, Path]:
         "visits": out_dir / "hillstrom_visits.csv",
     }
     raw.select("customer_id", pl.col("segment").alias("arm"), segment.alias("segment")).write_csv(paths["assignments"])
-    raw.filter(pl.col("conversion") == 1).select("customer_id", pl.col("spend").alias("amount")).write_csv(paths["conversions"])
+    raw.filter(pl.col("conversion") == 1).select("customer_id", pl.col("spend").alias("amount")).write_csv(
+        paths["conversions"]
+    )
     raw.filter(pl.col("visit") == 1).select("customer_id").write_csv(paths["visits"])
     return paths
 

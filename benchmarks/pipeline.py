@@ -8,7 +8,7 @@ Generates (or reuses) a synthetic world of N customers, then measures, each repe
   directly on the same matrix (the reference for our per-iteration time, not counted in the total), LightFM,
   popularity, evaluation (time split: refit on the earlier events, rank the test customers, metrics) and
   saving/registering the models. The models of the first repeat stay registered for the campaign runs.
-* one campaign run with those models in place (``jobs.pipeline.run``, the scheduler's code path): load +
+* one campaign run with those models in place (``jobs.campaign_service.run``, the scheduler's code path): load +
   validate, segments, load models, contact history, eligibility, arm assignment, ranking within segments for
   every audience customer, allocation, export files, database write. After each repeat the run's rows and
   files are deleted, so every repeat does the same work.
@@ -37,10 +37,11 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from common import ensure_world, machine_info
 
@@ -49,10 +50,27 @@ OUT = ROOT / "benchmarks" / "out"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
 ALS_FACTORS, ALS_ITERATIONS = 64, 15
-CAMPAIGN_STAGES = ("load + validate", "segments", "load models", "contact history", "eligibility", "arms", "rank",
-                   "allocation", "export", "database")
-REFRESH_STAGES = ("load + validate", "interactions", "train ALS 64x15", "train LightFM", "train popularity",
-                  "save + register", "evaluation")
+CAMPAIGN_STAGES = (
+    "load + validate",
+    "segments",
+    "load models",
+    "contact history",
+    "eligibility",
+    "arms",
+    "rank",
+    "allocation",
+    "export",
+    "database",
+)
+REFRESH_STAGES = (
+    "load + validate",
+    "interactions",
+    "train ALS 64x15",
+    "train LightFM",
+    "train popularity",
+    "save + register",
+    "evaluation",
+)
 REFERENCE_STAGES = ("implicit ALS direct",)  # measured in the refresh child, not part of its total
 
 
@@ -69,7 +87,7 @@ def maxrss_mb() -> float:
 
 
 class StageRecorder:
-    """``with recorder("name"): ...`` records wall seconds and peak RSS; also a ``campaigns.runs.Stage``."""
+    """``with recorder("name"): ...`` records wall seconds and peak RSS; also a ``campaigns.campaign_run.Stage``."""
 
     def __init__(self, interval: float = 0.005):
         self.stages: list[dict[str, Any]] = []
@@ -114,7 +132,9 @@ def bench_config(work: Path, *, campaign: str, customers: int, audience_share: f
         als = tomllib.load(fh)["models"]["als"]
     start = models.index("[models.als]")
     end = models.index("\n[", start + 1)
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in {**als, "factors": ALS_FACTORS, "iterations": ALS_ITERATIONS}.items())
+    body = "\n".join(
+        f"{k} = {json.dumps(v)}" for k, v in {**als, "factors": ALS_FACTORS, "iterations": ALS_ITERATIONS}.items()
+    )
     (config / "models.toml").write_text(models[:start] + "[models.als]\n" + body + "\n" + models[end:])
 
     source = config / "campaigns" / f"{campaign}.toml"
@@ -147,17 +167,25 @@ def _toml(spec: dict[str, Any]) -> str:
 
 def child_env(work: Path, data: Path, database_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"MKTG_CONFIG_DIR": str(work / "config"), "MKTG_DATABASE_URL": database_url,
-                "MKTG_VAR_DIR": str(work / "var"), "MKTG_DATA_DIR": str(data), "MKTG_THREADS": "2",
-                "PYTHONPATH": str(ROOT)})
+    env.update(
+        {
+            "MKTG_CONFIG_DIR": str(work / "config"),
+            "MKTG_DATABASE_URL": database_url,
+            "MKTG_VAR_DIR": str(work / "var"),
+            "MKTG_DATA_DIR": str(data),
+            "MKTG_THREADS": "2",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
 def run_child(kind: str, work: Path, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
     out = work / f"{kind}-child.json"
     out.unlink(missing_ok=True)
-    subprocess.run([sys.executable, __file__, "--child", kind, "--child-out", str(out), *extra], env=env, check=True,
-                   cwd=ROOT)
+    subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--child-out", str(out), *extra], env=env, check=True, cwd=ROOT
+    )
     return json.loads(out.read_text())
 
 
@@ -194,7 +222,7 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models, load_models_config, load_segment_rules, prepare, save_and_register
+    from jobs.model_service import evaluate_models, load_models_config, load_segment_rules, prepare, save_and_register
     from jobs.settings import load_events, load_settings
 
     imports = time.perf_counter() - started
@@ -211,20 +239,30 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
 
     matrix = training.interactions.matrix.astype(np.float32)
     models = {}
-    for name, stage in (("als", "train ALS 64x15"), ("lightfm_warp", "train LightFM"), ("popularity", "train popularity")):
+    for name, stage in (
+        ("als", "train ALS 64x15"),
+        ("lightfm_warp", "train LightFM"),
+        ("popularity", "train popularity"),
+    ):
         model = config.build(name)
         if name == "lightfm_warp" and os.environ.get("BENCH_LIGHTFM_EPOCHS"):
             model.epochs = int(os.environ["BENCH_LIGHTFM_EPOCHS"])
         with record(stage):
-            model.fit(training.interactions, customers=training.segments, offers=training.products,
-                      threads=settings.threads)
+            model.fit(
+                training.interactions, customers=training.segments, offers=training.products, threads=settings.threads
+            )
         models[name] = model
         if name == "als":  # the reference, right after ours on the same matrix; not part of the refresh total
             paused = time.perf_counter()
             with record("implicit ALS direct"), threadpool_limits(1, "blas"):
-                AlternatingLeastSquares(factors=model.factors, regularization=model.regularization, alpha=model.alpha,
-                                        iterations=model.iterations, random_state=model.random_state,
-                                        num_threads=settings.threads).fit(matrix, show_progress=False)
+                AlternatingLeastSquares(
+                    factors=model.factors,
+                    regularization=model.regularization,
+                    alpha=model.alpha,
+                    iterations=model.iterations,
+                    random_state=model.random_state,
+                    num_threads=settings.threads,
+                ).fit(matrix, show_progress=False)
             t0 += time.perf_counter() - paused
     with record("save + register"):  # before the evaluation, so campaign runs can start early (no metrics)
         if os.environ.get("BENCH_REGISTER") == "1":
@@ -239,16 +277,23 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
     total = time.perf_counter() - t0
     als = models["als"]
     record.close()
-    return {"imports_seconds": imports, "total_seconds": total, "peak_rss_mb": maxrss_mb(), "stages": record.stages,
-            "interactions": {"customers": matrix.shape[0], "offers": matrix.shape[1], "nnz": int(matrix.nnz)},
-            "metrics": metrics, "als_iterations": als.iterations, "lightfm_epochs": models["lightfm_warp"].epochs}
+    return {
+        "imports_seconds": imports,
+        "total_seconds": total,
+        "peak_rss_mb": maxrss_mb(),
+        "stages": record.stages,
+        "interactions": {"customers": matrix.shape[0], "offers": matrix.shape[1], "nnz": int(matrix.nnz)},
+        "metrics": metrics,
+        "als_iterations": als.iterations,
+        "lightfm_epochs": models["lightfm_warp"].epochs,
+    }
 
 
 def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, Any]:
     import polars as pl
 
     from campaigns.db.session import make_engine
-    from jobs.pipeline import run
+    from jobs.campaign_service import run
     from jobs.settings import load_events, load_settings
 
     imports = time.perf_counter() - started
@@ -257,8 +302,15 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
     engine = make_engine(settings.database_url)
     record = StageRecorder()
     t0 = time.perf_counter()
-    result = run(settings, events, campaign_id=campaign_id, data_dir=data, scheduled_for=_as_of(data).replace(hour=9),
-                 engine=engine, stage=record)
+    result = run(
+        settings,
+        events,
+        campaign_id=campaign_id,
+        data_dir=data,
+        scheduled_for=_as_of(data).replace(hour=9),
+        engine=engine,
+        stage=record,
+    )
     total = time.perf_counter() - t0
     record.close()
     engine.dispose()
@@ -267,11 +319,23 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
     export = result.export_dir
     rows = pl.concat([pl.read_csv(export / "targets.csv"), pl.read_csv(export / "control.csv")])
     digest = hashlib.sha256(
-        rows.select("customer_id", "offer_id", "offer_rank", "arm", pl.col("score").round(5)).sort(
-            "arm", "customer_id", "offer_rank").write_csv().encode()).hexdigest()
-    return {"imports_seconds": imports, "total_seconds": total, "peak_rss_mb": maxrss_mb(), "stages": record.stages,
-            "run_id": result.run_id, "export_dir": str(export), "rows": result.row_count,
-            "control_rows": result.control_count, "rows_per_arm": result.rows_per_arm, "targets_sha256": digest}
+        rows.select("customer_id", "offer_id", "offer_rank", "arm", pl.col("score").round(5))
+        .sort("arm", "customer_id", "offer_rank")
+        .write_csv()
+        .encode()
+    ).hexdigest()
+    return {
+        "imports_seconds": imports,
+        "total_seconds": total,
+        "peak_rss_mb": maxrss_mb(),
+        "stages": record.stages,
+        "run_id": result.run_id,
+        "export_dir": str(export),
+        "rows": result.row_count,
+        "control_rows": result.control_count,
+        "rows_per_arm": result.rows_per_arm,
+        "targets_sha256": digest,
+    }
 
 
 # --- summary -------------------------------------------------------------------------------------------------
@@ -279,6 +343,7 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
 
 def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Median per stage over the repeats; 'other' is the run total minus its stages."""
+
     def med(values: list[float]) -> float:
         return statistics.median(values) if values else 0.0
 
@@ -289,15 +354,26 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
         if not rows:
             continue
         seconds = med([s["seconds"] for s in rows]) * (len(rows) / len(runs))  # several per run: summed
-        stages[name] = {"seconds": seconds, "peak_rss_mb": med([s["peak_rss_mb"] for s in rows]),
-                        "share": seconds / total if total and name not in extra else None,
-                        "runs": [s["seconds"] for s in rows]}
+        stages[name] = {
+            "seconds": seconds,
+            "peak_rss_mb": med([s["peak_rss_mb"] for s in rows]),
+            "share": seconds / total if total and name not in extra else None,
+            "runs": [s["seconds"] for s in rows],
+        }
     counted = sum(v["seconds"] for k, v in stages.items() if k not in extra)
-    stages["other"] = {"seconds": max(total - counted, 0.0), "peak_rss_mb": None,
-                       "share": max(total - counted, 0.0) / total if total else None, "runs": []}
-    return {"total_seconds": total, "total_runs": [r["total_seconds"] for r in runs],
-            "peak_rss_mb": med([r["peak_rss_mb"] for r in runs]), "imports_seconds": med([r["imports_seconds"] for r in runs]),
-            "stages": stages}
+    stages["other"] = {
+        "seconds": max(total - counted, 0.0),
+        "peak_rss_mb": None,
+        "share": max(total - counted, 0.0) / total if total else None,
+        "runs": [],
+    }
+    return {
+        "total_seconds": total,
+        "total_runs": [r["total_seconds"] for r in runs],
+        "peak_rss_mb": med([r["peak_rss_mb"] for r in runs]),
+        "imports_seconds": med([r["imports_seconds"] for r in runs]),
+        "stages": stages,
+    }
 
 
 def print_table(title: str, summary: dict[str, Any]) -> None:
@@ -305,15 +381,30 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column, justify in (("stage", "left"), ("median s", "right"), ("share", "right"), ("peak RSS MiB", "right"),
-                            ("runs (s)", "left")):
+    for column, justify in (
+        ("stage", "left"),
+        ("median s", "right"),
+        ("share", "right"),
+        ("peak RSS MiB", "right"),
+        ("runs (s)", "left"),
+    ):
         table.add_column(column, justify=justify)
     for name, s in summary["stages"].items():
-        table.add_row(name, f"{s['seconds']:.2f}", f"{s['share']:.0%}" if s["share"] is not None else "-",
-                      f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] is not None else "-",
-                      ", ".join(f"{v:.2f}" for v in s["runs"]))
-    table.add_row("total", f"{summary['total_seconds']:.2f}", "100%", f"{summary['peak_rss_mb']:,.0f}",
-                  ", ".join(f"{v:.2f}" for v in summary["total_runs"]), style="bold")
+        table.add_row(
+            name,
+            f"{s['seconds']:.2f}",
+            f"{s['share']:.0%}" if s["share"] is not None else "-",
+            f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] is not None else "-",
+            ", ".join(f"{v:.2f}" for v in s["runs"]),
+        )
+    table.add_row(
+        "total",
+        f"{summary['total_seconds']:.2f}",
+        "100%",
+        f"{summary['peak_rss_mb']:,.0f}",
+        ", ".join(f"{v:.2f}" for v in summary["total_runs"]),
+        style="bold",
+    )
     Console().print(table)
 
 
@@ -321,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--data", type=Path, help="world directory (default benchmarks/out/world-<N>; generated if absent)")
+    parser.add_argument(
+        "--data", type=Path, help="world directory (default benchmarks/out/world-<N>; generated if absent)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, help="output JSON (default benchmarks/out/pipeline-<N>.json)")
@@ -340,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     data = (args.data or OUT / f"world-{args.customers}").resolve()
 
     if args.child:
-        result = (child_refresh(data, started) if args.child == "refresh"
-                  else child_campaign(data, started, args.campaign_id))
+        result = (
+            child_refresh(data, started) if args.child == "refresh" else child_campaign(data, started, args.campaign_id)
+        )
         args.child_out.write_text(json.dumps(result, indent=2, default=str))
         return 0
 
@@ -349,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
     world = ensure_world(data, args.customers, args.seed)
-    campaign_id = bench_config(work, campaign=args.campaign, customers=args.customers, audience_share=args.audience_share)
+    campaign_id = bench_config(
+        work, campaign=args.campaign, customers=args.customers, audience_share=args.audience_share
+    )
     env = child_env(work, data, database_url)
     env["BENCH_EVALUATE"] = "0" if args.skip_evaluation else "1"
     if args.lightfm_epochs:
@@ -363,20 +459,37 @@ def main(argv: list[str] | None = None) -> int:
     refresh_runs = []
     if not args.skip_refresh:
         for index in range(args.refresh_repeat or args.repeat):
-            refresh_runs.append(run_child("refresh", work, {**env, "BENCH_REGISTER": "1" if index == 0 else "0"},
-                                          ["--data", str(data), "--customers", str(args.customers)]))
+            refresh_runs.append(
+                run_child(
+                    "refresh",
+                    work,
+                    {**env, "BENCH_REGISTER": "1" if index == 0 else "0"},
+                    ["--data", str(data), "--customers", str(args.customers)],
+                )
+            )
     campaign_runs = []
     for _ in range(0 if args.skip_campaign else args.repeat):
-        result = run_child("campaign", work, env, ["--data", str(data), "--customers", str(args.customers),
-                                                   "--campaign-id", campaign_id])
+        result = run_child(
+            "campaign",
+            work,
+            env,
+            ["--data", str(data), "--customers", str(args.customers), "--campaign-id", campaign_id],
+        )
         result["database_rows"] = delete_run(database_url, result["run_id"], result["export_dir"])
         campaign_runs.append(result)
 
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, "benchmarks/pipeline.py", *(argv or sys.argv[1:])]),
-        "customers": args.customers, "data": str(data), "world": world, "repeat": args.repeat,
-        "database": database_url.split(":", 1)[0], "campaign": args.campaign, "audience_share": args.audience_share,
-        "machine": machine_info(), "load_average_start": load, "load_average_end": os.getloadavg(),
+        "customers": args.customers,
+        "data": str(data),
+        "world": world,
+        "repeat": args.repeat,
+        "database": database_url.split(":", 1)[0],
+        "campaign": args.campaign,
+        "audience_share": args.audience_share,
+        "machine": machine_info(),
+        "load_average_start": load,
+        "load_average_end": os.getloadavg(),
         "when": datetime.now().isoformat(timespec="seconds"),
     }
     if refresh_runs:
@@ -392,15 +505,22 @@ def main(argv: list[str] | None = None) -> int:
     if campaign_runs:
         campaign = summarise(campaign_runs, CAMPAIGN_STAGES)
         digests = {r["targets_sha256"] for r in campaign_runs}
-        campaign.update(rows=campaign_runs[0]["rows"], control_rows=campaign_runs[0]["control_rows"],
-                        rows_per_arm=campaign_runs[0]["rows_per_arm"], targets_sha256=sorted(digests),
-                        database_rows=campaign_runs[0]["database_rows"],
-                        identical_target_lists=len(digests) == 1)
+        campaign.update(
+            rows=campaign_runs[0]["rows"],
+            control_rows=campaign_runs[0]["control_rows"],
+            rows_per_arm=campaign_runs[0]["rows_per_arm"],
+            targets_sha256=sorted(digests),
+            database_rows=campaign_runs[0]["database_rows"],
+            identical_target_lists=len(digests) == 1,
+        )
         report["campaign_run"] = {**campaign, "raw": campaign_runs}
-        print_table(f"campaign run '{campaign_id}', {args.customers:,} customers (median of {len(campaign_runs)})",
-                    campaign)
-        print(f"target list: {campaign['rows']:,} rows ({campaign['control_rows']:,} control), "
-              f"identical across repeats: {campaign['identical_target_lists']}, sha256 {sorted(digests)[0][:16]}")
+        print_table(
+            f"campaign run '{campaign_id}', {args.customers:,} customers (median of {len(campaign_runs)})", campaign
+        )
+        print(
+            f"target list: {campaign['rows']:,} rows ({campaign['control_rows']:,} control), "
+            f"identical across repeats: {campaign['identical_target_lists']}, sha256 {sorted(digests)[0][:16]}"
+        )
     print(f"load average: start {load[0]:.2f}, end {os.getloadavg()[0]:.2f}")
     kind = "-refresh" if args.skip_campaign else "-campaign" if args.skip_refresh else ""
     path = args.json or OUT / f"pipeline-{args.customers}{kind}.json"

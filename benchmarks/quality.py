@@ -70,8 +70,9 @@ def fit_rank(task: ValidationTask, kind: str, params: dict[str, Any]) -> tuple[p
     started = time.perf_counter()
     model = build_model(kind, params)
     model.fit(task.train, customers=task.train_customers, offers=task.offers, threads=THREADS, history=task.history)
-    recs = rank_within_segments(model, customers=task.customers, allowed=task.allowed, held=task.held, k=task.k,
-                                unknown_offers="ignore")
+    recs = rank_within_segments(
+        model, customers=task.customers, allowed=task.allowed, held=task.held, k=task.k, unknown_offers="ignore"
+    )
     return recs, time.perf_counter() - started
 
 
@@ -80,34 +81,64 @@ def scored(task: ValidationTask, recs: pl.DataFrame) -> tuple[dict[str, float], 
     return result.overall, per_customer_metrics(recs, task.relevant, k=task.k)
 
 
-def tune_and_test(validation: ValidationTask, test: ValidationTask, names: list[str], *, metric: str, budget: float,
-                  overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def tune_and_test(
+    validation: ValidationTask,
+    test: ValidationTask,
+    names: list[str],
+    *,
+    metric: str,
+    budget: float,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Per model: search on ``validation`` within ``budget`` s, then test the defaults and the winner."""
     rows: dict[str, Any] = {}
     for name in names:
         kind, defaults, space = configured(name, **(overrides or {}).get(name, {}))
-        found = search(validation, name=name, kind=kind, defaults=defaults, space=space, metric=metric, n_trials=40,
-                       budget_seconds=budget, threads=THREADS, seed=SEED)
+        found = search(
+            validation,
+            name=name,
+            kind=kind,
+            defaults=defaults,
+            space=space,
+            metric=metric,
+            n_trials=40,
+            budget_seconds=budget,
+            threads=THREADS,
+            seed=SEED,
+        )
         for setting, params in (("default", defaults), ("tuned", found.best_params)):
             if setting == "tuned" and not space:
                 continue
             recs, seconds = fit_rank(test, kind, params)
             overall, per = scored(test, recs)
-            rows[f"{name}/{setting}"] = {"model": name, "setting": setting, "kind": kind, "params": params,
-                                         "fit_rank_s": round(seconds, 2), **overall, "per_customer": per,
-                                         "search": {"trials": len(found.trials), "seconds": found.seconds,
-                                                    "validation": found.best_value,
-                                                    "validation_default": found.default_value}}
+            rows[f"{name}/{setting}"] = {
+                "model": name,
+                "setting": setting,
+                "kind": kind,
+                "params": params,
+                "fit_rank_s": round(seconds, 2),
+                **overall,
+                "per_customer": per,
+                "search": {
+                    "trials": len(found.trials),
+                    "seconds": found.seconds,
+                    "validation": found.best_value,
+                    "validation_default": found.default_value,
+                },
+            }
             print_row(rows[f"{name}/{setting}"])
     return rows
 
 
 def print_row(row: dict[str, Any]) -> None:
     s = row.get("search", {})
-    print(f"  {row['model']:<22} {row['setting']:<8} p {row['precision']:.4f} r {row['recall']:.4f} "
-          f"map {row['map']:.4f} ndcg {row['ndcg']:.4f} cov {row['coverage']:.3f}"
-          + (f"  gt_ndcg {row['gt_ndcg']:.4f}" if "gt_ndcg" in row else "")
-          + (f"  ({s['trials']} trials, {s['seconds']:.0f} s)" if s else ""), flush=True)
+    print(
+        f"  {row['model']:<22} {row['setting']:<8} p {row['precision']:.4f} r {row['recall']:.4f} "
+        f"map {row['map']:.4f} ndcg {row['ndcg']:.4f} cov {row['coverage']:.3f}"
+        + (f"  gt_ndcg {row['gt_ndcg']:.4f}" if "gt_ndcg" in row else "")
+        + (f"  ({s['trials']} trials, {s['seconds']:.0f} s)" if s else ""),
+        flush=True,
+    )
 
 
 def compare(rows: dict[str, Any], *, baseline: str, metrics: tuple[str, ...]) -> dict[str, Any]:
@@ -116,9 +147,17 @@ def compare(rows: dict[str, Any], *, baseline: str, metrics: tuple[str, ...]) ->
     for key, row in rows.items():
         if key == baseline:
             continue
-        out[key] = {m: paired_difference(row["per_customer"], rows[baseline]["per_customer"], metric=m,
-                                         model_name=key, baseline_name=baseline, seed=SEED).to_dict()
-                    for m in metrics}
+        out[key] = {
+            m: paired_difference(
+                row["per_customer"],
+                rows[baseline]["per_customer"],
+                metric=m,
+                model_name=key,
+                baseline_name=baseline,
+                seed=SEED,
+            ).to_dict()
+            for m in metrics
+        }
     return out
 
 
@@ -128,14 +167,23 @@ def strip(rows: dict[str, Any]) -> dict[str, Any]:
 
 # --- ratings data sets (MovieLens 100K, MovieLens latest-small) -------------------------------------------------
 def read_ml100k() -> pl.DataFrame:
-    return pl.read_csv(DATA / "movielens-100k" / "u.data", separator="\t", has_header=False,
-                       new_columns=["user", "item", "rating", "ts"],
-                       schema_overrides=[pl.String, pl.String, pl.Float64, pl.Int64])
+    return pl.read_csv(
+        DATA / "movielens-100k" / "u.data",
+        separator="\t",
+        has_header=False,
+        new_columns=["user", "item", "rating", "ts"],
+        schema_overrides=[pl.String, pl.String, pl.Float64, pl.Int64],
+    )
 
 
 def read_mlsmall(path: Path) -> pl.DataFrame:
-    return pl.read_csv(path, has_header=False, skip_rows=1, new_columns=["user", "item", "rating", "ts"],
-                       schema_overrides=[pl.String, pl.String, pl.Float64, pl.Int64])
+    return pl.read_csv(
+        path,
+        has_header=False,
+        skip_rows=1,
+        new_columns=["user", "item", "rating", "ts"],
+        schema_overrides=[pl.String, pl.String, pl.Float64, pl.Int64],
+    )
 
 
 def ratings_task(before: pl.DataFrame, after: pl.DataFrame, *, k: int = 10) -> ValidationTask:
@@ -144,24 +192,34 @@ def ratings_task(before: pl.DataFrame, after: pl.DataFrame, *, k: int = 10) -> V
     users = IdMap.from_sorted(train["user"], name=Columns.Customer)
     items = IdMap.from_sorted(train["item"], name=Columns.Product)
     pairs = train.select(pl.col("user").alias(Columns.Customer), pl.col("item").alias(Columns.Product))
-    matrix = InteractionMatrix.from_frame(pairs.with_columns(pl.lit(1.0).alias(Columns.Weight)), customers=users,
-                                          products=items)
-    relevant = (after.filter(pl.col("rating") >= 4).select(pl.col("user").alias(Columns.Customer),
-                                                           pl.col("item").alias(Columns.Offer)).unique()
-                .join(pairs.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti")
-                .filter(pl.col(Columns.Customer).is_in(users.external_ids.implode())))
+    matrix = InteractionMatrix.from_frame(
+        pairs.with_columns(pl.lit(1.0).alias(Columns.Weight)), customers=users, products=items
+    )
+    relevant = (
+        after.filter(pl.col("rating") >= 4)
+        .select(pl.col("user").alias(Columns.Customer), pl.col("item").alias(Columns.Offer))
+        .unique()
+        .join(pairs.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti")
+        .filter(pl.col(Columns.Customer).is_in(users.external_ids.implode()))
+    )
     everyone = pl.DataFrame({Columns.Customer: users.external_ids, Columns.Segment: "all"})
     return ValidationTask(
-        train=matrix, train_customers=everyone, offers=pl.DataFrame({Columns.Product: items.external_ids}),
+        train=matrix,
+        train_customers=everyone,
+        offers=pl.DataFrame({Columns.Product: items.external_ids}),
         customers=everyone.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi"),
-        allowed=pl.DataFrame({Columns.Segment: "all", Columns.Offer: items.external_ids}), held=pairs,
-        relevant=relevant, k=k)
+        allowed=pl.DataFrame({Columns.Segment: "all", Columns.Offer: items.external_ids}),
+        held=pairs,
+        relevant=relevant,
+        k=k,
+    )
 
 
 def last_share_per_user(ratings: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(earlier, later): each user's last ``share`` of ratings by time (at least one) is ``later``."""
     ranked = ratings.sort("user", "ts", "item").with_columns(
-        pl.int_range(pl.len()).over("user").alias("_i"), pl.len().over("user").alias("_n"))
+        pl.int_range(pl.len()).over("user").alias("_i"), pl.len().over("user").alias("_n")
+    )
     later = pl.col("_i") >= pl.col("_n") - pl.max_horizontal(pl.lit(1), (pl.col("_n") * share).floor().cast(pl.Int64))
     return ranked.filter(~later).drop("_i", "_n"), ranked.filter(later).drop("_i", "_n")
 
@@ -175,50 +233,87 @@ def time_splits(ratings: pl.DataFrame, share: float = 0.2) -> tuple[ValidationTa
     return ratings_task(fit, valid), ratings_task(train, test), info
 
 
-def rectools_side(workdir: Path, phase: str, task: ValidationTask, spec: dict[str, Any], python: Path) -> dict[str, Any]:
+def rectools_side(
+    workdir: Path, phase: str, task: ValidationTask, spec: dict[str, Any], python: Path
+) -> dict[str, Any]:
     """Run RecTools on ``task`` in its venv; returns name -> (overall metrics, per-customer frame, seconds)."""
     workdir.mkdir(parents=True, exist_ok=True)
     pairs = task.train.to_frame()
-    pl.DataFrame({"user": pairs[Columns.Customer], "item": pairs[Columns.Product], "weight": 1.0,
-                  "datetime": "2000-01-01"}).write_csv(workdir / f"{phase}_train.csv")
+    pl.DataFrame(
+        {"user": pairs[Columns.Customer], "item": pairs[Columns.Product], "weight": 1.0, "datetime": "2000-01-01"}
+    ).write_csv(workdir / f"{phase}_train.csv")
     pl.DataFrame({"user": task.customers[Columns.Customer]}).write_csv(workdir / f"{phase}_users.csv")
     pl.DataFrame({"item": task.offers[Columns.Product]}).write_csv(workdir / f"{phase}_items.csv")
-    subprocess.run([str(python), str(Path(__file__).with_name("quality_rectools_side.py")), str(workdir), phase,
-                    "--spec", json.dumps(spec), "--threads", str(THREADS), "--k", str(task.k)], check=True,
-                   env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    subprocess.run(
+        [
+            str(python),
+            str(Path(__file__).with_name("quality_rectools_side.py")),
+            str(workdir),
+            phase,
+            "--spec",
+            json.dumps(spec),
+            "--threads",
+            str(THREADS),
+            "--k",
+            str(task.k),
+        ],
+        check=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     times = json.loads((workdir / f"{phase}_times.json").read_text())
     out = {}
     for name in spec:
-        reco = pl.read_csv(workdir / f"{phase}_reco_{name}.csv", schema_overrides={"user": pl.String, "item": pl.String})
-        recs = reco.select(pl.col("user").alias(Columns.Customer), pl.col("item").alias(Columns.Offer),
-                           pl.col("rank").cast(pl.Int32).alias(Columns.Rank))
+        reco = pl.read_csv(
+            workdir / f"{phase}_reco_{name}.csv", schema_overrides={"user": pl.String, "item": pl.String}
+        )
+        recs = reco.select(
+            pl.col("user").alias(Columns.Customer),
+            pl.col("item").alias(Columns.Offer),
+            pl.col("rank").cast(pl.Int32).alias(Columns.Rank),
+        )
         overall, per = scored(task, recs)
-        out[name] = {"model": f"rectools {name}", "setting": "rectools", "params": spec[name], **overall,
-                     "per_customer": per, "fit_rank_s": times[name]}
+        out[name] = {
+            "model": f"rectools {name}",
+            "setting": "rectools",
+            "params": spec[name],
+            **overall,
+            "per_customer": per,
+            "fit_rank_s": times[name],
+        }
     return out
 
 
-def ratings_benchmark(label: str, ratings: pl.DataFrame, *, budget: float, python: Path | None,
-                      models: list[str] | None = None) -> dict[str, Any]:
+def ratings_benchmark(
+    label: str, ratings: pl.DataFrame, *, budget: float, python: Path | None, models: list[str] | None = None
+) -> dict[str, Any]:
     validation, test, info = time_splits(ratings)
-    info.update(test_users=test.customers.height, test_pairs=test.relevant.height, items=test.offers.height,
-                validation_users=validation.customers.height)
+    info.update(
+        test_users=test.customers.height,
+        test_pairs=test.relevant.height,
+        items=test.offers.height,
+        validation_users=validation.customers.height,
+    )
     print(f"{label}: {info}", flush=True)
     identity = {"customer_features": False, "offer_features": False}
-    rows = tune_and_test(validation, test, models or RATINGS_MODELS, metric="ndcg", budget=budget,
-                         overrides={"lightfm_warp": identity})
+    rows = tune_and_test(
+        validation, test, models or RATINGS_MODELS, metric="ndcg", budget=budget, overrides={"lightfm_warp": identity}
+    )
     if python is not None:
         workdir = OUT / f"rectools-{label}"
         grid = {f"ease_{r:g}": {"model": "ease", "regularization": r} for r in EASE_GRID}
         picked = rectools_side(workdir, "validation", validation, grid, python)
         best_reg = max(EASE_GRID, key=lambda r: picked[f"ease_{r:g}"]["ndcg"])
-        spec = {"popular": {"model": "popular"},
-                "ease": {"model": "ease", "regularization": best_reg},
-                "als_64": {"model": "als", "factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15}}
+        spec = {
+            "popular": {"model": "popular"},
+            "ease": {"model": "ease", "regularization": best_reg},
+            "als_64": {"model": "als", "factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15},
+        }
         als_ours = rows.get("als/tuned", rows.get("als/default", {})).get("params")
         if als_ours:
-            spec["als_our_tuned"] = {"model": "als", **{k: als_ours[k] for k in ("factors", "regularization", "alpha",
-                                                                                "iterations")}}
+            spec["als_our_tuned"] = {
+                "model": "als",
+                **{k: als_ours[k] for k in ("factors", "regularization", "alpha", "iterations")},
+            }
         for name, row in rectools_side(workdir, "test", test, spec, python).items():
             rows[f"rectools/{name}"] = row
             print_row(row)
@@ -227,14 +322,27 @@ def ratings_benchmark(label: str, ratings: pl.DataFrame, *, budget: float, pytho
     ours = [k for k in rows if not k.startswith("rectools/")]
     best_ours = max((k for k in ours if k.endswith("/tuned")), key=lambda k: rows[k]["ndcg"])
     theirs = [k for k in rows if k.startswith("rectools/")]
-    result = {"info": info, "rows": strip(rows), "baseline": popularity, "best_ours": best_ours,
-              "versus_popularity": compare(rows, baseline=popularity, metrics=("ndcg", "map"))}
+    result = {
+        "info": info,
+        "rows": strip(rows),
+        "baseline": popularity,
+        "best_ours": best_ours,
+        "versus_popularity": compare(rows, baseline=popularity, metrics=("ndcg", "map")),
+    }
     if theirs:
         best_theirs = max(theirs, key=lambda k: rows[k]["ndcg"])
         result["best_rectools"] = best_theirs
-        result["ours_vs_rectools"] = {m: paired_difference(rows[best_ours]["per_customer"], rows[best_theirs]["per_customer"],
-                                                           metric=m, model_name=best_ours, baseline_name=best_theirs,
-                                                           seed=SEED).to_dict() for m in ("ndcg", "map")}
+        result["ours_vs_rectools"] = {
+            m: paired_difference(
+                rows[best_ours]["per_customer"],
+                rows[best_theirs]["per_customer"],
+                metric=m,
+                model_name=best_ours,
+                baseline_name=best_theirs,
+                seed=SEED,
+            ).to_dict()
+            for m in ("ndcg", "map")
+        }
         rt_pop = rows["rectools/popular"]["ndcg"]
         result["ratios_to_rectools_popular"] = {k: rows[k]["ndcg"] / rt_pop for k in rows}
     summary(label, result)
@@ -246,12 +354,18 @@ def summary(label: str, result: dict[str, Any]) -> None:
     print(f"  {label}: best popularity = {base}; paired 95% intervals of NDCG difference:", flush=True)
     for key, cmp_ in result["versus_popularity"].items():
         d = cmp_["ndcg"]
-        print(f"    {key:<28} ratio {d['ratio']:.3f}  diff {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-              f"  {'beats' if d['beats_baseline'] else 'does not beat'} popularity", flush=True)
+        print(
+            f"    {key:<28} ratio {d['ratio']:.3f}  diff {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+            f"  {'beats' if d['beats_baseline'] else 'does not beat'} popularity",
+            flush=True,
+        )
     if "ours_vs_rectools" in result:
         d = result["ours_vs_rectools"]["ndcg"]
-        print(f"    ours {result['best_ours']} vs {result['best_rectools']}: diff {d['difference']:+.4f} "
-              f"[{d['low']:+.4f}, {d['high']:+.4f}]", flush=True)
+        print(
+            f"    ours {result['best_ours']} vs {result['best_rectools']}: diff {d['difference']:+.4f} "
+            f"[{d['low']:+.4f}, {d['high']:+.4f}]",
+            flush=True,
+        )
 
 
 # --- Santander --------------------------------------------------------------------------------------------------
@@ -260,9 +374,21 @@ SANTANDER_SEGMENTS = {
         "passthrough": ["segmento", "activity", "sexo"],
         "extra_columns": False,
         "bands": {
-            "age_band": {"column": "age", "edges": [25, 35, 45, 60], "labels": ["<25", "25-34", "35-44", "45-59", "60+"]},
-            "income_band": {"column": "income", "edges": [60000, 100000, 160000], "labels": ["low", "mid", "upper", "high"]},
-            "tenure_band": {"column": "tenure_months", "edges": [12, 60, 150], "labels": ["new", "1-5y", "5-12y", "12y+"]},
+            "age_band": {
+                "column": "age",
+                "edges": [25, 35, 45, 60],
+                "labels": ["<25", "25-34", "35-44", "45-59", "60+"],
+            },
+            "income_band": {
+                "column": "income",
+                "edges": [60000, 100000, 160000],
+                "labels": ["low", "mid", "upper", "high"],
+            },
+            "tenure_band": {
+                "column": "tenure_months",
+                "edges": [12, 60, 150],
+                "labels": ["new", "1-5y", "5-12y", "12y+"],
+            },
         },
     },
     "segment": [
@@ -276,12 +402,15 @@ SANTANDER_SEGMENTS = {
 SANTANDER_FILE = DATA / "santander-product-recommendation" / "train_ver2_first9999rows.csv"
 
 
-def _holdout_per_customer(frame: pl.DataFrame, *, n: int, min_left: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _holdout_per_customer(
+    frame: pl.DataFrame, *, n: int, min_left: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Hide ``n`` random rows per customer who keeps at least ``min_left``: (kept, hidden)."""
     rng = np.random.default_rng(seed)
     shuffled = frame.with_columns(pl.Series("_r", rng.random(frame.height))).sort(Columns.Customer, "_r")
-    ranked = shuffled.with_columns(pl.int_range(pl.len()).over(Columns.Customer).alias("_i"),
-                                   pl.len().over(Columns.Customer).alias("_n"))
+    ranked = shuffled.with_columns(
+        pl.int_range(pl.len()).over(Columns.Customer).alias("_i"), pl.len().over(Columns.Customer).alias("_n")
+    )
     hide = (pl.col("_i") < n) & (pl.col("_n") - n >= min_left)
     return ranked.filter(~hide).drop("_r", "_i", "_n"), ranked.filter(hide).drop("_r", "_i", "_n")
 
@@ -291,18 +420,26 @@ def _santander_frames() -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     products = [c for c in raw.columns if c.startswith("ind_") and c.endswith("_ult1")]
     num = lambda c: pl.col(c).str.strip_chars().cast(pl.Float64, strict=False)  # noqa: E731
     customers = raw.select(
-        pl.col("ncodpers").str.strip_chars().alias(Columns.Customer), num("age").alias("age"),
-        num("renta").alias("income"), num("antiguedad").alias("tenure_months"),
-        pl.col("segmento").str.strip_chars(), pl.col("ind_actividad_cliente").str.strip_chars().alias("activity"),
+        pl.col("ncodpers").str.strip_chars().alias(Columns.Customer),
+        num("age").alias("age"),
+        num("renta").alias("income"),
+        num("antiguedad").alias("tenure_months"),
+        pl.col("segmento").str.strip_chars(),
+        pl.col("ind_actividad_cliente").str.strip_chars().alias("activity"),
         pl.col("sexo").str.strip_chars(),
     )
-    held = raw.select(pl.col("ncodpers").str.strip_chars().alias(Columns.Customer), *products).unpivot(
-        index=Columns.Customer, variable_name=Columns.Product, value_name="flag"
-    ).filter(pl.col("flag").str.strip_chars() == "1").select(Columns.Customer, Columns.Product)
+    held = (
+        raw.select(pl.col("ncodpers").str.strip_chars().alias(Columns.Customer), *products)
+        .unpivot(index=Columns.Customer, variable_name=Columns.Product, value_name="flag")
+        .filter(pl.col("flag").str.strip_chars() == "1")
+        .select(Columns.Customer, Columns.Product)
+    )
     return customers, held, products
 
 
-def _santander_task(customers: pl.DataFrame, kept: pl.DataFrame, hidden: pl.DataFrame, products: list[str]) -> ValidationTask:
+def _santander_task(
+    customers: pl.DataFrame, kept: pl.DataFrame, hidden: pl.DataFrame, products: list[str]
+) -> ValidationTask:
     rules = SegmentRules.from_toml_dict(SANTANDER_SEGMENTS)
     segments = assign_segments(customers, rules, as_of=datetime(2015, 1, 28))
     segments = segments.join(customers.select(Columns.Customer, "age", "income", "tenure_months"), on=Columns.Customer)
@@ -313,9 +450,16 @@ def _santander_task(customers: pl.DataFrame, kept: pl.DataFrame, hidden: pl.Data
         products=IdMap.from_sorted(offers[Columns.Product], name=Columns.Product),
     )
     tested = segments.join(hidden.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
-    return ValidationTask(train=matrix, train_customers=segments, offers=offers, customers=tested,
-                          allowed=rules.allowed_offers(offers), held=kept,
-                          relevant=hidden.rename({Columns.Product: Columns.Offer}), k=7)
+    return ValidationTask(
+        train=matrix,
+        train_customers=segments,
+        offers=offers,
+        customers=tested,
+        allowed=rules.allowed_offers(offers),
+        held=kept,
+        relevant=hidden.rename({Columns.Product: Columns.Offer}),
+        k=7,
+    )
 
 
 def santander(*, budget: float) -> dict[str, Any]:
@@ -327,27 +471,38 @@ def santander(*, budget: float) -> dict[str, Any]:
     validation = _santander_task(customers, fit, valid, products)
     print(f"  {test.customers.height} test customers, {validation.customers.height} validation customers", flush=True)
     tags = ["segment", "age_band", "income_band", "tenure_band", "segmento", "activity", "sexo"]
-    overrides = {"lightfm_warp": {"customer_columns": tags, "min_weight": 0.0},
-                 "propensity": {"customer_columns": tags, "numeric_columns": ["age", "income", "tenure_months"]},
-                 "bpr": {"min_weight": 0.0}, "ease": {"min_weight": 0.0}, "itemknn": {"min_weight": 0.0}}
+    overrides = {
+        "lightfm_warp": {"customer_columns": tags, "min_weight": 0.0},
+        "propensity": {"customer_columns": tags, "numeric_columns": ["age", "income", "tenure_months"]},
+        "bpr": {"min_weight": 0.0},
+        "ease": {"min_weight": 0.0},
+        "itemknn": {"min_weight": 0.0},
+    }
     names = ["popularity_global", "popularity", "als", "ease", "itemknn", "lightfm_warp", "propensity"]
     rows = tune_and_test(validation, test, names, metric="map", budget=budget, overrides=overrides)
     baseline = max((k for k in rows if k.startswith("popularity")), key=lambda k: rows[k]["map"])
-    result = {"info": {"test_customers": test.customers.height}, "rows": strip(rows), "baseline": baseline,
-              "versus_popularity": compare(rows, baseline=baseline, metrics=("map", "ndcg"))}
+    result = {
+        "info": {"test_customers": test.customers.height},
+        "rows": strip(rows),
+        "baseline": baseline,
+        "versus_popularity": compare(rows, baseline=baseline, metrics=("map", "ndcg")),
+    }
     for key, cmp_ in result["versus_popularity"].items():
         d = cmp_["map"]
-        print(f"    {key:<28} MAP@7 diff {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
-              f"{'beats' if d['beats_baseline'] else 'does not beat'} {baseline}", flush=True)
+        print(
+            f"    {key:<28} MAP@7 diff {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+            f"{'beats' if d['beats_baseline'] else 'does not beat'} {baseline}",
+            flush=True,
+        )
     return result
 
 
 # --- synthetic world --------------------------------------------------------------------------------------------
 def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
     from campaigns.contracts import load_world
-    from campaigns.synthetic import generate_world
+    from campaigns.demo.synthetic import generate_world
+    from jobs.model_service import evaluate_models
     from jobs.model_tuning import tune_models
-    from jobs.pipeline_models import evaluate_models
     from jobs.settings import load_events, load_settings
 
     world_dir = OUT / f"synthetic_world_{customers}"
@@ -357,29 +512,49 @@ def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
     events = load_events(settings)
     world = load_world(world_dir, event_types=events.event_types)
     names = ["popularity", "als", "bpr", "ease", "itemknn", "lightfm_warp", "propensity"]
-    print(f"synthetic world ({customers:,} customers, seed 7): tuned (validation window before the test window) vs "
-          "shipped defaults, @10", flush=True)
-    run = tune_models(world, settings, events, names=names, budget_seconds=budget * len(names),
-                      progress=lambda m: None)
+    print(
+        f"synthetic world ({customers:,} customers, seed 7): tuned (validation window before the test window) vs "
+        "shipped defaults, @10",
+        flush=True,
+    )
+    run = tune_models(world, settings, events, names=names, budget_seconds=budget * len(names), progress=lambda m: None)
     winners = {n: r.best_params for n, r in run.results.items()}
     rows: dict[str, Any] = {}
     for setting, params in (("default", None), ("tuned", winners)):
         results, info = evaluate_models(world, settings, events, names=names, k=10, world_dir=world_dir, params=params)
         for r in results:
-            rows[f"{r.name}/{setting}"] = {"model": r.name, "setting": setting, "kind": r.kind, **r.result.overall,
-                                           "gt_ndcg": r.ground_truth["ndcg"], "gt_gain_ratio": r.ground_truth["gain_ratio"],
-                                           "fit_s": r.train_seconds, "per_customer": r.per_customer}
+            rows[f"{r.name}/{setting}"] = {
+                "model": r.name,
+                "setting": setting,
+                "kind": r.kind,
+                **r.result.overall,
+                "gt_ndcg": r.ground_truth["ndcg"],
+                "gt_gain_ratio": r.ground_truth["gain_ratio"],
+                "fit_s": r.train_seconds,
+                "per_customer": r.per_customer,
+            }
             if setting == "tuned":
                 s = run.results[r.name]
-                rows[f"{r.name}/{setting}"]["search"] = {"trials": len(s.trials), "seconds": s.seconds,
-                                                         "validation": s.best_value, "validation_default": s.default_value,
-                                                         "params": s.best_params}
+                rows[f"{r.name}/{setting}"]["search"] = {
+                    "trials": len(s.trials),
+                    "seconds": s.seconds,
+                    "validation": s.best_value,
+                    "validation_default": s.default_value,
+                    "params": s.best_params,
+                }
             print_row(rows[f"{r.name}/{setting}"])
     baseline = max((k for k in rows if rows[k]["kind"] == "popularity"), key=lambda k: rows[k]["ndcg"])
-    result = {"info": {**info, "tuning_seconds": run.seconds, "tuning_budget": run.budget_seconds,
-                       "champions": run.champions},
-              "rows": strip(rows), "baseline": baseline,
-              "versus_popularity": compare(rows, baseline=baseline, metrics=("ndcg", "map"))}
+    result = {
+        "info": {
+            **info,
+            "tuning_seconds": run.seconds,
+            "tuning_budget": run.budget_seconds,
+            "champions": run.champions,
+        },
+        "rows": strip(rows),
+        "baseline": baseline,
+        "versus_popularity": compare(rows, baseline=baseline, metrics=("ndcg", "map")),
+    }
     summary("synthetic", {**result, "versus_popularity": result["versus_popularity"]})
     return result
 
@@ -387,7 +562,7 @@ def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
 def propensity_scope(*, customers: int) -> dict[str, Any]:
     """One booster over all offers vs one per family (defaults otherwise), on Santander and the synthetic world."""
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models
+    from jobs.model_service import evaluate_models
     from jobs.settings import load_events, load_settings
 
     out: dict[str, Any] = {}
@@ -397,12 +572,18 @@ def propensity_scope(*, customers: int) -> dict[str, Any]:
     tags = ["segment", "age_band", "income_band", "tenure_band", "segmento", "activity", "sexo"]
     rows = {}
     for scope in ("all", "family"):
-        kind, params, _ = configured("propensity", scope=scope, customer_columns=tags,
-                                     numeric_columns=["age", "income", "tenure_months"])
+        kind, params, _ = configured(
+            "propensity", scope=scope, customer_columns=tags, numeric_columns=["age", "income", "tenure_months"]
+        )
         recs, seconds = fit_rank(test, kind, params)
         overall, per = scored(test, recs)
-        rows[scope] = {"model": f"propensity scope={scope}", "setting": "santander", **overall, "per_customer": per,
-                       "fit_rank_s": round(seconds, 1)}
+        rows[scope] = {
+            "model": f"propensity scope={scope}",
+            "setting": "santander",
+            **overall,
+            "per_customer": per,
+            "fit_rank_s": round(seconds, 1),
+        }
         print_row(rows[scope])
     out["santander"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("map", "ndcg"))}
     settings = load_settings(ROOT / "config", environ={})
@@ -411,10 +592,23 @@ def propensity_scope(*, customers: int) -> dict[str, Any]:
     world = load_world(world_dir, event_types=events.event_types)
     rows = {}
     for scope in ("all", "family"):
-        r = evaluate_models(world, settings, events, names=["propensity"], k=10, world_dir=world_dir,
-                            params={"propensity": {"scope": scope}})[0][0]  # [1] is the added baseline
-        rows[scope] = {"model": f"propensity scope={scope}", "setting": "synthetic", **r.result.overall,
-                       "gt_ndcg": r.ground_truth["ndcg"], "per_customer": r.per_customer, "fit_s": r.train_seconds}
+        r = evaluate_models(
+            world,
+            settings,
+            events,
+            names=["propensity"],
+            k=10,
+            world_dir=world_dir,
+            params={"propensity": {"scope": scope}},
+        )[0][0]  # [1] is the added baseline
+        rows[scope] = {
+            "model": f"propensity scope={scope}",
+            "setting": "synthetic",
+            **r.result.overall,
+            "gt_ndcg": r.ground_truth["ndcg"],
+            "per_customer": r.per_customer,
+            "fit_s": r.train_seconds,
+        }
         print_row(rows[scope])
     out["synthetic"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("ndcg", "map"))}
     for where in ("santander", "synthetic"):
@@ -444,11 +638,11 @@ def main() -> None:
     results: dict[str, Any] = {"budget_per_model_s": args.budget}
     started = time.perf_counter()
     if "ml100k" in chosen:
-        results["ml100k"] = ratings_benchmark("ml100k", read_ml100k(), budget=args.budget, python=python,
-                                              models=subset)
+        results["ml100k"] = ratings_benchmark("ml100k", read_ml100k(), budget=args.budget, python=python, models=subset)
     if "mlsmall" in chosen:
-        results["mlsmall"] = ratings_benchmark("mlsmall", read_mlsmall(args.mlsmall), budget=args.budget,
-                                               python=python, models=subset)
+        results["mlsmall"] = ratings_benchmark(
+            "mlsmall", read_mlsmall(args.mlsmall), budget=args.budget, python=python, models=subset
+        )
     if "santander" in chosen:
         results["santander"] = santander(budget=args.budget)
     if "synthetic" in chosen:

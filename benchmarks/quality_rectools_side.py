@@ -34,8 +34,9 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     train = pd.read_csv(args.workdir / f"{args.phase}_train.csv", dtype={"user": str, "item": str})
-    train = train.rename(columns={"user": Columns.User, "item": Columns.Item, "weight": Columns.Weight,
-                                  "datetime": Columns.Datetime})
+    train = train.rename(
+        columns={"user": Columns.User, "item": Columns.Item, "weight": Columns.Weight, "datetime": Columns.Datetime}
+    )
     users = pd.read_csv(args.workdir / f"{args.phase}_users.csv", dtype={"user": str})["user"].tolist()
     items = pd.read_csv(args.workdir / f"{args.phase}_items.csv", dtype={"item": str})["item"].tolist()
     dataset = Dataset.construct(train)
@@ -46,9 +47,16 @@ def main() -> None:
         if kind == "ease":
             model = EASEModel(regularization=spec["regularization"], recommend_n_threads=args.threads)
         elif kind == "als":
-            model = ImplicitALSWrapperModel(AlternatingLeastSquares(
-                factors=spec["factors"], regularization=spec["regularization"], alpha=spec["alpha"],
-                iterations=spec["iterations"], random_state=spec.get("random_state", 42), num_threads=args.threads))
+            model = ImplicitALSWrapperModel(
+                AlternatingLeastSquares(
+                    factors=spec["factors"],
+                    regularization=spec["regularization"],
+                    alpha=spec["alpha"],
+                    iterations=spec["iterations"],
+                    random_state=spec.get("random_state", 42),
+                    num_threads=args.threads,
+                )
+            )
         elif kind == "popular":
             model = PopularModel()
         else:
@@ -59,7 +67,8 @@ def main() -> None:
             reco = model.recommend(users, dataset, k=args.k, filter_viewed=True, items_to_recommend=items)
         times[name] = round(time.perf_counter() - started, 3)
         reco.rename(columns={Columns.User: "user", Columns.Item: "item", Columns.Rank: "rank"})[
-            ["user", "item", "rank"]].to_csv(args.workdir / f"{args.phase}_reco_{name}.csv", index=False)
+            ["user", "item", "rank"]
+        ].to_csv(args.workdir / f"{args.phase}_reco_{name}.csv", index=False)
         print(f"  rectools {args.phase} {name}: {times[name]:.1f} s", flush=True)
     (args.workdir / f"{args.phase}_times.json").write_text(json.dumps(times))
 

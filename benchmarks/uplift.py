@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import subprocess
 import sys
 import time
@@ -70,8 +68,12 @@ def _fmt(e) -> str:
 def hillstrom(args) -> dict:
     from sklearn.model_selection import train_test_split
 
-    raw = pl.read_csv(args.hillstrom, schema_overrides={"spend": pl.Float64, "history": pl.Float64}).filter(pl.col("segment").is_in(["Womens E-Mail", "No E-Mail"]))
-    data = raw.with_columns((pl.col("segment") == "Womens E-Mail").cast(pl.Int8).alias("treatment")).drop("segment", "spend")
+    raw = pl.read_csv(args.hillstrom, schema_overrides={"spend": pl.Float64, "history": pl.Float64}).filter(
+        pl.col("segment").is_in(["Womens E-Mail", "No E-Mail"])
+    )
+    data = raw.with_columns((pl.col("segment") == "Womens E-Mail").cast(pl.Int8).alias("treatment")).drop(
+        "segment", "spend"
+    )
     data = data.to_dummies(["history_segment", "zip_code", "channel"])  # one numeric matrix for every library
     data = data.rename({c: "".join(ch if ch.isalnum() else "_" for ch in c) for c in data.columns})
     strata = (data["treatment"] * 4 + data["visit"] * 2 + data["conversion"]).to_numpy()
@@ -84,19 +86,30 @@ def hillstrom(args) -> dict:
     features = [c for c in data.columns if c not in ("treatment", "visit", "conversion")]
     params = BoosterParams()
     python = peer_python()
-    results = {"split": {"train": train.height, "test": test.height, "seed": SEED,
-                         "treated_share": float(data["treatment"].mean())}, "params": params.__dict__, "outcomes": {}}
+    results = {
+        "split": {
+            "train": train.height,
+            "test": test.height,
+            "seed": SEED,
+            "treated_share": float(data["treatment"].mean()),
+        },
+        "params": params.__dict__,
+        "outcomes": {},
+    }
     for outcome in ("visit", "conversion"):
         ours, seconds = {}, {}
         for kind in KINDS:
             started = time.perf_counter()
-            model = build_uplift_model(kind, params.__dict__).fit(train.select(features), treatment=train["treatment"],
-                                                                  outcome=train[outcome], threads=1, seed=0)
+            model = build_uplift_model(kind, params.__dict__).fit(
+                train.select(features), treatment=train["treatment"], outcome=train[outcome], threads=1, seed=0
+            )
             ours[f"mktg_{kind}"] = model.predict(test.select(features))
             seconds[f"mktg_{kind}"] = time.perf_counter() - started
         pl.DataFrame(ours).write_csv(work / f"ours_{outcome}.csv")
-        subprocess.run([str(python), str(ROOT / "benchmarks" / "uplift_side.py"), str(work), outcome,
-                        json.dumps(params.__dict__)], check=True)
+        subprocess.run(
+            [str(python), str(ROOT / "benchmarks" / "uplift_side.py"), str(work), outcome, json.dumps(params.__dict__)],
+            check=True,
+        )
         peers = pl.read_csv(work / f"peers_{outcome}.csv")
         side = json.loads((work / f"sklift_{outcome}.json").read_text())
         seconds.update(side["fit_seconds"])
@@ -105,13 +118,21 @@ def hillstrom(args) -> dict:
         for name, score in [*ours.items(), *((c, peers[c].to_numpy()) for c in peers.columns)]:
             e = evaluate_uplift(y, score, t, ks=(0.1, 0.3), draws=args.draws, seed=SEED)
             rows[name] = {**e.as_dict(), "fit_seconds": seconds[name], "sklift_check": side["metrics"][name]}
-            print(f"{outcome:10s} {name:30s} qini {_fmt(e.qini)}  auuc {_fmt(e.auuc)}  uplift@30% {_fmt(e.uplift_at[0.3])}"
-                  f"  (sklift qini {side['metrics'][name]['qini_auc_score']:+.4f})  fit {seconds[name]:.1f} s", flush=True)
+            print(
+                f"{outcome:10s} {name:30s} qini {_fmt(e.qini)}  auuc {_fmt(e.auuc)}  uplift@30% {_fmt(e.uplift_at[0.3])}"
+                f"  (sklift qini {side['metrics'][name]['qini_auc_score']:+.4f})  fit {seconds[name]:.1f} s",
+                flush=True,
+            )
         best_ours = max((n for n in rows if n.startswith("mktg_")), key=lambda n: rows[n]["qini_coefficient"]["value"])
-        best_peer = max((n for n in rows if not n.startswith("mktg_")), key=lambda n: rows[n]["qini_coefficient"]["value"])
+        best_peer = max(
+            (n for n in rows if not n.startswith("mktg_")), key=lambda n: rows[n]["qini_coefficient"]["value"]
+        )
         results["outcomes"][outcome] = {"models": rows, "best_ours": best_ours, "best_peer": best_peer}
-        print(f"{outcome}: best ours {best_ours} {rows[best_ours]['qini_coefficient']['value']:+.4f} vs best peer "
-              f"{best_peer} {rows[best_peer]['qini_coefficient']['value']:+.4f}", flush=True)
+        print(
+            f"{outcome}: best ours {best_ours} {rows[best_ours]['qini_coefficient']['value']:+.4f} vs best peer "
+            f"{best_peer} {rows[best_peer]['qini_coefficient']['value']:+.4f}",
+            flush=True,
+        )
     results["versions"] = side["versions"]
     return results
 
@@ -121,10 +142,10 @@ def _synthetic_table(world_dir: Path, *, seed: int, runs: int = 1) -> tuple[pl.D
     contact; features as of the world's end, ground-truth outcome probabilities and one drawn outcome per row
     (column ``run`` in the second frame)."""
     from campaigns.contracts import load_world
+    from campaigns.demo.synthetic import GroundTruth
     from campaigns.segments import assign_segments
-    from campaigns.synthetic import GroundTruth
     from campaigns.uplift.history import customer_features, pair_features
-    from jobs.pipeline_models import load_segment_rules
+    from jobs.model_service import load_segment_rules
     from jobs.settings import load_events, load_settings
 
     settings = load_settings(ROOT / "config")
@@ -145,8 +166,9 @@ def _synthetic_table(world_dir: Path, *, seed: int, runs: int = 1) -> tuple[pl.D
         p0, p1 = truth.outcome_probabilities(pairs.rename({"offer_id": "product_id"}))
         treated = rng.random(ids.len()) < 0.5
         outcome = (rng.random(ids.len()) < np.where(treated, p1, p0)).astype(np.int8)
-        metas.append(pl.DataFrame({"customer_id": ids, "run": run, "treatment": treated, "outcome": outcome,
-                                   "p0": p0, "p1": p1}))
+        metas.append(
+            pl.DataFrame({"customer_id": ids, "run": run, "treatment": treated, "outcome": outcome, "p0": p0, "p1": p1})
+        )
     meta = pl.concat(metas).with_columns(pl.lit(feature_seconds).alias("feature_seconds"))
     return pl.concat(tables), meta
 
@@ -172,25 +194,36 @@ def synthetic(args) -> dict:
         scores[kind] = model.predict(xs, threads=args.threads)
     response = build_uplift_model("t_learner")  # its treated model alone = a response model on contacted rows
     response.fit(xt, treatment=t[train], outcome=y[train], threads=args.threads, seed=0)
-    scores["response (P(convert | contacted))"] = response._score("treated", response.encoding.matrix(xs),
-                                                                  threads=args.threads)
+    scores["response (P(convert | contacted))"] = response._score(
+        "treated", response.encoding.matrix(xs), threads=args.threads
+    )
     target_true = true[~train]
     n_contact = int(round(0.3 * target_true.size))
     oracle = np.sort(target_true)[::-1][:n_contact].sum()
-    out = {"customers": int(meta["customer_id"].n_unique()), "history_runs": args.runs, "train_rows": int(train.sum()),
-           "audience": int((~train).sum()),
-           "contacts": n_contact, "oracle_incremental": float(oracle),
-           "random_incremental": float(target_true.mean() * n_contact), "policies": {}}
-    print(f"next audience {target_true.size:,}, contact 30 % = {n_contact:,}: oracle {oracle:.1f} incremental "
-          f"conversions, random {target_true.mean() * n_contact:.1f}", flush=True)
+    out = {
+        "customers": int(meta["customer_id"].n_unique()),
+        "history_runs": args.runs,
+        "train_rows": int(train.sum()),
+        "audience": int((~train).sum()),
+        "contacts": n_contact,
+        "oracle_incremental": float(oracle),
+        "random_incremental": float(target_true.mean() * n_contact),
+        "policies": {},
+    }
+    print(
+        f"next audience {target_true.size:,}, contact 30 % = {n_contact:,}: oracle {oracle:.1f} incremental "
+        f"conversions, random {target_true.mean() * n_contact:.1f}",
+        flush=True,
+    )
     for name, score in scores.items():
         chosen = np.argsort(-score, kind="stable")[:n_contact]
         got = float(target_true[chosen].sum())
         q = evaluate_uplift(y[~train], score, t[~train], ks=(0.3,), draws=200, seed=SEED)
-        out["policies"][name] = {"incremental": got, "share_of_oracle": got / oracle,
-                                 "qini_observed": q.qini.as_dict()}
-        print(f"  {name:40s} {got:8.1f} incremental = {got / oracle:6.1%} of the oracle; observed Qini {_fmt(q.qini)}",
-              flush=True)
+        out["policies"][name] = {"incremental": got, "share_of_oracle": got / oracle, "qini_observed": q.qini.as_dict()}
+        print(
+            f"  {name:40s} {got:8.1f} incremental = {got / oracle:6.1%} of the oracle; observed Qini {_fmt(q.qini)}",
+            flush=True,
+        )
     return out
 
 
@@ -202,16 +235,23 @@ def scale(args) -> dict:
     prepared = time.perf_counter() - started
     x = table.drop("customer_id")
     started = time.perf_counter()
-    model = build_uplift_model("t_learner").fit(x, treatment=meta["treatment"].to_numpy(),
-                                                outcome=meta["outcome"].to_numpy(), threads=args.threads, seed=0)
+    model = build_uplift_model("t_learner").fit(
+        x, treatment=meta["treatment"].to_numpy(), outcome=meta["outcome"].to_numpy(), threads=args.threads, seed=0
+    )
     fit = time.perf_counter() - started
     started = time.perf_counter()
     predicted = model.predict(x, threads=args.threads)
     score = time.perf_counter() - started
-    out = {"customers": int(meta.height), "features_seconds": float(meta["feature_seconds"][0]),
-           "prepare_seconds_total": prepared, "fit_seconds": fit, "score_seconds": score,
-           "train_and_score_seconds": float(meta["feature_seconds"][0]) + fit + score,
-           "threads": args.threads, "corr_with_true_uplift": float(np.corrcoef(predicted, (meta["p1"] - meta["p0"]).to_numpy())[0, 1])}
+    out = {
+        "customers": int(meta.height),
+        "features_seconds": float(meta["feature_seconds"][0]),
+        "prepare_seconds_total": prepared,
+        "fit_seconds": fit,
+        "score_seconds": score,
+        "train_and_score_seconds": float(meta["feature_seconds"][0]) + fit + score,
+        "threads": args.threads,
+        "corr_with_true_uplift": float(np.corrcoef(predicted, (meta["p1"] - meta["p0"]).to_numpy())[0, 1]),
+    }
     print(json.dumps(out, indent=2), flush=True)
     return out
 
@@ -223,15 +263,23 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--data", help="world directory (default: benchmarks/out/world-<customers>)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3, help="synthetic: past runs (random offer, random contact) "
-                        "the history customers took part in")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="synthetic: past runs (random offer, random contact) the history customers took part in",
+    )
     parser.add_argument("--draws", type=int, default=1000, help="bootstrap draws for the Hillstrom intervals")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine_info(), "started": datetime.now().isoformat(timespec="seconds")}
     for part in args.only or ["hillstrom", "synthetic", "scale"]:
         results[part] = {"hillstrom": hillstrom, "synthetic": synthetic, "scale": scale}[part](args)
-    name = "uplift-" + "-".join(args.only or ["all"]) + (f"-{args.customers}" if set(args.only or []) - {"hillstrom"} else "")
+    name = (
+        "uplift-"
+        + "-".join(args.only or ["all"])
+        + (f"-{args.customers}" if set(args.only or []) - {"hillstrom"} else "")
+    )
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(f"wrote {path}")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
 
+
 def frame(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)  # numeric only: the main script one-hot encodes the categorical columns
 
@@ -33,11 +34,21 @@ def main() -> None:
 
     train, test = frame(work / "train.csv"), frame(work / "test.csv")
     features = [c for c in train.columns if c not in ("treatment", "visit", "conversion")]
-    lgb = dict(n_estimators=params["n_estimators"], learning_rate=params["learning_rate"], num_leaves=params["num_leaves"],
-               min_child_samples=params["min_child_samples"], reg_lambda=params["reg_lambda"],
-               subsample=params["subsample"], subsample_freq=1 if params["subsample"] < 1 else 0,
-               colsample_bytree=params["colsample_bytree"], n_jobs=1, random_state=0, verbose=-1,
-               deterministic=True, force_row_wise=True)
+    lgb = dict(
+        n_estimators=params["n_estimators"],
+        learning_rate=params["learning_rate"],
+        num_leaves=params["num_leaves"],
+        min_child_samples=params["min_child_samples"],
+        reg_lambda=params["reg_lambda"],
+        subsample=params["subsample"],
+        subsample_freq=1 if params["subsample"] < 1 else 0,
+        colsample_bytree=params["colsample_bytree"],
+        n_jobs=1,
+        random_state=0,
+        verbose=-1,
+        deterministic=True,
+        force_row_wise=True,
+    )
     x, t, y = train[features], train["treatment"].to_numpy(), train[outcome].to_numpy()
     out, seconds = {}, {}
     started = time.perf_counter()
@@ -61,13 +72,23 @@ def main() -> None:
     check = {}
     for name in [*ours.columns, *out]:
         score = ours[name].to_numpy() if name in ours.columns else out[name]
-        check[name] = {"qini_auc_score": float(qini_auc_score(yt, score, tt)),
-                       "uplift_auc_score": float(uplift_auc_score(yt, score, tt)),
-                       "uplift_at_30": float(uplift_at_k(yt, score, tt, strategy="overall", k=0.3))}
+        check[name] = {
+            "qini_auc_score": float(qini_auc_score(yt, score, tt)),
+            "uplift_auc_score": float(uplift_auc_score(yt, score, tt)),
+            "uplift_at_30": float(uplift_at_k(yt, score, tt, strategy="overall", k=0.3)),
+        }
     from importlib.metadata import version
 
-    (work / f"sklift_{outcome}.json").write_text(json.dumps({"metrics": check, "fit_seconds": seconds, "versions": {
-        name: version(name) for name in ("scikit-uplift", "causalml", "lightgbm", "scikit-learn")}}, indent=2))
+    (work / f"sklift_{outcome}.json").write_text(
+        json.dumps(
+            {
+                "metrics": check,
+                "fit_seconds": seconds,
+                "versions": {name: version(name) for name in ("scikit-uplift", "causalml", "lightgbm", "scikit-learn")},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

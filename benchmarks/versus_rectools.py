@@ -67,9 +67,9 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
     import polars as pl
 
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import held_as_of, latest_event_time, load_segment_rules
-    from jobs.settings import load_events, load_settings
     from campaigns.segments import assign_segments
+    from jobs.model_service import held_as_of, latest_event_time, load_segment_rules
+    from jobs.settings import load_events, load_settings
     from recommender.columns import Columns
     from recommender.interactions import weight_events
 
@@ -78,8 +78,9 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
     world = load_world(world_dir, event_types=events.event_types)
     as_of = latest_event_time(world)
     rules = load_segment_rules(settings)
-    weighted = weight_events(world.events, weights=events.weights, half_life_days=events.half_life_days,
-                             as_of=as_of).collect(engine="streaming")
+    weighted = weight_events(
+        world.events, weights=events.weights, half_life_days=events.half_life_days, as_of=as_of
+    ).collect(engine="streaming")
     customer_ids = world.customers[Columns.Customer].cast(pl.String).unique().sort()
     product_ids = world.products[Columns.Product].cast(pl.String).unique().sort()
     segments = assign_segments(world.customers, rules, as_of=as_of).select(Columns.Customer, Columns.Segment)
@@ -89,14 +90,22 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
 
     def codes(values: pl.Series, ids: pl.Series) -> np.ndarray:
         index = pl.DataFrame({"_id": ids, "_code": np.arange(ids.len(), dtype=np.int32)})
-        return pl.DataFrame({"_id": values.cast(pl.String)}).join(index, on="_id", how="left",
-                                                                   maintain_order="left")["_code"].to_numpy()
+        return (
+            pl.DataFrame({"_id": values.cast(pl.String)})
+            .join(index, on="_id", how="left", maintain_order="left")["_code"]
+            .to_numpy()
+        )
 
     weighted = weighted.filter(pl.col(Columns.Product).is_in(product_ids.implode()))
-    targets = (segments.join(weighted.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
-               .filter(pl.col(Columns.Segment).is_not_null()).sort(Columns.Customer))
-    held = held.filter(pl.col(Columns.Product).is_in(product_ids.implode())
-                       & pl.col(Columns.Customer).is_in(targets[Columns.Customer].implode()))
+    targets = (
+        segments.join(weighted.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
+        .filter(pl.col(Columns.Segment).is_not_null())
+        .sort(Columns.Customer)
+    )
+    held = held.filter(
+        pl.col(Columns.Product).is_in(product_ids.implode())
+        & pl.col(Columns.Customer).is_in(targets[Columns.Customer].implode())
+    )
     arrays = {
         "customer_ids": customer_ids.to_numpy().astype(str),
         "product_ids": product_ids.to_numpy().astype(str),
@@ -114,10 +123,18 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
     }
     workdir.mkdir(parents=True, exist_ok=True)
     np.savez(workdir / "inputs.npz", **arrays)
-    return {"world": str(world_dir), "as_of": as_of.isoformat(), "customers": customer_ids.len(),
-            "products": product_ids.len(), "events": world.events.select(pl.len()).collect().item(),
-            "interactions": weighted.height, "ranked_customers": targets.height, "held_pairs": held.height,
-            "segments": segment_names.len(), "allowed_pairs": allowed.height}
+    return {
+        "world": str(world_dir),
+        "as_of": as_of.isoformat(),
+        "customers": customer_ids.len(),
+        "products": product_ids.len(),
+        "events": world.events.select(pl.len()).collect().item(),
+        "interactions": weighted.height,
+        "ranked_customers": targets.height,
+        "held_pairs": held.height,
+        "segments": segment_names.len(),
+        "allowed_pairs": allowed.height,
+    }
 
 
 # --- our side (child process in this virtualenv) ----------------------------------------------------
@@ -136,23 +153,31 @@ def our_side(workdir: Path, *, k: int, threads: int, repeats: int, als: dict[str
     customer_ids = pl.Series(Columns.Customer, inputs["customer_ids"], dtype=pl.String)
     product_ids = pl.Series(Columns.Product, inputs["product_ids"], dtype=pl.String)
     segment_names = pl.Series(Columns.Segment, inputs["segment_names"], dtype=pl.String)
-    interactions = pl.DataFrame({
-        Columns.Customer: customer_ids.gather(inputs["inter_customer"]),
-        Columns.Product: product_ids.gather(inputs["inter_product"]),
-        Columns.Weight: inputs["inter_weight"],
-    })
-    targets = pl.DataFrame({
-        Columns.Customer: customer_ids.gather(inputs["rank_customer"]),
-        Columns.Segment: segment_names.gather(inputs["rank_segment"]),
-    })
-    allowed = pl.DataFrame({
-        Columns.Segment: segment_names.gather(inputs["allowed_segment"]),
-        Columns.Offer: product_ids.gather(inputs["allowed_product"]).alias(Columns.Offer),
-    })
-    held = pl.DataFrame({
-        Columns.Customer: customer_ids.gather(inputs["held_customer"]),
-        Columns.Product: product_ids.gather(inputs["held_product"]),
-    })
+    interactions = pl.DataFrame(
+        {
+            Columns.Customer: customer_ids.gather(inputs["inter_customer"]),
+            Columns.Product: product_ids.gather(inputs["inter_product"]),
+            Columns.Weight: inputs["inter_weight"],
+        }
+    )
+    targets = pl.DataFrame(
+        {
+            Columns.Customer: customer_ids.gather(inputs["rank_customer"]),
+            Columns.Segment: segment_names.gather(inputs["rank_segment"]),
+        }
+    )
+    allowed = pl.DataFrame(
+        {
+            Columns.Segment: segment_names.gather(inputs["allowed_segment"]),
+            Columns.Offer: product_ids.gather(inputs["allowed_product"]).alias(Columns.Offer),
+        }
+    )
+    held = pl.DataFrame(
+        {
+            Columns.Customer: customer_ids.gather(inputs["held_customer"]),
+            Columns.Product: product_ids.gather(inputs["held_product"]),
+        }
+    )
     del inputs
 
     with stages("dataset"):
@@ -160,30 +185,47 @@ def our_side(workdir: Path, *, k: int, threads: int, repeats: int, als: dict[str
     del interactions
     with stages("fit"):
         model = ALSModel(**als).fit(matrix, customers=targets, threads=threads)
-    np.savez(workdir / "ours_factors.npz", customer_ids=model.customers.external_ids.to_numpy().astype(str),
-             offer_ids=model.offers.external_ids.to_numpy().astype(str),
-             customer_factors=model.customer_factors, offer_factors=model.offer_factors)
+    np.savez(
+        workdir / "ours_factors.npz",
+        customer_ids=model.customers.external_ids.to_numpy().astype(str),
+        offer_ids=model.offers.external_ids.to_numpy().astype(str),
+        customer_factors=model.customer_factors,
+        offer_factors=model.offer_factors,
+    )
 
     with threadpool_limits(threads, "blas"):
         for _ in range(repeats):
             with stages("rank"):
-                recs = rank_within_segments(model, customers=targets, allowed=allowed, held=held, k=k,
-                                            unknown_offers="ignore")
+                recs = rank_within_segments(
+                    model, customers=targets, allowed=allowed, held=held, k=k, unknown_offers="ignore"
+                )
         rows = model.customers.to_internal(targets[Columns.Customer])
         for _ in range(repeats):  # the scoring step alone, in the blocks the ranking uses
             with stages("score"):
                 for start in range(0, rows.size, 20_000):
-                    model._score_warm(rows[start:start + 20_000], targets)
+                    model._score_warm(rows[start : start + 20_000], targets)
 
     index = pl.DataFrame({Columns.Customer: customer_ids, "_code": np.arange(customer_ids.len(), dtype=np.int32)})
-    offers = pl.DataFrame({Columns.Offer: product_ids.alias(Columns.Offer),
-                           "_offer": np.arange(product_ids.len(), dtype=np.int32)})
+    offers = pl.DataFrame(
+        {Columns.Offer: product_ids.alias(Columns.Offer), "_offer": np.arange(product_ids.len(), dtype=np.int32)}
+    )
     coded = recs.join(index, on=Columns.Customer, how="left", maintain_order="left").join(
-        offers, on=Columns.Offer, how="left", maintain_order="left")
-    np.savez(workdir / "ours_recs.npz", customer=coded["_code"].to_numpy(), offer=coded["_offer"].to_numpy(),
-             score=coded[Columns.Score].to_numpy(), rank=coded[Columns.Rank].to_numpy())
-    info = {"stages": stages.records, "ranked": targets.height, "rows": recs.height,
-            "numpy": np.__version__, "polars": pl.__version__}
+        offers, on=Columns.Offer, how="left", maintain_order="left"
+    )
+    np.savez(
+        workdir / "ours_recs.npz",
+        customer=coded["_code"].to_numpy(),
+        offer=coded["_offer"].to_numpy(),
+        score=coded[Columns.Score].to_numpy(),
+        rank=coded[Columns.Rank].to_numpy(),
+    )
+    info = {
+        "stages": stages.records,
+        "ranked": targets.height,
+        "rows": recs.height,
+        "numpy": np.__version__,
+        "polars": pl.__version__,
+    }
     (workdir / "ours_stages.json").write_text(json.dumps(info, indent=2))
 
 
@@ -216,16 +258,20 @@ def agreement(workdir: Path) -> dict[str, Any]:
 
     ours_exact, theirs_exact = exact(differ["customer"], differ["offer"]), exact(differ["customer"], differ["offer_rt"])
     tie = (np.abs(ours_exact - theirs_exact) <= TIE_TOLERANCE * np.maximum(1.0, np.abs(ours_exact))) & (
-        differ["offer"].is_not_null() & differ["offer_rt"].is_not_null()).to_numpy()
+        differ["offer"].is_not_null() & differ["offer_rt"].is_not_null()
+    ).to_numpy()
     customers = both["customer"].n_unique()
     differing = differ["customer"].n_unique()
     not_ties = differ.filter(pl.Series(~tie))["customer"].n_unique()
     same_pairs = ours.join(theirs, on=["customer", "offer"], how="inner", suffix="_rt")
     return {
-        "customers": customers, "rows_ours": ours.height, "rows_rectools": theirs.height,
+        "customers": customers,
+        "rows_ours": ours.height,
+        "rows_rectools": theirs.height,
         "identical_pct": round(100 * (customers - differing) / max(customers, 1), 4),
         "identical_up_to_ties_pct": round(100 * (customers - not_ties) / max(customers, 1), 4),
-        "customers_differing": differing, "customers_differing_not_ties": not_ties,
+        "customers_differing": differing,
+        "customers_differing_not_ties": not_ties,
         "max_abs_score_diff": float((same_pairs["score"] - same_pairs["score_rt"]).abs().max() or 0.0),
     }
 
@@ -241,7 +287,7 @@ def gemm_rates(size: int = 2048, repeats: int = 3) -> dict[str, float]:
             a = rng.standard_normal((size, size)).astype(dtype)
             b = rng.standard_normal((size, size)).astype(dtype)
             a @ b  # warm-up
-            best = min(_timed(lambda: a @ b) for _ in range(repeats))
+            best = min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats))
             rates[np.dtype(dtype).name] = round(2 * size**3 / best / 1e9, 2)
     return rates
 
@@ -259,54 +305,79 @@ def _run(cmd: list[str]) -> None:
 
 
 def _summary(records: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"seconds": statistics.median(r["seconds"]), "runs": r["seconds"],
-                   "peak_rss_mib": max(r["peak_rss_mib"]),
-                   "peak_over_start_mib": round(max(p - s for p, s in zip(r["peak_rss_mib"], r["start_rss_mib"])), 1),
-                   "exact_peak": r["exact_peak"]}
-            for name, r in records.items()}
+    return {
+        name: {
+            "seconds": statistics.median(r["seconds"]),
+            "runs": r["seconds"],
+            "peak_rss_mib": max(r["peak_rss_mib"]),
+            "peak_over_start_mib": round(max(p - s for p, s in zip(r["peak_rss_mib"], r["start_rss_mib"])), 1),
+            "exact_peak": r["exact_peak"],
+        }
+        for name, r in records.items()
+    }
 
 
 def _print_table(result: dict[str, Any]) -> None:
     ours, theirs = result["ours"], result["rectools"]
-    print(f"\n{result['inputs']['ranked_customers']:,} customers x {result['inputs']['products']} offers, "
-          f"{result['inputs']['interactions']:,} interactions, k={result['k']}, threads={result['threads']}, "
-          f"ALS {result['als']['factors']} factors x {result['als']['iterations']} iterations")
+    print(
+        f"\n{result['inputs']['ranked_customers']:,} customers x {result['inputs']['products']} offers, "
+        f"{result['inputs']['interactions']:,} interactions, k={result['k']}, threads={result['threads']}, "
+        f"ALS {result['als']['factors']} factors x {result['als']['iterations']} iterations"
+    )
     print(f"{'stage':<10}{'ours s':>10}{'RecTools s':>12}{'ratio':>8}{'ours MiB':>11}{'RecTools MiB':>14}")
     for stage in ("dataset", "fit", "rank"):
         a, b = ours[stage], theirs[stage]
-        print(f"{stage:<10}{a['seconds']:>10.2f}{b['seconds']:>12.2f}{b['seconds'] / a['seconds']:>7.1f}x"
-              f"{a['peak_rss_mib']:>11,.0f}{b['peak_rss_mib']:>14,.0f}")
+        print(
+            f"{stage:<10}{a['seconds']:>10.2f}{b['seconds']:>12.2f}{b['seconds'] / a['seconds']:>7.1f}x"
+            f"{a['peak_rss_mib']:>11,.0f}{b['peak_rss_mib']:>14,.0f}"
+        )
     a, b = (sum(side[stage]["seconds"] for stage in ("dataset", "fit", "rank")) for side in (ours, theirs))
     print(f"{'total':<10}{a:>10.2f}{b:>12.2f}{b / a:>7.1f}x")
     agree = result["agreement"]
-    print(f"identical top-{result['k']}: {agree['identical_pct']}% of {agree['customers']:,} customers "
-          f"({agree['identical_up_to_ties_pct']}% up to near-ties); max |score diff| {agree['max_abs_score_diff']:.2e}")
+    print(
+        f"identical top-{result['k']}: {agree['identical_pct']}% of {agree['customers']:,} customers "
+        f"({agree['identical_up_to_ties_pct']}% up to near-ties); max |score diff| {agree['max_abs_score_diff']:.2e}"
+    )
     bound = result["throughput"]
-    print(f"GEMM single core: float32 {bound['gemm_gflops']['float32']} GFLOP/s, float64 {bound['gemm_gflops']['float64']}; "
-          f"scoring (float32) {bound['scoring_gflops']} GFLOP/s = {bound['scoring_pct_of_float32']}% of the float32 "
-          f"bound; whole ranking step {bound['ranking_pct_of_float32']}%")
+    print(
+        f"GEMM single core: float32 {bound['gemm_gflops']['float32']} GFLOP/s, float64 {bound['gemm_gflops']['float64']}; "
+        f"scoring (float32) {bound['scoring_gflops']} GFLOP/s = {bound['scoring_pct_of_float32']}% of the float32 "
+        f"bound; whole ranking step {bound['ranking_pct_of_float32']}%"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--data", type=Path, help="world directory (default benchmarks/out/world-<N>; generated if absent)")
+    parser.add_argument(
+        "--data", type=Path, help="world directory (default benchmarks/out/world-<N>; generated if absent)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="ALS threads and ranking threads/BLAS threads, both sides")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="ALS threads and ranking threads/BLAS threads, both sides"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="ranking repeats per side (median reported)")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--regularization", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--rectools-python", type=Path, help="python of a virtualenv with rectools (default: "
-                        "benchmarks/.venv-rectools, created if absent)")
+    parser.add_argument(
+        "--rectools-python",
+        type=Path,
+        help="python of a virtualenv with rectools (default: benchmarks/.venv-rectools, created if absent)",
+    )
     parser.add_argument("--json", type=Path, help="output JSON (default benchmarks/out/versus_rectools-<N>.json)")
     parser.add_argument("--side", choices=("ours",), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    als = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization,
-           "alpha": args.alpha, "random_state": 42}
+    als = {
+        "factors": args.factors,
+        "iterations": args.iterations,
+        "regularization": args.regularization,
+        "alpha": args.alpha,
+        "random_state": 42,
+    }
     if args.side == "ours":
         our_side(args.workdir, k=args.k, threads=args.threads, repeats=args.repeats, als=als)
         return 0
@@ -319,9 +390,25 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     inputs = prepare_inputs(data, workdir)
     common = ["--k", str(args.k), "--threads", str(args.threads), "--repeats", str(args.repeats)]
-    _run([sys.executable, str(Path(__file__).resolve()), "--side", "ours", "--workdir", str(workdir), *common,
-          "--factors", str(args.factors), "--iterations", str(args.iterations),
-          "--regularization", str(args.regularization), "--alpha", str(args.alpha)])
+    _run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--side",
+            "ours",
+            "--workdir",
+            str(workdir),
+            *common,
+            "--factors",
+            str(args.factors),
+            "--iterations",
+            str(args.iterations),
+            "--regularization",
+            str(args.regularization),
+            "--alpha",
+            str(args.alpha),
+        ]
+    )
     _run([str(rectools_python), str(SIDE_SCRIPT), str(workdir), *common, "--als", json.dumps(als)])
     ours_info = json.loads((workdir / "ours_stages.json").read_text())
     theirs_info = json.loads((workdir / "rectools_stages.json").read_text())
@@ -331,17 +418,30 @@ def main(argv: list[str] | None = None) -> int:
     scoring = flop / ours["score"]["seconds"] / 1e9
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "customers": args.customers, "k": args.k, "threads": args.threads, "repeats": args.repeats, "als": als,
-        "inputs": inputs, "machine": {**machine_info(), "load_average_before": load_before},
-        "ours": ours, "rectools": theirs,
-        "versions": {"rectools": theirs_info["rectools"], "rectools_numpy": theirs_info["numpy"],
-                     "numpy": ours_info["numpy"], "polars": ours_info["polars"]},
-        "ratio_rectools_over_ours": {stage: round(theirs[stage]["seconds"] / ours[stage]["seconds"], 2)
-                                     for stage in ("dataset", "fit", "rank")},
+        "customers": args.customers,
+        "k": args.k,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "als": als,
+        "inputs": inputs,
+        "machine": {**machine_info(), "load_average_before": load_before},
+        "ours": ours,
+        "rectools": theirs,
+        "versions": {
+            "rectools": theirs_info["rectools"],
+            "rectools_numpy": theirs_info["numpy"],
+            "numpy": ours_info["numpy"],
+            "polars": ours_info["polars"],
+        },
+        "ratio_rectools_over_ours": {
+            stage: round(theirs[stage]["seconds"] / ours[stage]["seconds"], 2) for stage in ("dataset", "fit", "rank")
+        },
         "load_average_after": os.getloadavg(),
         "agreement": agreement(workdir),
         "throughput": {
-            "flop": flop, "gemm_gflops": rates, "scoring_gflops": round(scoring, 2),
+            "flop": flop,
+            "gemm_gflops": rates,
+            "scoring_gflops": round(scoring, 2),
             "scoring_pct_of_float32": round(100 * scoring / rates["float32"], 2),
             "scoring_pct_of_float64": round(100 * scoring / rates["float64"], 2),
             "ranking_pct_of_float32": round(100 * flop / ours["rank"]["seconds"] / 1e9 / rates["float32"], 3),

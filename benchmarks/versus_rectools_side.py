@@ -21,9 +21,10 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -98,26 +99,34 @@ def main(argv: list[str] | None = None) -> int:
     customer_ids = inputs["customer_ids"].astype(object)
     product_ids = inputs["product_ids"].astype(object)
     as_of = pd.Timestamp(str(inputs["as_of"]))
-    interactions = pd.DataFrame({
-        Columns.User: customer_ids[inputs["inter_customer"]],
-        Columns.Item: product_ids[inputs["inter_product"]],
-        Columns.Weight: inputs["inter_weight"],
-        Columns.Datetime: as_of,  # weights are already decayed as of the run date
-    })
-    targets = pd.DataFrame({
-        Columns.User: customer_ids[inputs["rank_customer"]],
-        "segment": inputs["segment_names"].astype(object)[inputs["rank_segment"]],
-    })
-    allowed = pd.DataFrame({
-        "segment": inputs["segment_names"].astype(object)[inputs["allowed_segment"]],
-        Columns.Item: product_ids[inputs["allowed_product"]],
-    })
-    held = pd.DataFrame({
-        Columns.User: customer_ids[inputs["held_customer"]],
-        Columns.Item: product_ids[inputs["held_product"]],
-        Columns.Weight: 1.0,
-        Columns.Datetime: as_of,
-    })
+    interactions = pd.DataFrame(
+        {
+            Columns.User: customer_ids[inputs["inter_customer"]],
+            Columns.Item: product_ids[inputs["inter_product"]],
+            Columns.Weight: inputs["inter_weight"],
+            Columns.Datetime: as_of,  # weights are already decayed as of the run date
+        }
+    )
+    targets = pd.DataFrame(
+        {
+            Columns.User: customer_ids[inputs["rank_customer"]],
+            "segment": inputs["segment_names"].astype(object)[inputs["rank_segment"]],
+        }
+    )
+    allowed = pd.DataFrame(
+        {
+            "segment": inputs["segment_names"].astype(object)[inputs["allowed_segment"]],
+            Columns.Item: product_ids[inputs["allowed_product"]],
+        }
+    )
+    held = pd.DataFrame(
+        {
+            Columns.User: customer_ids[inputs["held_customer"]],
+            Columns.Item: product_ids[inputs["held_product"]],
+            Columns.Weight: 1.0,
+            Columns.Datetime: as_of,
+        }
+    )
     del inputs
 
     with threadpool_limits(1, "blas"):  # implicit's own advice while it runs its threads
@@ -126,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         with stages("fit"):
             model = ImplicitALSWrapperModel(
                 AlternatingLeastSquares(
-                    factors=als["factors"], regularization=als["regularization"], alpha=als["alpha"],
-                    iterations=als["iterations"], random_state=als["random_state"], num_threads=args.threads,
+                    factors=als["factors"],
+                    regularization=als["regularization"],
+                    alpha=als["alpha"],
+                    iterations=als["iterations"],
+                    random_state=als["random_state"],
+                    num_threads=args.threads,
                 ),
                 recommend_n_threads=args.threads,
             )
@@ -145,13 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     offers = pd.Index(product_ids).get_indexer(recos[Columns.Item])
     np.savez(
         args.workdir / "rectools_recs.npz",
-        customer=codes.astype(np.int32), offer=offers.astype(np.int32),
-        score=recos[Columns.Score].to_numpy(np.float32), rank=recos[Columns.Rank].to_numpy(np.int32),
+        customer=codes.astype(np.int32),
+        offer=offers.astype(np.int32),
+        score=recos[Columns.Score].to_numpy(np.float32),
+        rank=recos[Columns.Rank].to_numpy(np.int32),
     )
     import rectools
 
-    info = {"stages": stages.records, "rectools": rectools.__version__, "pandas": pd.__version__,
-            "numpy": np.__version__, "python": sys.version.split()[0], "hot_users": int(dataset.n_hot_users)}
+    info = {
+        "stages": stages.records,
+        "rectools": rectools.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "hot_users": int(dataset.n_hot_users),
+    }
     (args.workdir / "rectools_stages.json").write_text(json.dumps(info, indent=2))
     return 0
 
@@ -185,8 +206,10 @@ def _recommend(model: Any, dataset: Any, targets: Any, allowed: Any, held: Any, 
     from rectools import Columns
     from rectools.dataset import Dataset, Interactions
 
-    held = held[held[Columns.User].isin(dataset.user_id_map.external_ids)
-                & held[Columns.Item].isin(dataset.item_id_map.external_ids)]
+    held = held[
+        held[Columns.User].isin(dataset.user_id_map.external_ids)
+        & held[Columns.Item].isin(dataset.item_id_map.external_ids)
+    ]
     held_dataset = Dataset(
         dataset.user_id_map, dataset.item_id_map, Interactions.from_raw(held, dataset.user_id_map, dataset.item_id_map)
     )
@@ -199,11 +222,17 @@ def _recommend(model: Any, dataset: Any, targets: Any, allowed: Any, held: Any, 
             continue
         filtered = users["_internal"].to_numpy() < n_hot_held
         if filtered.any():
-            parts.append(model.recommend(users[Columns.User][filtered], held_dataset, k=k, filter_viewed=True,
-                                         items_to_recommend=whitelist))
+            parts.append(
+                model.recommend(
+                    users[Columns.User][filtered], held_dataset, k=k, filter_viewed=True, items_to_recommend=whitelist
+                )
+            )
         if (~filtered).any():
-            parts.append(model.recommend(users[Columns.User][~filtered], dataset, k=k, filter_viewed=False,
-                                         items_to_recommend=whitelist))
+            parts.append(
+                model.recommend(
+                    users[Columns.User][~filtered], dataset, k=k, filter_viewed=False, items_to_recommend=whitelist
+                )
+            )
     return pd.concat(parts, ignore_index=True)
 
 

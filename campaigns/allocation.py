@@ -18,13 +18,15 @@ first undecided pair is always decided, and in practice a handful of rounds deci
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import overload
 
 import numpy as np
 import polars as pl
 
-C, O, S = "customer_id", "offer_id", "score"
+from recommender.columns import Columns
+
 NO_CAP = np.iinfo(np.int64).max
 REASONS = ("min_score", "offers_per_customer", "capacity", "audience")
 
@@ -50,7 +52,7 @@ class _Groups:
         is_start[1:] = ordered[1:] != ordered[:-1]
         self.start = np.maximum.accumulate(np.where(is_start, np.arange(codes.size), 0))
 
-    def subset(self, member: np.ndarray) -> "_Groups":
+    def subset(self, member: np.ndarray) -> _Groups:
         """The same grouping restricted to ``member`` rows (kept in walk order), without sorting again."""
         position = np.cumsum(member) - 1
         kept = self.perm[member[self.perm]]
@@ -142,19 +144,23 @@ def allocate(
 ) -> Allocation:
     """Greedy allocation over ``candidates`` (unique customer_id, offer_id pairs with a score; other columns kept)."""
     capacity = dict(capacity or {})
-    usable = pl.col(S).is_not_null() & pl.col(S).is_not_nan()
+    usable = pl.col(Columns.Score).is_not_null() & pl.col(Columns.Score).is_not_nan()
     if min_score is not None:
-        usable = usable & (pl.col(S) >= min_score)
+        usable = usable & (pl.col(Columns.Score) >= min_score)
     keep = candidates.select(usable.alias("u"))["u"]
     pool = candidates.filter(keep)
-    customer_codes, customer_ids = _codes(candidates[C])
-    offer_codes, offer_ids = _codes(candidates[O])
-    score = pool[S].cast(pl.Float64).to_numpy()
+    customer_codes, customer_ids = _codes(candidates[Columns.Customer])
+    offer_codes, offer_ids = _codes(candidates[Columns.Offer])
+    score = pool[Columns.Score].cast(pl.Float64).to_numpy()
     pc, po = customer_codes[keep.to_numpy()], offer_codes[keep.to_numpy()]
     order = np.lexsort((po, pc, -score))  # last key is primary: score desc, then customer id, then offer id
     cap_by_code = np.array([capacity.get(o, NO_CAP) for o in offer_ids.to_list()], dtype=np.int64)
     taken, reason, rounds = greedy_status(
-        pc[order], po[order], per_customer=offers_per_customer, capacity=cap_by_code[po[order]], max_audience=max_audience,
+        pc[order],
+        po[order],
+        per_customer=offers_per_customer,
+        capacity=cap_by_code[po[order]],
+        max_audience=max_audience,
     )
     chosen = order[taken]
     offer_rank = _Groups(pc[chosen]).before(np.ones(chosen.size, dtype=bool)) + 1
@@ -164,25 +170,35 @@ def allocate(
     has_offer = np.zeros(customer_ids.len(), dtype=bool)
     has_offer[pc[chosen]] = True
     left_codes = np.concatenate([customer_codes[~keep.to_numpy()], pc[order][~taken]])
-    left_reason = np.concatenate([np.zeros((~keep).sum(), dtype=np.int8), reason[~taken]])
+    left_reason = np.concatenate([np.zeros(int((~keep).sum()), dtype=np.int8), reason[~taken]])
     mask = ~has_offer[left_codes]
     unallocated = (
         pl.DataFrame({"_code": left_codes[mask], "_reason": left_reason[mask]})
-        .group_by("_code").agg(pl.col("_reason").unique().sort())
+        .group_by("_code")
+        .agg(pl.col("_reason").unique().sort())
         .sort("_code")
         .select(
-            customer_ids.gather(pl.col("_code")) if False else pl.col("_code"),
-            pl.col("_reason").list.eval(pl.element().replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)).alias("reasons"),
+            "_code",
+            pl.col("_reason")
+            .list.eval(pl.element().replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String))
+            .alias("reasons"),
         )
     )
-    unallocated = unallocated.with_columns(customer_ids.gather(unallocated["_code"]).alias(C)).select(C, "reasons")
+    unallocated = unallocated.with_columns(customer_ids.gather(unallocated["_code"]).alias(Columns.Customer)).select(
+        Columns.Customer, "reasons"
+    )
     return Allocation(selected=selected, unallocated=unallocated, rounds=rounds)
 
 
-def apportion(total: int | None, shares: Sequence[float]) -> list[int | None]:
+@overload
+def apportion(total: int, shares: Sequence[float]) -> list[int]: ...
+@overload
+def apportion(total: int | None, shares: Sequence[float]) -> list[int | None]: ...
+def apportion(total: int | None, shares: Sequence[float]) -> list[int] | list[int | None]:
     """Split an integer cap across arms by share (largest remainder), so the parts sum to ``total``."""
     if total is None:
-        return [None] * len(shares)
+        unlimited: list[int | None] = [None] * len(shares)
+        return unlimited
     exact = np.asarray(shares, dtype=np.float64) * total
     parts = np.floor(exact).astype(np.int64)
     remainder = total - int(parts.sum())

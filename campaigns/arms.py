@@ -15,7 +15,7 @@ same in every run of the campaign (a persistent holdout). Held-out rows carry th
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -73,7 +73,9 @@ def assign_arms(
     return pl.Series("arm", names, dtype=pl.String).gather(index)
 
 
-def arm_frame(customer_ids: pl.Series, *, salt: str, campaign_id: str, arms: Sequence[tuple[str, float]]) -> pl.DataFrame:
+def arm_frame(
+    customer_ids: pl.Series, *, salt: str, campaign_id: str, arms: Sequence[tuple[str, float]]
+) -> pl.DataFrame:
     """(customer_id, arm) for the distinct ids given."""
     ids = customer_ids.unique().rename("customer_id")
     return pl.DataFrame([ids, assign_arms(ids, salt=salt, campaign_id=campaign_id, arms=arms)])

@@ -46,7 +46,10 @@ CONVERSION_RECORDS = TableSpec(
     "conversions",
     required={"customer_id": pl.String()},
     optional={
-        "product_id": pl.String(), "converted_at": TIMESTAMP, "amount": pl.Float64(), "channel": pl.String(),
+        "product_id": pl.String(),
+        "converted_at": TIMESTAMP,
+        "amount": pl.Float64(),
+        "channel": pl.String(),
         "family": pl.String(),
     },
     non_null=("customer_id",),
@@ -82,14 +85,19 @@ def _customers(assignments: pl.DataFrame) -> pl.DataFrame:
     per_customer = assignments.group_by("customer_id").agg(
         pl.col("arm").n_unique().alias("_arms"),
         pl.col("arm").first(),
-        pl.col("segment").drop_nulls().first() if "segment" in assignments.columns else pl.lit(None, pl.String).alias("segment"),
-        pl.col("exposed_at").min() if "exposed_at" in assignments.columns else pl.lit(None, TIMESTAMP).alias("exposed_at"),
+        pl.col("segment").drop_nulls().first()
+        if "segment" in assignments.columns
+        else pl.lit(None, pl.String).alias("segment"),
+        pl.col("exposed_at").min()
+        if "exposed_at" in assignments.columns
+        else pl.lit(None, TIMESTAMP).alias("exposed_at"),
     )
     clash = per_customer.filter(pl.col("_arms") > 1).sort("customer_id")
     if clash.height:
         shown = ", ".join(repr(c) for c in clash["customer_id"].head(5))
-        raise AttributionError("assignments", "arm",
-                               f"customer assigned to more than one arm ({clash.height} customers, e.g. {shown})")
+        raise AttributionError(
+            "assignments", "arm", f"customer assigned to more than one arm ({clash.height} customers, e.g. {shown})"
+        )
     return per_customer.drop("_arms").with_columns(pl.col("segment").fill_null(NO_SEGMENT)).sort("customer_id")
 
 
@@ -123,29 +131,42 @@ def attribute(
     conv = conversions.select(
         "customer_id",
         *(c for c in ("product_id", "family") if c in conversions.columns),
-        pl.col("converted_at") if "converted_at" in conversions.columns else pl.lit(None, TIMESTAMP).alias("converted_at"),
-        pl.col("amount").cast(pl.Float64).fill_null(0.0) if "amount" in conversions.columns else pl.lit(0.0).alias("amount"),
+        pl.col("converted_at")
+        if "converted_at" in conversions.columns
+        else pl.lit(None, TIMESTAMP).alias("converted_at"),
+        pl.col("amount").cast(pl.Float64).fill_null(0.0)
+        if "amount" in conversions.columns
+        else pl.lit(0.0).alias("amount"),
     ).with_row_index("_conversion")
 
     customers = _customers(assignments)
     matches: dict[str, pl.DataFrame] = {}
-    offers = assignments.select("customer_id", "exposed_at", *(c for c in ("offer_id", "family") if c in assignments.columns))
+    offers = assignments.select(
+        "customer_id", "exposed_at", *(c for c in ("offer_id", "family") if c in assignments.columns)
+    )
     if "offer_id" in offers.columns and "product_id" in conv.columns:
         matches[OFFERED_PRODUCT] = conv.join(
-            offers.drop("family", strict=False).unique(), left_on=["customer_id", "product_id"],
-            right_on=["customer_id", "offer_id"], how="inner")
+            offers.drop("family", strict=False).unique(),
+            left_on=["customer_id", "product_id"],
+            right_on=["customer_id", "offer_id"],
+            how="inner",
+        )
     if "family" in offers.columns and "family" in conv.columns:
         matches[OFFERED_FAMILY] = conv.join(
             offers.select("customer_id", "family", "exposed_at").drop_nulls("family").unique(),
-            on=["customer_id", "family"], how="inner")
+            on=["customer_id", "family"],
+            how="inner",
+        )
     if campaign_offers is not None and "product_id" in conv.columns:
         matches[CAMPAIGN_OFFER] = conv.filter(pl.col("product_id").is_in(list(campaign_offers))).join(
-            customers.select("customer_id", "exposed_at"), on="customer_id", how="inner")
+            customers.select("customer_id", "exposed_at"), on="customer_id", how="inner"
+        )
     matches[ANY_PRODUCT] = conv.join(customers.select("customer_id", "exposed_at"), on="customer_id", how="inner")
     order = [m for m in (metrics or METRICS) if m in matches]
     if not order:
-        raise AttributionError("conversions", None, f"none of the metrics {list(metrics or METRICS)} can be computed "
-                               "from these columns")
+        raise AttributionError(
+            "conversions", None, f"none of the metrics {list(metrics or METRICS)} can be computed from these columns"
+        )
     matches = {m: matches[m] for m in order}
 
     for metric, matched in matches.items():
@@ -160,7 +181,8 @@ def attribute(
             )
         )
         customers = customers.join(per_customer, on="customer_id", how="left").with_columns(
-            pl.col(f"{metric}_converted").fill_null(False), pl.col(f"{metric}_revenue").fill_null(0.0))
+            pl.col(f"{metric}_converted").fill_null(False), pl.col(f"{metric}_revenue").fill_null(0.0)
+        )
     return Outcomes(customers, tuple(matches), window_days)
 
 
@@ -199,8 +221,15 @@ def cumulative_conversions(outcomes: Outcomes, metric: str) -> pl.DataFrame:
     times): arm, day, conversions, cumulative_conversions, cumulative_rate. Empty without conversion times."""
     first = pl.col(f"{metric}_first_at")
     frame = outcomes.customers
-    schema = {"arm": pl.String, "day": pl.Int64, "conversions": pl.UInt32, "cumulative_conversions": pl.UInt32,
-              "cumulative_rate": pl.Float64}
+    schema = pl.Schema(
+        {
+            "arm": pl.String(),
+            "day": pl.Int64(),
+            "conversions": pl.UInt32(),
+            "cumulative_conversions": pl.UInt32(),
+            "cumulative_rate": pl.Float64(),
+        }
+    )
     converted = frame.filter(first.is_not_null())
     if converted.height == 0:
         return pl.DataFrame(schema=schema)
@@ -209,7 +238,8 @@ def cumulative_conversions(outcomes: Outcomes, metric: str) -> pl.DataFrame:
     sizes = frame.group_by("arm").agg(pl.len().alias("_n"))
     daily = (
         converted.with_columns(((first - start).dt.total_seconds() // 86_400).cast(pl.Int64).alias("day"))
-        .group_by("arm", "day").agg(pl.len().cast(pl.UInt32).alias("conversions"))
+        .group_by("arm", "day")
+        .agg(pl.len().cast(pl.UInt32).alias("conversions"))
         .sort("arm", "day")
         .with_columns(pl.col("conversions").cum_sum().over("arm").alias("cumulative_conversions"))
         .join(sizes, on="arm")

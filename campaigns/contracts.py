@@ -30,9 +30,10 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import polars as pl
 
@@ -67,7 +68,9 @@ def shorten(value: object) -> str:
 class ContractError(UserError):
     """A table broke its input contract."""
 
-    def __init__(self, table: str, column: str | None, reason: str, *, rows: Iterable[int] = (), values: Iterable = ()):
+    def __init__(
+        self, table: str, column: str | None, reason: str, *, rows: Iterable[int] = (), values: Iterable[Any] = ()
+    ):
         self.table = table
         self.column = column
         self.reason = " ".join(reason.split())  # always one line
@@ -155,8 +158,13 @@ PRODUCTS = TableSpec(
     non_null=("product_id", "family"),
     key=("product_id",),
     categorical=("family",),
-    bounds={"min_age": NON_NEGATIVE, "max_age": NON_NEGATIVE, "min_credit_score": NON_NEGATIVE,
-            "max_dti": NON_NEGATIVE, "capacity": NON_NEGATIVE},
+    bounds={
+        "min_age": NON_NEGATIVE,
+        "max_age": NON_NEGATIVE,
+        "min_credit_score": NON_NEGATIVE,
+        "max_dti": NON_NEGATIVE,
+        "capacity": NON_NEGATIVE,
+    },
 )
 EVENTS = TableSpec(
     "events",
@@ -187,8 +195,13 @@ RISK = TableSpec(
     },
     non_null=("customer_id", "as_of"),
     key=("customer_id", "as_of"),
-    bounds={"credit_score": NON_NEGATIVE, "dpd_current": NON_NEGATIVE, "max_dpd_12m": NON_NEGATIVE,
-            "dti": NON_NEGATIVE, "total_exposure": NON_NEGATIVE},
+    bounds={
+        "credit_score": NON_NEGATIVE,
+        "dpd_current": NON_NEGATIVE,
+        "max_dpd_12m": NON_NEGATIVE,
+        "dti": NON_NEGATIVE,
+        "total_exposure": NON_NEGATIVE,
+    },
 )
 HOLDINGS = TableSpec(
     "holdings",
@@ -266,8 +279,12 @@ def _convert(column: str, dtype: pl.DataType, source: pl.DataType) -> pl.Expr:
         text = col.str.strip_chars()
         if dtype == TIMESTAMP:
             parsed = [text.str.strptime(TIMESTAMP, fmt, strict=False, exact=True) for fmt in _DATETIME_FORMATS]
-            zoned = [text.str.to_datetime(fmt, strict=False, time_unit="us", exact=True)
-                     .dt.convert_time_zone("UTC").dt.replace_time_zone(None) for fmt in _ZONED_FORMATS]
+            zoned = [
+                text.str.to_datetime(fmt, strict=False, time_unit="us", exact=True)
+                .dt.convert_time_zone("UTC")
+                .dt.replace_time_zone(None)
+                for fmt in _ZONED_FORMATS
+            ]
             return pl.coalesce(*parsed, *zoned)
         if dtype == pl.Date:
             return text.str.strptime(pl.Date, "%Y-%m-%d", strict=False, exact=True)
@@ -311,7 +328,11 @@ _REASONS = {
 
 
 def _type_reason(dtype: pl.DataType, source: pl.DataType) -> str:
-    reason = "not a parseable timestamp (ISO 8601)" if dtype == TIMESTAMP else _REASONS.get(type(dtype), f"cannot be cast to {dtype}")
+    reason = (
+        "not a parseable timestamp (ISO 8601)"
+        if dtype == TIMESTAMP
+        else _REASONS.get(type(dtype), f"cannot be cast to {dtype}")
+    )
     return reason if source == pl.String else f"{reason}; the file stores the column as {source}"
 
 
@@ -327,7 +348,7 @@ def _repeated_rows(lf: pl.LazyFrame, columns: list[str]) -> int:
     return counts.collect(engine="streaming").item() or 0
 
 
-def _first_rows(lf: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[list[int], list]:
+def _first_rows(lf: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[list[int], list[Any]]:
     bad = lf.filter(condition).select("_row", pl.col(column).cast(pl.String)).head(MAX_REPORTED_ROWS).collect()
     return bad["_row"].to_list(), bad[column].to_list()
 
@@ -411,8 +432,9 @@ def validate(
         raise read_failure(spec.name, source, exc) from exc
 
 
-def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] | None, references: References,
-              in_memory: bool) -> pl.LazyFrame:
+def _validate(
+    lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] | None, references: References, in_memory: bool
+) -> pl.LazyFrame:
     table = spec.name
     schema = lf.collect_schema()
     missing = [c for c in spec.required if c not in schema]
@@ -433,9 +455,7 @@ def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] |
             converted[c] = converted[c].str.strip_chars()
         elif c in spec.categorical:
             converted[c] = _normalised(lf, converted[c])
-    indexed = lf.with_row_index("_row", offset=1).with_columns(
-        **{f"_typed_{c}": expr for c, expr in converted.items()}
-    )
+    indexed = lf.with_row_index("_row", offset=1).with_columns(**{f"_typed_{c}": expr for c, expr in converted.items()})
     if in_memory:
         indexed = indexed.collect().lazy()
     checks: dict[str, tuple[pl.Expr, str, str]] = {}
@@ -444,8 +464,11 @@ def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] |
         if schema[c] != dtype and dtype != pl.String:  # a column already of the right type cannot fail its conversion
             checks[f"type:{c}"] = (pl.col(c).is_not_null() & typed.is_null(), c, _type_reason(dtype, schema[c]))
         if dtype == pl.Float64:
-            checks[f"finite:{c}"] = (~typed.is_finite(), c,
-                                     "not a finite number (NaN or infinity; leave the cell empty for an unknown value)")
+            checks[f"finite:{c}"] = (
+                ~typed.is_finite(),
+                c,
+                "not a finite number (NaN or infinity; leave the cell empty for an unknown value)",
+            )
         if c in spec.bounds:
             low, high = spec.bounds[c]
             outside = (typed < low) if high is None else ~typed.is_between(low, high)
@@ -466,8 +489,11 @@ def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] |
     key_check = None
     if spec.key:
         key_cols = [pl.col(f"_typed_{c}") for c in spec.key]
-        key_check = (pl.len().over(key_cols) > 1, spec.key[-1] if len(spec.key) == 1 else spec.key[0],
-                     f"duplicate key {list(spec.key)}")
+        key_check = (
+            pl.len().over(key_cols) > 1,
+            spec.key[-1] if len(spec.key) == 1 else spec.key[0],
+            f"duplicate key {list(spec.key)}",
+        )
         checks["key"] = key_check
     if event_types is not None and "event_type" in present:
         known = sorted(set(event_types))
@@ -480,12 +506,15 @@ def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] |
         dangling = ~pl.col(f"_typed_{c}").is_in(keys.implode())
         checks[f"ref:{c}"] = (dangling, c, f"refers to unknown {target}")
     one_pass = {name: cond.sum() for name, (cond, _, _) in checks.items() if name != "key"}
-    counts = {name: values[0] for name, values in indexed.select(**one_pass).collect(engine="streaming").to_dict(as_series=False).items()}
+    counts = {
+        name: values[0]
+        for name, values in indexed.select(**one_pass).collect(engine="streaming").to_dict(as_series=False).items()
+    }
     if key_check is not None:  # group-bys are several times faster than a window count over millions of rows
-        typed = [f"_typed_{c}" for c in spec.key]
+        key_columns = [f"_typed_{c}" for c in spec.key]
         # A key seen twice has a repeated 64-bit hash; only then are the keys themselves counted (exactly).
-        hashed = indexed.select(pl.struct(typed).hash().alias("_hash"))
-        counts["key"] = _repeated_rows(hashed, ["_hash"]) and _repeated_rows(indexed, typed)
+        hashed = indexed.select(pl.struct(key_columns).hash().alias("_hash"))
+        counts["key"] = _repeated_rows(hashed, ["_hash"]) and _repeated_rows(indexed, key_columns)
     stripped = set()
     recheck = [c for c in references if counts[f"ref:{c}"] and c in lazy_strip]
     if recheck:  # dangling ids: are they padded known ids? then the column is stripped
@@ -508,8 +537,10 @@ def _validate(lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] |
             raise ContractError(table, column, f"{reason} ({n} row{'s' if n != 1 else ''})", rows=rows, values=values)
     extras = [c for c in schema if c not in present]
     if in_memory:
-        typed = {c: pl.col(f"_typed_{c}") for c in converted}
-        return indexed.select(*((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed.items()), *extras)
+        typed_columns = {c: pl.col(f"_typed_{c}") for c in converted}
+        return indexed.select(
+            *((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed_columns.items()), *extras
+        )
     for c in stripped:
         converted[c] = converted[c].str.strip_chars()
     return lf.select(*(expr.alias(c) for c, expr in converted.items()), *extras)
@@ -556,7 +587,7 @@ def find_table(directory: Path, name: str) -> Path | None:
     candidates = [e for e in entries if e.lower().startswith(prefix)]
     by_suffix: dict[str, list[str]] = {}
     for entry in candidates:
-        by_suffix.setdefault(entry[len(prefix):].lower(), []).append(entry)
+        by_suffix.setdefault(entry[len(prefix) :].lower(), []).append(entry)
     for suffix in (s.lstrip(".") for s in SUPPORTED):
         found = by_suffix.get(suffix, [])
         if len(found) > 1:
@@ -566,7 +597,9 @@ def find_table(directory: Path, name: str) -> Path | None:
             _check_readable(name, path)
             return path
     if candidates:
-        raise ContractError(name, None, f"file '{candidates[0]}' has an unsupported type (use {name}.csv or {name}.parquet)")
+        raise ContractError(
+            name, None, f"file '{candidates[0]}' has an unsupported type (use {name}.csv or {name}.parquet)"
+        )
     return None
 
 
@@ -603,12 +636,17 @@ def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
             continue
         sources[name] = path
         # Every referenced table comes earlier in TABLES, so references are checked in the same pass.
-        references = {column: (target, eager[target][TABLES[target].key[0]])
-                      for (table, column), target in REFERENCES.items() if table == name}
+        references = {
+            column: (target, eager[target][TABLES[target].key[0]])
+            for (table, column), target in REFERENCES.items()
+            if table == name
+        }
         if name == "events":  # tens of millions of rows: stays lazy
             frames[name] = validate(scan_file(path), spec, event_types=event_types, references=references, source=path)
         else:  # read once, then validated and converted in memory
-            eager[name] = validate(_read(path, name), spec, references=references, source=path, in_memory=True).collect()
+            eager[name] = validate(
+                _read(path, name), spec, references=references, source=path, in_memory=True
+            ).collect()
             if name in NON_EMPTY_TABLES and eager[name].height == 0:
                 raise ContractError(name, None, "the file has a header but no rows")
     return World(events=frames["events"], sources=sources, **eager)

@@ -24,21 +24,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import polars as pl
 
 from campaigns.contracts import World
-from campaigns.eligibility_config import (  # noqa: F401 - re-exported: the rule-set API lives with evaluation
-    CHECKS, INVALID, MISSING, EligibilityConfigError, Rule, RuleSet, ValidRanges, load_rule_set, load_rule_sets,
-    load_rules_for,
+from campaigns.eligibility_config import (
+    CHECKS,
+    INVALID,
+    MISSING,
+    Range,
+    Rule,
+    RuleSet,
+    ValidRanges,
 )
+
+# the rule-set API lives with evaluation: re-exported for callers of this module
+from campaigns.eligibility_config import EligibilityConfigError as EligibilityConfigError
+from campaigns.eligibility_config import load_rule_set as load_rule_set
+from campaigns.eligibility_config import load_rule_sets as load_rule_sets
+from campaigns.eligibility_config import load_rules_for as load_rules_for
+from campaigns.expressions import first_match
 from campaigns.segments import occupation_is_student
 from campaigns.specs import CHANNELS
+from recommender.columns import Columns
 
-C, O = "customer_id", "offer_id"
 ALL_CHANNELS = ("all", "*")
 TS = pl.Datetime("us")
 PASS, FAIL = "pass", "fail"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -49,12 +63,21 @@ class Eligibility:
     exclusions: pl.DataFrame
 
 
-def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
+def _param(value: _T | None) -> _T:
+    """A rule parameter its check requires (validated when the rule set was loaded, so never missing here)."""
+    if value is None:
+        raise AssertionError("a rule parameter its check requires is missing (rule sets are validated on load)")
+    return value
+
+
+def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
     return pl.col(name) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
 
 
 def _age_years(birth: pl.Expr, as_of: datetime) -> pl.Expr:
-    before_birthday = (birth.dt.month().cast(pl.Int32) * 100 + birth.dt.day().cast(pl.Int32)) > (as_of.month * 100 + as_of.day)
+    before_birthday = (birth.dt.month().cast(pl.Int32) * 100 + birth.dt.day().cast(pl.Int32)) > (
+        as_of.month * 100 + as_of.day
+    )
     return (pl.lit(as_of.year) - birth.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int32)
 
 
@@ -62,7 +85,7 @@ def _text(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
 
 
-def _checked(value: pl.Expr, valid) -> pl.Expr:
+def _checked(value: pl.Expr, valid: Range) -> pl.Expr:
     """``value`` as Float64 where it is usable, null where it is missing, NaN where it is invalid (NaN, infinite
     or outside ``valid``): one column carries both the value and its state to the (many) pairs."""
     number = value.cast(pl.Float64)
@@ -93,56 +116,88 @@ def customer_features(
     is_student = _col(cust, "is_student", pl.Boolean).cast(pl.Boolean)
     occupation = _col(cust, "occupation", pl.String)
     student = (
-        pl.when(is_student.fill_null(False) | occupation_is_student(occupation).fill_null(False)).then(True)
-        .when(is_student.is_not_null() | (_text(occupation).fill_null("") != "")).then(False)
+        pl.when(is_student.fill_null(False) | occupation_is_student(occupation).fill_null(False))
+        .then(True)
+        .when(is_student.is_not_null() | (_text(occupation).fill_null("") != ""))
+        .then(False)
         .otherwise(None)
     )
     age = pl.coalesce(age_parts) if age_parts else pl.lit(None, dtype=pl.Int32)
-    profile = cust.select(C, age.alias("age"), student.alias("student"), pl.lit(True).alias("known"))
+    profile = cust.select(Columns.Customer, age.alias("age"), student.alias("student"), pl.lit(True).alias("known"))
 
     risk = world.risk
     latest_risk = (
-        risk.filter(pl.col("as_of") <= as_of).sort("as_of").unique(C, keep="last")
+        risk.filter(pl.col("as_of") <= as_of)
+        .sort("as_of")
+        .unique(Columns.Customer, keep="last")
         .select(
-            C, pl.col("as_of").alias("risk_as_of"), "credit_score", "dpd_current", "max_dpd_12m", "dti",
-            _col(risk, "fraud_flag", pl.Boolean), _col(risk, "blacklisted", pl.Boolean), _col(risk, "kyc_ok", pl.Boolean),
+            Columns.Customer,
+            pl.col("as_of").alias("risk_as_of"),
+            "credit_score",
+            "dpd_current",
+            "max_dpd_12m",
+            "dti",
+            _col(risk, "fraud_flag", pl.Boolean),
+            _col(risk, "blacklisted", pl.Boolean),
+            _col(risk, "kyc_ok", pl.Boolean),
             pl.lit(True).alias("has_risk"),
         )
     )
     # The latest consent record per customer for the channel and purpose; of rows tied at the latest time (only
     # possible in unvalidated data) a refusal wins: it sorts last.
     consent = (
-        world.consents.filter((pl.col("channel") == channel) & (pl.col("purpose") == purpose) & (pl.col("updated_at") <= as_of))
-        .select(C, "updated_at", pl.col("granted").fill_null(False).alias("consent"))
-        .sort(["updated_at", "consent"], descending=[False, True]).unique(C, keep="last").select(C, "consent")
+        world.consents.filter(
+            (pl.col("channel") == channel) & (pl.col("purpose") == purpose) & (pl.col("updated_at") <= as_of)
+        )
+        .select(Columns.Customer, "updated_at", pl.col("granted").fill_null(False).alias("consent"))
+        .sort(["updated_at", "consent"], descending=[False, True])
+        .unique(Columns.Customer, keep="last")
+        .select(Columns.Customer, "consent")
     )
     sup = world.suppression
     sup_channel = _text(_col(sup, "channel", pl.String))
     every_channel = sup_channel.is_null() | (sup_channel == "") | sup_channel.is_in(ALL_CHANNELS)
     suppressed = (
         sup.filter(_col(sup, "until", TS).is_null() | (_col(sup, "until", TS) > as_of))
-        .select(C, pl.when(every_channel | (sup_channel == channel)).then(pl.lit(1, pl.UInt8))
-                .when(~sup_channel.is_in(CHANNELS)).then(pl.lit(2, pl.UInt8)).otherwise(pl.lit(0, pl.UInt8)).alias("suppressed"))
-        .group_by(C).agg(pl.col("suppressed").filter(pl.col("suppressed") > 0).min())
+        .select(
+            Columns.Customer,
+            pl.when(every_channel | (sup_channel == channel))
+            .then(pl.lit(1, pl.UInt8))
+            .when(~sup_channel.is_in(CHANNELS))
+            .then(pl.lit(2, pl.UInt8))
+            .otherwise(pl.lit(0, pl.UInt8))
+            .alias("suppressed"),
+        )
+        .group_by(Columns.Customer)
+        .agg(pl.col("suppressed").filter(pl.col("suppressed") > 0).min())
     )
     window = timedelta(days=contact_window_days or 0)
     contacts = (
         contact_history.filter(
-            (pl.col("channel") == channel) & (pl.col("contacted_at") >= as_of - window) & (pl.col("contacted_at") < as_of)
-        ).group_by(C).agg(pl.len().cast(pl.Int64).alias("contacts"))
+            (pl.col("channel") == channel)
+            & (pl.col("contacted_at") >= as_of - window)
+            & (pl.col("contacted_at") < as_of)
+        )
+        .group_by(Columns.Customer)
+        .agg(pl.len().cast(pl.Int64).alias("contacts"))
     )
     return (
-        customer_ids.select(C).unique()
-        .join(profile, on=C, how="left")
-        .join(latest_risk, on=C, how="left")
-        .join(consent, on=C, how="left")
-        .join(suppressed, on=C, how="left")
-        .join(contacts, on=C, how="left")
-        .with_columns(pl.col("suppressed").fill_null(0), pl.col("contacts").fill_null(0), pl.col("known").fill_null(False),
-                      pl.col("has_risk").fill_null(False),
-                      _checked(pl.col("age"), valid.age).alias("age"),
-                      _checked(pl.col("credit_score"), valid.credit_score).alias("credit_score"),
-                      _checked(pl.col("dti"), valid.dti).alias("dti"))
+        customer_ids.select(Columns.Customer)
+        .unique()
+        .join(profile, on=Columns.Customer, how="left")
+        .join(latest_risk, on=Columns.Customer, how="left")
+        .join(consent, on=Columns.Customer, how="left")
+        .join(suppressed, on=Columns.Customer, how="left")
+        .join(contacts, on=Columns.Customer, how="left")
+        .with_columns(
+            pl.col("suppressed").fill_null(0),
+            pl.col("contacts").fill_null(0),
+            pl.col("known").fill_null(False),
+            pl.col("has_risk").fill_null(False),
+            _checked(pl.col("age"), valid.age).alias("age"),
+            _checked(pl.col("credit_score"), valid.credit_score).alias("credit_score"),
+            _checked(pl.col("dti"), valid.dti).alias("dti"),
+        )
     )
 
 
@@ -151,13 +206,17 @@ def _offer_features(products: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     and ``_offer_bit`` (64 products per word) and ``_family_bit``. Over 63 families two may share a bit, which
     can only make the family rule exclude more (fail closed), never less."""
     active = (_col(products, "active_from", TS).is_null() | (_col(products, "active_from", TS) <= as_of)) & (
-        _col(products, "active_to", TS).is_null() | (_col(products, "active_to", TS) > as_of))
+        _col(products, "active_to", TS).is_null() | (_col(products, "active_to", TS) > as_of)
+    )
     offers = products.select(
-        pl.col("product_id").alias(O), _text(pl.col("family")).alias("family"),
-        _col(products, "min_age", pl.Int32), _col(products, "max_age", pl.Int32),
-        _col(products, "min_credit_score", pl.Float64).cast(pl.Float64), _col(products, "max_dti", pl.Float64).cast(pl.Float64),
+        pl.col("product_id").alias(Columns.Offer),
+        _text(pl.col("family")).alias("family"),
+        _col(products, "min_age", pl.Int32),
+        _col(products, "max_age", pl.Int32),
+        _col(products, "min_credit_score", pl.Float64).cast(pl.Float64),
+        _col(products, "max_dti", pl.Float64).cast(pl.Float64),
         active.alias("offer_active"),
-    ).unique(O, keep="first", maintain_order=True)
+    ).unique(Columns.Offer, keep="first", maintain_order=True)
     family_bit = {f: 1 << (i % 63) for i, f in enumerate(sorted(offers["family"].drop_nulls().unique().to_list()))}
     return offers.with_columns(
         pl.Series("_offer_word", [i // 64 for i in range(offers.height)], dtype=pl.Int32),
@@ -173,11 +232,10 @@ def _word_count(offers: pl.DataFrame) -> int:
 def _verdict(bits: dict[str, int], cases: list[tuple[str, pl.Expr]], passes: pl.Expr) -> pl.Expr:
     """The bit of the first case whose condition is true, else 0 where ``passes`` is true, else the rule's
     ordinary failure (so a null condition never lets a pair through)."""
-    chain = None
-    for variant, condition in [*cases, (PASS, passes)]:
-        value = pl.lit(bits.get(variant, 0), dtype=pl.UInt64)
-        chain = pl.when(condition).then(value) if chain is None else chain.when(condition).then(value)
-    return chain.otherwise(pl.lit(bits[FAIL], dtype=pl.UInt64))
+    return first_match(
+        [(condition, pl.lit(bits.get(variant, 0), dtype=pl.UInt64)) for variant, condition in [*cases, (PASS, passes)]],
+        pl.lit(bits[FAIL], dtype=pl.UInt64),
+    )
 
 
 def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet, *, held_words: int = 1) -> pl.Expr:
@@ -185,7 +243,7 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
     valid = rules.valid
     col = pl.col
 
-    def number(name: str, valid_range) -> list[tuple[str, pl.Expr]]:
+    def number(name: str, valid_range: Range) -> list[tuple[str, pl.Expr]]:
         value = col(name).cast(pl.Float64)
         inside = value.is_finite() & value.is_between(valid_range.min, valid_range.max)
         return [(MISSING, value.is_null()), (INVALID, ~inside)]
@@ -202,28 +260,39 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
         case "risk_present":
             return _verdict(bits, [], col("has_risk"))
         case "risk_fresh":
-            return _verdict(bits, [(MISSING, ~col("has_risk"))],
-                            col("risk_as_of") >= as_of - timedelta(days=rule.max_age_days))
+            return _verdict(
+                bits,
+                [(MISSING, ~col("has_risk"))],
+                col("risk_as_of") >= as_of - timedelta(days=_param(rule.max_age_days)),
+            )
         case "consent":
             return _verdict(bits, flag("consent"), col("consent"))
         case "not_suppressed":
-            return _verdict(bits, [(FAIL, col("suppressed") == 1), (INVALID, col("suppressed") == 2)], col("suppressed") == 0)
+            return _verdict(
+                bits, [(FAIL, col("suppressed") == 1), (INVALID, col("suppressed") == 2)], col("suppressed") == 0
+            )
         case "min_age":
             return _verdict(bits, checked("age"), col("age") >= rule.years)
         case "offer_age_band":
             no_band = col("min_age").is_null() & col("max_age").is_null()
-            within = ((col("min_age").is_null() | (col("age") >= col("min_age")))
-                      & (col("max_age").is_null() | (col("age") <= col("max_age"))))
+            within = (col("min_age").is_null() | (col("age") >= col("min_age"))) & (
+                col("max_age").is_null() | (col("age") <= col("max_age"))
+            )
             return _verdict(bits, [(PASS, no_band), *checked("age")], within)
         case "not_student":
             return _verdict(bits, [(FAIL, col("student").fill_null(False)), *flag("student")], ~col("student"))
         case "offer_min_credit_score":
             floor = col("min_credit_score")
-            return _verdict(bits, [(PASS, floor.is_null()), (INVALID, ~floor.is_finite()), *checked("credit_score")],
-                            col("credit_score") >= floor)
+            return _verdict(
+                bits,
+                [(PASS, floor.is_null()), (INVALID, ~floor.is_finite()), *checked("credit_score")],
+                col("credit_score") >= floor,
+            )
         case "offer_max_dti":
             cap = col("max_dti")
-            return _verdict(bits, [(PASS, cap.is_null()), (INVALID, ~cap.is_finite()), *checked("dti")], col("dti") <= cap)
+            return _verdict(
+                bits, [(PASS, cap.is_null()), (INVALID, ~cap.is_finite()), *checked("dti")], col("dti") <= cap
+            )
         case "max_dpd_current":
             return _verdict(bits, number("dpd_current", valid.dpd), col("dpd_current") <= rule.max_days)
         case "max_dpd_12m":
@@ -237,7 +306,9 @@ def _rule_bits(rule: Rule, bits: dict[str, int], as_of: datetime, rules: RuleSet
         case "not_held":  # the customer's held-product bits of the offer's word, and the offer's bit
             return _verdict(bits, [], (_held_word(held_words) & col("_offer_bit")) == 0)
         case "family_not_held":  # bit masks of the customer's held families and of the offer's family
-            return _verdict(bits, [(MISSING, col("_family_bit") == 0)], (col("_held_families") & col("_family_bit")) == 0)
+            return _verdict(
+                bits, [(MISSING, col("_family_bit") == 0)], (col("_held_families") & col("_family_bit")) == 0
+            )
         case "offer_active":
             return _verdict(bits, [], col("offer_active"))
         case "contact_cap":
@@ -257,12 +328,19 @@ def _held_masks(holdings: pl.DataFrame, offers: pl.DataFrame, as_of: datetime) -
     ``_held_<w>`` words of held-product bits (64 products per word, positions from :func:`_offer_features`).
     Integer arithmetic per pair then replaces joining every pair with the holdings (the costliest step)."""
     active = holdings.filter(
-        (pl.col("since") <= as_of) & (_col(holdings, "until", TS).is_null() | (_col(holdings, "until", TS) > as_of)))
+        (pl.col("since") <= as_of) & (_col(holdings, "until", TS).is_null() | (_col(holdings, "until", TS) > as_of))
+    )
     words = _word_count(offers)
-    held = active.select(C, pl.col("product_id").alias(O)).join(offers.select(O, "_offer_word", "_offer_bit", "_family_bit"), on=O)
-    return held.group_by(C).agg(
+    held = active.select(Columns.Customer, pl.col("product_id").alias(Columns.Offer)).join(
+        offers.select(Columns.Offer, "_offer_word", "_offer_bit", "_family_bit"), on=Columns.Offer
+    )
+    return held.group_by(Columns.Customer).agg(
         pl.col("_family_bit").bitwise_or().alias("_held_families"),
-        *[pl.col("_offer_bit").filter(pl.col("_offer_word") == w).bitwise_or().alias(f"_held_{w}") for w in range(words)])
+        *[
+            pl.col("_offer_bit").filter(pl.col("_offer_word") == w).bitwise_or().alias(f"_held_{w}")
+            for w in range(words)
+        ],
+    )
 
 
 def _code_bits(rules: RuleSet) -> list[dict[str, int]]:
@@ -302,12 +380,18 @@ def evaluate(
     contacts at or after ``as_of`` are ignored so a backfilled run is not capped by later runs.
     """
     if contact_history is None:
-        contact_history = pl.DataFrame(schema={C: pl.String, "channel": pl.String, "contacted_at": TS})
-    contact_history = contact_history.select(C, "channel", "contacted_at")
-    cap_windows = [r.window_days for r in rules.rules if r.check == "contact_cap"]
+        contact_history = pl.DataFrame(schema={Columns.Customer: pl.String, "channel": pl.String, "contacted_at": TS})
+    contact_history = contact_history.select(Columns.Customer, "channel", "contacted_at")
+    cap_windows = [_param(r.window_days) for r in rules.rules if r.check == "contact_cap"]
     features = customer_features(
-        candidates, world, contact_history=contact_history, channel=channel, purpose=purpose, as_of=as_of,
-        contact_window_days=max(cap_windows) if cap_windows else None, valid=rules.valid,
+        candidates,
+        world,
+        contact_history=contact_history,
+        channel=channel,
+        purpose=purpose,
+        as_of=as_of,
+        contact_window_days=max(cap_windows) if cap_windows else None,
+        valid=rules.valid,
     )
     offers = _offer_features(world.products, as_of)
     holdings = _held_masks(world.holdings, offers, as_of)
@@ -318,35 +402,57 @@ def evaluate(
     customer_rules = [(i, r) for i, r in enumerate(rules.rules) if not CHECKS[r.check].per_offer]
     pair_rules = [(i, r) for i, r in enumerate(rules.rules) if CHECKS[r.check].per_offer]
     customer_mask = _sum([_rule_bits(r, bits[i], as_of, rules) for i, r in customer_rules])
-    per_customer = (features.select(C, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
-                    .join(holdings, on=C, how="left").with_columns(pl.exclude(C, *_PAIR_COLUMNS, "_customer_mask").fill_null(0)))
+    per_customer = (
+        features.select(Columns.Customer, customer_mask.alias("_customer_mask"), *_PAIR_COLUMNS)
+        .join(holdings, on=Columns.Customer, how="left")
+        .with_columns(pl.exclude(Columns.Customer, *_PAIR_COLUMNS, "_customer_mask").fill_null(0))
+    )
     all_customer_bits = sum(b for i, _ in customer_rules for b in bits[i].values())
     scoped = [(i, r) for i, r in pair_rules if r.families is not None]
     offers = offers.with_columns(
-        _sum([pl.when(_in_scope(r, pl.col("family"), rules)).then(pl.lit(sum(bits[i].values()), dtype=pl.UInt64))
-              .otherwise(pl.lit(0, dtype=pl.UInt64)) for i, r in customer_rules]).alias("_applies"),
+        _sum(
+            [
+                pl.when(_in_scope(r, pl.col("family"), rules))
+                .then(pl.lit(sum(bits[i].values()), dtype=pl.UInt64))
+                .otherwise(pl.lit(0, dtype=pl.UInt64))
+                for i, r in customer_rules
+            ]
+        ).alias("_applies"),
         *[_in_scope(r, pl.col("family"), rules).alias(f"_scope_{i}") for i, r in scoped],
     )
     pairs = (
-        candidates.select(C, O)
-        .join(per_customer, on=C, how="left")
-        .join(offers, on=O, how="left")
-        .with_columns(pl.col("_applies").fill_null(all_customer_bits), pl.col("_family_bit", "_offer_bit").fill_null(0),
-                      pl.col("_offer_word").fill_null(0), *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped])
+        candidates.select(Columns.Customer, Columns.Offer)
+        .join(per_customer, on=Columns.Customer, how="left")
+        .join(offers, on=Columns.Offer, how="left")
+        .with_columns(
+            pl.col("_applies").fill_null(all_customer_bits),
+            pl.col("_family_bit", "_offer_bit").fill_null(0),
+            pl.col("_offer_word").fill_null(0),
+            *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped],
+        )
     )
-    pair_mask = _sum([
-        pl.when(pl.col(f"_scope_{i}")).then(_rule_bits(r, bits[i], as_of, rules, held_words=held_words))
-        .otherwise(pl.lit(0, dtype=pl.UInt64))
-        if r.families is not None else _rule_bits(r, bits[i], as_of, rules, held_words=held_words)
-        for i, r in pair_rules])
+    pair_mask = _sum(
+        [
+            pl.when(pl.col(f"_scope_{i}"))
+            .then(_rule_bits(r, bits[i], as_of, rules, held_words=held_words))
+            .otherwise(pl.lit(0, dtype=pl.UInt64))
+            if r.families is not None
+            else _rule_bits(r, bits[i], as_of, rules, held_words=held_words)
+            for i, r in pair_rules
+        ]
+    )
     mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
-    judged = pairs.select(C, O, mask.alias("_mask"))
+    judged = pairs.select(Columns.Customer, Columns.Offer, mask.alias("_mask"))
     masks = judged["_mask"].unique().sort()
     codes = rules.codes
-    lookup = pl.Series([[c for b, c in enumerate(codes) if m >> b & 1] for m in masks.to_list()], dtype=pl.List(pl.String))
+    lookup = pl.Series(
+        [[c for b, c in enumerate(codes) if m >> b & 1] for m in masks.to_list()], dtype=pl.List(pl.String)
+    )
     excluded = judged.filter(pl.col("_mask") != 0)
-    excluded = excluded.select(C, O, lookup.gather(masks.search_sorted(excluded["_mask"])).alias("rule_ids"))
-    eligible = judged.filter(pl.col("_mask") == 0).select(C, O)
+    excluded = excluded.select(
+        Columns.Customer, Columns.Offer, lookup.gather(masks.search_sorted(excluded["_mask"])).alias("rule_ids")
+    )
+    eligible = judged.filter(pl.col("_mask") == 0).select(Columns.Customer, Columns.Offer)
     return Eligibility(eligible=eligible, exclusions=excluded)
 
 
@@ -363,8 +469,10 @@ def _sum(parts: list[pl.Expr]) -> pl.Expr:
 def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:
     """Per rule id: excluded pairs and distinct customers (a pair counts once under each of its rules)."""
     return (
-        exclusions.explode("rule_ids").rename({"rule_ids": "rule_id"})
-        .group_by("rule_id").agg(pl.len().alias("pairs"), pl.col(C).n_unique().alias("customers"))
+        exclusions.explode("rule_ids")
+        .rename({"rule_ids": "rule_id"})
+        .group_by("rule_id")
+        .agg(pl.len().alias("pairs"), pl.col(Columns.Customer).n_unique().alias("customers"))
         .sort("pairs", "rule_id", descending=[True, False])
     )
 
@@ -386,42 +494,66 @@ def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame
     # Each row's ids as a bit mask (bit = position in the rule set), so the split is integer arithmetic.
     values = {rule_id: 1 << b for rule_id, b in bit.items()}
     masked = exclusions.select(
-        C, O, pl.col("rule_ids").list.eval(pl.element().replace_strict(values, return_dtype=pl.UInt64).bitwise_or())
-        .list.first().fill_null(0).alias("_mask"))
-    per_customer = (
-        masked.select(C, (pl.col("_mask") & customer_bits).alias("_mask")).filter(pl.col("_mask") != 0)
-        .group_by(C).agg(pl.col("_mask").bitwise_or())
-        .select(C, pl.lit(None, dtype=pl.String).alias(O), "_mask")
+        Columns.Customer,
+        Columns.Offer,
+        pl.col("rule_ids")
+        .list.eval(pl.element().replace_strict(values, return_dtype=pl.UInt64).bitwise_or())
+        .list.first()
+        .fill_null(0)
+        .alias("_mask"),
     )
-    per_pair = masked.select(C, O, (pl.col("_mask") & ~pl.lit(customer_bits, dtype=pl.UInt64)).alias("_mask")).filter(
-        pl.col("_mask") != 0)
+    per_customer = (
+        masked.select(Columns.Customer, (pl.col("_mask") & customer_bits).alias("_mask"))
+        .filter(pl.col("_mask") != 0)
+        .group_by(Columns.Customer)
+        .agg(pl.col("_mask").bitwise_or())
+        .select(Columns.Customer, pl.lit(None, dtype=pl.String).alias(Columns.Offer), "_mask")
+    )
+    per_pair = masked.select(
+        Columns.Customer, Columns.Offer, (pl.col("_mask") & ~pl.lit(customer_bits, dtype=pl.UInt64)).alias("_mask")
+    ).filter(pl.col("_mask") != 0)
     rows = pl.concat([per_customer, per_pair])
     masks = rows["_mask"].unique().sort()
-    text = pl.Series([",".join(names[b] for b in sorted(names) if m >> b & 1) for m in masks.to_list()], dtype=pl.String)
-    return (rows.select(C, O, text.gather(masks.search_sorted(rows["_mask"])).alias("rule_ids"))
-            .sort(C, O, nulls_last=False))
+    text = pl.Series(
+        [",".join(names[b] for b in sorted(names) if m >> b & 1) for m in masks.to_list()], dtype=pl.String
+    )
+    return rows.select(
+        Columns.Customer, Columns.Offer, text.gather(masks.search_sorted(rows["_mask"])).alias("rule_ids")
+    ).sort(Columns.Customer, Columns.Offer, nulls_last=False)
 
 
 def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
     """:func:`compact_exclusions` for more distinct rule ids than fit in a bit mask."""
     order = {code: i for i, code in enumerate(rules.codes)}
     customer_level = sorted(rules.customer_level_ids)
-    flat = exclusions.explode("rule_ids").rename({"rule_ids": "rule_id"}).with_columns(
-        pl.col("rule_id").replace_strict(order, default=len(order), return_dtype=pl.Int32).alias("_order"))
+    flat = (
+        exclusions.explode("rule_ids")
+        .rename({"rule_ids": "rule_id"})
+        .with_columns(
+            pl.col("rule_id").replace_strict(order, default=len(order), return_dtype=pl.Int32).alias("_order")
+        )
+    )
     is_customer = pl.col("rule_id").is_in(customer_level)
     per_customer = (
-        flat.filter(is_customer).unique([C, "rule_id"]).sort(C, "_order")
-        .group_by(C, maintain_order=True).agg(pl.col("rule_id").str.join(",").alias("rule_ids"))
-        .select(C, pl.lit(None, dtype=pl.String).alias(O), "rule_ids")
+        flat.filter(is_customer)
+        .unique([Columns.Customer, "rule_id"])
+        .sort(Columns.Customer, "_order")
+        .group_by(Columns.Customer, maintain_order=True)
+        .agg(pl.col("rule_id").str.join(",").alias("rule_ids"))
+        .select(Columns.Customer, pl.lit(None, dtype=pl.String).alias(Columns.Offer), "rule_ids")
     )
     per_pair = (
-        flat.filter(~is_customer).sort(C, O, "_order")
-        .group_by(C, O, maintain_order=True).agg(pl.col("rule_id").str.join(",").alias("rule_ids"))
+        flat.filter(~is_customer)
+        .sort(Columns.Customer, Columns.Offer, "_order")
+        .group_by(Columns.Customer, Columns.Offer, maintain_order=True)
+        .agg(pl.col("rule_id").str.join(",").alias("rule_ids"))
     )
-    return pl.concat([per_customer, per_pair]).sort(C, O, nulls_last=False)
+    return pl.concat([per_customer, per_pair]).sort(Columns.Customer, Columns.Offer, nulls_last=False)
 
 
-def data_warnings(world: World, rule_sets: dict[str, RuleSet], *, campaigns: dict[str, list[str]] | None = None) -> list[str]:
+def data_warnings(
+    world: World, rule_sets: dict[str, RuleSet], *, campaigns: dict[str, list[str]] | None = None
+) -> list[str]:
     """One line per input the rule sets read but ``world`` lacks (a rule that then excludes every pair, or
     never excludes anyone), and per offer family a rule set does not know. ``campaigns``: rule set name ->
     the campaigns that use it, named in the line. For ``mktg data validate``: the data is valid, the
@@ -430,8 +562,10 @@ def data_warnings(world: World, rule_sets: dict[str, RuleSet], *, campaigns: dic
     from campaigns.eligibility_config import input_gaps, unknown_families
 
     campaigns = campaigns or {}
-    columns = {name: (list(getattr(world, name).collect_schema().names()) if name in world.sources else None)
-               for name in TABLES}
+    columns = {
+        name: (list(getattr(world, name).collect_schema().names()) if name in world.sources else None)
+        for name in TABLES
+    }
 
     def where(name: str) -> str:
         users = campaigns.get(name, [])
@@ -444,14 +578,18 @@ def data_warnings(world: World, rule_sets: dict[str, RuleSet], *, campaigns: dic
     lines = []
     for (table, column, effect), by_set in grouped.items():
         what = f"table '{table}' is absent" if column is None else f"table '{table}' has no column '{column}'"
-        rules = "; ".join(f"{'rule' if len(ids) == 1 else 'rules'} {', '.join(repr(i) for i in ids)} ({where(name)})"
-                          for name, ids in by_set.items())
+        rules = "; ".join(
+            f"{'rule' if len(ids) == 1 else 'rules'} {', '.join(repr(i) for i in ids)} ({where(name)})"
+            for name, ids in by_set.items()
+        )
         plural = sum(map(len, by_set.values())) > 1
         lines.append(f"{what}: {rules} {effect.replace('excludes', 'exclude') if plural else effect}")
     families = world.products["family"].unique().to_list() if "family" in world.products.columns else []
     for name, rule_set in rule_sets.items():
         unknown = unknown_families(families, rule_set)
         if unknown:
-            lines.append(f"table 'products', column 'family': {', '.join(repr(f) for f in unknown)} not in valid.families of "
-                         f"{where(name)}: every family-restricted rule applies to those offers")
+            lines.append(
+                f"table 'products', column 'family': {', '.join(repr(f) for f in unknown)} not in valid.families of "
+                f"{where(name)}: every family-restricted rule applies to those offers"
+            )
     return lines

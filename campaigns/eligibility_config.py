@@ -62,13 +62,18 @@ CHECKS: dict[str, Check] = {
     "consent": Check(variants=(MISSING,), needs=(Need("consents"),)),
     "not_suppressed": Check(variants=(INVALID,), needs=(Need("suppression", if_absent=NEVER_EXCLUDES),)),
     "min_age": Check(("years",), variants=(MISSING, INVALID)),
-    "offer_age_band": Check(per_offer=True, variants=(MISSING, INVALID),
-                            needs=(Need("products", ("min_age", "max_age"), NEVER_EXCLUDES),)),
+    "offer_age_band": Check(
+        per_offer=True, variants=(MISSING, INVALID), needs=(Need("products", ("min_age", "max_age"), NEVER_EXCLUDES),)
+    ),
     "not_student": Check(variants=(MISSING,), needs=(Need("customers", ("is_student", "occupation")),)),
-    "offer_min_credit_score": Check(per_offer=True, variants=(MISSING, INVALID),
-                                    needs=(_RISK, Need("products", ("min_credit_score",), NEVER_EXCLUDES))),
-    "offer_max_dti": Check(per_offer=True, variants=(MISSING, INVALID),
-                           needs=(_RISK, Need("products", ("max_dti",), NEVER_EXCLUDES))),
+    "offer_min_credit_score": Check(
+        per_offer=True,
+        variants=(MISSING, INVALID),
+        needs=(_RISK, Need("products", ("min_credit_score",), NEVER_EXCLUDES)),
+    ),
+    "offer_max_dti": Check(
+        per_offer=True, variants=(MISSING, INVALID), needs=(_RISK, Need("products", ("max_dti",), NEVER_EXCLUDES))
+    ),
     "max_dpd_current": Check(("max_days",), variants=(MISSING, INVALID), needs=(_RISK,)),
     "max_dpd_12m": Check(("max_days",), variants=(MISSING, INVALID), needs=(_RISK,)),
     "no_fraud_flag": Check(variants=(MISSING,), needs=(Need("risk", ("fraud_flag",)),)),
@@ -95,7 +100,7 @@ class Range(BaseModel):
     max: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min > self.max:
             raise ValueError(f"min {self.min:g} is above max {self.max:g}")
         return self
@@ -143,7 +148,7 @@ class Rule(BaseModel):
         return None if value is None else [v.strip().lower() for v in value]
 
     @model_validator(mode="after")
-    def _params(self) -> "Rule":
+    def _params(self) -> Rule:
         if self.check not in CHECKS:
             raise ValueError(f"unknown check {self.check!r} (one of {', '.join(CHECKS)})")
         missing = [p for p in CHECKS[self.check].params if getattr(self, p) is None]
@@ -170,7 +175,7 @@ class RuleSet(BaseModel):
     rules: list[Rule]
 
     @model_validator(mode="after")
-    def _unique(self) -> "RuleSet":
+    def _unique(self) -> RuleSet:
         ids = [r.id for r in self.rules]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -179,10 +184,12 @@ class RuleSet(BaseModel):
             raise ValueError(f"{len(self.codes)} reason codes; at most {MAX_CODES} per rule set")
         return self
 
-    def with_contact_cap(self, *, max_contacts: int, window_days: int) -> "RuleSet":
+    def with_contact_cap(self, *, max_contacts: int, window_days: int) -> RuleSet:
         """A copy whose ``contact_cap`` rules use a campaign's own cap."""
         rules = [
-            r.model_copy(update={"max_contacts": max_contacts, "window_days": window_days}) if r.check == "contact_cap" else r
+            r.model_copy(update={"max_contacts": max_contacts, "window_days": window_days})
+            if r.check == "contact_cap"
+            else r
             for r in self.rules
         ]
         return self.model_copy(update={"rules": rules})
@@ -241,7 +248,11 @@ class InputGap:
     effect: str
 
     def describe(self) -> str:
-        what = f"table '{self.table}' is absent" if self.column is None else f"table '{self.table}' has no column '{self.column}'"
+        what = (
+            f"table '{self.table}' is absent"
+            if self.column is None
+            else f"table '{self.table}' has no column '{self.column}'"
+        )
         return f"{what}: rule '{self.rule_id}' {self.effect}"
 
 

@@ -5,17 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import polars as pl
 from sqlalchemy import Engine
 
-from campaigns import run_store
-from campaigns.db.models import Exclusion, TargetListRow
+from campaigns import run_repository
 from campaigns.arms import CONTROL, is_contacted
-from recommender.errors import UserError
-
-
-class RunNotFoundError(UserError):
-    """No committed run matches the campaign (and run id) asked for."""
+from campaigns.run_repository import RunNotFoundError
 
 
 @dataclass(frozen=True)
@@ -31,13 +25,15 @@ class Explanation:
         return self.targeted[0]["arm"] if self.targeted else None
 
     def lines(self) -> list[str]:
-        head = (f"campaign {self.campaign_id}, run {self.run['run_id']} "
-                f"(scheduled for {self.run['scheduled_for'].replace(microsecond=0).isoformat()}Z)")
+        head = (
+            f"campaign {self.campaign_id}, run {self.run['run_id']} "
+            f"(scheduled for {self.run['scheduled_for'].replace(microsecond=0).isoformat()}Z)"
+        )
         out = [head]
         if self.targeted:
             if self.arm == CONTROL:
                 contacted = "control arm: recorded, not contacted"
-            elif not is_contacted(self.arm):
+            elif self.arm is not None and not is_contacted(self.arm):
                 contacted = "held out of the arm's selection: recorded, not contacted"
             else:
                 contacted = "contacted"
@@ -53,45 +49,40 @@ class Explanation:
             target = "every offer" if offer is None else f"offer {offer}"
             out.append(f"  {target}: excluded by {', '.join(rules)}")
         if not self.targeted and not self.exclusions:
-            out.append("  not in the campaign's candidate list (outside its target segments, unknown id, "
-                       "or no ranked offer)")
+            out.append(
+                "  not in the campaign's candidate list (outside its target segments, unknown id, or no ranked offer)"
+            )
         return out
 
 
 def _resolve_run(engine: Engine, campaign_id: str, run_id: str | None) -> dict[str, Any]:
     if run_id is not None:
-        run = run_store.get_run(engine, run_id)
+        run = run_repository.get_run(engine, run_id)
         if run is None or run["campaign_id"] != campaign_id:
             raise RunNotFoundError(f"no run '{run_id}' of campaign '{campaign_id}'")
         return run
-    run = run_store.latest_run(engine, campaign_id)
+    run = run_repository.latest_run(engine, campaign_id)
     if run is None:
-        raise RunNotFoundError(f"campaign '{campaign_id}' has no committed run yet (run `mktg campaign run {campaign_id}`)")
+        raise RunNotFoundError(
+            f"campaign '{campaign_id}' has no committed run yet (run `mktg campaign run {campaign_id}`)"
+        )
     return run
 
 
 def explain(engine: Engine, campaign_id: str, customer_id: str, *, run_id: str | None = None) -> Explanation:
     """Targeted rows (arm, offer, score, rank in segment) or the rule ids per excluded offer, for one run."""
     run = _resolve_run(engine, campaign_id, run_id)
-    mine = run_store.run_rows(engine, TargetListRow.__table__, run["run_id"], customer_id)
+    mine = run_repository.target_rows(engine, run["run_id"], customer_id)
     targeted = []
     for row in mine.sort("offer_rank").iter_rows(named=True) if mine.height else []:
-        segment_rows = _segment_scores(engine, run["run_id"], row["segment"], row["arm"])
+        segment_rows = run_repository.segment_scores(engine, run["run_id"], row["segment"], row["arm"])
         better = int((segment_rows > row["score"]).sum())
         targeted.append({**row, "rank_in_segment": better + 1, "segment_size": segment_rows.len()})
-    excl = run_store.run_rows(engine, Exclusion.__table__, run["run_id"], customer_id)
+    excl = run_repository.exclusion_rows(engine, run["run_id"], customer_id)
     exclusions = []
     if excl.height:
         ordered = excl.sort("offer_id", nulls_last=False)
         exclusions = [(o, r.split(",")) for o, r in zip(ordered["offer_id"].to_list(), ordered["rule_ids"].to_list())]
-    return Explanation(campaign_id=campaign_id, customer_id=customer_id, run=run, targeted=targeted, exclusions=exclusions)
-
-
-def _segment_scores(engine: Engine, run_id: str, segment: str, arm: str) -> pl.Series:
-    from sqlalchemy import select
-
-    table = TargetListRow.__table__
-    query = select(table.c.score).where(table.c.run_id == run_id, table.c.segment == segment, table.c.arm == arm)
-    with engine.connect() as conn:
-        scores = [r[0] for r in conn.execute(query)]
-    return pl.Series("score", scores, dtype=pl.Float64)
+    return Explanation(
+        campaign_id=campaign_id, customer_id=customer_id, run=run, targeted=targeted, exclusions=exclusions
+    )

@@ -15,15 +15,17 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
 from campaigns.arms import contacted_expr
+from campaigns.times import iso_utc
 
 SCHEMA_VERSION = "1.0"
 TARGET_SCHEMA: dict[str, pl.DataType] = {
@@ -49,10 +51,6 @@ class StagedExport:
     staging: Path
     final: Path
     manifest: dict[str, Any]
-
-
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of(path: Path) -> str:
@@ -114,13 +112,17 @@ def stage_export(
         write_csv(contacted, staging / "targets.csv")
         write_parquet(contacted, staging / "targets.parquet")
         write_csv(control, staging / "control.csv")
-        row_counts = {"targets.csv": contacted.height, "targets.parquet": contacted.height, "control.csv": control.height}
+        row_counts = {
+            "targets.csv": contacted.height,
+            "targets.parquet": contacted.height,
+            "control.csv": control.height,
+        }
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "campaign_id": campaign_id,
             "run_id": run_id,
-            "scheduled_for": _iso(scheduled_for),
-            "generated_at": _iso(generated_at),
+            "scheduled_for": iso_utc(scheduled_for),
+            "generated_at": iso_utc(generated_at),
             "channel": rows["channel"][0] if rows.height else None,
             "columns": list(TARGET_COLUMNS),
             "model_versions": dict(sorted(model_versions.items())),
@@ -132,7 +134,11 @@ def stage_export(
             "audience_per_arm": dict(sorted((audience_per_arm or {}).items())),
             "rows_per_offer": _counts(rows, "offer_id"),
             "files": {
-                name: {"sha256": sha256_of(staging / name), "bytes": (staging / name).stat().st_size, "rows": row_counts[name]}
+                name: {
+                    "sha256": sha256_of(staging / name),
+                    "bytes": (staging / name).stat().st_size,
+                    "rows": row_counts[name],
+                }
                 for name in FILES
             },
         }
@@ -171,8 +177,7 @@ def remove_leftovers(staged: StagedExport) -> list[Path]:
     return removed
 
 
-def remove_stale_staging(export_root: Path, *,
-                         hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
+def remove_stale_staging(export_root: Path, *, hold: Callable[[str, str], AbstractContextManager[bool]]) -> list[Path]:
     """Remove the hidden staging directories (``<export_root>/<campaign>/.<run_id>.tmp-*``) that no live process
     is writing, and return them. Killed attempts leave them behind (a later attempt at the same run removes its
     own, see :func:`remove_leftovers`; this removes the rest). ``hold(campaign_id, run_id)`` takes the liveness
@@ -194,7 +199,7 @@ def remove_stale_staging(export_root: Path, *,
 
 def verify_manifest(directory: Path) -> dict[str, Any]:
     """Re-hash every file listed in ``manifest.json``; raise ValueError on a mismatch. Returns the manifest."""
-    manifest = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
     for name, info in manifest["files"].items():
         actual = sha256_of(Path(directory) / name)
         if actual != info["sha256"]:

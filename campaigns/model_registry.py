@@ -67,7 +67,9 @@ def active_version(session: Session, name: str) -> ModelVersion | None:
 
 def latest_version(session: Session, name: str) -> ModelVersion | None:
     return session.scalars(
-        select(ModelVersion).where(ModelVersion.kind == name).order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
+        select(ModelVersion)
+        .where(ModelVersion.kind == name)
+        .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
     ).first()
 
 
@@ -87,13 +89,17 @@ def active_versions(session: Session) -> dict[str, ModelVersion]:
 def latest_tuning(session: Session, name: str) -> dict[str, Any] | None:
     """The search record (``metrics["tuning"]``) of the newest version of ``name`` that came out of a search."""
     rows = session.scalars(
-        select(ModelVersion).where(ModelVersion.kind == name)
+        select(ModelVersion)
+        .where(ModelVersion.kind == name)
         .order_by(ModelVersion.trained_at.desc(), ModelVersion.version.desc())
     )
-    for row in rows:
-        if row.metrics and isinstance(row.metrics.get("tuning"), dict):
-            return row.metrics["tuning"]
-    return None
+    return next((record for row in rows if (record := _tuning_record(row)) is not None), None)
+
+
+def _tuning_record(version: ModelVersion) -> dict[str, Any] | None:
+    """The search record a tuning run stored with ``version`` (``metrics["tuning"]``), if any."""
+    record = (version.metrics or {}).get("tuning")
+    return record if isinstance(record, dict) else None
 
 
 def active_champions(session: Session, candidates: list[str], *, metric: str, min_customers: int) -> dict[str, str]:
@@ -105,12 +111,16 @@ def active_champions(session: Session, candidates: list[str], *, metric: str, mi
     from recommender.tuning import segment_champions
 
     active = active_versions(session)
-    records = {name: active[name].metrics["tuning"] for name in candidates
-               if name in active and active[name].metrics and isinstance(active[name].metrics.get("tuning"), dict)}
+    records = {
+        name: record for name in candidates if name in active and (record := _tuning_record(active[name])) is not None
+    }
     if not records:
         return {}
     newest = max(records.values(), key=lambda r: (r.get("validation_end", ""), r.get("run_id", "")))["run_id"]
     same = {name: r for name, r in records.items() if r.get("run_id") == newest}
-    return segment_champions({n: r.get("per_segment", []) for n, r in same.items()},
-                             overall={n: float(r["best_value"]) for n, r in same.items()},
-                             metric=metric, min_customers=min_customers)
+    return segment_champions(
+        {n: r.get("per_segment", []) for n, r in same.items()},
+        overall={n: float(r["best_value"]) for n, r in same.items()},
+        metric=metric,
+        min_customers=min_customers,
+    )

@@ -1,6 +1,6 @@
 """The A/B report of a campaign run: randomisation checks first, then one section per question analysts ask.
 
-Every arm (control included) is a random share of the run's eligible audience (:mod:`campaigns.runs`), so:
+Every arm (control included) is a random share of the run's eligible audience (:mod:`campaigns.campaign_run`), so:
 
 - ``itt`` (intention to treat): each arm's whole share of the eligible audience against control, on conversion
   to any of the campaign's offers (and to any product). Customers the arm's strategy did not select count too,
@@ -29,9 +29,10 @@ import csv
 import html
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -40,8 +41,13 @@ from campaigns.arms import CONTROL, holdout_label
 from campaigns.attribution import ANY_PRODUCT, CAMPAIGN_OFFER, OFFERED_PRODUCT
 from campaigns.report import ReportResult, build_report
 from campaigns.report_data import RunAssignments
-from campaigns.specs import CampaignSpec
+from campaigns.specs import DEFAULT_ALPHA, CampaignSpec
 from campaigns.stats import BalanceResult, SrmResult, covariate_balance, sample_ratio_mismatch
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from campaigns.uplift.report import Incremental, StrategyQini
 
 SCHEMA_VERSION = 2
 ITT_METRICS = (CAMPAIGN_OFFER, ANY_PRODUCT)
@@ -69,8 +75,8 @@ class CampaignReport:
     sections: list[Section]
     notes: list[str]
     generated_at: datetime
-    qini: list = field(default_factory=list)  # campaigns.uplift.report.StrategyQini per strategy
-    incremental: list = field(default_factory=list)  # campaigns.uplift.report.Incremental per treatment arm
+    qini: list[StrategyQini] = field(default_factory=list)  # per strategy
+    incremental: list[Incremental] = field(default_factory=list)  # per treatment arm
 
     @property
     def best_incremental(self) -> str | None:
@@ -93,7 +99,7 @@ def build_campaign_report(
     spec: CampaignSpec,
     products: pl.DataFrame | None = None,
     window_days: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     power: float = 0.8,
     title: str | None = None,
 ) -> CampaignReport:
@@ -107,87 +113,153 @@ def build_campaign_report(
     for segment, arm, n in _counts(audience, "segment", "arm").iter_rows():
         mix.setdefault(segment, {})[arm] = n
     balance = covariate_balance(mix)
-    notes = [] if run.has_audience else [
-        "This run was recorded before the eligible audience was stored: its 'audience' is the target list, so the "
-        "intention-to-treat sections compare selections, which is only valid when every arm uses one strategy."]
+    notes = (
+        []
+        if run.has_audience
+        else [
+            "This run was recorded before the eligible audience was stored: its 'audience' is the target list, so the "
+            "intention-to-treat sections compare selections, which is only valid when every arm uses one strategy."
+        ]
+    )
 
-    def section(key: str, heading: str, question: str, frame: pl.DataFrame, control: str, metrics: tuple[str, ...],
-                traffic: dict[str, float] | None = None) -> None:
+    def section(
+        key: str,
+        heading: str,
+        question: str,
+        frame: pl.DataFrame,
+        control: str,
+        metrics: tuple[str, ...],
+        traffic: dict[str, float] | None = None,
+    ) -> None:
         present = set(frame["arm"].unique().to_list())
         if control not in present or len(present) < 2:
-            notes.append(f"{heading}: skipped, {'no customers in ' + control if control not in present else 'nothing to compare'}.")
+            notes.append(
+                f"{heading}: skipped, {'no customers in ' + control if control not in present else 'nothing to compare'}."
+            )
             return
-        result = build_report(frame, conversions, control_arm=control, traffic_shares=traffic, window_days=window,
-                              products=products, alpha=alpha, power=power, title=heading,
-                              campaign_offers=run.offers, metrics=metrics)
+        result = build_report(
+            frame,
+            conversions,
+            control_arm=control,
+            traffic_shares=traffic,
+            window_days=window,
+            products=products,
+            alpha=alpha,
+            power=power,
+            title=heading,
+            campaign_offers=run.offers,
+            metrics=metrics,
+        )
         sections.append(Section(key, heading, question, result))
 
     sections: list[Section] = []
     treatment = [arm for arm in spec.arms if not arm.is_control]
     itt = audience.select("customer_id", "arm", "segment", "exposed_at")
     if any(arm.is_control for arm in spec.arms):
-        section("itt", "Intention to treat: each arm's share of the eligible audience vs control",
-                "What does contacting with each strategy do, compared with contacting nobody? Every customer of each "
-                "arm's share counts, selected or not.", itt, CONTROL, ITT_METRICS)
+        section(
+            "itt",
+            "Intention to treat: each arm's share of the eligible audience vs control",
+            "What does contacting with each strategy do, compared with contacting nobody? Every customer of each "
+            "arm's share counts, selected or not.",
+            itt,
+            CONTROL,
+            ITT_METRICS,
+        )
     for i, first in enumerate(treatment):
-        for second in treatment[i + 1:]:
-            section(f"itt:{first.name}-vs-{second.name}", f"Strategy vs strategy: {second.name} vs {first.name}",
-                    f"Which strategy should run this campaign? {second.name}'s share of the eligible audience against "
-                    f"{first.name}'s, every customer counted.",
-                    itt.filter(pl.col("arm").is_in([first.name, second.name])), first.name, ITT_METRICS)
+        for second in treatment[i + 1 :]:
+            section(
+                f"itt:{first.name}-vs-{second.name}",
+                f"Strategy vs strategy: {second.name} vs {first.name}",
+                f"Which strategy should run this campaign? {second.name}'s share of the eligible audience against "
+                f"{first.name}'s, every customer counted.",
+                itt.filter(pl.col("arm").is_in([first.name, second.name])),
+                first.name,
+                ITT_METRICS,
+            )
     control_spec = next((arm for arm in spec.arms if arm.is_control), None)
     for arm in treatment:
         mine = targets.filter(pl.col("arm").is_in([arm.name, holdout_label(arm.name)]))
         holdout = spec.holdout_of(arm)
         if holdout > 0:
-            section(f"holdout:{arm.name}", f"Among {arm.name}'s selection: contacted vs held out",
-                    f"Does contacting the customers {arm.name} selects make them convert? A random {holdout:.0%} of its "
-                    "selection was held out (tracked, not contacted).",
-                    mine, holdout_label(arm.name), SELECTION_METRICS,
-                    {arm.name: 1 - holdout, holdout_label(arm.name): holdout})
+            section(
+                f"holdout:{arm.name}",
+                f"Among {arm.name}'s selection: contacted vs held out",
+                f"Does contacting the customers {arm.name} selects make them convert? A random {holdout:.0%} of its "
+                "selection was held out (tracked, not contacted).",
+                mine,
+                holdout_label(arm.name),
+                SELECTION_METRICS,
+                {arm.name: 1 - holdout, holdout_label(arm.name): holdout},
+            )
         if control_spec is not None and spec.strategy_of(control_spec) == spec.strategy_of(arm):
             frame = pl.concat([targets.filter(pl.col("arm") == arm.name), targets.filter(pl.col("arm") == CONTROL)])
-            section(f"selection:{arm.name}", f"Among customers selected by {spec.strategy_of(arm)}: {arm.name} vs control",
-                    f"Control is ranked with {arm.name}'s strategy: its would-have-been selection against {arm.name}'s "
-                    "contacted customers (both random shares, same selection rule).",
-                    frame, CONTROL, SELECTION_METRICS)
+            section(
+                f"selection:{arm.name}",
+                f"Among customers selected by {spec.strategy_of(arm)}: {arm.name} vs control",
+                f"Control is ranked with {arm.name}'s strategy: its would-have-been selection against {arm.name}'s "
+                "contacted customers (both random shares, same selection rule).",
+                frame,
+                CONTROL,
+                SELECTION_METRICS,
+            )
     from campaigns.uplift.report import incremental_per_1000, strategy_qini
 
     return CampaignReport(
-        title or f"A/B report: campaign {spec.id}, run {run.run_id}", spec.id, run.run_id, run.scheduled_for, alpha,
-        window, srm, balance, sections, notes, datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0),
+        title or f"A/B report: campaign {spec.id}, run {run.run_id}",
+        spec.id,
+        run.run_id,
+        run.scheduled_for,
+        alpha,
+        window,
+        srm,
+        balance,
+        sections,
+        notes,
+        datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         qini=strategy_qini(run, conversions, spec=spec, products=products, window_days=window),
-        incremental=incremental_per_1000(sections, run, spec=spec))
+        incremental=incremental_per_1000(sections, run, spec=spec),
+    )
 
 
 # --- JSON / CSV ---------------------------------------------------------------------------------------------
 
 
-def to_dict(result: CampaignReport) -> dict:
+def to_dict(result: CampaignReport) -> dict[str, Any]:
     """``schema_version`` 2: the run, the randomisation checks, and per section what :func:`report.to_dict` gives."""
-    return report._clean({
-        "schema_version": SCHEMA_VERSION,
-        "kind": "campaign_run",
-        "title": result.title,
-        "campaign_id": result.campaign_id,
-        "run_id": result.run_id,
-        "scheduled_for": result.scheduled_for.isoformat(),
-        "generated_at": result.generated_at.isoformat(),
-        "alpha": result.alpha,
-        "window_days": result.window_days,
-        "srm": asdict(result.srm),
-        "balance": asdict(result.balance),
-        "notes": result.notes,
-        "uplift": {"qini": [q.as_dict() for q in result.qini],
-                   "incremental_per_1000": [r.as_dict() for r in result.incremental],
-                   "best": result.best_incremental},
-        "sections": [
-            {"key": s.key, "title": s.title, "question": s.question, "control_arm": s.result.control_arm,
-             "primary_metric": s.result.primary.metric, "srm": asdict(s.result.srm) if s.result.srm else None,
-             "metrics": report.to_dict(s.result)["metrics"]}
-            for s in result.sections
-        ],
-    })
+    document: dict[str, Any] = report._clean(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "campaign_run",
+            "title": result.title,
+            "campaign_id": result.campaign_id,
+            "run_id": result.run_id,
+            "scheduled_for": result.scheduled_for.isoformat(),
+            "generated_at": result.generated_at.isoformat(),
+            "alpha": result.alpha,
+            "window_days": result.window_days,
+            "srm": asdict(result.srm),
+            "balance": asdict(result.balance),
+            "notes": result.notes,
+            "uplift": {
+                "qini": [q.as_dict() for q in result.qini],
+                "incremental_per_1000": [r.as_dict() for r in result.incremental],
+                "best": result.best_incremental,
+            },
+            "sections": [
+                {
+                    "key": s.key,
+                    "title": s.title,
+                    "question": s.question,
+                    "control_arm": s.result.control_arm,
+                    "primary_metric": s.result.primary.metric,
+                    "srm": asdict(s.result.srm) if s.result.srm else None,
+                    "metrics": report.to_dict(s.result)["metrics"],
+                }
+                for s in result.sections
+            ],
+        }
+    )
+    return document
 
 
 def write_json(result: CampaignReport, path: Path | str) -> Path:
@@ -215,9 +287,13 @@ def write_csv(result: CampaignReport, path: Path | str) -> Path:
 def _balance_html(balance: BalanceResult) -> str:
     if balance.error:
         return f'<p class="note">Covariate-balance check not possible: {html.escape(str(balance.error))}.</p>'
-    verdict = ("warn", "<b>Segment mix differs between arms</b>") if balance.imbalance else ("ok", "Segment mix balanced")
-    return (f'<p class="{verdict[0]}">{verdict[1]} (chi² = {balance.chi2:.2f}, {balance.dof} df, p = {balance.p_value:.3g}): '
-            "the segment x arm table of the eligible audience, tested for independence.</p>")
+    verdict = (
+        ("warn", "<b>Segment mix differs between arms</b>") if balance.imbalance else ("ok", "Segment mix balanced")
+    )
+    return (
+        f'<p class="{verdict[0]}">{verdict[1]} (chi² = {balance.chi2:.2f}, {balance.dof} df, p = {balance.p_value:.3g}): '
+        "the segment x arm table of the eligible audience, tested for independence.</p>"
+    )
 
 
 def _uplift_html(result: CampaignReport) -> str:
@@ -229,28 +305,38 @@ def _uplift_html(result: CampaignReport) -> str:
         return ""
     parts = ["<h2>Uplift: what each strategy's contacts caused</h2>"]
     if result.incremental:
-        parts.append("<table><tr><th>arm</th><th>strategy</th><th>contacts</th><th>incremental conversions per 1,000 "
-                     "contacts [CI]</th><th>from</th></tr>")
+        parts.append(
+            "<table><tr><th>arm</th><th>strategy</th><th>contacts</th><th>incremental conversions per 1,000 "
+            "contacts [CI]</th><th>from</th></tr>"
+        )
         for r in result.incremental:
-            parts.append(f"<tr><td>{esc(r.arm)}</td><td>{esc(r.strategy)}</td><td>{r.contacts:,}</td>"
-                         f"<td>{r.per_1000:+.1f} [{r.low:+.1f}, {r.high:+.1f}]</td>"
-                         f"<td>{'intention to treat vs control' if r.source == 'itt' else 'contacted vs held out'}</td></tr>")
+            parts.append(
+                f"<tr><td>{esc(r.arm)}</td><td>{esc(r.strategy)}</td><td>{r.contacts:,}</td>"
+                f"<td>{r.per_1000:+.1f} [{r.low:+.1f}, {r.high:+.1f}]</td>"
+                f"<td>{'intention to treat vs control' if r.source == 'itt' else 'contacted vs held out'}</td></tr>"
+            )
         parts.append("</table>")
         parts.append(f'<p class="meta">{esc(result.best_incremental or "")}</p>')
     curves = [q for q in result.qini if q.error is None]
     if curves:
-        parts.append('<p class="meta">Qini curves: inside each strategy\'s randomised selection (contacted vs held out '
-                     "or control's would-have-been selection), customers ordered by the strategy's score; the curve is "
-                     "the incremental conversions to the offered product, the dotted line random order. A curve above its "
-                     "line means the score puts the customers a contact moves first.</p>")
+        parts.append(
+            '<p class="meta">Qini curves: inside each strategy\'s randomised selection (contacted vs held out '
+            "or control's would-have-been selection), customers ordered by the strategy's score; the curve is "
+            "the incremental conversions to the offered product, the dotted line random order. A curve above its "
+            "line means the score puts the customers a contact moves first.</p>"
+        )
         parts.append(f'<img alt="Qini curves per strategy" src="{qini_plot(curves, title="Qini curve per strategy")}">')
-        parts.append("<table><tr><th>strategy</th><th>customers</th><th>contacted</th><th>Qini coefficient [CI]</th>"
-                     "<th>uplift in top 30 % (pp) [CI]</th></tr>")
+        parts.append(
+            "<table><tr><th>strategy</th><th>customers</th><th>contacted</th><th>Qini coefficient [CI]</th>"
+            "<th>uplift in top 30 % (pp) [CI]</th></tr>"
+        )
         for q in curves:
             u = q.uplift_at_30
-            parts.append(f"<tr><td>{esc(q.strategy)}</td><td>{q.n:,}</td><td>{q.treated:,}</td>"
-                         f"<td>{q.qini.value:+.3f} [{q.qini.low:+.3f}, {q.qini.high:+.3f}]</td>"
-                         f"<td>{u.value * 100:+.2f} [{u.low * 100:+.2f}, {u.high * 100:+.2f}]</td></tr>")
+            parts.append(
+                f"<tr><td>{esc(q.strategy)}</td><td>{q.n:,}</td><td>{q.treated:,}</td>"
+                f"<td>{q.qini.value:+.3f} [{q.qini.low:+.3f}, {q.qini.high:+.3f}]</td>"
+                f"<td>{u.value * 100:+.2f} [{u.low * 100:+.2f}, {u.high * 100:+.2f}]</td></tr>"
+            )
         parts.append("</table>")
     return "\n".join(parts)
 
@@ -258,11 +344,16 @@ def _uplift_html(result: CampaignReport) -> str:
 def render_html(result: CampaignReport) -> str:
     esc = html.escape
     window = "none" if result.window_days is None else f"{result.window_days:g} days"
-    meta = (f"Campaign <b>{esc(result.campaign_id)}</b>, run <b>{esc(result.run_id)}</b>, fire time "
-            f"{result.scheduled_for:%Y-%m-%dT%H:%M:%SZ} (exposure) · conversion window: {window} · two-sided tests at "
-            f"alpha = {result.alpha:g} · p-values below alpha in bold")
-    parts = ["<h2>Randomisation checks (eligible audience, before any selection)</h2>",
-             report._srm_html(result.srm), _balance_html(result.balance)]
+    meta = (
+        f"Campaign <b>{esc(result.campaign_id)}</b>, run <b>{esc(result.run_id)}</b>, fire time "
+        f"{result.scheduled_for:%Y-%m-%dT%H:%M:%SZ} (exposure) · conversion window: {window} · two-sided tests at "
+        f"alpha = {result.alpha:g} · p-values below alpha in bold"
+    )
+    parts = [
+        "<h2>Randomisation checks (eligible audience, before any selection)</h2>",
+        report._srm_html(result.srm),
+        _balance_html(result.balance),
+    ]
     parts += [f'<p class="note">{esc(note)}</p>' for note in result.notes]
     parts.append(_uplift_html(result))
     for s in result.sections:
@@ -271,7 +362,8 @@ def render_html(result: CampaignReport) -> str:
             parts.append(report._srm_html(s.result.srm))
         parts.extend(report._metric_html(m, s.result, level=3) for m in s.result.metrics.values())
     return Template(report.TEMPLATE.read_text(encoding="utf-8")).substitute(
-        title=esc(result.title), meta=meta, body="\n".join(parts), generated=f"{result.generated_at.isoformat()} UTC")
+        title=esc(result.title), meta=meta, body="\n".join(parts), generated=f"{result.generated_at.isoformat()} UTC"
+    )
 
 
 def write_html(result: CampaignReport, path: Path | str) -> Path:
@@ -284,19 +376,20 @@ def write_html(result: CampaignReport, path: Path | str) -> Path:
 
 
 def report_run(
-    engine,  # noqa: ANN001 - sqlalchemy Engine
+    engine: Engine,
     spec: CampaignSpec,
     conversions: pl.DataFrame,
     *,
     run_id: str | None = None,
     products: pl.DataFrame | None = None,
     window_days: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     title: str | None = None,
 ) -> CampaignReport:
     """:func:`build_campaign_report` of ``run_id`` (default: the campaign's latest succeeded run) from the database."""
     from campaigns.report_data import load_run_assignments
 
     run = load_run_assignments(engine, spec.id, run_id=run_id)
-    return build_campaign_report(run, conversions, spec=spec, products=products, window_days=window_days, alpha=alpha,
-                                 title=title)
+    return build_campaign_report(
+        run, conversions, spec=spec, products=products, window_days=window_days, alpha=alpha, title=title
+    )

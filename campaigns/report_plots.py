@@ -9,17 +9,19 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from campaigns.stats import ArmRate, SegmentComparison  # noqa: E402
+from campaigns.stats import ArmRate, SegmentComparison
 
 CONTROL_COLOUR = "#6b7280"
 ARM_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2")
 DPI = 110
 
 
-def _figure(height: float):
+def _figure(height: float) -> tuple[Figure, Axes]:
     return plt.subplots(figsize=(7.0, height))
 
 
@@ -28,7 +30,7 @@ def _literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -52,10 +54,19 @@ def conversion_by_arm(arms: list[ArmRate], *, control_arm: str, title: str, conf
     colours = arm_colours([a.arm for a in arms], control_arm)
     fig, ax = _figure(0.6 * max(len(shown), 1) + 1.2)
     for y, a in enumerate(shown):
-        ax.errorbar(a.rate * 100, y, xerr=[[(a.rate - a.ci_low) * 100], [(a.ci_high - a.rate) * 100]],
-                    fmt="o", color=colours[a.arm], capsize=5, markersize=7, linewidth=2)
-        ax.annotate(f"{a.rate:.2%}", (a.rate * 100, y), textcoords="offset points", xytext=(0, 9),
-                    ha="center", fontsize=9)
+        ax.errorbar(
+            a.rate * 100,
+            y,
+            xerr=[[(a.rate - a.ci_low) * 100], [(a.ci_high - a.rate) * 100]],
+            fmt="o",
+            color=colours[a.arm],
+            capsize=5,
+            markersize=7,
+            linewidth=2,
+        )
+        ax.annotate(
+            f"{a.rate:.2%}", (a.rate * 100, y), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=9
+        )
     ax.set_yticks(range(len(shown)), [_literal(f"{a.arm}\n(n={a.n:,})") for a in shown])
     ax.set_ylim(-0.7, len(shown) - 0.3)
     ax.set_xlabel(f"conversion rate (%) with {confidence:.0%} Wilson interval")
@@ -73,8 +84,15 @@ def lift_by_segment(segments: list[SegmentComparison], *, control_arm: str, titl
     labels = []
     for y, s in enumerate(rows):
         c = s.comparison
-        ax.errorbar(c.abs_lift * 100, y, xerr=[[(c.abs_lift - c.abs_ci_low) * 100], [(c.abs_ci_high - c.abs_lift) * 100]],
-                    fmt="s" if s.p_adjusted < 0.05 else "o", color=colours[c.arm], capsize=3, markersize=5)
+        ax.errorbar(
+            c.abs_lift * 100,
+            y,
+            xerr=[[(c.abs_lift - c.abs_ci_low) * 100], [(c.abs_ci_high - c.abs_lift) * 100]],
+            fmt="s" if s.p_adjusted < 0.05 else "o",
+            color=colours[c.arm],
+            capsize=3,
+            markersize=5,
+        )
         labels.append(_literal(f"{s.segment} · {c.arm}"))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
@@ -90,7 +108,7 @@ def cumulative_over_time(timeline: pl.DataFrame, *, control_arm: str, by_exposur
     arms = sorted(timeline["arm"].unique().to_list())
     colours = arm_colours([*arms, control_arm], control_arm)
     fig, ax = _figure(3.6)
-    last_day = int(timeline["day"].max())
+    last_day = int(timeline["day"].cast(pl.Int64).to_numpy().max(initial=0))
     for arm in arms:
         part = timeline.filter(pl.col("arm") == arm).sort("day")
         days = [0, *part["day"].to_list(), last_day]

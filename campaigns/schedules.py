@@ -6,7 +6,7 @@ then never fires it, which would leave a campaign silently unscheduled.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -19,12 +19,19 @@ def cron_trigger(schedule: str, *, timezone: str) -> CronTrigger:
             trigger = CronTrigger.from_crontab(schedule, timezone=timezone)
         elif len(fields) == 6:
             second, minute, hour, day, month, day_of_week = fields
-            trigger = CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                                  day_of_week=day_of_week, timezone=timezone)
+            trigger = CronTrigger(
+                second=second,
+                minute=minute,
+                hour=hour,
+                day=day,
+                month=month,
+                day_of_week=day_of_week,
+                timezone=timezone,
+            )
         else:
             raise ValueError("expected 5 cron fields (or 6 with seconds first)")
     except (ValueError, LookupError) as exc:
         raise ValueError(f"invalid schedule {schedule!r}: {exc}") from None
-    if trigger.get_next_fire_time(None, datetime.now(dt_timezone.utc)) is None:
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
         raise ValueError(f"invalid schedule {schedule!r}: it never fires (no date matches its day and month)")
     return trigger

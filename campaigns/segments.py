@@ -13,18 +13,29 @@ does not have (optional tag columns such as ``housing``), never matches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, Union
+from typing import Any
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from campaigns.expressions import first_match
 from campaigns.tomlfile import validation_message
 from recommender.columns import Columns
 from recommender.errors import UserError
 
-CONTRACT_COLUMNS = {"customer_id", "birth_date", "age", "income", "region", "gender", "occupation", "is_student",
-                    "tenure_months"}
+CONTRACT_COLUMNS = {
+    "customer_id",
+    "birth_date",
+    "age",
+    "income",
+    "region",
+    "gender",
+    "occupation",
+    "is_student",
+    "tenure_months",
+}
 ALL = "*"
 
 
@@ -50,7 +61,7 @@ class Range(BaseModel):
         return self
 
 
-Condition = Union[bool, int, float, str, list[Union[bool, int, float, str]], Range]
+Condition = bool | int | float | str | list[bool | int | float | str] | Range
 
 
 class Band(BaseModel):
@@ -71,13 +82,15 @@ class Band(BaseModel):
         return self
 
 
-class Rule(BaseModel):
+class MatchRule(BaseModel):
+    """A named condition on profile columns: the first match gives a life stage or a segment."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     when: dict[str, Condition] = Field(default_factory=dict)
 
 
-class SegmentRule(Rule):
+class SegmentRule(MatchRule):
     families: list[str] = Field(default_factory=list)
     offers: list[str] = Field(default_factory=list)
     exclude_offers: list[str] = Field(default_factory=list)
@@ -86,7 +99,7 @@ class SegmentRule(Rule):
 class TagConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bands: dict[str, Band] = Field(default_factory=dict)
-    life_stage: list[Rule] = Field(default_factory=list)
+    life_stage: list[MatchRule] = Field(default_factory=list)
     default_life_stage: str = "adult"
     passthrough: list[str] = Field(default_factory=list)
     extra_columns: bool = True  # also pass through non-contract text/boolean columns
@@ -128,20 +141,15 @@ def _condition(column: str, cond: Condition, schema: Mapping[str, pl.DataType]) 
     return expr.fill_null(False)
 
 
-def _matches(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+def _matches(rule: MatchRule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     expr = pl.lit(True)
     for column, cond in rule.when.items():
         expr = expr & _condition(column, cond, schema)
     return expr
 
 
-def _first_match(rules: list[Rule], default: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
-    if not rules:
-        return pl.lit(default)
-    chain = pl.when(_matches(rules[0], schema)).then(pl.lit(rules[0].name))
-    for rule in rules[1:]:
-        chain = chain.when(_matches(rule, schema)).then(pl.lit(rule.name))
-    return chain.otherwise(pl.lit(default))
+def _first_match(rules: list[MatchRule], default: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    return first_match([(_matches(rule, schema), pl.lit(rule.name)) for rule in rules], pl.lit(default))
 
 
 def _age(frame: pl.DataFrame, as_of: datetime) -> pl.Expr:
@@ -163,10 +171,9 @@ def _band(band: Band, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     if band.column not in schema:  # optional input column absent: everyone gets the missing label
         return pl.lit(band.missing)
     value = pl.col(band.column).cast(pl.Float64)
-    chain = pl.when(value.is_null() | value.is_nan()).then(pl.lit(band.missing))
-    for edge, label in zip(band.edges, band.labels):
-        chain = chain.when(value < edge).then(pl.lit(label))
-    return chain.otherwise(pl.lit(band.labels[-1]))
+    cases = [(value.is_null() | value.is_nan(), pl.lit(band.missing))]
+    cases += [(value < edge, pl.lit(label)) for edge, label in zip(band.edges, band.labels)]
+    return first_match(cases, pl.lit(band.labels[-1]))
 
 
 class SegmentRules:
@@ -192,8 +199,11 @@ class SegmentRules:
         extra = [c for c in tags.passthrough if c in customers.columns]
         if tags.extra_columns:
             extra += [
-                c for c, t in customers.schema.items()
-                if c not in CONTRACT_COLUMNS and c not in extra and isinstance(t, (pl.String, pl.Boolean, pl.Categorical))
+                c
+                for c, t in customers.schema.items()
+                if c not in CONTRACT_COLUMNS
+                and c not in extra
+                and isinstance(t, (pl.String, pl.Boolean, pl.Categorical))
             ]
         return columns + [c for c in extra if c not in columns]
 
@@ -206,8 +216,12 @@ class SegmentRules:
             student = student | pl.col("is_student").cast(pl.Boolean).fill_null(False)
         if "occupation" in frame.columns:
             student = student | occupation_is_student(pl.col("occupation")).fill_null(False)
-        frame = frame.with_columns(student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()])
-        return frame.with_columns(_first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage"))
+        frame = frame.with_columns(
+            student.alias("student"), *[_band(b, frame.schema).alias(name) for name, b in tags.bands.items()]
+        )
+        return frame.with_columns(
+            _first_match(tags.life_stage, tags.default_life_stage, frame.schema).alias("life_stage")
+        )
 
     def assign(self, customers: pl.DataFrame, *, as_of: datetime) -> pl.DataFrame:
         """customer_id, segment and the tag columns, one row per customer in input order."""
@@ -217,7 +231,8 @@ class SegmentRules:
         segment = _first_match(list(self.config.segment), self.config.default_segment.name, tagged.schema)
         columns = self.tag_columns(customers)
         return tagged.select(
-            pl.col(Columns.Customer).cast(pl.String), segment.alias(Columns.Segment),
+            pl.col(Columns.Customer).cast(pl.String),
+            segment.alias(Columns.Segment),
             *[pl.col(c) for c in columns],
         )
 
@@ -229,10 +244,16 @@ class SegmentRules:
         for rule in [*self.config.segment, self.config.default_segment]:
             keep = ids.is_in(rule.offers)
             if families is not None and rule.families:
-                keep = keep | (families.is_in(rule.families) if ALL not in rule.families else pl.Series([True] * ids.len()))
+                keep = keep | (
+                    families.is_in(rule.families) if ALL not in rule.families else pl.Series([True] * ids.len())
+                )
             keep = keep & ~ids.is_in(rule.exclude_offers)
-            parts.append(pl.DataFrame({Columns.Segment: rule.name, Columns.Offer: ids.filter(keep)},
-                                      schema={Columns.Segment: pl.String, Columns.Offer: pl.String}))
+            parts.append(
+                pl.DataFrame(
+                    {Columns.Segment: rule.name, Columns.Offer: ids.filter(keep)},
+                    schema={Columns.Segment: pl.String, Columns.Offer: pl.String},
+                )
+            )
         return pl.concat(parts).unique(maintain_order=True)
 
 

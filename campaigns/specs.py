@@ -40,6 +40,9 @@ MAX_WINDOW_DAYS = 366  # contact-cap and conversion windows: at most a year
 MAX_CONTACTS = 1_000
 
 
+DEFAULT_ALPHA = 0.05  # significance level of every campaign report (intervals are 1 - alpha): CLI and jobs alike
+
+
 class CampaignSpecError(UserError):
     """A campaign file is missing, malformed or invalid."""
 
@@ -143,7 +146,7 @@ class CampaignSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CampaignSpec":
+    def _consistent(self) -> CampaignSpec:
         if not self.offers and not self.families:
             raise ValueError("offers: name at least one offer id or one family (field 'families')")
         names = [arm.name for arm in self.arms]
@@ -201,8 +204,10 @@ class CampaignSpec(BaseModel):
         offers = sorted(set(self.offers) | set(by_family))
         stray = [o for o in self.capacity if o not in offers]
         if stray:
-            raise CampaignSpecError(f"{self.source}: capacity.{stray[0]}: offer {stray[0]!r} is not one of this "
-                                    f"campaign's offers ({_listed(offers)})")
+            raise CampaignSpecError(
+                f"{self.source}: capacity.{stray[0]}: offer {stray[0]!r} is not one of this "
+                f"campaign's offers ({_listed(offers)})"
+            )
         return offers
 
     def config_hash(self, extra: dict[str, Any] | None = None) -> str:

@@ -13,9 +13,9 @@ method for the relative lift); revenue uses Welch's t-test.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -215,21 +215,35 @@ def compare_proportions(
     """Difference and relative lift of conversion rates with intervals, and the pooled z-test p-value."""
     pc, pt = control.rate, treatment.rate
     if control.n <= 0 or treatment.n <= 0:
-        return ProportionComparison(arm, control_arm, pc, pt, *([NAN] * 8), error=ErrorCode.NO_CUSTOMERS)
+        return ProportionComparison(
+            arm, control_arm, pc, pt, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, ErrorCode.NO_CUSTOMERS
+        )
     z_crit = _z(alpha)
     diff = pt - pc
     pooled = (control.conversions + treatment.conversions) / (control.n + treatment.n)
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / control.n + 1 / treatment.n))
     if se_pooled == 0:
-        return ProportionComparison(arm, control_arm, pc, pt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
-                                    error=ErrorCode.NO_CONVERSIONS)
+        return ProportionComparison(
+            arm, control_arm, pc, pt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN, error=ErrorCode.NO_CONVERSIONS
+        )
     z = diff / se_pooled
     p_value = float(2 * sps.norm.sf(abs(z)))
     se_diff = math.sqrt(control.variance + treatment.variance)
     rel, rel_low, rel_high = _relative(pt, treatment.variance, pc, control.variance, z_crit)
     return ProportionComparison(
-        arm, control_arm, pc, pt, diff, diff - z_crit * se_diff, diff + z_crit * se_diff, rel, rel_low, rel_high,
-        z, p_value, error=ErrorCode.ZERO_BASELINE if pc == 0 else None,
+        arm,
+        control_arm,
+        pc,
+        pt,
+        diff,
+        diff - z_crit * se_diff,
+        diff + z_crit * se_diff,
+        rel,
+        rel_low,
+        rel_high,
+        z,
+        p_value,
+        error=ErrorCode.ZERO_BASELINE if pc == 0 else None,
     )
 
 
@@ -245,20 +259,34 @@ def compare_revenue(
     mc, mt = control.mean, treatment.mean
     if control.n < 2 or treatment.n < 2:
         code = ErrorCode.NO_CUSTOMERS if min(control.n, treatment.n) <= 0 else ErrorCode.TOO_FEW_CUSTOMERS
-        return RevenueComparison(arm, control_arm, mc, mt, *([NAN] * 9), error=code)
+        return RevenueComparison(arm, control_arm, mc, mt, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, code)
     vc, vt = control.variance / control.n, treatment.variance / treatment.n
     se = math.sqrt(vc + vt)
     diff = mt - mc
     if se == 0:
-        return RevenueComparison(arm, control_arm, mc, mt, diff, *([NAN] * 8), error=ErrorCode.ZERO_VARIANCE)
+        return RevenueComparison(
+            arm, control_arm, mc, mt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, ErrorCode.ZERO_VARIANCE
+        )
     df = (vc + vt) ** 2 / (vc**2 / (control.n - 1) + vt**2 / (treatment.n - 1))
     t = diff / se
     p_value = float(2 * sps.t.sf(abs(t), df))
     t_crit = float(sps.t.ppf(1 - alpha / 2, df))
     rel, rel_low, rel_high = _relative(mt, vt, mc, vc, _z(alpha))
     return RevenueComparison(
-        arm, control_arm, mc, mt, diff, diff - t_crit * se, diff + t_crit * se, rel, rel_low, rel_high, t, df,
-        p_value, error=ErrorCode.ZERO_BASELINE if mc == 0 else None,
+        arm,
+        control_arm,
+        mc,
+        mt,
+        diff,
+        diff - t_crit * se,
+        diff + t_crit * se,
+        rel,
+        rel_low,
+        rel_high,
+        t,
+        df,
+        p_value,
+        error=ErrorCode.ZERO_BASELINE if mc == 0 else None,
     )
 
 
@@ -311,10 +339,7 @@ def sample_ratio_mismatch(
     total = sum(observed.values())
     arms = sorted(set(observed) | set(shares))
     share_sum = sum(shares.values())
-    bad = (
-        len(arms) < 2 or total <= 0 or share_sum <= 0
-        or any(shares.get(a, 0) <= 0 for a in arms)
-    )
+    bad = len(arms) < 2 or total <= 0 or share_sum <= 0 or any(shares.get(a, 0) <= 0 for a in arms)
     if bad:
         return SrmResult(observed, {}, NAN, NAN, False, error=ErrorCode.INVALID_SHARES)
     expected = {a: total * shares[a] / share_sum for a in arms}
@@ -335,7 +360,9 @@ def covariate_balance(
     """
     levels = sorted(counts)
     arms = sorted({arm for row in counts.values() for arm in row})
-    table = np.array([[counts[level].get(arm, 0) for arm in arms] for level in levels], dtype=float).reshape(len(levels), len(arms))
+    table = np.array([[counts[level].get(arm, 0) for arm in arms] for level in levels], dtype=float).reshape(
+        len(levels), len(arms)
+    )
     table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0] if table.size else table
     clean = {level: {arm: int(n) for arm, n in row.items()} for level, row in counts.items()}
     if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:

@@ -36,8 +36,9 @@ def read_toml(path: Path | str, *, error: type[UserError], what: str = "configur
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise error(f"{what} '{path}' is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
-                    "(save it as UTF-8)") from exc
+        raise error(
+            f"{what} '{path}' is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} (save it as UTF-8)"
+        ) from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -55,8 +56,9 @@ def key_path(loc: tuple[str | int, ...]) -> str:
 
 def _union_tag(part: str | int) -> bool:
     """pydantic's name for a member of a union in an error location (``bool``, ``list[...]``, ``Range``)."""
-    return isinstance(part, str) and (part in ("bool", "int", "float", "str", "none") or "[" in part
-                                      or (part[:1].isupper() and part.isidentifier()))
+    return isinstance(part, str) and (
+        part in ("bool", "int", "float", "str", "none") or "[" in part or (part[:1].isupper() and part.isidentifier())
+    )
 
 
 def _shown(value: Any) -> str:
@@ -64,8 +66,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
-def validation_message(source: Path | str, exc: ValidationError, *, model: type[BaseModel] | None = None,
-                       prefix: tuple[str | int, ...] = ()) -> str:
+def validation_message(
+    source: Path | str,
+    exc: ValidationError,
+    *,
+    model: type[BaseModel] | None = None,
+    prefix: tuple[str | int, ...] = (),
+) -> str:
     """``<source>: <key path>: <problem>`` for the first error of ``exc`` (one line, values cut short).
 
     An unknown key says so and lists the keys allowed there when ``model`` (the validated model) lets us

@@ -19,17 +19,19 @@ scheduler process: the runner's claim in ``job_runs`` decides which process runs
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
-from campaigns.db.models import JobSchedule
+from campaigns.times import to_utc_naive
 from jobs.logging import bind, event
-from jobs.runner import MISSED, SKIPPED, JobRunner, to_utc_naive
+from jobs.runner import MISSED, SKIPPED, JobRunner
+from jobs.tables import JobSchedule
 
 log = logging.getLogger("mktg.scheduler")
 MAX_SCAN = 10_000  # fire times examined per job and call (a per-second schedule after a long outage is cut here)
@@ -51,9 +53,11 @@ class Due:
     retry: bool  # a failed fire time's next attempt (else a first one)
 
 
-def fire_times(trigger: BaseTrigger, start: datetime, end: datetime, *, limit: int = MAX_SCAN) -> tuple[list[datetime], bool]:
+def fire_times(
+    trigger: BaseTrigger, start: datetime, end: datetime, *, limit: int = MAX_SCAN
+) -> tuple[list[datetime], bool]:
     """The trigger's fire times t with start <= t < end (naive UTC), at most ``limit``; True when cut there."""
-    moment = trigger.get_next_fire_time(None, start.replace(tzinfo=timezone.utc))
+    moment = trigger.get_next_fire_time(None, start.replace(tzinfo=UTC))
     found: list[datetime] = []
     while moment is not None and to_utc_naive(moment) < end:
         if len(found) == limit:
@@ -78,19 +82,34 @@ def register_schedules(engine: Engine, schedules: Mapping[str, Schedule], *, now
                 continue
             values = dict(schedule=schedule.text, timezone=schedule.timezone, since=now, checked_until=now)
             if row is None:
-                conn.execute(dialect.insert(JobSchedule).values(job_name=name, **values)
-                             .on_conflict_do_nothing(index_elements=["job_name"]))
+                conn.execute(
+                    dialect.insert(JobSchedule)
+                    .values(job_name=name, **values)
+                    .on_conflict_do_nothing(index_elements=["job_name"])
+                )
             else:
                 conn.execute(update(JobSchedule).where(JobSchedule.job_name == name).values(**values))
-                event(log, "schedule changed: fire times are counted from now", job=name, schedule=schedule.text,
-                      previous=row.schedule)
+                event(
+                    log,
+                    "schedule changed: fire times are counted from now",
+                    job=name,
+                    schedule=schedule.text,
+                    previous=row.schedule,
+                )
 
 
 class CatchUp:
     """Due and missed fire times of the jobs of one scheduler process."""
 
-    def __init__(self, runner: JobRunner, schedules: Mapping[str, Schedule], *, grace: timedelta, coalesce: bool,
-                 started_at: datetime) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        schedules: Mapping[str, Schedule],
+        *,
+        grace: timedelta,
+        coalesce: bool,
+        started_at: datetime,
+    ) -> None:
         self.runner = runner
         self.engine = runner.engine
         self.schedules = dict(schedules)
@@ -99,10 +118,10 @@ class CatchUp:
         self.started_at = started_at
 
     def _stored(self, name: str) -> JobSchedule | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(JobSchedule.__table__).where(JobSchedule.job_name == name)).first()
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(JobSchedule, name)
 
-    def _since(self, name: str, stored) -> datetime:  # noqa: ANN001
+    def _since(self, name: str, stored: JobSchedule | None) -> datetime:
         schedule = self.schedules[name]
         if stored is None or (stored.schedule, stored.timezone) != (schedule.text, schedule.timezone):
             return self.started_at  # another scheduler registered another schedule: count from our own start
@@ -132,9 +151,14 @@ class CatchUp:
         if end <= start:
             return 0
         with self.engine.begin() as conn:  # compare-and-set: one scheduler records each stretch
-            if conn.execute(update(JobSchedule).where(JobSchedule.job_name == name,
-                                                      JobSchedule.checked_until == stored.checked_until)
-                            .values(checked_until=end)).rowcount != 1:
+            if (
+                conn.execute(
+                    update(JobSchedule)
+                    .where(JobSchedule.job_name == name, JobSchedule.checked_until == stored.checked_until)
+                    .values(checked_until=end)
+                ).rowcount
+                != 1
+            ):
                 return 0
         scanned, cut = fire_times(schedule.trigger, start, end)
         recorded = self.runner.recorded(name, since=start, until=end)
@@ -144,7 +168,14 @@ class CatchUp:
         note = f"missed: no scheduler ran it within the catch-up window ({self.grace.total_seconds():g} s)"
         inserted = self.runner.close(name, missed[-MAX_MISSED_ROWS:], status=MISSED, note=note)
         with bind(job=name):
-            event(log, "fire times missed beyond the catch-up window", level=logging.WARNING,
-                  missed=f"{len(missed)}+" if cut else len(missed), first=missed[0].isoformat(),
-                  last=missed[-1].isoformat(), recorded=inserted, grace_seconds=self.grace.total_seconds())
+            event(
+                log,
+                "fire times missed beyond the catch-up window",
+                level=logging.WARNING,
+                missed=f"{len(missed)}+" if cut else len(missed),
+                first=missed[0].isoformat(),
+                last=missed[-1].isoformat(),
+                recorded=inserted,
+                grace_seconds=self.grace.total_seconds(),
+            )
         return len(missed)

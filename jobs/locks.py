@@ -20,9 +20,9 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import Engine, text
 
@@ -34,7 +34,7 @@ def _hash64(key: str) -> int:
 class _PosixLockFile:
     """One open lock file per process and path; byte-range locks on it, plus the in-process held set."""
 
-    _files: dict[str, "_PosixLockFile"] = {}
+    _files: dict[str, _PosixLockFile] = {}
     _files_guard = threading.Lock()
 
     def __init__(self, path: Path) -> None:
@@ -44,7 +44,7 @@ class _PosixLockFile:
         self.guard = threading.Lock()
 
     @classmethod
-    def for_path(cls, path: Path) -> "_PosixLockFile":
+    def for_path(cls, path: Path) -> _PosixLockFile:
         key = str(path.resolve())
         with cls._files_guard:
             if key not in cls._files:
@@ -109,8 +109,3 @@ class LivenessLocks:
             raise
         finally:
             conn.close()
-
-    def is_held_elsewhere(self, key: str) -> bool:
-        """True when another live holder has ``key`` (probing takes and releases the lock)."""
-        with self.hold(key) as acquired:
-            return not acquired

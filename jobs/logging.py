@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
-_FIELDS: ContextVar[dict[str, Any]] = ContextVar("mktg_log_fields", default={})
+_FIELDS: ContextVar[Mapping[str, Any]] = ContextVar("mktg_log_fields", default=MappingProxyType({}))
 
 
 @contextmanager
@@ -35,7 +37,7 @@ def event(logger: logging.Logger, message: str, *, level: int = logging.INFO, **
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "ts": datetime.fromtimestamp(record.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "level": record.levelname.lower(),
         "logger": record.name,
         "event": record.getMessage(),

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine
 
 from campaigns.contracts import World
-from jobs.pipeline_models import (
-    Progress, held_as_of, latest_event_time, load_models_config, load_segment_rules, prepare,
+from jobs.model_service import (
+    Progress,
+    held_as_of,
+    latest_event_time,
+    load_models_config,
+    load_segment_rules,
+    prepare,
 )
 from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
@@ -53,13 +59,18 @@ class TuningRun:
         if name in self.skipped:
             return self.skipped[name]
         r = self.results[name]
-        return {"run_id": self.run_id, "validation_start": self.validation_start.isoformat(),
-                "validation_end": self.validation_end.isoformat(), "run_budget_seconds": self.budget_seconds,
-                **r.to_dict()}
+        return {
+            "run_id": self.run_id,
+            "validation_start": self.validation_start.isoformat(),
+            "validation_end": self.validation_end.isoformat(),
+            "run_budget_seconds": self.budget_seconds,
+            **r.to_dict(),
+        }
 
 
-def validation_task(world: World, settings: Settings, events_cfg: EventConfig, *, end: datetime,
-                    validation_days: float, k: int) -> ValidationTask:
+def validation_task(
+    world: World, settings: Settings, events_cfg: EventConfig, *, end: datetime, validation_days: float, k: int
+) -> ValidationTask:
     """Train on events before ``end - validation_days``; validate on positive events in the window up to ``end``."""
     rules = load_segment_rules(settings)
     cutoff = end - timedelta(days=validation_days)
@@ -67,17 +78,32 @@ def validation_task(world: World, settings: Settings, events_cfg: EventConfig, *
     split = time_split(events, cutoff=cutoff, positive=events_cfg.positive)
     data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
     held = held_as_of(world.holdings, cutoff)
-    relevant = split.test_pairs.join(held.rename({Columns.Product: Columns.Offer}),
-                                     on=[Columns.Customer, Columns.Offer], how="anti")
+    relevant = split.test_pairs.join(
+        held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
+    )
     customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
-    return ValidationTask(train=data.interactions, train_customers=data.segments, offers=data.products,
-                          customers=customers, allowed=rules.allowed_offers(world.products), held=held,
-                          relevant=relevant, k=k, history=data.history)
+    return ValidationTask(
+        train=data.interactions,
+        train_customers=data.segments,
+        offers=data.products,
+        customers=customers,
+        allowed=rules.allowed_offers(world.products),
+        held=held,
+        relevant=relevant,
+        k=k,
+        history=data.history,
+    )
 
 
 def tune_models(
-    world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None,
-    trials: int | None = None, budget_seconds: float | None = None, progress: Progress | None = None,
+    world: World,
+    settings: Settings,
+    events_cfg: EventConfig,
+    *,
+    names: Iterable[str] | None = None,
+    trials: int | None = None,
+    budget_seconds: float | None = None,
+    progress: Progress | None = None,
     previous: dict[str, dict[str, Any]] | None = None,
 ) -> TuningRun:
     """Search every model in ``names`` (default: models.toml ``train``) within one shared time budget.
@@ -102,26 +128,49 @@ def tune_models(
     for i, name in enumerate(order):
         left = budget - (time.perf_counter() - started)
         share = max(left, 0.0) / (len(order) - i)
-        if estimate[name] is not None and estimate[name] > share:
-            skipped[name] = previous[name]
+        seconds = estimate[name]
+        if seconds is not None and seconds > share:
+            skipped[name] = (previous or {})[name]
             if progress:
-                progress(f"not tuning {name}: its last default trial took {estimate[name]:.0f} s, {share:.0f} s left")
+                progress(f"not tuning {name}: its last default trial took {seconds:.0f} s, {share:.0f} s left")
             continue
         if progress:
             progress(f"tuning {name} ({share:.0f} s)")
-        results[name] = search(task, name=name, kind=config.kind(name), defaults=config.defaults(name),
-                               space=config.space(name), metric=tuning.metric, n_trials=trials or tuning.trials,
-                               budget_seconds=share, threads=settings.threads, progress=progress)
+        results[name] = search(
+            task,
+            name=name,
+            kind=config.kind(name),
+            defaults=config.defaults(name),
+            space=config.space(name),
+            metric=tuning.metric,
+            n_trials=trials or tuning.trials,
+            budget_seconds=share,
+            threads=settings.threads,
+            progress=progress,
+        )
     competing = [n for n in results if n in config.champion.candidates] or list(results)
-    champions = segment_champions({n: results[n].per_segment for n in competing},
-                                  overall={n: results[n].best_value for n in competing},
-                                  metric=config.champion.metric, min_customers=config.champion.min_customers)
-    return TuningRun(run_id=uuid.uuid4().hex[:12], validation_start=end - timedelta(days=tuning.validation_days),
-                     validation_end=end, results=results, champions=champions,
-                     seconds=round(time.perf_counter() - started, 3), budget_seconds=budget,
-                     info={"prepare_seconds": round(prepared, 3), "validation_customers": task.customers.height,
-                           "validation_pairs": task.relevant.height, "end": latest_event_time(world).isoformat()},
-                     skipped=skipped)
+    champions = segment_champions(
+        {n: results[n].per_segment for n in competing},
+        overall={n: results[n].best_value for n in competing},
+        metric=config.champion.metric,
+        min_customers=config.champion.min_customers,
+    )
+    return TuningRun(
+        run_id=uuid.uuid4().hex[:12],
+        validation_start=end - timedelta(days=tuning.validation_days),
+        validation_end=end,
+        results=results,
+        champions=champions,
+        seconds=round(time.perf_counter() - started, 3),
+        budget_seconds=budget,
+        info={
+            "prepare_seconds": round(prepared, 3),
+            "validation_customers": task.customers.height,
+            "validation_pairs": task.relevant.height,
+            "end": latest_event_time(world).isoformat(),
+        },
+        skipped=skipped,
+    )
 
 
 def _first_trial_seconds(record: dict[str, Any] | None) -> float | None:
@@ -156,38 +205,63 @@ def champion_model(settings: Settings, *, engine: Engine, models: dict[str, Any]
     (models.toml ``[champion]``); members come from ``models`` when given, else the registry's active versions."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import active_champions
-    from jobs.pipeline_models import load_active_model
+    from jobs.model_service import load_active_model
 
     config = load_models_config(settings).champion
     with session_scope(engine) as session:
-        champions = active_champions(session, list(config.candidates), metric=config.metric,
-                                     min_customers=config.min_customers)
+        champions = active_champions(
+            session, list(config.candidates), metric=config.metric, min_customers=config.min_customers
+        )
     if not champions:
-        raise UserError("strategy 'best' needs tuned champion candidates "
-                        f"({', '.join(config.candidates) or 'none configured'}): run `mktg tune` first")
+        raise UserError(
+            "strategy 'best' needs tuned champion candidates "
+            f"({', '.join(config.candidates) or 'none configured'}): run `mktg tune` first"
+        )
     members = {name: (models or {}).get(name) or load_active_model(engine, name) for name in set(champions.values())}
     return SegmentChampion(members, champions)
 
 
 def tune_train_register(
-    world: World, settings: Settings, events_cfg: EventConfig, *, engine: Engine, names: Iterable[str] | None = None,
-    trials: int | None = None, budget_seconds: float | None = None, as_of: datetime | None = None,
-    activate: bool = True, progress: Progress | None = None,
+    world: World,
+    settings: Settings,
+    events_cfg: EventConfig,
+    *,
+    engine: Engine,
+    names: Iterable[str] | None = None,
+    trials: int | None = None,
+    budget_seconds: float | None = None,
+    as_of: datetime | None = None,
+    activate: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[TuningRun, dict[str, Any]]:
     """:func:`tune_models` (the registry's earlier searches keep the budget: see ``previous`` there), then fit each
     winner on every event up to ``as_of`` (default: the last event) and register it with its search record.
     Returns the run and the fitted models."""
-    from jobs.pipeline_models import load_models_config, save_and_register, train_models
+    from jobs.model_service import load_models_config, save_and_register, train_models
 
     chosen = list(names) if names else list(load_models_config(settings).train)
-    run = tune_models(world, settings, events_cfg, names=chosen, trials=trials, budget_seconds=budget_seconds,
-                      progress=progress, previous=latest_records(engine, chosen))
+    run = tune_models(
+        world,
+        settings,
+        events_cfg,
+        names=chosen,
+        trials=trials,
+        budget_seconds=budget_seconds,
+        progress=progress,
+        previous=latest_records(engine, chosen),
+    )
     winners = {name: r.best_params for name, r in run.results.items()}
     winners.update({name: dict(record["best_params"]) for name, record in run.skipped.items()})
     if progress:
         progress("fitting the winners on every event")
-    fitted = train_models(world, settings, events_cfg, as_of=as_of or latest_event_time(world), names=list(winners),
-                          params=winners)
-    save_and_register(fitted, settings, engine=engine, activate=activate,
-                      metrics={name: {"tuning": run.record(name)} for name in fitted})
+    fitted = train_models(
+        world, settings, events_cfg, as_of=as_of or latest_event_time(world), names=list(winners), params=winners
+    )
+    save_and_register(
+        fitted,
+        settings,
+        engine=engine,
+        activate=activate,
+        metrics={name: {"tuning": run.record(name)} for name in fitted},
+    )
     return run, fitted

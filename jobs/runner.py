@@ -30,19 +30,21 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 from time import perf_counter
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns.db.models import JobAttempt, JobRun
+from campaigns.times import to_utc_naive, utcnow
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
+from jobs.tables import JobAttempt, JobRun
 
 log = logging.getLogger("mktg.jobs")
 
@@ -51,15 +53,6 @@ ABANDONED = "abandoned"  # an attempt whose process stopped
 CLOSED = (GAVE_UP, MISSED, SKIPPED)  # fire times only a manual run reopens
 ABANDONED_ERROR = "abandoned: the process running this job stopped before finishing (killed or crashed)"
 TRIGGERS = ("scheduler", "retry", "manual")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def to_utc_naive(moment: datetime) -> datetime:
-    """Fire times are stored as naive UTC; aware datetimes are converted, naive ones taken as UTC."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def default_worker(label: str = "cli") -> str:
@@ -131,7 +124,7 @@ class RetryPolicy:
     backoff_max_seconds: float = 3600.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "RetryPolicy":
+    def from_settings(cls, settings: Any) -> RetryPolicy:
         conf = getattr(settings, "scheduler", None)
         if conf is None:
             return cls()
@@ -157,7 +150,8 @@ def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> int | None:
     """INSERT ... ON CONFLICT (job_name, fire_time) DO NOTHING; the new row's id, or None when it existed."""
     dialect = postgresql if conn.engine.url.get_backend_name() == "postgresql" else sqlite
     statement = (
-        dialect.insert(JobRun).values(**values)
+        dialect.insert(JobRun)
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["job_name", "fire_time"])
         .returning(JobRun.id)
     )
@@ -169,6 +163,14 @@ def _load(engine: Engine, job_name: str, fire_time: datetime) -> JobRun | None:
         return session.scalars(select(JobRun).where(JobRun.job_name == job_name, JobRun.fire_time == fire_time)).first()
 
 
+def _load_existing(engine: Engine, job_name: str, fire_time: datetime) -> JobRun:
+    """The row of a fire time known to be recorded (rows are never deleted while their lock is held)."""
+    row = _load(engine, job_name, fire_time)
+    if row is None:
+        raise RuntimeError(f"job_runs has no row for {job_name} at {fire_time.isoformat()} although one was recorded")
+    return row
+
+
 def _short(error: str) -> str:
     return error[:4000]
 
@@ -176,8 +178,15 @@ def _short(error: str) -> str:
 class JobRunner:
     """Runs job functions exactly once per (job name, fire time) against one database, with retries."""
 
-    def __init__(self, engine: Engine, *, settings: Any = None, policy: RetryPolicy | None = None,
-                 worker: str | None = None, recover: Recover | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        settings: Any = None,
+        policy: RetryPolicy | None = None,
+        worker: str | None = None,
+        recover: Recover | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.policy = policy or RetryPolicy.from_settings(settings)
@@ -201,77 +210,141 @@ class JobRunner:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
         fire_time = to_utc_naive(fire_time)
-        with bind(job=job_name, fire_time=fire_time.isoformat()):
-            with self.locks.hold(lock_key(job_name, fire_time)) as acquired:
-                if not acquired:
-                    event(log, "job skipped: another process is running it", outcome=Outcome.RUNNING_ELSEWHERE.value)
-                    return RunReport(Outcome.RUNNING_ELSEWHERE, job_name, fire_time)
-                claimed = self._claim(job_name, fire_time, trigger=trigger)
-                if isinstance(claimed, RunReport):
-                    return claimed
-                with bind(run_id=claimed.claim_id, attempt=claimed.attempt):
-                    return self._execute(claimed, job_name, fire_time, func, kwargs or {})
+        with (
+            bind(job=job_name, fire_time=fire_time.isoformat()),
+            self.locks.hold(lock_key(job_name, fire_time)) as acquired,
+        ):
+            if not acquired:
+                event(log, "job skipped: another process is running it", outcome=Outcome.RUNNING_ELSEWHERE.value)
+                return RunReport(Outcome.RUNNING_ELSEWHERE, job_name, fire_time)
+            claimed = self._claim(job_name, fire_time, trigger=trigger)
+            if isinstance(claimed, RunReport):
+                return claimed
+            with bind(run_id=claimed.claim_id, attempt=claimed.attempt):
+                return self._execute(claimed, job_name, fire_time, func, kwargs or {})
 
     def _claim(self, job_name: str, fire_time: datetime, *, trigger: str) -> _Claim | RunReport:
         claim_id, now = uuid.uuid4().hex, utcnow()
         with self.engine.begin() as conn:
-            row_id = _insert_if_absent(conn, dict(job_name=job_name, fire_time=fire_time, started_at=now,
-                                                  status=RUNNING, run_id=claim_id, attempts=1))
+            row_id = _insert_if_absent(
+                conn,
+                dict(
+                    job_name=job_name, fire_time=fire_time, started_at=now, status=RUNNING, run_id=claim_id, attempts=1
+                ),
+            )
             if row_id is not None:
                 self._insert_attempt(conn, row_id, 1, claim_id, trigger, now)
                 return _Claim(row_id, claim_id, 1, trigger)
-        row = _load(self.engine, job_name, fire_time)
-        assert row is not None
+        row = _load_existing(self.engine, job_name, fire_time)
         if row.status == RUNNING:  # we hold its liveness lock, so whoever runs it is gone
             self._abandon(row)
-            row = _load(self.engine, job_name, fire_time)
+            row = _load_existing(self.engine, job_name, fire_time)
         if row.status == SUCCEEDED:
-            event(log, "job skipped: this fire time already succeeded", outcome=Outcome.ALREADY_SUCCEEDED.value,
-                  run_id=row.run_id)
-            return RunReport(Outcome.ALREADY_SUCCEEDED, job_name, fire_time, run_id=row.run_id, note=row.note,
-                             rows_produced=row.rows_produced)
+            event(
+                log,
+                "job skipped: this fire time already succeeded",
+                outcome=Outcome.ALREADY_SUCCEEDED.value,
+                run_id=row.run_id,
+            )
+            return RunReport(
+                Outcome.ALREADY_SUCCEEDED,
+                job_name,
+                fire_time,
+                run_id=row.run_id,
+                note=row.note,
+                rows_produced=row.rows_produced,
+            )
         recovered = self._recover(row)
         if recovered is not None:
             return recovered
         manual = trigger == "manual"
         if not manual and row.status == FAILED and (row.next_attempt_at is None or row.next_attempt_at > now):
-            event(log, "job skipped: its next attempt is not due yet", outcome=Outcome.RETRY_PENDING.value,
-                  next_attempt_at=row.next_attempt_at)
-            return RunReport(Outcome.RETRY_PENDING, job_name, fire_time, error=row.error, next_attempt_at=row.next_attempt_at)
+            event(
+                log,
+                "job skipped: its next attempt is not due yet",
+                outcome=Outcome.RETRY_PENDING.value,
+                next_attempt_at=row.next_attempt_at,
+            )
+            return RunReport(
+                Outcome.RETRY_PENDING, job_name, fire_time, error=row.error, next_attempt_at=row.next_attempt_at
+            )
         if not manual and row.status in CLOSED:
-            event(log, f"job skipped: this fire time is {row.status} (run it with `mktg jobs run`)",
-                  outcome=Outcome.CLOSED.value)
+            event(
+                log,
+                f"job skipped: this fire time is {row.status} (run it with `mktg jobs run`)",
+                outcome=Outcome.CLOSED.value,
+            )
             return RunReport(Outcome.CLOSED, job_name, fire_time, error=row.error, note=row.note)
         attempt = row.attempts + 1
         trigger = trigger if manual or row.status != FAILED else "retry"
         with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(JobRun)
-                .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
-                .values(status=RUNNING, run_id=claim_id, attempts=attempt, finished_at=None, next_attempt_at=None,
-                        note=None, rows_produced=None, model_versions=None)
-            ).rowcount == 1
+            taken = (
+                conn.execute(
+                    update(JobRun)
+                    .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
+                    .values(
+                        status=RUNNING,
+                        run_id=claim_id,
+                        attempts=attempt,
+                        finished_at=None,
+                        next_attempt_at=None,
+                        note=None,
+                        rows_produced=None,
+                        model_versions=None,
+                    )
+                ).rowcount
+                == 1
+            )
             if taken:
                 self._insert_attempt(conn, row.id, attempt, claim_id, trigger, now)
         if not taken:  # pragma: no cover - only reachable if the lock were bypassed
             return RunReport(Outcome.RUNNING_ELSEWHERE, job_name, fire_time)
-        event(log, "retrying" if row.status == FAILED else f"reopening {row.status} fire time",
-              previous_error=row.error, attempt=attempt, trigger=trigger)
+        event(
+            log,
+            "retrying" if row.status == FAILED else f"reopening {row.status} fire time",
+            previous_error=row.error,
+            attempt=attempt,
+            trigger=trigger,
+        )
         return _Claim(row.id, claim_id, attempt, trigger)
 
-    def _insert_attempt(self, conn: Connection, row_id: int, attempt: int, claim_id: str, trigger: str,
-                        now: datetime) -> None:
-        conn.execute(insert(JobAttempt).values(job_run_id=row_id, attempt=attempt, claim_id=claim_id, trigger=trigger,
-                                               worker=self.worker, status=RUNNING, started_at=now))
+    def _insert_attempt(
+        self, conn: Connection, row_id: int, attempt: int, claim_id: str, trigger: str, now: datetime
+    ) -> None:
+        conn.execute(
+            insert(JobAttempt).values(
+                job_run_id=row_id,
+                attempt=attempt,
+                claim_id=claim_id,
+                trigger=trigger,
+                worker=self.worker,
+                status=RUNNING,
+                started_at=now,
+            )
+        )
 
-    def _execute(self, claim: _Claim, job_name: str, fire_time: datetime,
-                 func: Callable[..., JobResult | None], kwargs: dict[str, Any]) -> RunReport:
+    def _execute(
+        self,
+        claim: _Claim,
+        job_name: str,
+        fire_time: datetime,
+        func: Callable[..., JobResult | None],
+        kwargs: dict[str, Any],
+    ) -> RunReport:
         event(log, "job started", trigger=claim.trigger, late_seconds=round((utcnow() - fire_time).total_seconds(), 1))
         started = perf_counter()
         try:
             with Session(self.engine, expire_on_commit=False) as session:
-                ctx = JobContext(job_name=job_name, fire_time=fire_time, run_id=claim.claim_id, session=session,
-                                 engine=self.engine, settings=self.settings, log=log, attempt=claim.attempt)
+                ctx = JobContext(
+                    job_name=job_name,
+                    fire_time=fire_time,
+                    run_id=claim.claim_id,
+                    session=session,
+                    engine=self.engine,
+                    settings=self.settings,
+                    log=log,
+                    attempt=claim.attempt,
+                )
                 result = func(ctx, **kwargs) or JobResult()
                 self._record_success(session, claim, result)
                 session.commit()
@@ -280,54 +353,109 @@ class JobRunner:
             error = f"{type(exc).__name__}: {exc}"
             status, next_at = self._fail(claim, error=error)
             gave_up = status == GAVE_UP
-            event(log, "job gave up" if gave_up else "job failed", level=logging.ERROR,
-                  outcome=(Outcome.GAVE_UP if gave_up else Outcome.FAILED).value, error=error,
-                  seconds=round(seconds, 3), next_attempt_at=next_at)
+            event(
+                log,
+                "job gave up" if gave_up else "job failed",
+                level=logging.ERROR,
+                outcome=(Outcome.GAVE_UP if gave_up else Outcome.FAILED).value,
+                error=error,
+                seconds=round(seconds, 3),
+                next_attempt_at=next_at,
+            )
             if not isinstance(exc, Exception):
                 raise
-            return RunReport(Outcome.GAVE_UP if gave_up else Outcome.FAILED, job_name, fire_time,
-                             run_id=claim.claim_id, error=error, seconds=seconds, attempt=claim.attempt,
-                             next_attempt_at=next_at, exception=exc)
+            return RunReport(
+                Outcome.GAVE_UP if gave_up else Outcome.FAILED,
+                job_name,
+                fire_time,
+                run_id=claim.claim_id,
+                error=error,
+                seconds=seconds,
+                attempt=claim.attempt,
+                next_attempt_at=next_at,
+                exception=exc,
+            )
         seconds = perf_counter() - started
-        event(log, "job succeeded", outcome=Outcome.SUCCEEDED.value, seconds=round(seconds, 3),
-              rows_produced=result.rows_produced, domain_run_id=result.run_id, note=result.note)
-        return RunReport(Outcome.SUCCEEDED, job_name, fire_time, run_id=result.run_id or claim.claim_id, seconds=seconds,
-                         attempt=claim.attempt, note=result.note, rows_produced=result.rows_produced,
-                         model_versions=result.model_versions, value=result.value)
+        event(
+            log,
+            "job succeeded",
+            outcome=Outcome.SUCCEEDED.value,
+            seconds=round(seconds, 3),
+            rows_produced=result.rows_produced,
+            domain_run_id=result.run_id,
+            note=result.note,
+        )
+        return RunReport(
+            Outcome.SUCCEEDED,
+            job_name,
+            fire_time,
+            run_id=result.run_id or claim.claim_id,
+            seconds=seconds,
+            attempt=claim.attempt,
+            note=result.note,
+            rows_produced=result.rows_produced,
+            model_versions=result.model_versions,
+            value=result.value,
+        )
 
     def _record_success(self, session: Session, claim: _Claim, result: JobResult) -> None:
         now = utcnow()
-        done = session.execute(
-            update(JobRun)
-            .where(JobRun.id == claim.row_id, JobRun.run_id == claim.claim_id, JobRun.status == RUNNING)
-            .values(status=SUCCEEDED, finished_at=now, rows_produced=result.rows_produced, error=None,
-                    model_versions=result.model_versions, run_id=result.run_id or claim.claim_id, note=result.note)
-        ).rowcount
+        done = (
+            session.connection()
+            .execute(  # a Core statement on the session's transaction (CursorResult)
+                update(JobRun)
+                .where(JobRun.id == claim.row_id, JobRun.run_id == claim.claim_id, JobRun.status == RUNNING)
+                .values(
+                    status=SUCCEEDED,
+                    finished_at=now,
+                    rows_produced=result.rows_produced,
+                    error=None,
+                    model_versions=result.model_versions,
+                    run_id=result.run_id or claim.claim_id,
+                    note=result.note,
+                )
+            )
+            .rowcount
+        )
         if done != 1:
             raise RuntimeError("lost the claim on this run (it was taken over); its writes were rolled back")
         session.execute(
-            update(JobAttempt).where(JobAttempt.job_run_id == claim.row_id, JobAttempt.claim_id == claim.claim_id)
-            .values(status=SUCCEEDED, finished_at=now, rows_produced=result.rows_produced, note=result.note))
+            update(JobAttempt)
+            .where(JobAttempt.job_run_id == claim.row_id, JobAttempt.claim_id == claim.claim_id)
+            .values(status=SUCCEEDED, finished_at=now, rows_produced=result.rows_produced, note=result.note)
+        )
 
     def _fail(self, claim: _Claim, *, error: str, attempt_status: str = FAILED) -> tuple[str, datetime | None]:
         """Record the attempt failed and the fire time failed (next attempt after the backoff) or given up."""
         now = utcnow()
         if claim.trigger == "manual":
-            status, next_at, note = FAILED, None, "run by hand: not retried automatically (run it again with `mktg jobs run`)"
+            status, next_at, note = (
+                FAILED,
+                None,
+                "run by hand: not retried automatically (run it again with `mktg jobs run`)",
+            )
         elif claim.attempt >= self.policy.attempts:
             status, next_at, note = GAVE_UP, None, f"gave up after {claim.attempt} attempts"
         else:
             status, next_at, note = FAILED, now + self.policy.delay(claim.attempt), None
         with self.engine.begin() as conn:
-            owned = conn.execute(
-                update(JobRun).where(JobRun.id == claim.row_id, JobRun.status == RUNNING, JobRun.run_id == claim.claim_id)
-                .values(status=status, finished_at=now, error=_short(error), next_attempt_at=next_at, note=note)
-            ).rowcount == 1
+            owned = (
+                conn.execute(
+                    update(JobRun)
+                    .where(JobRun.id == claim.row_id, JobRun.status == RUNNING, JobRun.run_id == claim.claim_id)
+                    .values(status=status, finished_at=now, error=_short(error), next_attempt_at=next_at, note=note)
+                ).rowcount
+                == 1
+            )
             conn.execute(
                 update(JobAttempt)
-                .where(JobAttempt.job_run_id == claim.row_id, JobAttempt.claim_id == claim.claim_id,
-                       JobAttempt.status == RUNNING)
-                .values(status=attempt_status, finished_at=now, error=_short(error)))
+                .where(
+                    JobAttempt.job_run_id == claim.row_id,
+                    JobAttempt.claim_id == claim.claim_id,
+                    JobAttempt.status == RUNNING,
+                )
+                .values(status=attempt_status, finished_at=now, error=_short(error))
+            )
         return (status, next_at) if owned else (RUNNING, None)
 
     # --- crashed processes and committed work --------------------------------------------------------------
@@ -336,13 +464,20 @@ class JobRunner:
         """Record a ``running`` row whose process is gone (call holding its lock): attempt abandoned, fire time
         failed (retried after the backoff, unless it was started by hand) or given up."""
         with Session(self.engine) as session:
-            trigger = session.scalars(select(JobAttempt.trigger).where(
-                JobAttempt.job_run_id == row.id, JobAttempt.claim_id == row.run_id)).first()
+            trigger = session.scalars(
+                select(JobAttempt.trigger).where(JobAttempt.job_run_id == row.id, JobAttempt.claim_id == row.run_id)
+            ).first()
         claim = _Claim(row.id, row.run_id or "", row.attempts, trigger or "scheduler")
         status, _ = self._fail(claim, error=ABANDONED_ERROR, attempt_status=ABANDONED)
         if status != RUNNING:
-            event(log, "abandoned run recorded", level=logging.WARNING, run_id=row.run_id, attempt=row.attempts,
-                  status=status)
+            event(
+                log,
+                "abandoned run recorded",
+                level=logging.WARNING,
+                run_id=row.run_id,
+                attempt=row.attempts,
+                status=status,
+            )
 
     def _recover(self, row: JobRun) -> RunReport | None:
         """If the fire time's work is already committed (see ``recover``), record it succeeded (holding its lock)."""
@@ -353,24 +488,51 @@ class JobRunner:
             return None
         note = result.note or "recovered: its work was found committed"
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(JobRun).where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
-                .values(status=SUCCEEDED, finished_at=utcnow(), rows_produced=result.rows_produced, error=None,
-                        model_versions=result.model_versions, run_id=result.run_id, next_attempt_at=None, note=note)
-            ).rowcount == 1
+            done = (
+                conn.execute(
+                    update(JobRun)
+                    .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
+                    .values(
+                        status=SUCCEEDED,
+                        finished_at=utcnow(),
+                        rows_produced=result.rows_produced,
+                        error=None,
+                        model_versions=result.model_versions,
+                        run_id=result.run_id,
+                        next_attempt_at=None,
+                        note=note,
+                    )
+                ).rowcount
+                == 1
+            )
         if not done:  # pragma: no cover - only reachable if the lock were bypassed
             return None
-        event(log, "recovered committed work", level=logging.WARNING, previous_status=row.status,
-              domain_run_id=result.run_id, note=note)
-        return RunReport(Outcome.RECOVERED, row.job_name, row.fire_time, run_id=result.run_id, note=note,
-                         rows_produced=result.rows_produced, model_versions=result.model_versions)
+        event(
+            log,
+            "recovered committed work",
+            level=logging.WARNING,
+            previous_status=row.status,
+            domain_run_id=result.run_id,
+            note=note,
+        )
+        return RunReport(
+            Outcome.RECOVERED,
+            row.job_name,
+            row.fire_time,
+            run_id=result.run_id,
+            note=note,
+            rows_produced=result.rows_produced,
+            model_versions=result.model_versions,
+        )
 
     def _settle(self, rows: Iterable[tuple[str, datetime]]) -> tuple[int, int]:
         """Abandon dead ``running`` rows and recover committed work among ``rows``; (abandoned, recovered)."""
         abandoned = recovered = 0
         for job_name, fire_time in rows:
-            with bind(job=job_name, fire_time=fire_time.isoformat()), \
-                    self.locks.hold(lock_key(job_name, fire_time)) as acquired:
+            with (
+                bind(job=job_name, fire_time=fire_time.isoformat()),
+                self.locks.hold(lock_key(job_name, fire_time)) as acquired,
+            ):
                 if not acquired:
                     continue
                 row = _load(self.engine, job_name, fire_time)
@@ -396,8 +558,9 @@ class JobRunner:
         recorded succeeded, so the job record and the job's own writes agree after any crash (start-up).
         Returns (abandoned, recovered)."""
         with Session(self.engine) as session:
-            rows = session.execute(select(JobRun.job_name, JobRun.fire_time)
-                                   .where(JobRun.status.in_((RUNNING, FAILED, GAVE_UP)))).all()
+            rows = session.execute(
+                select(JobRun.job_name, JobRun.fire_time).where(JobRun.status.in_((RUNNING, FAILED, GAVE_UP)))
+            ).all()
         return self._settle(rows)
 
     # --- what the scheduler asks ---------------------------------------------------------------------------
@@ -405,16 +568,23 @@ class JobRunner:
     def recorded(self, job_name: str, *, since: datetime, until: datetime) -> dict[datetime, str]:
         """fire time -> status of the job's rows with since <= fire time <= until."""
         with Session(self.engine) as session:
-            rows = session.execute(select(JobRun.fire_time, JobRun.status).where(
-                JobRun.job_name == job_name, JobRun.fire_time >= since, JobRun.fire_time <= until)).all()
+            rows = session.execute(
+                select(JobRun.fire_time, JobRun.status).where(
+                    JobRun.job_name == job_name, JobRun.fire_time >= since, JobRun.fire_time <= until
+                )
+            ).all()
         return {fire_time: status for fire_time, status in rows}
 
     def due_retries(self, job_name: str, *, now: datetime) -> list[datetime]:
         """Fire times of ``job_name`` whose next attempt is due, oldest first."""
         with Session(self.engine) as session:
-            return list(session.scalars(select(JobRun.fire_time).where(
-                JobRun.job_name == job_name, JobRun.status == FAILED, JobRun.next_attempt_at <= now)
-                .order_by(JobRun.fire_time)))
+            return list(
+                session.scalars(
+                    select(JobRun.fire_time)
+                    .where(JobRun.job_name == job_name, JobRun.status == FAILED, JobRun.next_attempt_at <= now)
+                    .order_by(JobRun.fire_time)
+                )
+            )
 
     def give_up_overdue(self, *, now: datetime, grace: timedelta) -> int:
         """Give up fire times whose next attempt was due more than ``grace`` ago (no scheduler ran it in time):
@@ -422,9 +592,13 @@ class JobRunner:
         limit = now - grace
         with self.engine.begin() as conn:
             return conn.execute(
-                update(JobRun).where(JobRun.status == FAILED, JobRun.next_attempt_at < limit)
-                .values(status=GAVE_UP, next_attempt_at=None,
-                        note=f"gave up: its retry was not run within the catch-up window ({grace.total_seconds():g} s)")
+                update(JobRun)
+                .where(JobRun.status == FAILED, JobRun.next_attempt_at < limit)
+                .values(
+                    status=GAVE_UP,
+                    next_attempt_at=None,
+                    note=f"gave up: its retry was not run within the catch-up window ({grace.total_seconds():g} s)",
+                )
             ).rowcount
 
     def close(self, job_name: str, fire_times: Iterable[datetime], *, status: str, note: str) -> int:
@@ -433,9 +607,21 @@ class JobRunner:
         now, inserted = utcnow(), 0
         with self.engine.begin() as conn:
             for fire_time in fire_times:
-                inserted += _insert_if_absent(conn, dict(
-                    job_name=job_name, fire_time=fire_time, started_at=now, finished_at=now, status=status,
-                    attempts=0, note=note)) is not None
+                inserted += (
+                    _insert_if_absent(
+                        conn,
+                        dict(
+                            job_name=job_name,
+                            fire_time=fire_time,
+                            started_at=now,
+                            finished_at=now,
+                            status=status,
+                            attempts=0,
+                            note=note,
+                        ),
+                    )
+                    is not None
+                )
         return inserted
 
 
@@ -460,8 +646,13 @@ def history_with_attempts(engine: Engine, *, job: str | None = None, limit: int 
     """Past fire times, newest first, each with its attempts."""
     runs = history(engine, job=job, limit=limit)
     with Session(engine) as session:
-        attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_run_id.in_([r.id for r in runs]))
-                                   .order_by(JobAttempt.attempt)).all() if runs else []
+        attempts = (
+            session.scalars(
+                select(JobAttempt).where(JobAttempt.job_run_id.in_([r.id for r in runs])).order_by(JobAttempt.attempt)
+            ).all()
+            if runs
+            else []
+        )
     by_run: dict[int, list[JobAttempt]] = {}
     for attempt in attempts:
         by_run.setdefault(attempt.job_run_id, []).append(attempt)

@@ -24,10 +24,10 @@ import logging
 import signal
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
 
 from apscheduler.events import EVENT_SCHEDULER_START
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -38,12 +38,13 @@ from sqlalchemy import Engine
 
 from campaigns import export
 from campaigns.db.session import check_schema
+from campaigns.times import utcnow
 from jobs.catch_up import CatchUp, Schedule, register_schedules
-from jobs.job_functions import CAMPAIGN_JOB_PREFIX, recover_committed
-from jobs.jobs_registry import JobDef, make_trigger
+from jobs.job_catalog import JobDef, make_trigger
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
-from jobs.runner import JobRunner, default_worker, lock_key, utcnow
+from jobs.runner import JobRunner, default_worker, lock_key
+from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, recover_committed
 from jobs.settings import Settings
 from jobs.web.models import paused_by
 from recommender.errors import UserError
@@ -108,7 +109,9 @@ class Dispatcher:
                         self.runner.close(name, [item.fire_time], status="skipped", note=f"schedule paused by {pauser}")
                         continue
                     self.runner.run(name, item.fire_time, job.func, job.kwargs, trigger="scheduler")
-        except Exception as exc:  # the runner records job errors itself: this is the database failing; the sweep retries
+        except (
+            Exception
+        ) as exc:  # the runner records job errors itself: this is the database failing; the sweep retries
             with bind(job=name):
                 event(log, "due fire times could not be run", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -163,21 +166,32 @@ def prepare(settings: Settings, jobs: list[JobDef], *, runner: JobRunner) -> Sta
     """What a scheduler does before its first fire: settle crashed runs, clean stale staging, record schedules."""
     abandoned, recovered = runner.reconcile()
     removed = export.remove_stale_staging(
-        settings.export_dir, hold=lambda campaign_id, run_id: _campaign_run_lock(runner.locks, campaign_id, run_id))
+        settings.export_dir, hold=lambda campaign_id, run_id: _campaign_run_lock(runner.locks, campaign_id, run_id)
+    )
     for path in removed:
         event(log, "stale staging directory removed", path=str(path))
     register_schedules(runner.engine, schedules_of(settings, jobs), now=utcnow())
     return StartReport(abandoned, recovered, len(removed))
 
 
-def build_scheduler(settings: Settings, jobs: list[JobDef], *, runner: JobRunner,
-                    scheduler_class: type[BaseScheduler] = BlockingScheduler) -> BaseScheduler:
+def build_scheduler(
+    settings: Settings,
+    jobs: list[JobDef],
+    *,
+    runner: JobRunner,
+    scheduler_class: type[BaseScheduler] = BlockingScheduler,
+) -> BaseScheduler:
     """A configured (not started) scheduler: each job in memory on its cron trigger, fired through the
     dispatcher, and the sweep (first run at start)."""
     conf = settings.scheduler
     schedules = schedules_of(settings, jobs)
-    catch_up = CatchUp(runner, schedules, grace=timedelta(seconds=conf.misfire_grace_seconds), coalesce=conf.coalesce,
-                       started_at=utcnow())
+    catch_up = CatchUp(
+        runner,
+        schedules,
+        grace=timedelta(seconds=conf.misfire_grace_seconds),
+        coalesce=conf.coalesce,
+        started_at=utcnow(),
+    )
     dispatcher = Dispatcher(runner, jobs, catch_up)
     # APScheduler only wakes the dispatcher: misfires and coalescing are decided by jobs.catch_up from the database.
     scheduler = scheduler_class(
@@ -189,9 +203,16 @@ def build_scheduler(settings: Settings, jobs: list[JobDef], *, runner: JobRunner
     for job in jobs:
         scheduler.add_job(dispatcher.run_due, schedules[job.name].trigger, args=(job.name,), id=job.name, name=job.name)
     sweeper = Sweeper(scheduler, dispatcher)
-    scheduler.add_job(sweeper.sweep, "interval", seconds=conf.sweep_seconds, id=SWEEP_JOB, executor="sweep",
-                      max_instances=1, next_run_time=datetime.now(scheduler.timezone))
-    scheduler.mktg_dispatcher = dispatcher  # type: ignore[attr-defined]
+    scheduler.add_job(
+        sweeper.sweep,
+        "interval",
+        seconds=conf.sweep_seconds,
+        id=SWEEP_JOB,
+        executor="sweep",
+        max_instances=1,
+        next_run_time=datetime.now(scheduler.timezone),
+    )
+    scheduler.mktg_dispatcher = dispatcher
     return scheduler
 
 
@@ -202,22 +223,35 @@ def run_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, ins
     runner = make_runner(engine, settings, label=instance)
     with runner.locks.hold(f"scheduler-instance:{instance}") as acquired:
         if not acquired:
-            raise SchedulerError(f"scheduler instance '{instance}' is already running against this database "
-                                 "(start another one with a different --instance)")
+            raise SchedulerError(
+                f"scheduler instance '{instance}' is already running against this database "
+                "(start another one with a different --instance)"
+            )
         with bind(instance=instance):
             start = prepare(settings, jobs, runner=runner)
             scheduler = build_scheduler(settings, jobs, runner=runner)
 
-            def stop(signum, _frame):  # noqa: ANN001
+            def stop(signum, _frame):
                 raise _Stop(signal.Signals(signum).name)
 
-            def started(_event) -> None:  # noqa: ANN001
+            def started(_event) -> None:
                 for job in scheduler.get_jobs():
                     if job.id != SWEEP_JOB:
-                        event(log, "job scheduled", job=job.id,
-                              next_fire_time=job.next_run_time.isoformat() if job.next_run_time else None)
-                event(log, "scheduler started", jobs=len(jobs), timezone=settings.scheduler.timezone,
-                      abandoned=start.abandoned, recovered=start.recovered, staging_removed=start.staging_removed)
+                        event(
+                            log,
+                            "job scheduled",
+                            job=job.id,
+                            next_fire_time=job.next_run_time.isoformat() if job.next_run_time else None,
+                        )
+                event(
+                    log,
+                    "scheduler started",
+                    jobs=len(jobs),
+                    timezone=settings.scheduler.timezone,
+                    abandoned=start.abandoned,
+                    recovered=start.recovered,
+                    staging_removed=start.staging_removed,
+                )
 
             scheduler.add_listener(started, EVENT_SCHEDULER_START)
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}

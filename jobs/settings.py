@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,7 +93,7 @@ class SchedulerSettings(BaseModel):
 
     @field_validator("model_refresh", "conversion_analysis")
     @classmethod
-    def _schedules(cls, value: str | None, info) -> str | None:  # noqa: ANN001 - pydantic's ValidationInfo
+    def _schedules(cls, value: str | None, info) -> str | None:
         return _check_schedule(value, info.data.get("timezone", "UTC"))
 
     @model_validator(mode="after")
@@ -141,8 +143,9 @@ class Settings(BaseModel):
         try:
             make_url(value)
         except ArgumentError:
-            raise ValueError("not a database URL (e.g. sqlite:///var/mktg.db or "
-                             "postgresql+psycopg://user@host:5432/db)") from None
+            raise ValueError(
+                "not a database URL (e.g. sqlite:///var/mktg.db or postgresql+psycopg://user@host:5432/db)"
+            ) from None
         return value
 
     @field_validator("data_dir", "var_dir")
@@ -166,6 +169,11 @@ class Settings(BaseModel):
     @property
     def model_dir(self) -> Path:
         return self.var_dir / "models"
+
+    def report_base(self, name: str) -> Path:
+        """Where the report named ``name`` goes by default: ``<var_dir>/reports/<slug>`` (+ ``.html``, ``.json``),
+        for ``mktg report`` and the nightly conversion analysis alike."""
+        return self.var_dir / "reports" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "report")
 
 
 class EventConfig(BaseModel):
@@ -192,8 +200,9 @@ class EventConfig(BaseModel):
     def _positive_known(self) -> EventConfig:
         unknown = [name for name in self.positive if name not in self.weights]
         if unknown:
-            raise ValueError(f"positive: {unknown[0]!r} is not an event type under [weights] "
-                             f"({', '.join(self.weights)})")
+            raise ValueError(
+                f"positive: {unknown[0]!r} is not an event type under [weights] ({', '.join(self.weights)})"
+            )
         return self
 
     @property
@@ -213,7 +222,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == CONFIG_DIR_ENV or key.startswith(TEST_ENV_PREFIX):
             continue
-        path = tuple(key[len(ENV_PREFIX):].lower().split("__"))
+        path = tuple(key[len(ENV_PREFIX) :].lower().split("__"))
         if path[0] == "config_dir" or not all(path):
             raise ConfigError(f"environment variable {key}: not a setting")
         target = overrides
@@ -229,7 +238,9 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -251,13 +262,16 @@ def resolve_config_dir(config_dir: Path | str | None = None, environ: Mapping[st
             raise ConfigError(f"configuration directory '{path}' does not exist")
         return path
     if not DEFAULT_CONFIG_DIR.is_dir():
-        raise ConfigError(f"no configuration directory ./{CONFIG_DIR_NAME} in {Path.cwd()}: write a starter one "
-                          f"with `mktg init .`, or pass --config DIR (or set {CONFIG_DIR_ENV})")
+        raise ConfigError(
+            f"no configuration directory ./{CONFIG_DIR_NAME} in {Path.cwd()}: write a starter one "
+            f"with `mktg init .`, or pass --config DIR (or set {CONFIG_DIR_ENV})"
+        )
     return DEFAULT_CONFIG_DIR
 
 
-def load_settings(config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None, *,
-                  optional: bool = False) -> Settings:
+def load_settings(
+    config_dir: Path | str | None = None, environ: Mapping[str, str] | None = None, *, optional: bool = False
+) -> Settings:
     """Settings from the configuration directory and ``MKTG_*`` variables.
 
     ``optional``: without any configuration directory (none given and no ``./config``) use the defaults and the

@@ -66,21 +66,38 @@ def bootstrap_mean_interval(
 
 
 def paired_difference(
-    model: pl.DataFrame, baseline: pl.DataFrame, *, metric: str, model_name: str, baseline_name: str,
-    resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+    model: pl.DataFrame,
+    baseline: pl.DataFrame,
+    *,
+    metric: str,
+    model_name: str,
+    baseline_name: str,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> PairedDifference:
     """Interval of mean(model - baseline) of ``metric`` over the customers both frames hold.
 
     ``model`` / ``baseline``: per-customer metrics (customer_id and ``metric`` columns), e.g. from
     :func:`recommender.evaluation.per_customer_metrics` over the same relevant pairs.
     """
-    joined = model.select(Columns.Customer, pl.col(metric).alias("_m")).join(
-        baseline.select(Columns.Customer, pl.col(metric).alias("_b")), on=Columns.Customer, how="inner"
-    ).sort(Columns.Customer)
+    joined = (
+        model.select(Columns.Customer, pl.col(metric).alias("_m"))
+        .join(baseline.select(Columns.Customer, pl.col(metric).alias("_b")), on=Columns.Customer, how="inner")
+        .sort(Columns.Customer)
+    )
     m, b = joined["_m"].to_numpy().astype(np.float64), joined["_b"].to_numpy().astype(np.float64)
     low, high = bootstrap_mean_interval(m - b, resamples=resamples, confidence=confidence, seed=seed)
     return PairedDifference(
-        metric=metric, model=model_name, baseline=baseline_name, model_mean=float(m.mean()) if m.size else 0.0,
-        baseline_mean=float(b.mean()) if b.size else 0.0, difference=float((m - b).mean()) if m.size else 0.0,
-        low=low, high=high, customers=int(m.size), confidence=confidence, resamples=resamples,
+        metric=metric,
+        model=model_name,
+        baseline=baseline_name,
+        model_mean=float(m.mean()) if m.size else 0.0,
+        baseline_mean=float(b.mean()) if b.size else 0.0,
+        difference=float((m - b).mean()) if m.size else 0.0,
+        low=low,
+        high=high,
+        customers=int(m.size),
+        confidence=confidence,
+        resamples=resamples,
     )

@@ -12,9 +12,10 @@ recommended offers / catalogue size.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,7 +44,9 @@ def time_split(
     if horizon_days is not None:
         test = test.filter(pl.col(Columns.EventTime) < cut + pl.duration(days=horizon_days))
     pairs = (
-        test.select(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Product).cast(pl.String).alias(Columns.Offer))
+        test.select(
+            pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Product).cast(pl.String).alias(Columns.Offer)
+        )
         .unique()
         .sort(Columns.Customer, Columns.Offer)
         .collect()
@@ -99,18 +102,25 @@ def evaluate(
     per = per_customer_metrics(recs, relevant, k=k)
     top = recs.filter(pl.col(Columns.Rank) <= k)
     coverage = top[Columns.Offer].n_unique() / catalogue_size if catalogue_size else 0.0
-    overall = {m: float(per[m].mean()) if per.height else 0.0 for m in METRICS}
+    overall = {m: _number(per[m].mean()) if per.height else 0.0 for m in METRICS}
     overall["customers"] = per.height
     overall["coverage"] = coverage
     per_segment = pl.DataFrame()
     if segments is not None:
         labelled = per.join(
             segments.select(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Segment).cast(pl.String)),
-            on=Columns.Customer, how="left",
+            on=Columns.Customer,
+            how="left",
         ).with_columns(pl.col(Columns.Segment).fill_null("(none)"))
-        seg_cov = top.join(
-            segments.select(pl.col(Columns.Customer).cast(pl.String), Columns.Segment), on=Columns.Customer, how="left"
-        ).group_by(Columns.Segment).agg((pl.col(Columns.Offer).n_unique() / max(catalogue_size, 1)).alias("coverage"))
+        seg_cov = (
+            top.join(
+                segments.select(pl.col(Columns.Customer).cast(pl.String), Columns.Segment),
+                on=Columns.Customer,
+                how="left",
+            )
+            .group_by(Columns.Segment)
+            .agg((pl.col(Columns.Offer).n_unique() / max(catalogue_size, 1)).alias("coverage"))
+        )
         per_segment = (
             labelled.group_by(Columns.Segment)
             .agg(pl.len().alias("customers"), *[pl.col(m).mean() for m in METRICS])
@@ -131,7 +141,9 @@ def graded_ndcg(recs: pl.DataFrame, gains: pl.DataFrame, *, k: int) -> dict[str,
         .with_columns(pl.int_range(1, pl.len() + 1).over(Columns.Customer).alias("_pos"))
         .filter(pl.col("_pos") <= k)
         .group_by(Columns.Customer)
-        .agg((pl.col("gain") / (pl.col("_pos") + 1).log(2)).sum().alias("idcg"), pl.col("gain").sum().alias("ideal_gain"))
+        .agg(
+            (pl.col("gain") / (pl.col("_pos") + 1).log(2)).sum().alias("idcg"), pl.col("gain").sum().alias("ideal_gain")
+        )
     )
     got = (
         recs.filter(pl.col(Columns.Rank) <= k)
@@ -139,12 +151,24 @@ def graded_ndcg(recs: pl.DataFrame, gains: pl.DataFrame, *, k: int) -> dict[str,
         .join(g, on=[Columns.Customer, Columns.Offer], how="left")
         .with_columns(pl.col("gain").fill_null(0.0))
         .group_by(Columns.Customer)
-        .agg((pl.col("gain") / (pl.col(Columns.Rank) + 1).log(2)).sum().alias("dcg"), pl.col("gain").sum().alias("total_gain"))
+        .agg(
+            (pl.col("gain") / (pl.col(Columns.Rank) + 1).log(2)).sum().alias("dcg"),
+            pl.col("gain").sum().alias("total_gain"),
+        )
     )
     joined = ideal.join(got, on=Columns.Customer, how="left").fill_null(0.0).filter(pl.col("idcg") > 0)
     return {
-        "ndcg": float((joined["dcg"] / joined["idcg"]).mean()) if joined.height else 0.0,
-        "gain_ratio": float(joined["total_gain"].sum() / joined["ideal_gain"].sum()) if joined.height else 0.0,
-        "mean_gain": float((joined["total_gain"] / k).mean()) if joined.height else 0.0,
+        "ndcg": _number((joined["dcg"] / joined["idcg"]).mean()) if joined.height else 0.0,
+        "gain_ratio": _number(joined["total_gain"].sum()) / _number(joined["ideal_gain"].sum())
+        if joined.height
+        else 0.0,
+        "mean_gain": _number((joined["total_gain"] / k).mean()) if joined.height else 0.0,
         "customers": joined.height,
     }
+
+
+def _number(value: object) -> float:
+    """A Polars aggregate of a numeric column (typed as any Python literal) as a float."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number from a numeric column, got {value!r}")
+    return float(value)

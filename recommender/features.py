@@ -9,8 +9,9 @@ customer seen for the first time is still described by the tags the space knows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -53,7 +54,9 @@ class FeatureSpace:
         """Learn the tag vocabulary from ``frame``; ``identity`` gives one feature per known id."""
         columns = tuple(c for c in columns if c in frame.columns and c != id_column)
         values = _tag_values(frame, columns)["feature"]
-        return cls(id_column=id_column, columns=columns, identity=identity, tags=IdMap.from_sorted(values, name="feature"))
+        return cls(
+            id_column=id_column, columns=columns, identity=identity, tags=IdMap.from_sorted(values, name="feature")
+        )
 
     @property
     def n_identity(self) -> int:

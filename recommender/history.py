@@ -9,9 +9,9 @@ time, which is how a model builds a training snapshot (features at ``t``, outcom
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
 
 import numpy as np
 import polars as pl
@@ -54,7 +54,9 @@ def held_at(holdings: pl.DataFrame | None, at: datetime) -> pl.DataFrame:
     return held.select(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Product).cast(pl.String)).unique()
 
 
-def pair_matrix(pairs: pl.DataFrame, customers: IdMap, offers: IdMap, *, column: str = Columns.Product) -> sp.csr_matrix:
+def pair_matrix(
+    pairs: pl.DataFrame, customers: IdMap, offers: IdMap, *, column: str = Columns.Product
+) -> sp.csr_matrix:
     """Boolean (customers x offers) matrix of ``pairs`` (ids outside the maps are dropped)."""
     rows = customers.to_internal(pairs[Columns.Customer], unknown="null")
     cols = offers.to_internal(pairs[column], unknown="null")
@@ -65,17 +67,31 @@ def pair_matrix(pairs: pl.DataFrame, customers: IdMap, offers: IdMap, *, column:
 
 
 def activity(
-    history: EventHistory, *, at: datetime, customers: IdMap, offers: IdMap, offer_family: np.ndarray,
-    n_families: int, recent_days: float,
+    history: EventHistory,
+    *,
+    at: datetime,
+    customers: IdMap,
+    offers: IdMap,
+    offer_family: np.ndarray,
+    n_families: int,
+    recent_days: float,
 ) -> Activity:
     """Activity as of ``at`` (<= ``history.as_of``) from events strictly before ``at``."""
     if at > history.as_of:
         raise ValueError("activity after the history's as_of would look ahead")
     before = history.events.filter(pl.col(Columns.EventTime) < pl.lit(at).cast(pl.Datetime("us")))
-    weights = build_interactions(before, weights=history.weights, half_life_days=history.half_life_days, as_of=at,
-                                 customers=customers, products=offers, unknown="skip").matrix
+    weights = build_interactions(
+        before,
+        weights=history.weights,
+        half_life_days=history.half_life_days,
+        as_of=at,
+        customers=customers,
+        products=offers,
+        unknown="skip",
+    ).matrix
     cols = offers.frame(id_col=Columns.Product, index_col="_col").with_columns(
-        pl.Series("_family", offer_family.astype(np.int64)))
+        pl.Series("_family", offer_family.astype(np.int64))
+    )
     rows = customers.frame(id_col=Columns.Customer, index_col="_row")
     at_lit = pl.lit(at).cast(pl.Datetime("us"))
     per_family = (
@@ -84,8 +100,10 @@ def activity(
         .join(cols.lazy(), on=Columns.Product, how="inner")
         .join(rows.lazy(), on=Columns.Customer, how="inner")
         .group_by("_row", "_family")
-        .agg(((at_lit - pl.col(Columns.EventTime).max()).dt.total_microseconds() / _US_PER_DAY).alias("days"),
-             (pl.col(Columns.EventTime) >= at_lit - pl.duration(days=recent_days)).sum().alias("recent"))
+        .agg(
+            ((at_lit - pl.col(Columns.EventTime).max()).dt.total_microseconds() / _US_PER_DAY).alias("days"),
+            (pl.col(Columns.EventTime) >= at_lit - pl.duration(days=recent_days)).sum().alias("recent"),
+        )
         .collect()
     )
     n = customers.size
@@ -98,15 +116,20 @@ def activity(
     return Activity(weights=weights, held=held, family_days_since=days, family_recent=recent)
 
 
-def positives_between(history: EventHistory, *, start: datetime, end: datetime, customers: IdMap,
-                      offers: IdMap) -> sp.csr_matrix:
+def positives_between(
+    history: EventHistory, *, start: datetime, end: datetime, customers: IdMap, offers: IdMap
+) -> sp.csr_matrix:
     """Boolean (customers x offers): a positive event in [start, end) (end <= history.as_of)."""
     if end > history.as_of:
         raise ValueError("positives after the history's as_of would look ahead")
-    window = history.events.filter(
-        (pl.col(Columns.EventTime) >= pl.lit(start).cast(pl.Datetime("us")))
-        & (pl.col(Columns.EventTime) < pl.lit(end).cast(pl.Datetime("us")))
-        & pl.col(Columns.EventType).is_in(list(history.positive))
-    ).select(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Product).cast(pl.String)).unique().collect()
+    window = (
+        history.events.filter(
+            (pl.col(Columns.EventTime) >= pl.lit(start).cast(pl.Datetime("us")))
+            & (pl.col(Columns.EventTime) < pl.lit(end).cast(pl.Datetime("us")))
+            & pl.col(Columns.EventType).is_in(list(history.positive))
+        )
+        .select(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Product).cast(pl.String))
+        .unique()
+        .collect()
+    )
     return pair_matrix(window, customers, offers)
-

@@ -7,9 +7,10 @@ This module is the only place that builds the sparse interaction matrix; everyth
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -98,8 +99,12 @@ class InteractionMatrix:
         """
         df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         has_strength = STRENGTH in df.columns
-        df = df.select(Columns.Customer, Columns.Product, pl.col(Columns.Weight).cast(pl.Float32),
-                       *([pl.col(STRENGTH).cast(pl.Float32)] if has_strength else []))
+        df = df.select(
+            Columns.Customer,
+            Columns.Product,
+            pl.col(Columns.Weight).cast(pl.Float32),
+            *([pl.col(STRENGTH).cast(pl.Float32)] if has_strength else []),
+        )
         customers = customers or IdMap.from_sorted(df[Columns.Customer], name=Columns.Customer)
         products = products or IdMap.from_sorted(df[Columns.Product], name=Columns.Product)
         joined = df.join(
@@ -114,7 +119,9 @@ class InteractionMatrix:
         coordinates = (joined["_row"].to_numpy().astype(np.int32), joined["_col"].to_numpy().astype(np.int32))
 
         def csr(values: np.ndarray) -> sp.csr_matrix:
-            built = sp.coo_matrix((values, coordinates), shape=(customers.size, products.size), dtype=np.float32).tocsr()
+            built = sp.coo_matrix(
+                (values, coordinates), shape=(customers.size, products.size), dtype=np.float32
+            ).tocsr()
             built.sum_duplicates()
             built.sort_indices()
             return built
@@ -127,7 +134,8 @@ class InteractionMatrix:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.matrix.shape
+        rows, cols = self.matrix.shape
+        return int(rows), int(cols)
 
     @property
     def density(self) -> float:
@@ -172,12 +180,7 @@ def build_interactions(
     ``np.bincount``: the same matrix as :func:`weight_events` + :meth:`InteractionMatrix.from_frame`, without
     a hash group-by over millions of (customer, product) pairs.
     """
-    if customers is None or products is None:
-        weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
-        return InteractionMatrix.from_frame(
-            weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
-        )
-    if customers.size * products.size > DENSE_SUM_LIMIT:
+    if customers is None or products is None or customers.size * products.size > DENSE_SUM_LIMIT:
         weighted = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
         return InteractionMatrix.from_frame(
             weighted.collect(engine="streaming"), customers=customers, products=products, unknown=unknown
@@ -185,33 +188,40 @@ def build_interactions(
     lf = events.lazy() if isinstance(events, pl.DataFrame) else events
     rows = customers.frame(id_col=Columns.Customer, index_col="_row").lazy()
     cols = products.frame(id_col=Columns.Product, index_col="_col").lazy()
-    weighted = (
-        event_weights(lf.select(Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime),
-                      weights=weights, half_life_days=half_life_days, as_of=as_of)
+    cells = (
+        event_weights(
+            lf.select(Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime),
+            weights=weights,
+            half_life_days=half_life_days,
+            as_of=as_of,
+        )
         .join(rows, on=Columns.Customer, how="left")
         .join(cols, on=Columns.Product, how="left")
         .select("_row", "_col", Columns.Weight, STRENGTH)
         .collect(engine="streaming")
     )
-    missing = weighted["_row"].is_null() | weighted["_col"].is_null()
+    missing = cells["_row"].is_null() | cells["_col"].is_null()
     if missing.any():
         if unknown == "raise":  # the id-based path raises, naming the pairs
             by_id = weight_events(events, weights=weights, half_life_days=half_life_days, as_of=as_of)
             InteractionMatrix.from_frame(by_id.collect(), customers=customers, products=products, unknown="raise")
-        weighted = weighted.filter(~missing)
+        cells = cells.filter(~missing)
     n_products = products.size
-    cell = weighted["_row"].cast(pl.Int64).to_numpy() * n_products + weighted["_col"].cast(pl.Int64).to_numpy()
-    totals = np.bincount(cell, weights=weighted[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
+    cell = cells["_row"].cast(pl.Int64).to_numpy() * n_products + cells["_col"].cast(pl.Int64).to_numpy()
+    totals = np.bincount(cell, weights=cells[Columns.Weight].to_numpy(), minlength=customers.size * n_products)
     stored = np.flatnonzero(totals > 0)  # cell order = CSR order, column indices sorted within each row
     weight = totals[stored].astype(np.float32)
     del totals
-    strength = np.bincount(cell, weights=weighted[STRENGTH].to_numpy(), minlength=customers.size * n_products)[stored]
-    del cell, weighted
+    strength = np.bincount(cell, weights=cells[STRENGTH].to_numpy(), minlength=customers.size * n_products)[stored]
+    del cell, cells
     row_of = stored // n_products
     indptr = np.zeros(customers.size + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of, minlength=customers.size), out=indptr[1:])
     columns = (stored - row_of * n_products).astype(np.int32)
     shape = (customers.size, n_products)
-    return InteractionMatrix(matrix=sp.csr_matrix((weight, columns, indptr), shape=shape), customers=customers,
-                             products=products,
-                             strength=sp.csr_matrix((strength.astype(np.float32), columns.copy(), indptr.copy()), shape=shape))
+    return InteractionMatrix(
+        matrix=sp.csr_matrix((weight, columns, indptr), shape=shape),
+        customers=customers,
+        products=products,
+        strength=sp.csr_matrix((strength.astype(np.float32), columns.copy(), indptr.copy()), shape=shape),
+    )

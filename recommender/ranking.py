@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from recommender.columns import Columns
 from recommender.errors import UserError
 from recommender.idmap import IdMap
-from recommender.models.base import RankingModel
+from recommender.models.base import Scorer
 
 UnknownOffers = Literal["ignore", "warn", "raise"]
 TIE_BITS = 8  # low float32 mantissa bits rounded away before ranking: scores within 2**-15 relative tie
@@ -41,9 +41,7 @@ def tie_round(scores: np.ndarray) -> np.ndarray:
     return ((bits & np.int32(-0x80000000)) | rounded).view(np.float32)
 
 
-def top_k(
-    scores: np.ndarray, candidates: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best ``k`` candidate columns per row, best first; ties (equal after :func:`tie_round`) broken by lower
     column index.
 
@@ -90,7 +88,9 @@ def _offer_mask(
     missing = off < 0
     if missing.any():
         names = allowed.filter(pl.Series(missing))[Columns.Offer].unique().sort().head(5).to_list()
-        message = f"{int(missing.sum())} allowed (segment, offer) pair(s) name offers the model cannot score, e.g. {names}"
+        message = (
+            f"{int(missing.sum())} allowed (segment, offer) pair(s) name offers the model cannot score, e.g. {names}"
+        )
         if unknown == "raise":
             raise UserError(message)
         if unknown == "warn":
@@ -125,7 +125,7 @@ def _held_matrix(customer_ids: pl.Series, model_offers: IdMap, held: pl.DataFram
 
 
 def rank_within_segments(
-    model: RankingModel,
+    model: Scorer,
     *,
     customers: pl.DataFrame,
     allowed: pl.DataFrame,
@@ -151,19 +151,22 @@ def rank_within_segments(
     for column in (Columns.Segment, Columns.Offer):
         if column not in allowed.columns:
             raise UserError(f"allowed frame needs a '{column}' column")
-    model._check_fitted()
-    customers = customers.with_columns(pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Segment).cast(pl.String))
+    fitted = model._fitted()
+    customers = customers.with_columns(
+        pl.col(Columns.Customer).cast(pl.String), pl.col(Columns.Segment).cast(pl.String)
+    )
     segments = IdMap.from_values(
         pl.concat([customers[Columns.Segment].drop_nulls(), allowed[Columns.Segment].cast(pl.String)]), name="segment"
     )
-    mask = _offer_mask(model.offers, allowed.with_columns(pl.col(Columns.Segment).cast(pl.String)), segments, denied,
-                       unknown_offers)
+    mask = _offer_mask(
+        fitted.offers, allowed.with_columns(pl.col(Columns.Segment).cast(pl.String)), segments, denied, unknown_offers
+    )
     seg_idx = segments.to_internal(customers[Columns.Segment].fill_null("\x00"), unknown="null")
-    held_matrix = _held_matrix(customers[Columns.Customer], model.offers, held)
-    model_rows = model.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
+    held_matrix = _held_matrix(customers[Columns.Customer], fitted.offers, held)
+    model_rows = fitted.customers.to_internal(customers[Columns.Customer], unknown="null")  # once, not per block
     # Row per segment of offers a customer may not get; the extra last row (all blocked) serves
     # customers whose segment has no allow-list.
-    blocked = np.vstack([~mask, np.ones((1, model.offers.size), dtype=bool)])
+    blocked = np.vstack([~mask, np.ones((1, fitted.offers.size), dtype=np.bool_)])
     seg_row = np.where(seg_idx >= 0, seg_idx, segments.size)
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
@@ -178,13 +181,20 @@ def rank_within_segments(
         parts_vals.append(vals)
         parts_ranks.append(ranks)
     if not parts_rows:
-        return pl.DataFrame(schema={Columns.Customer: pl.String, Columns.Segment: pl.String, Columns.Offer: pl.String,
-                                    Columns.Score: pl.Float32, Columns.Rank: pl.Int32})
+        return pl.DataFrame(
+            schema={
+                Columns.Customer: pl.String,
+                Columns.Segment: pl.String,
+                Columns.Offer: pl.String,
+                Columns.Score: pl.Float32,
+                Columns.Rank: pl.Int32,
+            }
+        )
     positions = pl.DataFrame({"_row": np.concatenate(parts_rows), "_col": np.concatenate(parts_cols)})
     return positions.select(  # the three gathers run in parallel
         pl.lit(customers[Columns.Customer]).gather(pl.col("_row")).alias(Columns.Customer),
         pl.lit(customers[Columns.Segment]).gather(pl.col("_row")).alias(Columns.Segment),
-        pl.lit(model.offers.external_ids).gather(pl.col("_col")).alias(Columns.Offer),
+        pl.lit(fitted.offers.external_ids).gather(pl.col("_col")).alias(Columns.Offer),
         pl.Series(Columns.Score, np.concatenate(parts_vals), dtype=pl.Float32),
         pl.Series(Columns.Rank, np.concatenate(parts_ranks), dtype=pl.Int32),
     )

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -50,15 +51,19 @@ class Param:
             return cls(name, kind, float(low), float(high), bool(spec.get("log", False)))
         if keys == {"choices"} and spec["choices"]:
             return cls(name, "choices", choices=tuple(spec["choices"]))
-        raise UserError(f"search space '{name}': expected {{int = [lo, hi]}}, {{float = [lo, hi]}} (optional log = true) "
-                        f"or {{choices = [...]}}, got {dict(spec)}")
+        raise UserError(
+            f"search space '{name}': expected {{int = [lo, hi]}}, {{float = [lo, hi]}} (optional log = true) "
+            f"or {{choices = [...]}}, got {dict(spec)}"
+        )
 
     def suggest(self, trial: Any) -> Any:
+        if self.kind not in ("int", "float"):
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.low is None or self.high is None:
+            raise UserError(f"search space '{self.name}': an {self.kind} parameter needs low and high")
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-        return trial.suggest_categorical(self.name, list(self.choices))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
 def parse_space(spec: Mapping[str, Mapping[str, Any]]) -> list[Param]:
@@ -83,8 +88,9 @@ class ValidationTask:
 def evaluate_params(task: ValidationTask, kind: str, params: Mapping[str, Any], *, threads: int) -> EvaluationResult:
     model = build_model(kind, params)
     model.fit(task.train, customers=task.train_customers, offers=task.offers, threads=threads, history=task.history)
-    recs = rank_within_segments(model, customers=task.customers, allowed=task.allowed, held=task.held, k=task.k,
-                                unknown_offers="ignore")
+    recs = rank_within_segments(
+        model, customers=task.customers, allowed=task.allowed, held=task.held, k=task.k, unknown_offers="ignore"
+    )
     return evaluate(recs, task.relevant, k=task.k, catalogue_size=task.offers.height, segments=task.customers)
 
 
@@ -116,8 +122,17 @@ class SearchResult:
 
 
 def search(
-    task: ValidationTask, *, name: str, kind: str, defaults: Mapping[str, Any], space: list[Param], metric: str = "ndcg",
-    n_trials: int = 20, budget_seconds: float | None = None, threads: int = 1, seed: int = 42,
+    task: ValidationTask,
+    *,
+    name: str,
+    kind: str,
+    defaults: Mapping[str, Any],
+    space: list[Param],
+    metric: str = "ndcg",
+    n_trials: int = 20,
+    budget_seconds: float | None = None,
+    threads: int = 1,
+    seed: int = 42,
     progress: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Maximise ``metric`` on ``task`` over ``space`` (TPE), starting from ``defaults``."""
@@ -152,22 +167,37 @@ def search(
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     if space:  # trial 0: the defaults (a searched parameter left out of them: the model's own default)
         own = build_model(kind, defaults).params
-        study.enqueue_trial({p.name: defaults.get(p.name, own.get(p.name)) for p in space
-                             if p.name in defaults or p.name in own})
+        study.enqueue_trial(
+            {p.name: defaults.get(p.name, own.get(p.name)) for p in space if p.name in defaults or p.name in own}
+        )
     study.optimize(objective, n_trials=max(1, n_trials if space else 1), callbacks=[within_budget])
     best = max(trials, key=lambda t: (t.value, -t.number))
     winner = results[best.number]
     return SearchResult(
-        name=name, kind=kind, metric=metric, defaults=dict(defaults), best_params=best.params, best_value=best.value,
-        default_value=trials[0].value, trials=trials, seconds=round(time.perf_counter() - started, 3),
-        budget_seconds=budget_seconds, stopped_by=stopped["by"],
-        per_segment=[{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-                     for row in winner.per_segment.to_dicts()],
+        name=name,
+        kind=kind,
+        metric=metric,
+        defaults=dict(defaults),
+        best_params=best.params,
+        best_value=best.value,
+        default_value=trials[0].value,
+        trials=trials,
+        seconds=round(time.perf_counter() - started, 3),
+        budget_seconds=budget_seconds,
+        stopped_by=stopped["by"],
+        per_segment=[
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in winner.per_segment.to_dicts()
+        ],
     )
 
 
 def segment_champions(
-    results: Mapping[str, list[dict[str, Any]]], *, overall: Mapping[str, float], metric: str, min_customers: int,
+    results: Mapping[str, list[dict[str, Any]]],
+    *,
+    overall: Mapping[str, float],
+    metric: str,
+    min_customers: int,
 ) -> dict[str, str]:
     """Per segment the model name with the best validation ``metric`` there; segments with fewer than
     ``min_customers`` validation customers get the overall champion (key ``"*"``). Ties go to the

@@ -20,7 +20,7 @@ def _postgres_reachable() -> str | None:
             conn.execute(text("select 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable here"
+    except Exception as exc:
         return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
 
 

@@ -34,16 +34,16 @@ def _copy_postgres(connection: Connection, table: Table, frame: pl.DataFrame) ->
     frame.write_csv(buffer, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f", null_value="")
     cols = ", ".join(f'"{c}"' for c in frame.columns)
     raw = connection.connection.driver_connection  # psycopg 3 connection in the same transaction
-    with raw.cursor() as cursor:
-        with cursor.copy(f'COPY "{table.name}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'\')') as copy:
-            copy.write(buffer.getvalue())
+    if raw is None:
+        raise RuntimeError("COPY needs the DBAPI connection of an open transaction")
+    copy_sql = f"COPY \"{table.name}\" ({cols}) FROM STDIN WITH (FORMAT csv, NULL '')"
+    with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        copy.write(buffer.getvalue())
 
 
 def _executemany(connection: Connection, table: Table, frame: pl.DataFrame) -> None:
     text_dates = [
-        pl.col(c).dt.strftime(_SQLITE_DATETIME)
-        for c, dtype in frame.schema.items()
-        if isinstance(dtype, pl.Datetime)
+        pl.col(c).dt.strftime(_SQLITE_DATETIME) for c, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)
     ]
     if text_dates:
         frame = frame.with_columns(text_dates)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -12,10 +13,13 @@ from sqlalchemy.orm import Session
 
 from recommender.errors import UserError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, **kwargs: Any) -> Engine:
     """Engine for ``url``. SQLite: creates the file's directory, enables foreign keys and WAL, waits on locks."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -25,7 +29,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -48,7 +52,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def alembic_config(engine: Engine):
+def alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -93,14 +97,17 @@ def check_schema(engine: Engine) -> None:
     where = engine.url.render_as_string(hide_password=True)
     try:
         current = current_revision(engine)
-    except Exception as exc:  # noqa: BLE001 - unreachable server, unreadable file: still one line
-        raise SchemaError(f"database {where} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    except Exception as exc:
+        raise SchemaError(
+            f"database {where} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     head = head_revision()
     if current is None:
         raise SchemaError(f"database {where} has no mktg schema: run `mktg db upgrade`")
     if current != head:
-        raise SchemaError(f"database {where} is at schema revision {current}, this mktg needs {head}: "
-                          "run `mktg db upgrade`")
+        raise SchemaError(
+            f"database {where} is at schema revision {current}, this mktg needs {head}: run `mktg db upgrade`"
+        )
 
 
 def current_revision(engine: Engine) -> str | None:

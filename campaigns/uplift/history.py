@@ -22,25 +22,41 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
+from sqlalchemy import Engine
 
+from campaigns import run_repository
 from campaigns.arms import HOLDOUT_SUFFIX
 from campaigns.contracts import World
+from campaigns.expressions import first_match
+from campaigns.report_data import RunAssignments
+from recommender.columns import Columns
 
-C, O = "customer_id", "offer_id"
 RECENT_DAYS = 90
 YEAR_DAYS = 365
 RISK_BANDS = ((580, "subprime"), (670, "near_prime"), (740, "prime"))  # upper bounds; above: super_prime
 EXCLUDED_PROFILE = ("gender", "birth_date")
 OUTCOMES = ("converted_offered", "converted_family", "converted_campaign")
-TRAINING_COLUMNS = ("run_id", "campaign_id", "scheduled_for", C, "arm", "selected", "contacted", O, "offer_family",
-                    "pool", "treatment", "propensity", *OUTCOMES, "revenue")
+TRAINING_COLUMNS = (
+    "run_id",
+    "campaign_id",
+    "scheduled_for",
+    Columns.Customer,
+    "arm",
+    "selected",
+    "contacted",
+    Columns.Offer,
+    "offer_family",
+    "pool",
+    "treatment",
+    "propensity",
+    *OUTCOMES,
+    "revenue",
+)
 
 
 def _risk_band(score: pl.Expr) -> pl.Expr:
-    expr = pl.when(score.is_null()).then(pl.lit("unknown"))
-    for bound, name in RISK_BANDS:
-        expr = expr.when(score < bound).then(pl.lit(name))
-    return expr.otherwise(pl.lit("super_prime"))
+    cases = [(score.is_null(), pl.lit("unknown"))] + [(score < bound, pl.lit(name)) for bound, name in RISK_BANDS]
+    return first_match(cases, pl.lit("super_prime"))
 
 
 def _slug(family: str) -> str:
@@ -54,74 +70,104 @@ def customer_features(world: World, segments: pl.DataFrame, *, as_of: datetime) 
     past due of the latest risk record as of ``as_of``; products held and per family held or not; per offer
     family the number of events in the last 90 and 365 days and days since the last one; the same overall.
     """
-    ids = segments.select(C).unique()
+    ids = segments.select(Columns.Customer).unique()
     families = sorted(world.products["family"].unique().to_list())
-    cust = world.customers.join(ids, on=C, how="semi")
-    profile_cols = [c for c in ("income", "tenure_months", "region", "occupation") if c in cust.columns
-                    and c not in segments.columns]
+    cust = world.customers.join(ids, on=Columns.Customer, how="semi")
+    profile_cols = [
+        c
+        for c in ("income", "tenure_months", "region", "occupation")
+        if c in cust.columns and c not in segments.columns
+    ]
     if "birth_date" in cust.columns:
         born = pl.col("birth_date").cast(pl.Date)
-        age = (pl.lit(as_of.year) - born.dt.year() - ((born.dt.month() * 100 + born.dt.day())
-                                                      > as_of.month * 100 + as_of.day).cast(pl.Int32)).alias("age")
+        age = (
+            pl.lit(as_of.year)
+            - born.dt.year()
+            - ((born.dt.month() * 100 + born.dt.day()) > as_of.month * 100 + as_of.day).cast(pl.Int32)
+        ).alias("age")
     elif "age" in cust.columns:
         age = pl.col("age").cast(pl.Float64).alias("age")
     else:
         age = pl.lit(None, dtype=pl.Float64).alias("age")
-    profile = cust.select(C, age.cast(pl.Float64), *profile_cols)
+    profile = cust.select(Columns.Customer, age.cast(pl.Float64), *profile_cols)
 
-    risk = (world.risk.filter(pl.col("as_of") < as_of).sort("as_of").unique(C, keep="last")
-            .select(C, "credit_score", "dti", "dpd_current", "max_dpd_12m"))
-    risk = ids.join(risk, on=C, how="left").with_columns(_risk_band(pl.col("credit_score")).alias("risk_band"))
+    risk = (
+        world.risk.filter(pl.col("as_of") < as_of)
+        .sort("as_of")
+        .unique(Columns.Customer, keep="last")
+        .select(Columns.Customer, "credit_score", "dti", "dpd_current", "max_dpd_12m")
+    )
+    risk = ids.join(risk, on=Columns.Customer, how="left").with_columns(
+        _risk_band(pl.col("credit_score")).alias("risk_band")
+    )
 
     held = world.holdings.filter(pl.col("since") < as_of)
     if "until" in held.columns:
         held = held.filter(pl.col("until").is_null() | (pl.col("until") > as_of))
-    held = held.join(ids, on=C, how="semi").join(world.products.select("product_id", "family"), on="product_id")
-    holdings = held.group_by(C).agg(
+    held = held.join(ids, on=Columns.Customer, how="semi").join(
+        world.products.select("product_id", "family"), on="product_id"
+    )
+    holdings = held.group_by(Columns.Customer).agg(
         pl.col("product_id").n_unique().alias("products_held"),
-        *[(pl.col("family") == f).any().cast(pl.Int8).alias(f"held_{_slug(f)}") for f in families])
+        *[(pl.col("family") == f).any().cast(pl.Int8).alias(f"held_{_slug(f)}") for f in families],
+    )
 
     age_days = (pl.lit(as_of) - pl.col("event_time")).dt.total_seconds() / 86_400.0
     events = (
         world.events.filter(pl.col("event_time") < as_of)
-        .join(ids.lazy(), on=C, how="semi")
+        .join(ids.lazy(), on=Columns.Customer, how="semi")
         .join(world.products.select("product_id", "family").lazy(), on="product_id", how="inner")
-        .select(C, "family", age_days.alias("age_days"))
+        .select(Columns.Customer, "family", age_days.alias("age_days"))
         .collect()
     )
-    per_family = events.group_by(C).agg(
-        *[agg for f in families for agg in (
-            ((pl.col("family") == f) & (pl.col("age_days") <= RECENT_DAYS)).sum().alias(f"events_90d_{_slug(f)}"),
-            ((pl.col("family") == f) & (pl.col("age_days") <= YEAR_DAYS)).sum().alias(f"events_365d_{_slug(f)}"),
-            pl.col("age_days").filter(pl.col("family") == f).min().alias(f"days_since_{_slug(f)}"),
-        )],
+    per_family = events.group_by(Columns.Customer).agg(
+        *[
+            agg
+            for f in families
+            for agg in (
+                ((pl.col("family") == f) & (pl.col("age_days") <= RECENT_DAYS)).sum().alias(f"events_90d_{_slug(f)}"),
+                ((pl.col("family") == f) & (pl.col("age_days") <= YEAR_DAYS)).sum().alias(f"events_365d_{_slug(f)}"),
+                pl.col("age_days").filter(pl.col("family") == f).min().alias(f"days_since_{_slug(f)}"),
+            )
+        ],
         (pl.col("age_days") <= RECENT_DAYS).sum().alias("events_90d"),
         (pl.col("age_days") <= YEAR_DAYS).sum().alias("events_365d"),
         pl.col("age_days").min().alias("days_since_event"),
     )
-    counts = [c for c in per_family.columns if c.startswith("events_")] + [c for c in holdings.columns if c != C]
+    counts = [c for c in per_family.columns if c.startswith("events_")] + [
+        c for c in holdings.columns if c != Columns.Customer
+    ]
     tags = segments.drop([c for c in EXCLUDED_PROFILE if c in segments.columns]).with_columns(
-        [pl.col(c).cast(pl.Int8) for c, t in segments.schema.items() if t == pl.Boolean])
+        [pl.col(c).cast(pl.Int8) for c, t in segments.schema.items() if t == pl.Boolean]
+    )
     return (
-        tags.join(profile, on=C, how="left").join(risk, on=C, how="left").join(holdings, on=C, how="left")
-        .join(per_family, on=C, how="left")
+        tags.join(profile, on=Columns.Customer, how="left")
+        .join(risk, on=Columns.Customer, how="left")
+        .join(holdings, on=Columns.Customer, how="left")
+        .join(per_family, on=Columns.Customer, how="left")
         .with_columns([pl.col(c).fill_null(0) for c in counts])
-        .sort(C)
+        .sort(Columns.Customer)
     )
 
 
 def pair_features(customers: pl.DataFrame, pairs: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:
     """``customers`` features for each (customer_id, offer_id) row of ``pairs``, plus the offer and its family,
     in the order of ``pairs``."""
-    return (pairs.select(C, O)
-            .join(products.select(pl.col("product_id").alias(O), pl.col("family").alias("offer_family")), on=O,
-                  how="left", maintain_order="left")
-            .join(customers, on=C, how="left", maintain_order="left"))
+    return (
+        pairs.select(Columns.Customer, Columns.Offer)
+        .join(
+            products.select(pl.col("product_id").alias(Columns.Offer), pl.col("family").alias("offer_family")),
+            on=Columns.Offer,
+            how="left",
+            maintain_order="left",
+        )
+        .join(customers, on=Columns.Customer, how="left", maintain_order="left")
+    )
 
 
 def model_features(frame: pl.DataFrame) -> pl.DataFrame:
     """The columns an uplift model learns from: pair features without ids, bookkeeping and outcomes."""
-    drop = {C, *TRAINING_COLUMNS} - {O, "offer_family"}
+    drop = {Columns.Customer, *TRAINING_COLUMNS} - {Columns.Offer, "offer_family"}
     return frame.drop([c for c in frame.columns if c in drop])
 
 
@@ -133,52 +179,87 @@ class RunDesign:
     strategy_of: dict[str, str]  # arm name -> ranking strategy (control included)
 
 
-def training_rows(run, conversions: pl.DataFrame, *, design: RunDesign, features: pl.DataFrame,
-                  products: pl.DataFrame) -> pl.DataFrame:
+def training_rows(
+    run: RunAssignments, conversions: pl.DataFrame, *, design: RunDesign, features: pl.DataFrame, products: pl.DataFrame
+) -> pl.DataFrame:
     """One row per audience customer of ``run`` (:class:`campaigns.report_data.RunAssignments`): the
     :data:`TRAINING_COLUMNS` (pool, treatment, propensity and outcomes; see the module docstring) and the
     customer's features as of the fire time (``features``, from :func:`customer_features`)."""
     exposed = run.scheduled_for
     end = exposed + timedelta(days=design.window_days)
-    offers = run.assignments.sort(C, O).group_by(C, maintain_order=True).agg(pl.col(O).alias("offers"))
-    audience = (run.audience.select(C, "arm", "selected", "contacted")
-                .join(offers, on=C, how="left")
-                .with_columns(pl.col("offers").list.first().alias(O)))
-    families = products.select(pl.col("product_id").alias(O), pl.col("family").alias("offer_family"))
-    audience = audience.join(families, on=O, how="left")
-    strategy = pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", "").replace_strict(
-        design.strategy_of, default=None, return_dtype=pl.String)
-    audience = audience.with_columns(pl.when(pl.col("selected")).then(strategy).alias("pool"),
-                                     pl.col("contacted").alias("treatment"))
-    shares = audience.filter(pl.col("pool").is_not_null()).group_by("pool").agg(
-        pl.col("treatment").mean().alias("propensity"))
+    offers = (
+        run.assignments.sort(Columns.Customer, Columns.Offer)
+        .group_by(Columns.Customer, maintain_order=True)
+        .agg(pl.col(Columns.Offer).alias("offers"))
+    )
+    audience = (
+        run.audience.select(Columns.Customer, "arm", "selected", "contacted")
+        .join(offers, on=Columns.Customer, how="left")
+        .with_columns(pl.col("offers").list.first().alias(Columns.Offer))
+    )
+    families = products.select(pl.col("product_id").alias(Columns.Offer), pl.col("family").alias("offer_family"))
+    audience = audience.join(families, on=Columns.Offer, how="left")
+    strategy = (
+        pl.col("arm")
+        .str.replace(f"{HOLDOUT_SUFFIX}$", "")
+        .replace_strict(design.strategy_of, default=None, return_dtype=pl.String)
+    )
+    audience = audience.with_columns(
+        pl.when(pl.col("selected")).then(strategy).alias("pool"), pl.col("contacted").alias("treatment")
+    )
+    shares = (
+        audience.filter(pl.col("pool").is_not_null())
+        .group_by("pool")
+        .agg(pl.col("treatment").mean().alias("propensity"))
+    )
     usable = shares.filter((pl.col("propensity") > 0) & (pl.col("propensity") < 1))
     audience = audience.join(usable, on="pool", how="left").with_columns(
-        pl.when(pl.col("propensity").is_not_null()).then(pl.lit(f"{run.run_id}/") + pl.col("pool")).alias("pool"))
+        pl.when(pl.col("propensity").is_not_null()).then(pl.lit(f"{run.run_id}/") + pl.col("pool")).alias("pool")
+    )
 
-    window = conversions.filter((pl.col("converted_at") > exposed) & (pl.col("converted_at") <= end)) \
-        if "converted_at" in conversions.columns else conversions
-    window = window.join(run.audience.select(C), on=C, how="semi").join(
-        products.select("product_id", pl.col("family").alias("family")), on="product_id", how="left")
-    offered = run.assignments.select(C, pl.col(O).alias("product_id")).unique()
-    offered_families = offered.join(products.select("product_id", "family"), on="product_id").select(C, "family").unique()
+    window = (
+        conversions.filter((pl.col("converted_at") > exposed) & (pl.col("converted_at") <= end))
+        if "converted_at" in conversions.columns
+        else conversions
+    )
+    window = window.join(run.audience.select(Columns.Customer), on=Columns.Customer, how="semi").join(
+        products.select("product_id", pl.col("family").alias("family")), on="product_id", how="left"
+    )
+    offered = run.assignments.select(Columns.Customer, pl.col(Columns.Offer).alias("product_id")).unique()
+    offered_families = (
+        offered.join(products.select("product_id", "family"), on="product_id")
+        .select(Columns.Customer, "family")
+        .unique()
+    )
     amount = pl.col("amount").fill_null(0.0) if "amount" in window.columns else pl.lit(0.0)
     campaign = window.filter(pl.col("product_id").is_in(run.offers))
     outcomes = [
-        window.join(offered, on=[C, "product_id"], how="semi").select(C).unique().with_columns(
-            pl.lit(1, dtype=pl.Int8).alias("converted_offered")),
-        window.join(offered_families, on=[C, "family"], how="semi").select(C).unique().with_columns(
-            pl.lit(1, dtype=pl.Int8).alias("converted_family")),
-        campaign.group_by(C).agg(pl.lit(1, dtype=pl.Int8).alias("converted_campaign"), amount.sum().alias("revenue")),
+        window.join(offered, on=[Columns.Customer, "product_id"], how="semi")
+        .select(Columns.Customer)
+        .unique()
+        .with_columns(pl.lit(1, dtype=pl.Int8).alias("converted_offered")),
+        window.join(offered_families, on=[Columns.Customer, "family"], how="semi")
+        .select(Columns.Customer)
+        .unique()
+        .with_columns(pl.lit(1, dtype=pl.Int8).alias("converted_family")),
+        campaign.group_by(Columns.Customer).agg(
+            pl.lit(1, dtype=pl.Int8).alias("converted_campaign"), amount.sum().alias("revenue")
+        ),
     ]
     rows = audience
     for frame in outcomes:
-        rows = rows.join(frame, on=C, how="left")
-    rows = (rows.with_columns([pl.col(c).fill_null(0).cast(pl.Int8) for c in OUTCOMES] + [pl.col("revenue").fill_null(0.0)])
-            .with_columns(pl.lit(run.run_id).alias("run_id"), pl.lit(run.campaign_id).alias("campaign_id"),
-                          pl.lit(exposed, dtype=pl.Datetime("us")).alias("scheduled_for"))
-            .select(TRAINING_COLUMNS))
-    return rows.join(features, on=C, how="left").sort(C)
+        rows = rows.join(frame, on=Columns.Customer, how="left")
+    rows = (
+        rows.with_columns([pl.col(c).fill_null(0).cast(pl.Int8) for c in OUTCOMES] + [pl.col("revenue").fill_null(0.0)])
+        .with_columns(
+            pl.lit(run.run_id).alias("run_id"),
+            pl.lit(run.campaign_id).alias("campaign_id"),
+            pl.lit(exposed, dtype=pl.Datetime("us")).alias("scheduled_for"),
+        )
+        .select(TRAINING_COLUMNS)
+    )
+    joined: pl.DataFrame = rows.join(features, on=Columns.Customer, how="left").sort(Columns.Customer)
+    return joined
 
 
 def completed(scheduled_for: datetime, window_days: float, *, as_of: datetime) -> bool:
@@ -186,15 +267,6 @@ def completed(scheduled_for: datetime, window_days: float, *, as_of: datetime) -
     return scheduled_for + timedelta(days=window_days) <= as_of
 
 
-def succeeded_runs(engine, *, campaign_ids: list[str] | None = None) -> list[tuple[str, str, datetime]]:
+def succeeded_runs(engine: Engine, *, campaign_ids: list[str] | None = None) -> list[tuple[str, str, datetime]]:
     """(campaign_id, run_id, scheduled_for) of every succeeded run, oldest first."""
-    from sqlalchemy import select
-
-    from campaigns.db.models import CampaignRun
-
-    query = select(CampaignRun.campaign_id, CampaignRun.run_id, CampaignRun.scheduled_for).where(
-        CampaignRun.status == "succeeded").order_by(CampaignRun.scheduled_for, CampaignRun.run_id)
-    if campaign_ids:
-        query = query.where(CampaignRun.campaign_id.in_(campaign_ids))
-    with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(query).all()]
+    return run_repository.succeeded_runs(engine, campaign_ids=campaign_ids)

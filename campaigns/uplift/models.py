@@ -34,9 +34,14 @@ from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from recommender.errors import UserError
+
+Matrix = npt.NDArray[np.float64]  # rows x encoded feature columns
+Vector = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -60,11 +65,19 @@ class BoosterParams:
 
     def lgb(self, objective: str, *, threads: int, seed: int) -> dict[str, Any]:
         return {
-            "objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_child_samples, "lambda_l2": self.reg_lambda,
-            "bagging_fraction": self.subsample, "bagging_freq": 1 if self.subsample < 1 else 0,
-            "feature_fraction": self.colsample_bytree, "num_threads": threads, "seed": seed,
-            "deterministic": True, "force_row_wise": True, "verbosity": -1,
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "lambda_l2": self.reg_lambda,
+            "bagging_fraction": self.subsample,
+            "bagging_freq": 1 if self.subsample < 1 else 0,
+            "feature_fraction": self.colsample_bytree,
+            "num_threads": threads,
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
         }
 
 
@@ -99,10 +112,16 @@ class FeatureEncoding:
             raise UpliftModelError(f"features: missing column(s) {', '.join(missing[:5])}")
         exprs = [pl.col(c).cast(pl.Float64) for c in self.numeric]
         for name, values in self.categorical.items():
-            lookup = pl.DataFrame({name: list(values), "code": np.arange(len(values), dtype=np.float64)},
-                                  schema={name: pl.String, "code": pl.Float64})
-            exprs.append(pl.col(name).cast(pl.String).replace_strict(lookup[name], lookup["code"], default=None,
-                                                                     return_dtype=pl.Float64).alias(name))
+            lookup = pl.DataFrame(
+                {name: list(values), "code": np.arange(len(values), dtype=np.float64)},
+                schema={name: pl.String, "code": pl.Float64},
+            )
+            exprs.append(
+                pl.col(name)
+                .cast(pl.String)
+                .replace_strict(lookup[name], lookup["code"], default=None, return_dtype=pl.Float64)
+                .alias(name)
+            )
         if not exprs:
             return np.zeros((frame.height, 0))
         return frame.select(exprs).to_numpy().astype(np.float64, copy=False)
@@ -110,11 +129,11 @@ class FeatureEncoding:
     def categorical_indices(self) -> list[int]:
         return list(range(len(self.numeric), len(self.numeric) + len(self.categorical)))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"numeric": list(self.numeric), "categorical": {k: list(v) for k, v in self.categorical.items()}}
 
     @classmethod
-    def from_json(cls, doc: dict) -> FeatureEncoding:
+    def from_json(cls, doc: dict[str, Any]) -> FeatureEncoding:
         return cls(tuple(doc["numeric"]), {k: tuple(v) for k, v in doc["categorical"].items()})
 
 
@@ -136,14 +155,23 @@ class UpliftModel(ABC):
         return asdict(self.booster_params)
 
     # --- public contract --------------------------------------------------------------------------------
-    def fit(self, features: pl.DataFrame, *, treatment, outcome, propensity=None, threads: int = 1,
-            seed: int = 0) -> UpliftModel:
+    def fit(
+        self,
+        features: pl.DataFrame,
+        *,
+        treatment: npt.ArrayLike,
+        outcome: npt.ArrayLike,
+        propensity: npt.ArrayLike | float | None = None,
+        threads: int = 1,
+        seed: int = 0,
+    ) -> UpliftModel:
         """Learn from rows whose ``treatment`` (bool) came from a random split, ``outcome`` in {0, 1}."""
         t = np.asarray(treatment).astype(bool)
         y = np.asarray(outcome, dtype=np.float64)
         if not (features.height == t.size == y.size):
-            raise UpliftModelError(f"features ({features.height} rows), treatment ({t.size}) and outcome ({y.size}) "
-                                   "differ in length")
+            raise UpliftModelError(
+                f"features ({features.height} rows), treatment ({t.size}) and outcome ({y.size}) differ in length"
+            )
         if t.all() or not t.any():
             raise UpliftModelError("training rows need both treated and control customers")
         if not np.isin(y, (0.0, 1.0)).all():
@@ -157,47 +185,94 @@ class UpliftModel(ABC):
         self.boosters, self.state = {}, {}
         self._fit(x, t, y, e, threads=threads, seed=seed)
         now = datetime.now(UTC).replace(microsecond=0)
-        digest = hashlib.sha256(json.dumps({"kind": self.kind, **self.params, "seed": seed}, sort_keys=True).encode()
-                                + x.tobytes() + t.tobytes() + y.tobytes()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps({"kind": self.kind, **self.params, "seed": seed}, sort_keys=True).encode()
+            + x.tobytes()
+            + t.tobytes()
+            + y.tobytes()
+        ).hexdigest()
         self.version = f"{self.kind}-{now:%Y%m%dT%H%M%S}-{digest[:8]}"
-        self.meta.update(trained_at=now.replace(tzinfo=None).isoformat(), train_seconds=time.perf_counter() - started,
-                         rows=int(t.size), treated=int(t.sum()), outcome_rate=float(y.mean()), data_hash=digest)
+        self.meta.update(
+            trained_at=now.replace(tzinfo=None).isoformat(),
+            train_seconds=time.perf_counter() - started,
+            rows=int(t.size),
+            treated=int(t.sum()),
+            outcome_rate=float(y.mean()),
+            data_hash=digest,
+        )
         return self
 
     def predict(self, features: pl.DataFrame, *, threads: int = 1) -> np.ndarray:
-        if self.encoding is None:
-            raise UpliftModelError(f"{self.kind}: not fitted")
-        return self._predict(self.encoding.matrix(features), threads=threads)
+        return self._predict(self._encoding().matrix(features), threads=threads)
 
     # --- learners ---------------------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, x: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray, *, threads: int, seed: int) -> None: ...
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None: ...
 
     @abstractmethod
-    def _predict(self, x: np.ndarray, *, threads: int) -> np.ndarray: ...
+    def _predict(self, x: Matrix, *, threads: int) -> Vector: ...
 
-    def _train(self, name: str, x, label, *, objective: str, threads: int, seed: int, weight=None) -> None:
-        data = lgb.Dataset(x, label=label, weight=weight, categorical_feature=self.encoding.categorical_indices(),
-                           feature_name=self.encoding.columns or "auto", free_raw_data=True,
-                           params={"verbosity": -1, "max_bin": 255})
-        self.boosters[name] = lgb.train(self.booster_params.lgb(objective, threads=threads, seed=seed), data,
-                                        num_boost_round=self.booster_params.n_estimators)
+    def _train(
+        self,
+        name: str,
+        x: Matrix,
+        label: Vector,
+        *,
+        objective: str,
+        threads: int,
+        seed: int,
+        weight: Vector | None = None,
+    ) -> None:
+        encoding = self._encoding()
+        data = lgb.Dataset(
+            x,
+            label=label,
+            weight=weight,
+            categorical_feature=encoding.categorical_indices(),
+            feature_name=encoding.columns or "auto",
+            free_raw_data=True,
+            params={"verbosity": -1, "max_bin": 255},
+        )
+        self.boosters[name] = lgb.train(
+            self.booster_params.lgb(objective, threads=threads, seed=seed),
+            data,
+            num_boost_round=self.booster_params.n_estimators,
+        )
 
-    def _score(self, name: str, x: np.ndarray, *, threads: int) -> np.ndarray:
-        return self.boosters[name].predict(x, num_threads=threads)
+    def _score(self, name: str, x: Matrix, *, threads: int) -> Vector:
+        return np.asarray(self.boosters[name].predict(x, num_threads=threads), dtype=np.float64)
+
+    @property
+    def fitted_version(self) -> str:
+        """The version :meth:`fit` (or loading) gave this model; an error before that."""
+        if self.version is None:
+            raise UpliftModelError(f"{self.kind}: not fitted")
+        return self.version
+
+    def _encoding(self) -> FeatureEncoding:
+        """The feature encoding learnt by :meth:`fit` (or loaded); an error before that."""
+        if self.encoding is None:
+            raise UpliftModelError(f"{self.kind}: not fitted")
+        return self.encoding
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, directory: Path | str) -> Path:
         """``model.json`` plus one LightGBM text model per booster, written under a temporary name first."""
-        if self.encoding is None:
-            raise UpliftModelError(f"{self.kind}: not fitted")
+        encoding = self._encoding()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
             booster.save_model(str(directory / f"{name}.txt"))
-        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params,
-               "encoding": self.encoding.to_json(), "state": self.state, "boosters": sorted(self.boosters),
-               "meta": self.meta}
+        doc = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "encoding": encoding.to_json(),
+            "state": self.state,
+            "boosters": sorted(self.boosters),
+            "meta": self.meta,
+        }
         tmp = directory / f".{MODEL_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
         tmp.replace(directory / MODEL_FILE)
@@ -207,18 +282,18 @@ class UpliftModel(ABC):
 class TLearner(UpliftModel):
     kind = "t_learner"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         self._train("treated", x[t], y[t], objective="binary", threads=threads, seed=seed)
         self._train("control", x[~t], y[~t], objective="binary", threads=threads, seed=seed)
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         return self._score("treated", x, threads=threads) - self._score("control", x, threads=threads)
 
 
 class XLearner(UpliftModel):
     kind = "x_learner"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         self._train("outcome_treated", x[t], y[t], objective="binary", threads=threads, seed=seed)
         self._train("outcome_control", x[~t], y[~t], objective="binary", threads=threads, seed=seed)
         effect_t = y[t] - self._score("outcome_control", x[t], threads=threads)
@@ -227,21 +302,22 @@ class XLearner(UpliftModel):
         self._train("effect_control", x[~t], effect_c, objective="regression", threads=threads, seed=seed)
         self.state["propensity"] = float(e.mean())
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         g = self.state["propensity"]
         return g * self._score("effect_control", x, threads=threads) + (1 - g) * self._score(
-            "effect_treated", x, threads=threads)
+            "effect_treated", x, threads=threads
+        )
 
 
 class ClassTransformation(UpliftModel):
     kind = "class_transformation"
 
-    def _fit(self, x, t, y, e, *, threads, seed):
+    def _fit(self, x: Matrix, t: Bools, y: Vector, e: Vector, *, threads: int, seed: int) -> None:
         z = np.where(t, y, 1.0 - y)
         weight = np.where(t, 0.5 / e, 0.5 / (1.0 - e))
         self._train("transformed", x, z, objective="binary", threads=threads, seed=seed, weight=weight)
 
-    def _predict(self, x, *, threads):
+    def _predict(self, x: Matrix, *, threads: int) -> Vector:
         return 2.0 * self._score("transformed", x, threads=threads) - 1.0
 
 

@@ -16,15 +16,21 @@ made``, the interval scaled the same way; for an arm without a control compariso
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from campaigns.uplift.history import RunDesign, training_rows
 from campaigns.uplift.metrics import Estimate, evaluate_uplift
+from recommender.columns import Columns
 
-C = "customer_id"
+if TYPE_CHECKING:
+    from campaigns.report_campaign import Section
+    from campaigns.report_data import RunAssignments
+    from campaigns.specs import CampaignSpec
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,19 @@ class StrategyQini:
     curve_y: np.ndarray  # incremental conversions per 1,000 pool customers at that share
     error: str | None = None
 
-    def as_dict(self) -> dict:
-        return {"strategy": self.strategy, "n": self.n, "treated": self.treated, "qini_coefficient": self.qini.as_dict(),
-                "uplift_at_30pct": self.uplift_at_30.as_dict(), "error": self.error,
-                "curve": {"share": [round(float(v), 4) for v in self.curve_x],
-                          "incremental_per_1000": [round(float(v), 4) for v in self.curve_y]}}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "n": self.n,
+            "treated": self.treated,
+            "qini_coefficient": self.qini.as_dict(),
+            "uplift_at_30pct": self.uplift_at_30.as_dict(),
+            "error": self.error,
+            "curve": {
+                "share": [round(float(v), 4) for v in self.curve_x],
+                "incremental_per_1000": [round(float(v), 4) for v in self.curve_y],
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -55,20 +69,37 @@ class Incremental:
     high: float
     source: str  # "itt" or "holdout"
 
-    def as_dict(self) -> dict:
-        return {"arm": self.arm, "strategy": self.strategy, "contacts": self.contacts, "per_1000": self.per_1000,
-                "low": self.low, "high": self.high, "source": self.source}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "strategy": self.strategy,
+            "contacts": self.contacts,
+            "per_1000": self.per_1000,
+            "low": self.low,
+            "high": self.high,
+            "source": self.source,
+        }
 
 
-def strategy_qini(run, conversions: pl.DataFrame, *, spec, products: pl.DataFrame | None, window_days: float,
-                  draws: int = 200, seed: int = 0) -> list[StrategyQini]:
+def strategy_qini(
+    run: RunAssignments,
+    conversions: pl.DataFrame,
+    *,
+    spec: CampaignSpec,
+    products: pl.DataFrame | None,
+    window_days: float,
+    draws: int = 200,
+    seed: int = 0,
+) -> list[StrategyQini]:
     """One :class:`StrategyQini` per strategy with a randomised pool in ``run`` (RunAssignments with scores)."""
     if products is None or "score" not in run.assignments.columns:
         return []
     design = RunDesign(window_days=window_days, strategy_of={arm.name: spec.strategy_of(arm) for arm in spec.arms})
-    rows = training_rows(run, conversions, design=design, features=run.audience.select(C), products=products)
-    scores = run.assignments.group_by(C).agg(pl.col("score").max())
-    rows = rows.filter(pl.col("pool").is_not_null()).join(scores, on=C, how="left")
+    rows = training_rows(
+        run, conversions, design=design, features=run.audience.select(Columns.Customer), products=products
+    )
+    scores = run.assignments.group_by(Columns.Customer).agg(pl.col("score").max())
+    rows = rows.filter(pl.col("pool").is_not_null()).join(scores, on=Columns.Customer, how="left")
     out = []
     for pool in sorted(rows["pool"].unique().to_list()):
         part = rows.filter(pl.col("pool") == pool)
@@ -76,18 +107,20 @@ def strategy_qini(run, conversions: pl.DataFrame, *, spec, products: pl.DataFram
         y, t = part["converted_offered"].to_numpy(), part["treatment"].to_numpy()
         score = part["score"].fill_null(float("-inf")).to_numpy()
         try:
-            e = evaluate_uplift(y, np.nan_to_num(score, neginf=-1e300), t, ks=(0.3,), draws=draws, seed=seed,
-                                curve_points=51)
+            e = evaluate_uplift(
+                y, np.nan_to_num(score, neginf=-1e300), t, ks=(0.3,), draws=draws, seed=seed, curve_points=51
+            )
         except ValueError as exc:
             nan = Estimate(math.nan, math.nan, math.nan)
             out.append(StrategyQini(strategy, part.height, int(t.sum()), nan, nan, np.zeros(0), np.zeros(0), str(exc)))
             continue
-        out.append(StrategyQini(strategy, e.n, e.n_treated, e.qini, e.uplift_at[0.3], e.curve_x,
-                                1000.0 * e.curve_qini / e.n))
+        out.append(
+            StrategyQini(strategy, e.n, e.n_treated, e.qini, e.uplift_at[0.3], e.curve_x, 1000.0 * e.curve_qini / e.n)
+        )
     return out
 
 
-def incremental_per_1000(sections, run, *, spec) -> list[Incremental]:
+def incremental_per_1000(sections: Sequence[Section], run: RunAssignments, *, spec: CampaignSpec) -> list[Incremental]:
     """Per treatment arm, from the report's ``itt`` section (else its ``holdout:<arm>`` section)."""
     contacts = dict(run.audience.group_by("arm").agg(pl.col("contacted").sum()).iter_rows())
     sizes = dict(run.audience.group_by("arm").len().iter_rows())
@@ -107,8 +140,17 @@ def incremental_per_1000(sections, run, *, spec) -> list[Incremental]:
             scale, source = 1000.0, "holdout"
         if comparison is None or math.isnan(comparison.abs_lift):
             continue
-        out.append(Incremental(arm.name, spec.strategy_of(arm), made, comparison.abs_lift * scale,
-                               comparison.abs_ci_low * scale, comparison.abs_ci_high * scale, source))
+        out.append(
+            Incremental(
+                arm.name,
+                spec.strategy_of(arm),
+                made,
+                comparison.abs_lift * scale,
+                comparison.abs_ci_low * scale,
+                comparison.abs_ci_high * scale,
+                source,
+            )
+        )
     return out
 
 
@@ -119,21 +161,25 @@ def best_statement(rows: list[Incremental]) -> str | None:
         return None
     ranked = sorted(rows, key=lambda r: r.per_1000, reverse=True)
     best = ranked[0]
-    text = (f"Most incremental conversions per 1,000 contacts: {best.arm} (strategy {best.strategy}) with "
-            f"{best.per_1000:+.1f} [{best.low:+.1f}, {best.high:+.1f}] ({'vs control' if best.source == 'itt' else 'vs its holdout'})")
+    text = (
+        f"Most incremental conversions per 1,000 contacts: {best.arm} (strategy {best.strategy}) with "
+        f"{best.per_1000:+.1f} [{best.low:+.1f}, {best.high:+.1f}] ({'vs control' if best.source == 'itt' else 'vs its holdout'})"
+    )
     if len(ranked) > 1:
         second = ranked[1]
         overlap = best.low <= second.high
-        text += (f"; next {second.arm} {second.per_1000:+.1f} [{second.low:+.1f}, {second.high:+.1f}]"
-                 + (" (intervals overlap: not a clear winner)" if overlap else ""))
+        text += f"; next {second.arm} {second.per_1000:+.1f} [{second.low:+.1f}, {second.high:+.1f}]" + (
+            " (intervals overlap: not a clear winner)" if overlap else ""
+        )
     return text + "."
 
 
 def qini_plot(curves: list[StrategyQini], *, title: str) -> str:
     """Qini curves of every strategy on one figure (inline PNG), with the random-targeting line of each."""
+    import matplotlib.pyplot as plt
+
     from campaigns import report_plots
 
-    plt = report_plots.plt
     fig, ax = report_plots._figure(3.6)
     for i, c in enumerate(x for x in curves if x.error is None):
         colour = report_plots.ARM_COLOURS[i % len(report_plots.ARM_COLOURS)]

@@ -16,20 +16,23 @@ import sys
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 import typer
+from typer._click import exceptions as click_exceptions  # typer >= 0.23 vendors click
 
+from jobs.cli import campaign as campaign_cmds
 from jobs.cli import data as data_cmds
+from jobs.cli import db as db_cmds
 from jobs.cli import demo as demo_cmds
 from jobs.cli import init as init_cmds
+from jobs.cli import jobs as jobs_cmds
+from jobs.cli import models as models_cmds
+from jobs.cli import recommend as recommend_cmds
+from jobs.cli import report as report_cmds
+from jobs.cli import uplift as uplift_cmds
+from jobs.cli import web as web_cmds
 from jobs.cli.context import AppContext
 from recommender.errors import UserError
-
-try:  # typer >= 0.23 vendors click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click import exceptions as click_exceptions
 
 PROG = "mktg"
 _state = {"debug": False}
@@ -59,12 +62,16 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
-        None, "--config", metavar="DIR",
-        help="Configuration directory (default: $MKTG_CONFIG_DIR, else ./config where mktg runs; see `mktg init`)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        metavar="DIR",
+        help="Configuration directory (default: $MKTG_CONFIG_DIR, else ./config where mktg runs; see `mktg init`).",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected error."),
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     _state["debug"] = debug
     ctx.obj = AppContext(config_dir=config)
@@ -74,15 +81,8 @@ app.add_typer(data_cmds.app, name="data")
 demo_cmds.register(app)
 init_cmds.register(app)
 
-# Later command groups register themselves here (one module per noun).
-for _module in ("models", "recommend", "campaign", "report", "jobs_cmd", "db", "uplift", "web"):
-    try:
-        _mod = __import__(f"jobs.cli.{_module}", fromlist=["register"])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"jobs.cli.{_module}":
-            raise
-        continue
-    _mod.register(app)
+for _group in (models_cmds, recommend_cmds, campaign_cmds, report_cmds, jobs_cmds, db_cmds, uplift_cmds, web_cmds):
+    _group.register(app)
 
 
 def _fail(message: str, code: int) -> None:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail("aborted", 1)
     except UserError as exc:
         _fail(str(exc), 2)
-    except Exception as exc:  # noqa: BLE001 - last resort: still one line, the traceback only on request
+    except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
             sys.exit(1)

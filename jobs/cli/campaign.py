@@ -1,4 +1,4 @@
-"""``mktg campaign list|show|preview|run|explain``: thin wrappers over jobs.pipeline and campaigns.explain.
+"""``mktg campaign list|show|preview|run|explain``: thin wrappers over jobs.campaign_service and campaigns.explain.
 
 ``list`` shows every campaign file, the broken ones as invalid with their one-line error (one broken file never
 hides the others; ``list`` exits 1 when any is invalid so scripts notice). Every command takes ``--json``.
@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import polars as pl
 import typer
 
 from campaigns.explain import explain
-from jobs import pipeline
+from campaigns.times import iso_utc, now_utc, parse_time
+from jobs import campaign_service
 from jobs.cli.context import app_context
-from jobs.cli.output import console, err_console, frame_records, iso_utc, print_json, table
-from jobs.cli.times import now_utc, parse_time
+from jobs.cli.output import console, err_console, frame_records, print_json, table
 from jobs.settings import CONFIG_DIR_ENV, CONFIG_DIR_NAME
 from recommender.errors import UserError
 
@@ -47,20 +47,34 @@ def frame_table(title: str, frame: pl.DataFrame) -> Any:
 
 
 def _spec_summary(spec: Any) -> dict[str, Any]:
-    return {"id": spec.id, "valid": True, "name": spec.name, "channel": spec.channel,
-            "offers": spec.offers, "families": spec.families, "segments": spec.segments,
-            "arms": [{"name": a.name, "share": a.share, "strategy": spec.strategy_of(a)} for a in spec.arms],
-            "schedule": spec.schedule, "enabled": spec.enabled, "file": spec.source, "error": None}
+    return {
+        "id": spec.id,
+        "valid": True,
+        "name": spec.name,
+        "channel": spec.channel,
+        "offers": spec.offers,
+        "families": spec.families,
+        "segments": spec.segments,
+        "arms": [{"name": a.name, "share": a.share, "strategy": spec.strategy_of(a)} for a in spec.arms],
+        "schedule": spec.schedule,
+        "enabled": spec.enabled,
+        "file": spec.source,
+        "error": None,
+    }
 
 
 @app.command("list")
-def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table.")) -> None:
+def list_cmd(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table.")
+) -> None:
     """Every campaign under <config>/campaigns with channel, arms and schedule; broken files as invalid."""
-    scan = pipeline.scan_all_specs(app_context(ctx).settings)
-    directory = pipeline.campaigns_dir(app_context(ctx).settings)
+    scan = campaign_service.scan_all_specs(app_context(ctx).settings)
+    directory = campaign_service.campaigns_dir(app_context(ctx).settings)
     rows = [_spec_summary(spec) for spec in scan.valid.values()]
-    rows += [{"id": stem, "valid": False, "file": str(directory / f"{stem}.toml"), "error": error}
-             for stem, error in scan.invalid.items()]
+    rows += [
+        {"id": stem, "valid": False, "file": str(directory / f"{stem}.toml"), "error": error}
+        for stem, error in scan.invalid.items()
+    ]
     rows.sort(key=lambda r: r["id"])
     if as_json:
         print_json(rows)
@@ -71,8 +85,16 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
                 out.add_row(r["id"], "-", "-", "-", "-", "-", "-", f"[red]invalid[/]: {r['error']}")
                 continue
             arms = ", ".join(f"{a['name']} {a['share']:.0%}" for a in r["arms"])
-            out.add_row(r["id"], r["name"], r["channel"], ", ".join(r["families"] + r["offers"]), arms,
-                        r["schedule"] or "-", "yes" if r["enabled"] else "no", "valid")
+            out.add_row(
+                r["id"],
+                r["name"],
+                r["channel"],
+                ", ".join(r["families"] + r["offers"]),
+                arms,
+                r["schedule"] or "-",
+                "yes" if r["enabled"] else "no",
+                "valid",
+            )
         console.print(out if rows else f"no campaign files in {directory}")
     if scan.invalid:
         err_console.print(f"{len(scan.invalid)} invalid campaign file(s): fix them, the scheduler skips them")
@@ -80,8 +102,18 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 
 def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "scheduled_for", "status", "row_count", "control_count", "audience_count", "generated_at",
-            "export_dir", "model_versions", "error")
+    keys = (
+        "run_id",
+        "scheduled_for",
+        "status",
+        "row_count",
+        "control_count",
+        "audience_count",
+        "generated_at",
+        "export_dir",
+        "model_versions",
+        "error",
+    )
     return {key: run.get(key) for key in keys}
 
 
@@ -93,65 +125,97 @@ def show_cmd(
 ) -> None:
     """The validated campaign spec and its recent runs."""
     context = app_context(ctx)
-    spec = pipeline.load_spec(context.settings, campaign_id)
-    from campaigns import run_store
+    spec = campaign_service.load_spec(context.settings, campaign_id)
     from sqlalchemy.exc import DBAPIError
 
+    from campaigns import run_repository
+
     try:
-        runs = run_store.list_runs(context.engine, campaign_id, limit=10)
+        runs = run_repository.list_runs(context.engine, campaign_id, limit=10)
     except DBAPIError:  # no schema yet: no runs either
         runs = []
     if as_json:
-        print_json({"spec": spec.model_dump(mode="json"), "file": spec.source, "strategies": spec.strategies,
-                    "runs": [_run_summary(run) for run in runs]})
+        print_json(
+            {
+                "spec": spec.model_dump(mode="json"),
+                "file": spec.source,
+                "strategies": spec.strategies,
+                "runs": [_run_summary(run) for run in runs],
+            }
+        )
         return
     console.print(f"campaign {spec.id}: {spec.name} ({spec.source})")
     if spec.description:
         console.print(f"  {spec.description}")
-    facts = [("channel", f"{spec.channel} (consent purpose {spec.consent_purpose})"),
-             ("offers", ", ".join(spec.offers) or "-"), ("families", ", ".join(spec.families) or "-"),
-             ("segments", ", ".join(spec.segments) or "every segment"),
-             ("max audience", f"{spec.max_audience:,}" if spec.max_audience else "no limit"),
-             ("offers per customer", str(spec.offers_per_customer)),
-             ("capacity", ", ".join(f"{o} {n:,}" for o, n in spec.capacity.items()) or "-"),
-             ("min score", "-" if spec.min_score is None else f"{spec.min_score:g}"),
-             ("schedule", spec.schedule or "- (not scheduled)"), ("enabled", "yes" if spec.enabled else "no"),
-             ("conversion window", f"{spec.conversion_window_days} days"), ("eligibility", spec.eligibility),
-             ("contact cap", f"{spec.contact_cap.max_contacts} per {spec.contact_cap.window_days} days"
-              if spec.contact_cap else "the rule set's"), ("salt", spec.salt)]
+    facts = [
+        ("channel", f"{spec.channel} (consent purpose {spec.consent_purpose})"),
+        ("offers", ", ".join(spec.offers) or "-"),
+        ("families", ", ".join(spec.families) or "-"),
+        ("segments", ", ".join(spec.segments) or "every segment"),
+        ("max audience", f"{spec.max_audience:,}" if spec.max_audience else "no limit"),
+        ("offers per customer", str(spec.offers_per_customer)),
+        ("capacity", ", ".join(f"{o} {n:,}" for o, n in spec.capacity.items()) or "-"),
+        ("min score", "-" if spec.min_score is None else f"{spec.min_score:g}"),
+        ("schedule", spec.schedule or "- (not scheduled)"),
+        ("enabled", "yes" if spec.enabled else "no"),
+        ("conversion window", f"{spec.conversion_window_days} days"),
+        ("eligibility", spec.eligibility),
+        (
+            "contact cap",
+            f"{spec.contact_cap.max_contacts} per {spec.contact_cap.window_days} days"
+            if spec.contact_cap
+            else "the rule set's",
+        ),
+        ("salt", spec.salt),
+    ]
     for name, value in facts:
         console.print(f"  {name + ':':<21}{value}")
     arms = table("arms", ("arm", "share", "strategy", "min score"), right=("share",))
     for arm in spec.arms:
-        arms.add_row(arm.name, f"{arm.share:.0%}", spec.strategy_of(arm) + (" (not contacted)" if arm.is_control else ""),
-                     "-" if arm.min_score is None else f"{arm.min_score:g}")
+        arms.add_row(
+            arm.name,
+            f"{arm.share:.0%}",
+            spec.strategy_of(arm) + (" (not contacted)" if arm.is_control else ""),
+            "-" if arm.min_score is None else f"{arm.min_score:g}",
+        )
     console.print(arms)
     if not runs:
         console.print("no runs yet")
         return
-    history = table("recent runs (UTC)", ("run", "scheduled for", "status", "rows", "control", "export"),
-                    right=("rows", "control"))
+    history = table(
+        "recent runs (UTC)", ("run", "scheduled for", "status", "rows", "control", "export"), right=("rows", "control")
+    )
     for run in runs:
-        history.add_row(run["run_id"], iso_utc(run["scheduled_for"]), run["status"], f"{run['row_count'] or 0:,}",
-                        f"{run['control_count'] or 0:,}", run["export_dir"] or "-")
+        history.add_row(
+            run["run_id"],
+            iso_utc(run["scheduled_for"]),
+            run["status"],
+            f"{run['row_count'] or 0:,}",
+            f"{run['control_count'] or 0:,}",
+            run["export_dir"] or "-",
+        )
     console.print(history)
 
 
-SUMMARY_TITLES = (("funnel", "eligibility funnel (customers)"),
-                  ("arm", "eligible audience per arm: selected, contacted, held out"),
-                  ("segment", "eligible audience per segment"), ("offer", "rows per offer"),
-                  ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
-                  ("unallocated", "eligible but not allocated"))
+SUMMARY_TITLES = (
+    ("funnel", "eligibility funnel (customers)"),
+    ("arm", "eligible audience per arm: selected, contacted, held out"),
+    ("segment", "eligible audience per segment"),
+    ("offer", "rows per offer"),
+    ("exclusions", "exclusions per rule (a pair counts under each of its rules)"),
+    ("unallocated", "eligible but not allocated"),
+)
 
 
 @app.command("preview")
 def preview_cmd(
     ctx: typer.Context,
     campaign_id: str = typer.Argument(..., help=CAMPAIGN_ID_HELP, autocompletion=complete_campaign),
-    data: Optional[Path] = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
-    at: Optional[str] = typer.Option(None, "--at", help="Run time, ISO 8601 UTC (default: now)."),
-    allow_future_models: bool = typer.Option(False, "--allow-future-models",
-                                             help="Use models trained on data after --at (look-ahead)."),
+    data: Path | None = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
+    at: str | None = typer.Option(None, "--at", help="Run time, ISO 8601 UTC (default: now)."),
+    allow_future_models: bool = typer.Option(
+        False, "--allow-future-models", help="Use models trained on data after --at (look-ahead)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ) -> None:
     """Audience per arm, segment and offer, and exclusions per rule; writes nothing."""
@@ -159,17 +223,34 @@ def preview_cmd(
     settings = context.settings
     when = parse_at(at)
     with err_console.status(f"planning {campaign_id} as of {iso_utc(when)}"):
-        plan = pipeline.preview(settings, context.events, campaign_id=campaign_id, data_dir=data or settings.data_dir,
-                                at=when, engine=context.database(), allow_future_models=allow_future_models)
+        plan = campaign_service.preview(
+            settings,
+            context.events,
+            campaign_id=campaign_id,
+            data_dir=data or settings.data_dir,
+            at=when,
+            engine=context.database(),
+            allow_future_models=allow_future_models,
+        )
     summary = plan.summary()
     customers = plan.targets["customer_id"].n_unique()
     if as_json:
-        print_json({"campaign_id": campaign_id, "as_of": when, "rows": plan.targets.height, "customers": customers,
-                    "offers": plan.offers, "config_hash": plan.config_hash,
-                    **{name: frame_records(summary[name]) for name, _title in SUMMARY_TITLES}})
+        print_json(
+            {
+                "campaign_id": campaign_id,
+                "as_of": when,
+                "rows": plan.targets.height,
+                "customers": customers,
+                "offers": plan.offers,
+                "config_hash": plan.config_hash,
+                **{name: frame_records(summary[name]) for name, _title in SUMMARY_TITLES},
+            }
+        )
         return
-    console.print(f"campaign {campaign_id} as of {iso_utc(when)} (preview: nothing written): "
-                  f"{plan.targets.height:,} rows, {customers:,} customers")
+    console.print(
+        f"campaign {campaign_id} as of {iso_utc(when)} (preview: nothing written): "
+        f"{plan.targets.height:,} rows, {customers:,} customers"
+    )
     for name, title in SUMMARY_TITLES:
         console.print(frame_table(title, summary[name]))
 
@@ -178,45 +259,54 @@ def preview_cmd(
 def run_cmd(
     ctx: typer.Context,
     campaign_id: str = typer.Argument(..., help="Campaign id."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
-    at: Optional[str] = typer.Option(None, "--at", help="Scheduled fire time, ISO 8601 UTC (default: now, to the minute)."),
-    allow_future_models: bool = typer.Option(False, "--allow-future-models",
-                                             help="Use models trained on data after --at (look-ahead)."),
+    data: Path | None = typer.Option(None, "--data", help="Input data directory (default: settings data_dir)."),
+    at: str | None = typer.Option(
+        None, "--at", help="Scheduled fire time, ISO 8601 UTC (default: now, to the minute)."
+    ),
+    allow_future_models: bool = typer.Option(
+        False, "--allow-future-models", help="Use models trained on data after --at (look-ahead)."
+    ),
 ) -> None:
     """Run once for a fire time: files under <var>/exports/<campaign>/<run>/ and the run in the database.
 
     It is the job campaign:<id> run by hand (same claim as the scheduler's; it shows in `mktg jobs history`).
     The same (campaign, --at) again returns the existing run and writes nothing.
     """
-    from jobs.job_functions import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.runner import Outcome
+    from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.scheduler import make_runner
 
     context = app_context(ctx)
     settings = context.settings
-    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error, nothing recorded
+    campaign_service.load_spec(settings, campaign_id)  # unknown campaign: one clear error, nothing recorded
     if data is not None:
         settings = settings.model_copy(update={"data_dir": data})
     engine = context.database()
     when = parse_at(at)
     job_name = CAMPAIGN_JOB_PREFIX + campaign_id
     with console.status(f"running {campaign_id} for {iso_utc(when)}"):
-        report = make_runner(engine, settings).run(job_name, when, campaign_job,
-                                                   {"campaign_id": campaign_id, "allow_future_models": allow_future_models},
-                                                   trigger="manual")
+        report = make_runner(engine, settings).run(
+            job_name,
+            when,
+            campaign_job,
+            {"campaign_id": campaign_id, "allow_future_models": allow_future_models},
+            trigger="manual",
+        )
     if report.outcome == Outcome.RUNNING_ELSEWHERE:
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M} is running in another process right now")
     if report.exception is not None:  # recorded as a failed attempt of the job; the error itself, one line
         raise report.exception
-    from campaigns import run_store
+    from campaigns import run_repository
 
-    run = run_store.get_run(engine, report.run_id) if report.run_id else None
+    run = run_repository.get_run(engine, report.run_id) if report.run_id else None
     if run is None:  # pragma: no cover - a succeeded campaign job always names its committed run
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M}: {report.outcome.value}, but no campaign run")
     created = report.outcome == Outcome.SUCCEEDED and getattr(report.value, "created", False)
     verb = "ran" if created else "already ran (nothing written)"
-    console.print(f"{campaign_id} {verb}: run {run['run_id']}, {run['row_count'] or 0:,} rows "
-                  f"({run['control_count'] or 0:,} control) in {run['export_dir']}")
+    console.print(
+        f"{campaign_id} {verb}: run {run['run_id']}, {run['row_count'] or 0:,} rows "
+        f"({run['control_count'] or 0:,} control) in {run['export_dir']}"
+    )
 
 
 @app.command("explain")
@@ -224,25 +314,34 @@ def explain_cmd(
     ctx: typer.Context,
     campaign_id: str = typer.Argument(..., help=CAMPAIGN_ID_HELP, autocompletion=complete_campaign),
     customer: str = typer.Option(..., "--customer", help="Customer id."),
-    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest committed run)."),
+    run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest committed run)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Was the customer targeted (arm, offer, score, rank in segment) or which rules excluded which offers."""
     context = app_context(ctx)
     settings = context.settings
-    pipeline.load_spec(settings, campaign_id)  # unknown campaign: one clear error
+    campaign_service.load_spec(settings, campaign_id)  # unknown campaign: one clear error
     engine = context.engine
     from sqlalchemy.exc import DBAPIError
 
     try:
         explanation = explain(engine, campaign_id, customer, run_id=run_id)
     except DBAPIError as exc:
-        raise UserError(f"database {settings.database_url} has no campaign runs (run `mktg db upgrade`): "
-                        f"{type(exc.orig).__name__}") from exc
+        raise UserError(
+            f"database {settings.database_url} has no campaign runs (run `mktg db upgrade`): {type(exc.orig).__name__}"
+        ) from exc
     if as_json:
-        print_json({"campaign_id": campaign_id, "customer_id": customer, "run": _run_summary(explanation.run),
-                    "targeted": bool(explanation.targeted), "arm": explanation.arm, "rows": explanation.targeted,
-                    "exclusions": [{"offer_id": offer, "rule_ids": rules} for offer, rules in explanation.exclusions]})
+        print_json(
+            {
+                "campaign_id": campaign_id,
+                "customer_id": customer,
+                "run": _run_summary(explanation.run),
+                "targeted": bool(explanation.targeted),
+                "arm": explanation.arm,
+                "rows": explanation.targeted,
+                "exclusions": [{"offer_id": offer, "rule_ids": rules} for offer, rules in explanation.exclusions],
+            }
+        )
         return
     for line in explanation.lines():
         typer.echo(line)

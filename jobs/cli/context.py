@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import typer
-
 from sqlalchemy import Engine
 
 from jobs.settings import EventConfig, Settings, load_events, load_settings
@@ -16,7 +15,6 @@ from jobs.settings import EventConfig, Settings, load_events, load_settings
 @dataclass
 class AppContext:
     config_dir: Path | None = None
-    _cache: dict = field(default_factory=dict)
 
     @cached_property
     def settings(self) -> Settings:

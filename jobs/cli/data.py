@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from campaigns.contracts import World, load_world
+from campaigns.demo.synthetic import generate_world
 from campaigns.eligibility import data_warnings, load_rule_sets
 from campaigns.specs import load_campaigns
-from campaigns.synthetic import generate_world
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
 from recommender.errors import UserError
@@ -19,12 +20,24 @@ from recommender.errors import UserError
 app = typer.Typer(help="Input data: generate a synthetic world, validate a data directory.", no_args_is_help=True)
 
 
-def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: str) -> dict[str, int]:
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: Literal["parquet", "csv"]) -> dict[str, int]:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
         task = progress.add_task("generating customers", total=customers)
-        return generate_world(out, customers=customers, seed=seed, fmt=fmt,
-                              progress=lambda done, _total: progress.update(task, completed=done))
+        return generate_world(
+            out,
+            customers=customers,
+            seed=seed,
+            fmt=fmt,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
 
 
 def counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -47,7 +60,7 @@ def generate_cmd(
     """Write a synthetic consumer-finance world (every SPEC table plus its ground truth)."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("--format must be parquet or csv")
-    counts = generate_with_progress(out, customers=customers, seed=seed, fmt=fmt)
+    counts = generate_with_progress(out, customers=customers, seed=seed, fmt="csv" if fmt == "csv" else "parquet")
     if as_json:
         print_json({"directory": out, "rows": counts})
         return
@@ -68,8 +81,11 @@ def rule_warnings(world: World, config_dir: Path) -> list[str]:
     used: dict[str, list[str]] = {}
     for spec in specs:
         used.setdefault(spec.eligibility, []).append(spec.id)
-    lines = [f"campaign(s) {', '.join(ids)} use rule set '{name}', which {rules_file} does not define"
-             for name, ids in sorted(used.items()) if name not in rule_sets]
+    lines = [
+        f"campaign(s) {', '.join(ids)} use rule set '{name}', which {rules_file} does not define"
+        for name, ids in sorted(used.items())
+        if name not in rule_sets
+    ]
     return lines + data_warnings(world, rule_sets, campaigns=used)
 
 
@@ -92,5 +108,7 @@ def validate_cmd(
     if as_json:
         print_json({"directory": directory, "valid": True, "rows": world.row_counts(), "warnings": warnings})
         return
-    title = f"{directory}: all tables valid" + (f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else "")
+    title = f"{directory}: all tables valid" + (
+        f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""
+    )
     console.print(counts_table(title, world.row_counts()))

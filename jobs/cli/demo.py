@@ -32,8 +32,10 @@ def check_demo_target(directory: Path) -> None:
         return
     found = [name for name in ("customers", "products", "events") if find_table(directory, name) is not None]
     if found:
-        raise DemoDataError(f"data directory '{directory}' holds tables the demo did not generate ({', '.join(found)}): "
-                            "nothing written; pass --out DIR for the demo world")
+        raise DemoDataError(
+            f"data directory '{directory}' holds tables the demo did not generate ({', '.join(found)}): "
+            "nothing written; pass --out DIR for the demo world"
+        )
 
 
 def register(app: typer.Typer) -> None:

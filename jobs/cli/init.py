@@ -53,8 +53,10 @@ def write_starter(directory: Path, *, force: bool = False) -> list[Path]:
         raise InitError(f"'{target}' exists and is not a directory")
     clashes = [target / rel for rel in files if (target / rel).exists()]
     if clashes and not force:
-        raise InitError(f"'{clashes[0]}' already exists ({len(clashes)} of the {len(files)} starter files do): "
-                        "nothing written; pass --force to overwrite them")
+        raise InitError(
+            f"'{clashes[0]}' already exists ({len(clashes)} of the {len(files)} starter files do): "
+            "nothing written; pass --force to overwrite them"
+        )
     written = []
     for rel, content in files.items():
         path = target / rel
@@ -82,5 +84,7 @@ def register(app: typer.Typer) -> None:
         for path in written:
             console.print(f"wrote {path}")
         where = "" if directory.resolve() == Path.cwd().resolve() else f"cd {directory} && "
-        console.print(f"starter configuration in {config_dir}; next: `{where}mktg demo` (a synthetic bank), or put your "
-                      "tables in var/data and run `mktg data validate var/data`")
+        console.print(
+            f"starter configuration in {config_dir}; next: `{where}mktg demo` (a synthetic bank), or put your "
+            "tables in var/data and run `mktg data validate var/data`"
+        )

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import date, datetime, timezone
+from collections.abc import Iterable
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from campaigns.times import iso_utc
 
 PIPE_WIDTH = 10_000  # "unlimited": rich only uses the width a table needs
 
@@ -41,15 +44,6 @@ def table(title: str | None, columns: Iterable[str], *, right: Iterable[str] = (
     for column in columns:
         out.add_column(column, justify="right" if column in right else "left", overflow="fold")
     return out
-
-
-def iso_utc(moment: datetime | None) -> str | None:
-    """``2026-11-02T09:00:00Z``; naive datetimes are UTC (as stored), aware ones are converted."""
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment.replace(microsecond=0).isoformat() + "Z"
 
 
 def _plain(value: Any) -> Any:

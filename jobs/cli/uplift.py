@@ -1,11 +1,10 @@
-"""``mktg uplift train`` and ``mktg uplift evaluate``: thin wrappers over jobs.pipeline_uplift."""
+"""``mktg uplift train`` and ``mktg uplift evaluate``: thin wrappers over jobs.uplift_service."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -16,19 +15,27 @@ from recommender.errors import UserError
 
 console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True)
-app = typer.Typer(help="Uplift models learnt from the campaigns' own control groups and holdouts (docs/uplift.md).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Uplift models learnt from the campaigns' own control groups and holdouts (docs/uplift.md).",
+    no_args_is_help=True,
+)
 
 
-def _names(text: Optional[str]) -> list[str] | None:
+def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _history(ctx: typer.Context, data: Optional[Path], conversions: Optional[Path], as_of: Optional[datetime],
-             campaigns: Optional[str], status):
+def _history(
+    ctx: typer.Context,
+    data: Path | None,
+    conversions: Path | None,
+    as_of: datetime | None,
+    campaigns: str | None,
+    status,
+):
     from campaigns.contracts import find_table, load_world
     from campaigns.report_data import read_conversions
-    from jobs.pipeline_uplift import training_table
+    from jobs.uplift_service import training_table
 
     context = app_context(ctx)
     engine = context.database()
@@ -38,15 +45,29 @@ def _history(ctx: typer.Context, data: Optional[Path], conversions: Optional[Pat
         if conversions is None:
             raise UserError(f"no conversions file in {directory}: pass --conversions FILE")
     world = load_world(directory, event_types=context.events.event_types)
-    when = as_of or datetime.now(timezone.utc).replace(tzinfo=None)
-    table = training_table(context.settings, engine=engine, world=world, conversions=read_conversions(conversions),
-                           as_of=when, campaign_ids=_names(campaigns), progress=lambda m: status.update(m))
+    when = as_of or datetime.now(UTC).replace(tzinfo=None)
+    table = training_table(
+        context.settings,
+        engine=engine,
+        world=world,
+        conversions=read_conversions(conversions),
+        as_of=when,
+        campaign_ids=_names(campaigns),
+        progress=lambda m: status.update(m),
+    )
     return context, engine, table, when
 
 
 def _table(fits, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("model", "Qini coefficient [95 % CI]", "AUUC [95 % CI]", "uplift@10% pp", "uplift@30% pp", "train s"):
+    for column in (
+        "model",
+        "Qini coefficient [95 % CI]",
+        "AUUC [95 % CI]",
+        "uplift@10% pp",
+        "uplift@30% pp",
+        "train s",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for fit in fits:
         e = fit.evaluation
@@ -54,8 +75,14 @@ def _table(fits, title: str) -> Table:
         def ci(est, scale=1.0):
             return f"{est.value * scale:+.3f} [{est.low * scale:+.3f}, {est.high * scale:+.3f}]"
 
-        table.add_row(fit.kind, ci(e.qini), ci(e.auuc), ci(e.uplift_at[0.1], 100), ci(e.uplift_at[0.3], 100),
-                      f"{fit.model.meta['train_seconds']:.1f}")
+        table.add_row(
+            fit.kind,
+            ci(e.qini),
+            ci(e.auuc),
+            ci(e.uplift_at[0.1], 100),
+            ci(e.uplift_at[0.3], 100),
+            f"{fit.model.meta['train_seconds']:.1f}",
+        )
     return table
 
 
@@ -63,59 +90,100 @@ _DATA = typer.Option(None, "--data", help="Input directory (default: settings da
 _CONV = typer.Option(None, "--conversions", help="Conversions file (default: <data_dir>/conversions.*).")
 _AS_OF = typer.Option(None, "--as-of", help="Only runs whose conversion window is over by then (default: now, UTC).")
 _CAMPAIGNS = typer.Option(None, "--campaigns", help="Comma-separated campaign ids (default: every campaign).")
-_OUTCOME = typer.Option("converted_offered", "--outcome",
-                        help="converted_offered, converted_family or converted_campaign.")
+_OUTCOME = typer.Option(
+    "converted_offered", "--outcome", help="converted_offered, converted_family or converted_campaign."
+)
 _DRAWS = typer.Option(200, "--draws", min=10, help="Bootstrap resamples for the intervals.")
 
 
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    data: Optional[Path] = _DATA, conversions: Optional[Path] = _CONV, as_of: Optional[datetime] = _AS_OF,
-    campaigns: Optional[str] = _CAMPAIGNS, outcome: str = _OUTCOME, draws: int = _DRAWS,
-    kind: Optional[str] = typer.Option(None, "--kind", help="t_learner, x_learner or class_transformation "
-                                       "(default: fit all three, keep the best held-out Qini coefficient)."),
+    data: Path | None = _DATA,
+    conversions: Path | None = _CONV,
+    as_of: datetime | None = _AS_OF,
+    campaigns: str | None = _CAMPAIGNS,
+    outcome: str = _OUTCOME,
+    draws: int = _DRAWS,
+    kind: str | None = typer.Option(
+        None,
+        "--kind",
+        help="t_learner, x_learner or class_transformation "
+        "(default: fit all three, keep the best held-out Qini coefficient).",
+    ),
     name: str = typer.Option("uplift", "--name", help="Registry name (campaign option uplift.model)."),
     activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version active."),
 ) -> None:
     """Learn uplift from completed runs' randomised comparisons, evaluate on held-out customers, save and register."""
-    from jobs.pipeline_uplift import fit_and_evaluate, save_and_register
     from campaigns.uplift.models import KINDS
+    from jobs.uplift_service import fit_and_evaluate, save_and_register
 
     with err_console.status("reading campaign history") as status:
         context, engine, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
-        fits = fit_and_evaluate(table, kinds=_names(kind) or list(KINDS), data_as_of=when, outcome=outcome,
-                                threads=context.settings.threads,
-                                draws=draws, progress=lambda m: status.update(m))
+        fits = fit_and_evaluate(
+            table,
+            kinds=_names(kind) or list(KINDS),
+            data_as_of=when,
+            outcome=outcome,
+            threads=context.settings.threads,
+            draws=draws,
+            progress=lambda m: status.update(m),
+        )
     best = max(fits, key=lambda f: f.evaluation.qini.value)
     path = save_and_register(best, context.settings, engine=engine, name=name, outcome=outcome, activate=activate)
-    console.print(_table(fits, f"uplift models on {table['run_id'].n_unique()} completed run(s) as of {when:%Y-%m-%d}, "
-                               f"outcome {outcome}, held-out customers: {best.evaluation.n:,}"))
+    console.print(
+        _table(
+            fits,
+            f"uplift models on {table['run_id'].n_unique()} completed run(s) as of {when:%Y-%m-%d}, "
+            f"outcome {outcome}, held-out customers: {best.evaluation.n:,}",
+        )
+    )
     console.print(f"registered {best.model.version} as '{name}'{' (active)' if activate else ''}: {path}")
 
 
 @app.command("evaluate")
 def evaluate_cmd(
     ctx: typer.Context,
-    data: Optional[Path] = _DATA, conversions: Optional[Path] = _CONV, as_of: Optional[datetime] = _AS_OF,
-    campaigns: Optional[str] = _CAMPAIGNS, outcome: str = _OUTCOME, draws: int = _DRAWS,
-    kind: Optional[str] = typer.Option(None, "--kind", help="Comma-separated kinds (default: all three)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    data: Path | None = _DATA,
+    conversions: Path | None = _CONV,
+    as_of: datetime | None = _AS_OF,
+    campaigns: str | None = _CAMPAIGNS,
+    outcome: str = _OUTCOME,
+    draws: int = _DRAWS,
+    kind: str | None = typer.Option(None, "--kind", help="Comma-separated kinds (default: all three)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON."),
 ) -> None:
     """Fit each kind on the training part and print Qini, AUUC and uplift@k on held-out customers; registers nothing."""
-    from jobs.pipeline_uplift import fit_and_evaluate
     from campaigns.uplift.models import KINDS
+    from jobs.uplift_service import fit_and_evaluate
 
     with err_console.status("reading campaign history") as status:
         context, _, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
-        fits = fit_and_evaluate(table, kinds=_names(kind) or list(KINDS), data_as_of=when, outcome=outcome,
-                                threads=context.settings.threads, draws=draws, progress=lambda m: status.update(m))
-    console.print(_table(fits, f"uplift models on {table['run_id'].n_unique()} completed run(s) as of {when:%Y-%m-%d}, "
-                               f"outcome {outcome} (held out: {fits[0].evaluation.n:,} customers)"))
+        fits = fit_and_evaluate(
+            table,
+            kinds=_names(kind) or list(KINDS),
+            data_as_of=when,
+            outcome=outcome,
+            threads=context.settings.threads,
+            draws=draws,
+            progress=lambda m: status.update(m),
+        )
+    console.print(
+        _table(
+            fits,
+            f"uplift models on {table['run_id'].n_unique()} completed run(s) as of {when:%Y-%m-%d}, "
+            f"outcome {outcome} (held out: {fits[0].evaluation.n:,} customers)",
+        )
+    )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"as_of": when.isoformat(), "outcome": outcome,
-                                        "models": {f.kind: f.metrics(outcome) for f in fits}}, indent=2) + "\n")
+        json_out.write_text(
+            json.dumps(
+                {"as_of": when.isoformat(), "outcome": outcome, "models": {f.kind: f.metrics(outcome) for f in fits}},
+                indent=2,
+            )
+            + "\n"
+        )
         console.print(f"wrote {json_out}")
 
 

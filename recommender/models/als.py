@@ -15,7 +15,12 @@ class ALSModel(FactorModel):
     kind = "als"
 
     def __init__(
-        self, *, factors: int = 64, regularization: float = 0.01, alpha: float = 1.0, iterations: int = 15,
+        self,
+        *,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
         random_state: int = 42,
     ) -> None:
         super().__init__()
@@ -27,16 +32,25 @@ class ALSModel(FactorModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"factors": self.factors, "regularization": self.regularization, "alpha": self.alpha,
-                "iterations": self.iterations, "random_state": self.random_state}
+        return {
+            "factors": self.factors,
+            "regularization": self.regularization,
+            "alpha": self.alpha,
+            "iterations": self.iterations,
+            "random_state": self.random_state,
+        }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
 
         with single_threaded_blas():
             model = AlternatingLeastSquares(
-                factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                iterations=self.iterations, random_state=self.random_state, num_threads=threads,
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.random_state,
+                num_threads=threads,
             )
             model.fit(matrix, show_progress=False)
         self._keep_factors(model)

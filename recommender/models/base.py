@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
@@ -38,6 +40,35 @@ class ModelConfigError(UserError):
     """Unknown model kind or invalid hyper-parameters."""
 
 
+class FittedState(NamedTuple):
+    """What every fitted or loaded model has (see :meth:`RankingModel._fitted`)."""
+
+    customers: IdMap
+    offers: IdMap
+    fallback: SegmentPopularity
+    warm: npt.NDArray[np.bool_]
+
+
+class Scorer(Protocol):
+    """What ranking and the campaign pipeline use of a model: a :class:`RankingModel`, or a
+    :class:`recommender.models.champion.SegmentChampion` that routes each segment to one."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+    def _fitted(self) -> FittedState: ...
+
+    def score(
+        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float32]: ...
+
+
 class RankingModel(ABC):
     """Fit on an interaction matrix; score customers against every offer the model knows."""
 
@@ -52,8 +83,10 @@ class RankingModel(ABC):
         self.fallback: SegmentPopularity | None = None
         self.version: str | None = None
         self.meta: dict[str, Any] = {}
-        self._warm: np.ndarray | None = None
-        self._strength: np.ndarray | None = None  # undecayed weights aligned with the matrix data, during _fit
+        self._warm: npt.NDArray[np.bool_] | None = None
+        self._history: EventHistory | None = None  # during _fit, for models with ``uses_history``
+        # undecayed weights aligned with the matrix data, during _fit
+        self._strength: npt.NDArray[np.float32] | None = None
 
     # --- subclass hooks -------------------------------------------------------------------------
     @property
@@ -71,7 +104,7 @@ class RankingModel(ABC):
 
     def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
         segments = frame[Columns.Segment] if Columns.Segment in frame.columns else None
-        return self.fallback.score(segments, frame.height)
+        return self._fitted().fallback.score(segments, frame.height)
 
     @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -86,7 +119,9 @@ class RankingModel(ABC):
         return {}
 
     def _restore_files(self, texts: Mapping[str, str]) -> None:
-        """Inverse of ``_files`` (called after ``_restore``)."""
+        """Inverse of ``_files`` (called after ``_restore``). A model without files must not be handed any."""
+        if texts:
+            raise ValueError(f"{type(self).__name__} saves no extra files, found {sorted(texts)[:5]}")
 
     # --- public API -----------------------------------------------------------------------------
     def fit(
@@ -144,11 +179,25 @@ class RankingModel(ABC):
         positives.eliminate_zeros()
         return positives
 
-    def _check_fitted(self) -> None:
-        if self.offers is None or self.fallback is None:
+    def _fitted(self) -> FittedState:
+        """The id maps, fallback and warm flags; a clear error before ``fit`` or ``load_model``."""
+        if self.customers is None or self.offers is None or self.fallback is None or self._warm is None:
             raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return FittedState(self.customers, self.offers, self.fallback, self._warm)
 
-    def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def fitted_version(self) -> str:
+        """The version ``fit`` (or ``load_model``) gave this model; a clear error before that."""
+        if self.version is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.version
+
+    def _check_fitted(self) -> None:
+        self._fitted()
+
+    def score(
+        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Dense (n_customers, n_offers) float32 scores, a fresh array; columns follow ``self.offers``.
 
         ``customers``: customer ids, or a frame with customer_id and optionally segment and tag columns.
@@ -156,51 +205,57 @@ class RankingModel(ABC):
         ``_score_cold`` (segment popularity, or features for LightFM), never an error. ``rows``: the
         customers' training rows (-1 = unknown) when the caller already mapped them (batched ranking).
         """
-        self._check_fitted()
+        fitted = self._fitted()
         frame = _as_frame(customers)
         if rows is None:
-            rows = self.customers.to_internal(frame[Columns.Customer], unknown="null")
+            rows = fitted.customers.to_internal(frame[Columns.Customer], unknown="null")
         warm = rows >= 0
-        warm[warm] = self._warm[rows[warm]]
+        warm[warm] = fitted.warm[rows[warm]]
         if warm.all():
             return np.asarray(self._score_warm(rows, frame), dtype=np.float32)
-        out = np.empty((frame.height, self.offers.size), dtype=np.float32)
+        out = np.empty((frame.height, fitted.offers.size), dtype=np.float32)
         if warm.any():
             out[warm] = self._score_warm(rows[warm], frame.filter(pl.Series(warm)))
         if (~warm).any():
             out[~warm] = self._score_cold(frame.filter(pl.Series(~warm)))
         return out
 
-    def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:
-        self._check_fitted()
-        rows = self.customers.to_internal(pl.Series(Columns.Customer, customer_ids, dtype=pl.String), unknown="null")
+    def is_warm(self, customer_ids: pl.Series | list[str]) -> npt.NDArray[np.bool_]:
+        fitted = self._fitted()
+        rows = fitted.customers.to_internal(pl.Series(Columns.Customer, customer_ids, dtype=pl.String), unknown="null")
         warm = rows >= 0
-        warm[warm] = self._warm[rows[warm]]
+        warm[warm] = fitted.warm[rows[warm]]
         return warm
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, directory: Path | str) -> Path:
         """Write ``model.json`` and ``arrays.npz`` (no pickle) into ``directory``; return it."""
-        self._check_fitted()
+        fitted = self._fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {
-            "customers": self.customers.save(),
-            "offers": self.offers.save(),
-            "warm": self._warm,
-            **self.fallback.arrays(),
+            "customers": fitted.customers.save(),
+            "offers": fitted.offers.save(),
+            "warm": fitted.warm,
+            **fitted.fallback.arrays(),
             **self._arrays(),
         }
         tmp = directory / f".{ARRAYS_FILE}.tmp.npz"
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)  # load_model refuses pickled arrays, so never write one
         tmp.replace(directory / ARRAYS_FILE)
         files = self._files()
         for name, text in files.items():
             tmp_text = directory / f".{name}.tmp"
             tmp_text.write_text(text)
             tmp_text.replace(directory / name)
-        doc = {"format": FORMAT_VERSION, "kind": self.kind, "version": self.version, "params": self.params,
-               "meta": self.meta, "files": sorted(files)}
+        doc = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "meta": self.meta,
+            "files": sorted(files),
+        }
         (directory / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -208,7 +263,7 @@ class RankingModel(ABC):
 GEMM_ROWS = 256  # rows of every scoring matrix product (the last block is zero-padded)
 
 
-def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np.ndarray:
+def stable_scores(customer_vectors: npt.ArrayLike, offer_vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """float32 dot products whose value for a customer does not depend on its block.
 
     BLAS picks kernels and summation order from the matrix shapes, so a plain float32 product of a
@@ -222,7 +277,7 @@ def stable_scores(customer_vectors: np.ndarray, offer_vectors: np.ndarray) -> np
     out = np.empty((n, offers_t.shape[1]), dtype=np.float32)
     full = n - n % GEMM_ROWS
     for start in range(0, full, GEMM_ROWS):
-        np.matmul(customers[start:start + GEMM_ROWS], offers_t, out=out[start:start + GEMM_ROWS])
+        np.matmul(customers[start : start + GEMM_ROWS], offers_t, out=out[start : start + GEMM_ROWS])
     if full < n:
         padded = np.zeros((GEMM_ROWS, customers.shape[1]), dtype=np.float32)
         padded[: n - full] = customers[full:]

@@ -17,8 +17,14 @@ class BPRModel(FactorModel):
     deterministic_threads = False  # Hogwild SGD
 
     def __init__(
-        self, *, factors: int = 64, learning_rate: float = 0.01, regularization: float = 0.01,
-        iterations: int = 100, min_weight: float = 0.0, random_state: int = 42,
+        self,
+        *,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        min_weight: float = 0.0,
+        random_state: int = 42,
     ) -> None:
         super().__init__()
         self.factors = int(factors)
@@ -30,9 +36,14 @@ class BPRModel(FactorModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"factors": self.factors, "learning_rate": self.learning_rate, "regularization": self.regularization,
-                "iterations": self.iterations,
-                "min_weight": self.min_weight, "random_state": self.random_state}
+        return {
+            "factors": self.factors,
+            "learning_rate": self.learning_rate,
+            "regularization": self.regularization,
+            "iterations": self.iterations,
+            "min_weight": self.min_weight,
+            "random_state": self.random_state,
+        }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -41,8 +52,12 @@ class BPRModel(FactorModel):
         self._warm = np.diff(positives.indptr) > 0  # customers with only weak events are cold here
         with single_threaded_blas():
             model = BayesianPersonalizedRanking(
-                factors=self.factors, learning_rate=self.learning_rate, regularization=self.regularization,
-                iterations=self.iterations, random_state=self.random_state, num_threads=threads,
+                factors=self.factors,
+                learning_rate=self.learning_rate,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                random_state=self.random_state,
+                num_threads=threads,
             )
             model.fit(positives, show_progress=False)
         # implicit stores (factors + 1) columns: the customer side holds a 1 that multiplies the offer bias.

@@ -9,12 +9,14 @@ re-aligned (a member's missing offer scores -inf, i.e. it is never chosen).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
 from recommender.columns import Columns
 from recommender.errors import UserError
-from recommender.models.base import RankingModel, _as_frame
+from recommender.models.base import FittedState, RankingModel, _as_frame
 
 
 class SegmentChampion:
@@ -26,15 +28,15 @@ class SegmentChampion:
         self.members = members
         self.champions = dict(champions)
         overall = members[champions["*"]]
-        overall._check_fitted()
-        self.offers = overall.offers
-        self.customers = overall.customers
+        fitted = overall._fitted()
+        self.offers = fitted.offers
+        self.customers = fitted.customers
         self.version = "best:" + ",".join(f"{seg}={members[name].version}" for seg, name in sorted(champions.items()))
-        self.meta: dict = {"champions": self.champions}
+        self.meta: dict[str, Any] = {"champions": self.champions}
         # the latest data any member has seen (for the pipeline's no-look-ahead check)
         for key in ("data_as_of", "trained_at"):
-            stamps = [m.meta.get(key) for m in members.values()]
-            if all(stamps):
+            stamps = [m.meta[key] for m in members.values() if m.meta.get(key)]
+            if len(stamps) == len(members):
                 self.meta[key] = max(stamps)
                 break
 
@@ -42,11 +44,17 @@ class SegmentChampion:
         for member in self.members.values():
             member._check_fitted()
 
+    def _fitted(self) -> FittedState:
+        """Every member checked; the overall champion's state, whose id maps are this model's."""
+        self._check_fitted()
+        return self.members[self.champions["*"]]._fitted()
+
     def model_for(self, segments: pl.Series) -> np.ndarray:
         """The member name of each customer, from its segment."""
         mapping = pl.DataFrame({"_seg": list(self.champions), "_name": list(self.champions.values())})
-        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(mapping, on="_seg", how="left",
-                                                                      maintain_order="left")
+        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(
+            mapping, on="_seg", how="left", maintain_order="left"
+        )
         return named["_name"].fill_null(self.champions["*"]).to_numpy()
 
     def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
@@ -57,13 +65,16 @@ class SegmentChampion:
         out = np.full((frame.height, self.offers.size), -np.inf, dtype=np.float32)
         for name in np.unique(names):
             member = self.members[str(name)]
+            fitted = member._fitted()
             mask = names == name
-            same_rows = rows is not None and member.customers.external_ids.equals(self.customers.external_ids)
-            scores = member.score(frame.filter(pl.Series(mask)), rows=rows[mask] if same_rows else None)
-            if member.offers.external_ids.equals(self.offers.external_ids):
+            same_rows = rows is not None and fitted.customers.external_ids.equals(self.customers.external_ids)
+            scores = member.score(
+                frame.filter(pl.Series(mask)), rows=rows[mask] if rows is not None and same_rows else None
+            )
+            if fitted.offers.external_ids.equals(self.offers.external_ids):
                 out[mask] = scores
             else:
-                cols = member.offers.to_internal(self.offers.external_ids, unknown="null")
+                cols = fitted.offers.to_internal(self.offers.external_ids, unknown="null")
                 known = cols >= 0
                 block = np.full((int(mask.sum()), self.offers.size), -np.inf, dtype=np.float32)
                 block[:, known] = scores[:, cols[known]]

@@ -36,8 +36,9 @@ def ease_weights(history: sp.csr_matrix, *, regularization: float) -> np.ndarray
 class EASEModel(ItemItemModel):
     kind = "ease"
 
-    def __init__(self, *, regularization: float = 500.0, min_weight: float = 0.0, binary: bool = True,
-                 transpose: bool = False) -> None:
+    def __init__(
+        self, *, regularization: float = 500.0, min_weight: float = 0.0, binary: bool = True, transpose: bool = False
+    ) -> None:
         super().__init__(min_weight=min_weight, binary=binary)
         if regularization <= 0:
             raise TypeError(f"regularization must be positive, not {regularization!r}")
@@ -46,8 +47,12 @@ class EASEModel(ItemItemModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"regularization": self.regularization, "min_weight": self.min_weight, "binary": self.binary,
-                "transpose": self.transpose}
+        return {
+            "regularization": self.regularization,
+            "min_weight": self.min_weight,
+            "binary": self.binary,
+            "transpose": self.transpose,
+        }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         history = self._keep_history(matrix)

@@ -7,10 +7,12 @@ the global ranking and an unknown segment gets the global ranking exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
@@ -59,7 +61,7 @@ class SegmentPopularity:
         global_share = np.asarray(values.sum(axis=0), dtype=np.float64).ravel() / max(total, 1.0)
         return cls(segments=segments, mass=mass, customers=customers, global_share=global_share, shrinkage=shrinkage)
 
-    def score(self, segments: pl.Series | None, n: int) -> np.ndarray:
+    def score(self, segments: pl.Series | None, n: int) -> npt.NDArray[np.float32]:
         """(n, n_offers) float32 scores for customers in ``segments`` (None or unknown -> global)."""
         base = self.global_share.astype(np.float32)
         if segments is None or self.segments.size == 0:
@@ -69,7 +71,8 @@ class SegmentPopularity:
         table = np.vstack([table, self.global_share]).astype(np.float32)  # last row: unknown segment
         idx = self.segments.to_internal(segments.cast(pl.String).fill_null(""), unknown="null")
         idx = np.where(idx < 0, self.segments.size, idx)
-        return table[idx]
+        scores: npt.NDArray[np.float32] = table[idx]
+        return scores
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -81,7 +84,7 @@ class SegmentPopularity:
         }
 
     @classmethod
-    def from_arrays(cls, arrays) -> SegmentPopularity:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> SegmentPopularity:
         return cls(
             segments=IdMap.load(arrays["pop_segments"], name="segment"),
             mass=arrays["pop_mass"],

@@ -9,12 +9,15 @@ and ``binary`` turns the rest into 1 (the published EASE and kNN set-ups), so cu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
+from recommender.errors import NotFittedError
 from recommender.models.base import RankingModel
 
 
@@ -26,7 +29,13 @@ class ItemItemModel(RankingModel):
         self.min_weight = float(min_weight)
         self.binary = bool(binary)
         self.history: sp.csr_matrix | None = None  # (n_customers, n_offers) float32, kept entries
-        self.item_weights: np.ndarray | sp.csr_matrix | None = None  # (n_offers, n_offers) float32
+        self.item_weights: npt.NDArray[np.float32] | sp.csr_matrix | None = None  # (n_offers, n_offers) float32
+
+    def _history_and_weights(self) -> tuple[sp.csr_matrix, npt.NDArray[np.float32] | sp.csr_matrix]:
+        """(kept history, item weights); a clear error before ``fit`` or ``load_model``."""
+        if self.history is None or self.item_weights is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.history, self.item_weights
 
     def _keep_history(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """The pairs above ``min_weight`` (undecayed, see :meth:`RankingModel.positives`), 1 with ``binary``."""
@@ -39,21 +48,27 @@ class ItemItemModel(RankingModel):
         return self.history
 
     def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
-        product = self.history[rows] @ self.item_weights
+        history, item_weights = self._history_and_weights()
+        product = history[rows] @ item_weights
         return np.asarray(product.toarray() if sp.issparse(product) else product, dtype=np.float32)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = {"history_indptr": self.history.indptr, "history_indices": self.history.indices,
-               "history_data": self.history.data}
-        if sp.issparse(self.item_weights):
-            w = self.item_weights.tocsr()
-            out.update(weights_indptr=w.indptr, weights_indices=w.indices, weights_data=w.data)
+        history, item_weights = self._history_and_weights()
+        out: dict[str, np.ndarray] = {
+            "history_indptr": history.indptr,
+            "history_indices": history.indices,
+            "history_data": history.data,
+        }
+        if isinstance(item_weights, np.ndarray):
+            out["weights_dense"] = item_weights
         else:
-            out["weights_dense"] = self.item_weights
+            w = item_weights.tocsr()
+            out.update(weights_indptr=w.indptr, weights_indices=w.indices, weights_data=w.data)
         return out
 
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        n, m = self.customers.size, self.offers.size
+        fitted = self._fitted()
+        n, m = fitted.customers.size, fitted.offers.size
         self.history = sp.csr_matrix(
             (arrays["history_data"], arrays["history_indices"], arrays["history_indptr"]), shape=(n, m)
         )

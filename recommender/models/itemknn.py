@@ -23,8 +23,14 @@ class ItemKNNModel(ItemItemModel):
     kind = "itemknn"
 
     def __init__(
-        self, *, similarity: str = "cosine", neighbours: int = 20, bm25_k1: float = 1.2, bm25_b: float = 0.75,
-        min_weight: float = 0.0, binary: bool = False,
+        self,
+        *,
+        similarity: str = "cosine",
+        neighbours: int = 20,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
+        min_weight: float = 0.0,
+        binary: bool = False,
     ) -> None:
         super().__init__(min_weight=min_weight, binary=binary)
         if similarity not in ("cosine", "bm25"):
@@ -36,8 +42,14 @@ class ItemKNNModel(ItemItemModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"similarity": self.similarity, "neighbours": self.neighbours, "bm25_k1": self.bm25_k1,
-                "bm25_b": self.bm25_b, "min_weight": self.min_weight, "binary": self.binary}
+        return {
+            "similarity": self.similarity,
+            "neighbours": self.neighbours,
+            "bm25_k1": self.bm25_k1,
+            "bm25_b": self.bm25_b,
+            "min_weight": self.min_weight,
+            "binary": self.binary,
+        }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
@@ -51,5 +63,6 @@ class ItemKNNModel(ItemItemModel):
         with single_threaded_blas(), warnings.catch_warnings():
             warnings.simplefilter("ignore", category=ParameterWarning)  # implicit's weighting step hands itself COO
             model.fit(history.astype(np.float64).tocsr(), show_progress=False)
-        self.item_weights = sp.csr_matrix(model.similarity, dtype=np.float32)
-        self.item_weights.sort_indices()
+        weights = sp.csr_matrix(model.similarity, dtype=np.float32)
+        weights.sort_indices()
+        self.item_weights = weights

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,7 +40,7 @@ class PopularityModel(RankingModel):
 
     def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
         segments = frame[Columns.Segment] if self.by_segment and Columns.Segment in frame.columns else None
-        return self.fallback.score(segments, frame.height)
+        return self._fitted().fallback.score(segments, frame.height)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}

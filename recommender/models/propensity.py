@@ -27,15 +27,17 @@ text format (``booster_<i>.txt``), never pickled.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
 from recommender.columns import Columns
-from recommender.errors import UserError
+from recommender.errors import NotFittedError, UserError
 from recommender.history import Activity, activity, positives_between
 from recommender.idmap import IdMap
 from recommender.models.base import RankingModel
@@ -50,11 +52,25 @@ class PropensityModel(RankingModel):
     uses_history = True
 
     def __init__(
-        self, *, scope: str = "all", window_days: float = 60.0, recent_days: float = 90.0, n_estimators: int = 200,
-        learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 50, feature_fraction: float = 0.9,
-        lambda_l2: float = 1.0, max_rows: int = 1_000_000, min_weight: float = 0.0, windows: int = 1,
-        max_offer_columns: int = 100, negative_ratio: float = 20.0,
-        customer_columns: list[str] | None = None, numeric_columns: list[str] | None = None, random_state: int = 42,
+        self,
+        *,
+        scope: str = "all",
+        window_days: float = 60.0,
+        recent_days: float = 90.0,
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        feature_fraction: float = 0.9,
+        lambda_l2: float = 1.0,
+        max_rows: int = 1_000_000,
+        min_weight: float = 0.0,
+        windows: int = 1,
+        max_offer_columns: int = 100,
+        negative_ratio: float = 20.0,
+        customer_columns: list[str] | None = None,
+        numeric_columns: list[str] | None = None,
+        random_state: int = 42,
     ) -> None:
         super().__init__()
         if scope not in ("all", "family"):
@@ -79,20 +95,42 @@ class PropensityModel(RankingModel):
         self.boosters: list[Any] = []  # one per family (scope "family") or one
         self.tag_maps: dict[str, IdMap] = {}  # categorical column -> its values (code = position)
         self.numeric: list[str] = []
-        self.offer_family: np.ndarray | None = None  # (n_offers,) family index
+        self.offer_family: npt.NDArray[np.int64] | None = None  # (n_offers,) family index
         self.families: IdMap | None = None
         self.snapshot: Activity | None = None  # activity as of the fit time, for scoring warm customers
         self.loo = False  # trained leave-one-out (no history)
 
+    def _family_state(self) -> tuple[IdMap, npt.NDArray[np.int64]]:
+        """(offer families, each offer's family index); a clear error before ``fit`` or ``load_model``."""
+        if self.families is None or self.offer_family is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.families, self.offer_family
+
+    def _fitted_snapshot(self) -> Activity:
+        """The activity as of the fit time; a clear error before ``fit`` or ``load_model``."""
+        if self.snapshot is None:
+            raise NotFittedError(f"model '{self.kind}' is not fitted or loaded")
+        return self.snapshot
+
     @property
     def params(self) -> dict[str, Any]:
         return {
-            "scope": self.scope, "window_days": self.window_days, "recent_days": self.recent_days,
-            "n_estimators": self.n_estimators, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
-            "lambda_l2": self.lambda_l2, "max_rows": self.max_rows, "min_weight": self.min_weight,
-            "windows": self.windows, "max_offer_columns": self.max_offer_columns,
-            "negative_ratio": self.negative_ratio, "customer_columns": self.customer_columns, "numeric_columns": self.numeric_columns,
+            "scope": self.scope,
+            "window_days": self.window_days,
+            "recent_days": self.recent_days,
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "max_rows": self.max_rows,
+            "min_weight": self.min_weight,
+            "windows": self.windows,
+            "max_offer_columns": self.max_offer_columns,
+            "negative_ratio": self.negative_ratio,
+            "customer_columns": self.customer_columns,
+            "numeric_columns": self.numeric_columns,
             "random_state": self.random_state,
         }
 
@@ -100,18 +138,24 @@ class PropensityModel(RankingModel):
     def _learn_columns(self, customers: pl.DataFrame) -> None:
         schema = customers.schema
         skip = {Columns.Customer}
-        tags = self.customer_columns if self.customer_columns is not None else [
-            c for c, t in schema.items() if c not in skip and isinstance(t, _CATEGORICAL)]
+        tags = (
+            self.customer_columns
+            if self.customer_columns is not None
+            else [c for c, t in schema.items() if c not in skip and isinstance(t, _CATEGORICAL)]
+        )
         if Columns.Segment in schema and Columns.Segment not in tags:
             tags = [Columns.Segment, *tags]
         self.tag_maps = {c: IdMap.from_sorted(customers[c].drop_nulls(), name=c) for c in tags if c in schema}
-        numeric = self.numeric_columns if self.numeric_columns is not None else [
-            c for c, t in schema.items() if c not in skip and isinstance(t, _NUMERIC)]
+        numeric = (
+            self.numeric_columns
+            if self.numeric_columns is not None
+            else [c for c, t in schema.items() if c not in skip and isinstance(t, _NUMERIC)]
+        )
         self.numeric = [c for c in numeric if c in schema]
 
     def _customer_block(self, frame: pl.DataFrame, act: Activity | None, rows: np.ndarray | None) -> np.ndarray:
         """(n, F_c) float32: tag codes, numeric columns, per-family activity (NaN / 0 without history)."""
-        n, n_fam = frame.height, self.families.size
+        n, n_fam = frame.height, self._family_state()[0].size
         parts = []
         for column, values in self.tag_maps.items():
             codes = values.to_internal(frame[column], unknown="null") if column in frame.columns else np.full(n, -1)
@@ -130,57 +174,93 @@ class PropensityModel(RankingModel):
             held = (act.held[rows].astype(np.float32) @ self._family_onehot()).toarray().astype(np.float32)
         parts += [fam_weight, days, recent, held]
         if self._offer_columns:
-            parts.append(np.zeros((n, self.offers.size), np.float32) if act is None or rows is None
-                         else act.weights[rows].toarray().astype(np.float32))
+            parts.append(
+                np.zeros((n, self._fitted().offers.size), np.float32)
+                if act is None or rows is None
+                else act.weights[rows].toarray().astype(np.float32)
+            )
         return np.hstack(parts)
 
     @property
     def _offer_columns(self) -> bool:
         """Every offer's weight is a customer feature when the catalogue is small (a bank's tens of offers)."""
-        return self.offers.size <= self.max_offer_columns
+        return self._fitted().offers.size <= self.max_offer_columns
 
     def _family_onehot(self) -> sp.csr_matrix:
-        m = self.offers.size
-        return sp.csr_matrix((np.ones(m, np.float32), (np.arange(m), self.offer_family)), shape=(m, self.families.size))
+        m = self._fitted().offers.size
+        families, offer_family = self._family_state()
+        return sp.csr_matrix((np.ones(m, np.float32), (np.arange(m), offer_family)), shape=(m, families.size))
 
-    def _pair_rows(self, block: np.ndarray, act: Activity | None, rows: np.ndarray | None, offers: np.ndarray,
-                   customer_idx: np.ndarray) -> np.ndarray:
+    def _pair_rows(
+        self,
+        block: np.ndarray,
+        act: Activity | None,
+        rows: np.ndarray | None,
+        offers: np.ndarray,
+        customer_idx: np.ndarray,
+    ) -> np.ndarray:
         """Feature rows for pairs (customer_idx[i] of ``block``, offers[i])."""
         own = np.zeros(offers.size, np.float32)
         if act is not None and rows is not None:
             own = np.asarray(act.weights[rows[customer_idx], offers], dtype=np.float32).ravel()
-        return np.hstack([block[customer_idx], offers[:, None].astype(np.float32),
-                          self.offer_family[offers][:, None].astype(np.float32), own[:, None]])
+        return np.hstack(
+            [
+                block[customer_idx],
+                offers[:, None].astype(np.float32),
+                self._family_state()[1][offers][:, None].astype(np.float32),
+                own[:, None],
+            ]
+        )
 
     def _categorical(self) -> list[int]:
-        n_c = len(self.tag_maps) + len(self.numeric) + 4 * self.families.size
-        n_c += self.offers.size if self._offer_columns else 0
+        n_c = len(self.tag_maps) + len(self.numeric) + 4 * self._family_state()[0].size
+        n_c += self._fitted().offers.size if self._offer_columns else 0
         return list(range(len(self.tag_maps))) + [n_c, n_c + 1]
 
     # --- fit --------------------------------------------------------------------------------------
-    def _episodes(self, matrix: sp.csr_matrix, rng: np.random.Generator) -> list[tuple[Activity, np.ndarray, np.ndarray]]:
+    def _episodes(
+        self, matrix: sp.csr_matrix, rng: np.random.Generator
+    ) -> list[tuple[Activity, np.ndarray, np.ndarray]]:
         """(activity at the feature time, positive labels, candidate pairs) per training episode."""
         history = self._history
         n, m = matrix.shape
-        fam = dict(offer_family=self.offer_family, n_families=self.families.size, recent_days=self.recent_days)
-        ids = dict(customers=self.customers, offers=self.offers)
-        episodes = []
+        fitted = self._fitted()
+        families, offer_family = self._family_state()
+        episodes: list[tuple[Activity, np.ndarray, np.ndarray]] = []
         if history is not None:
-            now = activity(history, at=history.as_of, **ids, **fam)
-            self.snapshot = Activity(weights=matrix, held=now.held, family_days_since=now.family_days_since,
-                                     family_recent=now.family_recent)
+
+            def activity_at(at: datetime) -> Activity:
+                return activity(
+                    history,
+                    at=at,
+                    customers=fitted.customers,
+                    offers=fitted.offers,
+                    offer_family=offer_family,
+                    n_families=families.size,
+                    recent_days=self.recent_days,
+                )
+
+            now = activity_at(history.as_of)
+            self.snapshot = Activity(
+                weights=matrix, held=now.held, family_days_since=now.family_days_since, family_recent=now.family_recent
+            )
             for k in range(self.windows):
                 end = history.as_of - timedelta(days=k * self.window_days)
                 start = end - timedelta(days=self.window_days)
-                before = activity(history, at=start, **ids, **fam)
-                labels = positives_between(history, start=start, end=end, **ids).toarray()
+                before = activity_at(start)
+                labels = positives_between(
+                    history, start=start, end=end, customers=fitted.customers, offers=fitted.offers
+                ).toarray()
                 candidates = ~before.held.toarray()
                 episodes.append((before, labels & candidates, candidates))
             return episodes
         kept = self.positives(matrix, min_weight=self.min_weight)
-        self.snapshot = Activity(weights=matrix, held=sp.csr_matrix((n, m), dtype=bool),
-                                 family_days_since=np.full((n, self.families.size), np.nan, np.float32),
-                                 family_recent=np.zeros((n, self.families.size), np.float32))
+        self.snapshot = Activity(
+            weights=matrix,
+            held=sp.csr_matrix((n, m), dtype=bool),
+            family_days_since=np.full((n, families.size), np.nan, np.float32),
+            family_recent=np.zeros((n, families.size), np.float32),
+        )
         counts = np.diff(kept.indptr)
         owners = np.nonzero(counts)[0]
         for _ in range(self.windows):  # hide one random kept offer per customer, learn it from the rest
@@ -188,17 +268,24 @@ class PropensityModel(RankingModel):
             hidden = sp.csr_matrix((np.ones(owners.size, bool), (owners, kept.indices[pick])), shape=(n, m))
             rest = kept - kept.multiply(hidden)
             rest.eliminate_zeros()
-            act = Activity(weights=rest.tocsr(), held=sp.csr_matrix((n, m), dtype=bool),
-                           family_days_since=self.snapshot.family_days_since, family_recent=self.snapshot.family_recent)
-            candidates = (rest.toarray() == 0)
+            act = Activity(
+                weights=rest.tocsr(),
+                held=sp.csr_matrix((n, m), dtype=bool),
+                family_days_since=self.snapshot.family_days_since,
+                family_recent=self.snapshot.family_recent,
+            )
+            candidates = rest.toarray() == 0
             episodes.append((act, hidden.toarray() & candidates, candidates))
         return episodes
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         import lightgbm as lgb
 
-        families = offers[Columns.Family].cast(pl.String).fill_null("?") if Columns.Family in offers.columns \
+        families = (
+            offers[Columns.Family].cast(pl.String).fill_null("?")
+            if Columns.Family in offers.columns
             else pl.Series(Columns.Family, ["?"] * offers.height)
+        )
         self.families = IdMap.from_sorted(families, name=Columns.Family)
         self.offer_family = self.families.to_internal(families)
         self._learn_columns(customers)
@@ -208,13 +295,19 @@ class PropensityModel(RankingModel):
         n_pos = sum(int(labels.sum()) for _, labels, _ in episodes)
         n_neg = sum(int((cand & ~labels).sum()) for _, labels, cand in episodes)
         if n_pos == 0:
-            raise UserError(f"propensity model: no positive (customer, offer) pair to learn from (window "
-                            f"{self.window_days:g} days)" if not self.loo else
-                            "propensity model: no interaction above min_weight to learn from")
-        negatives = min(self.max_rows - n_pos, self.negative_ratio * n_pos) if self.negative_ratio > 0 else self.max_rows - n_pos
+            raise UserError(
+                f"propensity model: no positive (customer, offer) pair to learn from (window {self.window_days:g} days)"
+                if not self.loo
+                else "propensity model: no interaction above min_weight to learn from"
+            )
+        negatives = (
+            min(self.max_rows - n_pos, self.negative_ratio * n_pos)
+            if self.negative_ratio > 0
+            else self.max_rows - n_pos
+        )
         neg_rate = min(1.0, max(negatives, 1) / max(n_neg, 1))
         xs, ys = [], []
-        rows_all = np.arange(self.customers.size)
+        rows_all = np.arange(self._fitted().customers.size)
         for act, labels, candidates in episodes:
             pos_r, pos_c = np.nonzero(labels)
             neg_r, neg_c = np.nonzero(candidates & ~labels)
@@ -230,20 +323,35 @@ class PropensityModel(RankingModel):
         del xs
         offer_col = x[:, -3].astype(np.int64)
         params = {
-            "objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
-            "lambda_l2": self.lambda_l2, "num_threads": self._lgb_threads(threads, y.size), "seed": self.random_state,
-            "deterministic": True, "force_row_wise": True, "verbose": -1,
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "num_threads": self._lgb_threads(threads, y.size),
+            "seed": self.random_state,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
         }
-        groups = [np.ones(y.size, bool)] if self.scope == "all" else [self.offer_family[offer_col] == f
-                                                                      for f in range(self.families.size)]
+        groups = (
+            [np.ones(y.size, bool)]
+            if self.scope == "all"
+            else [self.offer_family[offer_col] == f for f in range(self.families.size)]
+        )
         self.boosters = []
         for chosen in groups:
             if not chosen.any() or y[chosen].min() == y[chosen].max():  # nothing to learn: constant prior
                 self.boosters.append(float(y[chosen].mean()) if chosen.any() else 0.0)
                 continue
-            data = lgb.Dataset(x[chosen], label=y[chosen], categorical_feature=self._categorical(),
-                               free_raw_data=True, params={"verbose": -1, "max_bin": 63})
+            data = lgb.Dataset(
+                x[chosen],
+                label=y[chosen],
+                categorical_feature=self._categorical(),
+                free_raw_data=True,
+                params={"verbose": -1, "max_bin": 63},
+            )
             self.boosters.append(lgb.train(params, data, num_boost_round=self.n_estimators))
         self.meta["training_rows"] = int(y.size)
         self.meta["training_positives"] = n_pos
@@ -259,8 +367,8 @@ class PropensityModel(RankingModel):
 
     # --- scoring ----------------------------------------------------------------------------------
     def _predict(self, frame: pl.DataFrame, rows: np.ndarray | None) -> np.ndarray:
-        n, m = frame.height, self.offers.size
-        act = self.snapshot if rows is not None else None
+        n, m = frame.height, self._fitted().offers.size
+        act = self._fitted_snapshot() if rows is not None else None
         block = self._customer_block(frame, act, rows)
         customer_idx = np.repeat(np.arange(n), m)
         offers = np.tile(np.arange(m), n)
@@ -269,7 +377,8 @@ class PropensityModel(RankingModel):
         if self.scope == "all":
             groups = [np.ones(n * m, bool)]
         else:
-            groups = [self.offer_family[offers] == f for f in range(self.families.size)]
+            families, offer_family = self._family_state()
+            groups = [offer_family[offers] == f for f in range(families.size)]
         for booster, chosen in zip(self.boosters, groups):
             if not chosen.any():
                 continue
@@ -284,29 +393,45 @@ class PropensityModel(RankingModel):
 
     # --- persistence ------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        s = self.snapshot
+        s = self._fitted_snapshot()
+        families, offer_family = self._family_state()
         w, h = s.weights.tocsr(), s.held.tocsr()
-        out = {"families": self.families.save(), "offer_family": self.offer_family,
-               "snap_w_indptr": w.indptr, "snap_w_indices": w.indices, "snap_w_data": w.data,
-               "snap_h_indptr": h.indptr, "snap_h_indices": h.indices,
-               "snap_days": s.family_days_since, "snap_recent": s.family_recent,
-               "constant_boosters": np.array([b if isinstance(b, float) else np.nan for b in self.boosters])}
+        out = {
+            "families": families.save(),
+            "offer_family": offer_family,
+            "snap_w_indptr": w.indptr,
+            "snap_w_indices": w.indices,
+            "snap_w_data": w.data,
+            "snap_h_indptr": h.indptr,
+            "snap_h_indices": h.indices,
+            "snap_days": s.family_days_since,
+            "snap_recent": s.family_recent,
+            "constant_boosters": np.array([b if isinstance(b, float) else np.nan for b in self.boosters]),
+        }
         for column, values in self.tag_maps.items():
             out[f"tag__{column}"] = values.save()
         return out
 
     def _files(self) -> dict[str, str]:
-        return {f"booster_{i}.txt": b.model_to_string() for i, b in enumerate(self.boosters) if not isinstance(b, float)}
+        return {
+            f"booster_{i}.txt": b.model_to_string() for i, b in enumerate(self.boosters) if not isinstance(b, float)
+        }
 
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        n, m = self.customers.size, self.offers.size
+        fitted = self._fitted()
+        n, m = fitted.customers.size, fitted.offers.size
         self.families = IdMap.load(arrays["families"], name=Columns.Family)
         self.offer_family = arrays["offer_family"]
         self.snapshot = Activity(
-            weights=sp.csr_matrix((arrays["snap_w_data"], arrays["snap_w_indices"], arrays["snap_w_indptr"]), shape=(n, m)),
-            held=sp.csr_matrix((np.ones(arrays["snap_h_indices"].size, bool), arrays["snap_h_indices"],
-                                arrays["snap_h_indptr"]), shape=(n, m)),
-            family_days_since=arrays["snap_days"], family_recent=arrays["snap_recent"],
+            weights=sp.csr_matrix(
+                (arrays["snap_w_data"], arrays["snap_w_indices"], arrays["snap_w_indptr"]), shape=(n, m)
+            ),
+            held=sp.csr_matrix(
+                (np.ones(arrays["snap_h_indices"].size, bool), arrays["snap_h_indices"], arrays["snap_h_indptr"]),
+                shape=(n, m),
+            ),
+            family_days_since=arrays["snap_days"],
+            family_recent=arrays["snap_recent"],
         )
         self.tag_maps = {c: IdMap.load(arrays[f"tag__{c}"], name=c) for c in meta["tag_columns"]}
         self.numeric = list(meta["numeric_columns"])
@@ -316,6 +441,7 @@ class PropensityModel(RankingModel):
     def _restore_files(self, texts: Mapping[str, str]) -> None:
         import lightgbm as lgb
 
-        self.boosters = [float(v) if not np.isnan(v) else lgb.Booster(model_str=texts[f"booster_{i}.txt"])
-                         for i, v in enumerate(self._constants)]
-
+        self.boosters = [
+            float(v) if not np.isnan(v) else lgb.Booster(model_str=texts[f"booster_{i}.txt"])
+            for i, v in enumerate(self._constants)
+        ]

@@ -34,26 +34,53 @@ def products() -> pl.DataFrame:
             "active_to": [None, None, None],
             "capacity": [None, None, None],
         },
-        schema_overrides={"min_age": pl.Int32, "max_age": pl.Int32, "active_from": TS, "active_to": TS, "capacity": pl.Int64},
+        schema_overrides={
+            "min_age": pl.Int32,
+            "max_age": pl.Int32,
+            "active_from": TS,
+            "active_to": TS,
+            "capacity": pl.Int64,
+        },
     )
 
 
 def tables(ids: list[str], *, channel: str = "sms") -> dict[str, pl.DataFrame]:
     n = len(ids)
     return {
-        "customers": pl.DataFrame({
-            "customer_id": ids, "birth_date": [date(1980, 1, 1)] * n, "income": [50_000.0] * n, "region": ["north"] * n,
-            "occupation": ["employee"] * n, "is_student": [False] * n,
-        }),
-        "risk": pl.DataFrame({
-            "customer_id": ids, "as_of": [AS_OF - timedelta(days=5)] * n, "credit_score": [750.0] * n,
-            "dpd_current": [0] * n, "max_dpd_12m": [0] * n, "dti": [0.2] * n, "fraud_flag": [False] * n,
-            "blacklisted": [False] * n, "kyc_ok": [True] * n,
-        }, schema_overrides={"as_of": TS, "dpd_current": pl.Int32, "max_dpd_12m": pl.Int32}),
-        "consents": pl.DataFrame({
-            "customer_id": ids, "channel": [channel] * n, "purpose": ["marketing"] * n, "granted": [True] * n,
-            "updated_at": [AS_OF - timedelta(days=100)] * n,
-        }, schema_overrides={"updated_at": TS}),
+        "customers": pl.DataFrame(
+            {
+                "customer_id": ids,
+                "birth_date": [date(1980, 1, 1)] * n,
+                "income": [50_000.0] * n,
+                "region": ["north"] * n,
+                "occupation": ["employee"] * n,
+                "is_student": [False] * n,
+            }
+        ),
+        "risk": pl.DataFrame(
+            {
+                "customer_id": ids,
+                "as_of": [AS_OF - timedelta(days=5)] * n,
+                "credit_score": [750.0] * n,
+                "dpd_current": [0] * n,
+                "max_dpd_12m": [0] * n,
+                "dti": [0.2] * n,
+                "fraud_flag": [False] * n,
+                "blacklisted": [False] * n,
+                "kyc_ok": [True] * n,
+            },
+            schema_overrides={"as_of": TS, "dpd_current": pl.Int32, "max_dpd_12m": pl.Int32},
+        ),
+        "consents": pl.DataFrame(
+            {
+                "customer_id": ids,
+                "channel": [channel] * n,
+                "purpose": ["marketing"] * n,
+                "granted": [True] * n,
+                "updated_at": [AS_OF - timedelta(days=100)] * n,
+            },
+            schema_overrides={"updated_at": TS},
+        ),
         "holdings": TABLES["holdings"].empty(),
         "suppression": TABLES["suppression"].empty(),
         "products": products(),
@@ -68,8 +95,12 @@ def world(frames: dict[str, pl.DataFrame]) -> World:
 
 def spec(**overrides):
     data = {
-        "id": "test_campaign", "name": "Test", "families": ["credit_card", "deposit", "personal_loan"], "channel": "sms",
-        "salt": "s1", "arms": [{"name": "control", "share": 0.2}, {"name": "model_a", "share": 0.8}],
+        "id": "test_campaign",
+        "name": "Test",
+        "families": ["credit_card", "deposit", "personal_loan"],
+        "channel": "sms",
+        "salt": "s1",
+        "arms": [{"name": "control", "share": 0.2}, {"name": "model_a", "share": 0.8}],
     }
     data.update(overrides)
     return parse_campaign(data, source="test")
@@ -77,6 +108,10 @@ def spec(**overrides):
 
 def ranked_all(ids: list[str], offers: list[str], *, segment: str = "mass") -> pl.DataFrame:
     """A ranking of every offer for every customer with distinct, id-derived scores."""
-    rows = [(c, segment, o, float((i * 7 + j * 3) % 11) + 0.01 * j) for i, c in enumerate(ids) for j, o in enumerate(offers)]
+    rows = [
+        (c, segment, o, float((i * 7 + j * 3) % 11) + 0.01 * j) for i, c in enumerate(ids) for j, o in enumerate(offers)
+    ]
     frame = pl.DataFrame(rows, schema=["customer_id", "segment", "offer_id", "score"], orient="row")
-    return frame.with_columns(pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.Int32).alias("rank"))
+    return frame.with_columns(
+        pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.Int32).alias("rank")
+    )

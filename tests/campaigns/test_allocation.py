@@ -72,8 +72,15 @@ def test_matches_the_sequential_definition_on_random_instances(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     customers, offers = int(rng.integers(1, 60)), int(rng.integers(1, 8))
-    df = frame(list(zip([f"c{i}" for i in rng.integers(0, customers, n)], [f"o{i}" for i in rng.integers(0, offers, n)],
-                        rng.integers(0, 20, n).astype(float)))).unique(["customer_id", "offer_id"])
+    df = frame(
+        list(
+            zip(
+                [f"c{i}" for i in rng.integers(0, customers, n)],
+                [f"o{i}" for i in rng.integers(0, offers, n)],
+                rng.integers(0, 20, n).astype(float),
+            )
+        )
+    ).unique(["customer_id", "offer_id"])
     m = int(rng.integers(1, 4))
     cap = {f"o{i}": int(rng.integers(0, 15)) for i in range(offers) if rng.random() < 0.6}
     audience = int(rng.integers(0, 40)) if rng.random() < 0.5 else None

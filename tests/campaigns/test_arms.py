@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import polars as pl
-
 from arm_oracle import oracle_arm
 
 from campaigns.arms import assign_arms
@@ -39,7 +36,9 @@ def test_stable_across_reruns_and_row_orders_and_salted():
     shuffled = ids.sample(fraction=1.0, shuffle=True, seed=3)
     again = dict(zip(shuffled, assign_arms(shuffled, salt="a", campaign_id="c", arms=ARMS)))
     assert first == again
-    assert dict(zip(ids[:5], assign_arms(ids[:5], salt="a", campaign_id="c", arms=ARMS))) == {k: first[k] for k in ids[:5]}
+    assert dict(zip(ids[:5], assign_arms(ids[:5], salt="a", campaign_id="c", arms=ARMS))) == {
+        k: first[k] for k in ids[:5]
+    }
     other_salt = assign_arms(ids, salt="b", campaign_id="c", arms=ARMS).to_list()
     other_campaign = assign_arms(ids, salt="a", campaign_id="d", arms=ARMS).to_list()
     base = [first[c] for c in ids]

@@ -11,17 +11,16 @@ EVENT_TYPES = {"impression", "click", "application", "approval", "activation"}
 
 VALID = {
     "customers": "customer_id,birth_date,income,region,is_student,housing\n"
-                 "c1,1990-01-02,50000,north,false,renter\nc2,1960-05-06,80000,south,no,owner\n",
-    "products": "product_id,family,name,min_credit_score,max_dti\n"
-                "p1,credit_card,Card,600,0.4\np2,deposit,Savings,,\n",
+    "c1,1990-01-02,50000,north,false,renter\nc2,1960-05-06,80000,south,no,owner\n",
+    "products": "product_id,family,name,min_credit_score,max_dti\np1,credit_card,Card,600,0.4\np2,deposit,Savings,,\n",
     "events": "customer_id,product_id,event_type,event_time,channel\n"
-              "c1,p1,impression,2026-01-01T10:00:00,app\n"
-              "c1,p1,click,2026-01-01 10:05:00,app\n"
-              "c2,p2,activation,2026-02-01,branch\n",
+    "c1,p1,impression,2026-01-01T10:00:00,app\n"
+    "c1,p1,click,2026-01-01 10:05:00,app\n"
+    "c2,p2,activation,2026-02-01,branch\n",
     "risk": "customer_id,as_of,credit_score,dpd_current,max_dpd_12m,dti,fraud_flag\n"
-            "c1,2026-05-01,650,0,0,0.3,false\nc2,2026-05-01,,0,30,0.2,true\n",
+    "c1,2026-05-01,650,0,0,0.3,false\nc2,2026-05-01,,0,30,0.2,true\n",
     "consents": "customer_id,channel,purpose,granted,updated_at\n"
-                "c1,email,marketing,true,2025-01-01\nc1,email,marketing,false,2025-06-01\n",
+    "c1,email,marketing,true,2025-01-01\nc1,email,marketing,false,2025-06-01\n",
     "holdings": "customer_id,product_id,since,until\nc2,p2,2020-01-01,\n",
     "suppression": "customer_id,reason,channel,until\nc9,do_not_contact,,\n",
 }
@@ -76,8 +75,11 @@ def test_birth_date_or_age_required(tmp_path):
 
 
 def test_bad_type_names_rows_and_values(tmp_path):
-    err = rejected(tmp_path, customers="customer_id,birth_date,income,region\n"
-                                       "c1,1990-01-02,50000,north\nc2,1960-05-06,lots,south\nc3,1970-01-01,x,east\n")
+    err = rejected(
+        tmp_path,
+        customers="customer_id,birth_date,income,region\n"
+        "c1,1990-01-02,50000,north\nc2,1960-05-06,lots,south\nc3,1970-01-01,x,east\n",
+    )
     assert (err.table, err.column, err.rows, err.values) == ("customers", "income", [2, 3], ["lots", "x"])
     assert "not a number" in str(err) and "rows 2 ('lots'), 3 ('x')" in str(err)
 
@@ -89,8 +91,9 @@ def test_unparseable_timestamp(tmp_path):
 
 
 def test_null_id(tmp_path):
-    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
-                                    ",p1,click,2026-01-02\n")
+    err = rejected(
+        tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n,p1,click,2026-01-02\n"
+    )
     assert (err.table, err.column, err.rows) == ("events", "customer_id", [2])
     assert "must not be empty" in err.reason
 
@@ -102,20 +105,32 @@ def test_duplicate_key(tmp_path):
 
 
 def test_unknown_event_type(tmp_path):
-    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
-                                    "c1,p1,like,2026-01-02\n")
+    err = rejected(
+        tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\nc1,p1,like,2026-01-02\n"
+    )
     assert (err.table, err.column, err.rows, err.values) == ("events", "event_type", [2], ["like"])
     assert "unknown event type" in err.reason
 
 
-@pytest.mark.parametrize(("table", "text", "column", "target"), [
-    ("events", "customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\nc7,p1,click,2026-01-01\n",
-     "customer_id", "customers"),
-    ("events", "customer_id,product_id,event_type,event_time\nc1,p9,click,2026-01-01\n", "product_id", "products"),
-    ("holdings", "customer_id,product_id,since\nc1,p7,2020-01-01\n", "product_id", "products"),
-    ("risk", "customer_id,as_of,credit_score,dpd_current,max_dpd_12m,dti\nc8,2026-01-01,600,0,0,0.1\n",
-     "customer_id", "customers"),
-])
+@pytest.mark.parametrize(
+    ("table", "text", "column", "target"),
+    [
+        (
+            "events",
+            "customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\nc7,p1,click,2026-01-01\n",
+            "customer_id",
+            "customers",
+        ),
+        ("events", "customer_id,product_id,event_type,event_time\nc1,p9,click,2026-01-01\n", "product_id", "products"),
+        ("holdings", "customer_id,product_id,since\nc1,p7,2020-01-01\n", "product_id", "products"),
+        (
+            "risk",
+            "customer_id,as_of,credit_score,dpd_current,max_dpd_12m,dti\nc8,2026-01-01,600,0,0,0.1\n",
+            "customer_id",
+            "customers",
+        ),
+    ],
+)
 def test_dangling_reference(tmp_path, table, text, column, target):
     err = rejected(tmp_path, **{table: text})
     assert (err.table, err.column) == (table, column)
@@ -131,27 +146,38 @@ def test_missing_required_table(tmp_path):
 
 def test_blank_id_in_a_referencing_column_is_empty_not_dangling(tmp_path):
     # blank ids are found through the reference check (one pass); they must still be reported as empty
-    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
-                                    "c1,p1,click,2026-01-02\n\"  \",p1,click,2026-01-03\nc7,p1,click,2026-01-04\n")
+    err = rejected(
+        tmp_path,
+        events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+        'c1,p1,click,2026-01-02\n"  ",p1,click,2026-01-03\nc7,p1,click,2026-01-04\n',
+    )
     assert (err.table, err.column, err.rows, err.values) == ("events", "customer_id", [3], ["  "])
     assert "must not be empty (1 row)" in err.reason
 
 
 def test_checks_report_in_contract_order_before_references(tmp_path):
     # row 2 refers to an unknown customer, row 3 has an unknown event type: the contract check is reported
-    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
-                                    "c7,p1,click,2026-01-02\nc1,p1,like,2026-01-03\n")
+    err = rejected(
+        tmp_path,
+        events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+        "c7,p1,click,2026-01-02\nc1,p1,like,2026-01-03\n",
+    )
     assert (err.column, err.rows) == ("event_type", [3])
-    err = rejected(tmp_path, events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
-                                    "c7,p1,click,2026-01-02\nc8,p1,click,2026-01-03\n")
+    err = rejected(
+        tmp_path,
+        events="customer_id,product_id,event_type,event_time\nc1,p1,click,2026-01-01\n"
+        "c7,p1,click,2026-01-02\nc8,p1,click,2026-01-03\n",
+    )
     assert (err.column, err.rows, err.values) == ("customer_id", [2, 3], ["c7", "c8"])
     assert "refers to unknown customers (2 rows)" in err.reason
 
 
 def test_duplicate_compound_key_counts_every_duplicated_row(tmp_path):
-    consents = ("customer_id,channel,purpose,granted,updated_at\nc1,email,marketing,true,2025-01-01\n"
-                "c1,email,marketing,false,2025-01-01T00:00:00\nc1,sms,marketing,true,2025-01-01\n"
-                "c2,sms,marketing,true,2025-01-01\nc2,sms,marketing,true,2025-01-01\n")
+    consents = (
+        "customer_id,channel,purpose,granted,updated_at\nc1,email,marketing,true,2025-01-01\n"
+        "c1,email,marketing,false,2025-01-01T00:00:00\nc1,sms,marketing,true,2025-01-01\n"
+        "c2,sms,marketing,true,2025-01-01\nc2,sms,marketing,true,2025-01-01\n"
+    )
     err = rejected(tmp_path, consents=consents)
     assert (err.table, err.column, err.rows) == ("consents", "customer_id", [1, 2, 4, 5])
     assert "duplicate key" in err.reason and "(4 rows)" in err.reason
@@ -203,27 +229,39 @@ def test_table_file_names_are_matched_in_any_letter_case(tmp_path):
 
 def test_ids_are_stripped_and_categories_normalised_in_every_table(tmp_path):
     # finding: ' C0001 ' and channel 'SMS' / ' sms' / 'all' in suppression were silently ignored
-    world = load_world(write(
-        tmp_path,
-        customers="customer_id,birth_date,income,region,occupation\n c1 ,1990-01-02,1,north, Student \nc2,1960-05-06,2,south,\n",
-        suppression="customer_id,reason,channel\n c1,dnc,SMS\nc2 ,dnc, sms\nc1,dnc,all\nc2,dnc,  \n",
-        consents="customer_id,channel,purpose,granted,updated_at\n c1,Email , Marketing,TRUE,2025-01-01\n",
-        products="product_id,family,name\n p1 , Credit_Card,Card\np2,DEPOSIT,Savings\n",
-        events="customer_id,product_id,event_type,event_time\n c1 , p1,click,2026-01-01\n",
-        holdings="customer_id,product_id,since\nc2 , p2 ,2020-01-01\n",
-    ), event_types=EVENT_TYPES)
+    world = load_world(
+        write(
+            tmp_path,
+            customers="customer_id,birth_date,income,region,occupation\n c1 ,1990-01-02,1,north, Student \nc2,1960-05-06,2,south,\n",
+            suppression="customer_id,reason,channel\n c1,dnc,SMS\nc2 ,dnc, sms\nc1,dnc,all\nc2,dnc,  \n",
+            consents="customer_id,channel,purpose,granted,updated_at\n c1,Email , Marketing,TRUE,2025-01-01\n",
+            products="product_id,family,name\n p1 , Credit_Card,Card\np2,DEPOSIT,Savings\n",
+            events="customer_id,product_id,event_type,event_time\n c1 , p1,click,2026-01-01\n",
+            holdings="customer_id,product_id,since\nc2 , p2 ,2020-01-01\n",
+        ),
+        event_types=EVENT_TYPES,
+    )
     assert world.customers["customer_id"].to_list() == ["c1", "c2"]
     assert world.customers["occupation"].to_list() == ["student", None]
-    assert world.suppression.rows() == [("c1", "dnc", "sms"), ("c2", "dnc", "sms"), ("c1", "dnc", "all"), ("c2", "dnc", None)]
-    assert world.consents.select("customer_id", "channel", "purpose", "granted").rows() == [("c1", "email", "marketing", True)]
+    assert world.suppression.rows() == [
+        ("c1", "dnc", "sms"),
+        ("c2", "dnc", "sms"),
+        ("c1", "dnc", "all"),
+        ("c2", "dnc", None),
+    ]
+    assert world.consents.select("customer_id", "channel", "purpose", "granted").rows() == [
+        ("c1", "email", "marketing", True)
+    ]
     assert world.products.select("product_id", "family").rows() == [("p1", "credit_card"), ("p2", "deposit")]
     assert world.events.collect().select("customer_id", "product_id").rows() == [("c1", "p1")]
     assert world.holdings.select("customer_id", "product_id").rows() == [("c2", "p2")]
 
 
 def test_conflicting_rows_that_differ_only_in_case_are_a_duplicate_key(tmp_path):
-    consents = ("customer_id,channel,purpose,granted,updated_at\n"
-                "c1,sms,marketing,true,2025-01-01\nc1,SMS,marketing,false,2025-01-01\n")
+    consents = (
+        "customer_id,channel,purpose,granted,updated_at\n"
+        "c1,sms,marketing,true,2025-01-01\nc1,SMS,marketing,false,2025-01-01\n"
+    )
     err = rejected(tmp_path, consents=consents)
     assert (err.table, err.rows) == ("consents", [1, 2]) and "duplicate key" in err.reason
 
@@ -231,23 +269,41 @@ def test_conflicting_rows_that_differ_only_in_case_are_a_duplicate_key(tmp_path)
 RISK_HEAD = "customer_id,as_of,credit_score,dpd_current,max_dpd_12m,dti\n"
 
 
-@pytest.mark.parametrize(("table", "text", "column", "reason"), [
-    # finding: dpd_current = 0.9 was truncated to 0 and passed max_days = 0
-    ("risk", RISK_HEAD + "c1,2026-05-01,650,0.9,0,0.3\n", "dpd_current", "not an integer"),
-    # findings: NaN / inf / negative numbers were accepted
-    ("risk", RISK_HEAD + "c1,2026-05-01,NaN,0,0,0.3\n", "credit_score", "not a finite number"),
-    ("risk", RISK_HEAD + "c1,2026-05-01,-5,0,0,0.3\n", "credit_score", "must be at least 0"),
-    ("risk", RISK_HEAD + "c1,2026-05-01,650,0,0,-0.1\n", "dti", "must be at least 0"),
-    ("risk", RISK_HEAD + "c1,2026-05-01,650,-1,0,0.1\n", "dpd_current", "must be at least 0"),
-    ("products", "product_id,family,name,max_dti\np1,credit_card,Card,nan\n", "max_dti", "not a finite number"),
-    ("customers", "customer_id,birth_date,income,region\nc1,1990-01-02,-1,north\n", "income", "must be at least 0"),
-    ("customers", "customer_id,birth_date,income,region\nc1,1990-01-02,inf,north\n", "income", "not a finite number"),
-    ("customers", "customer_id,birth_date,income,region\nc1,1990-01-02,NaN,north\n", "income", "not a finite number"),
-    ("customers", "customer_id,age,income,region\nc1,-3,1,north\n", "age", "must be between 0 and 150"),
-    # finding: booleans y / t were accepted though the documented set is true/false/1/0/yes/no
-    ("customers", "customer_id,birth_date,income,region,is_student\nc1,1990-01-02,1,north,y\n", "is_student", "not a boolean"),
-    ("risk", RISK_HEAD.strip() + ",kyc_ok\nc1,2026-05-01,650,0,0,0.3,t\n", "kyc_ok", "not a boolean"),
-])
+@pytest.mark.parametrize(
+    ("table", "text", "column", "reason"),
+    [
+        # finding: dpd_current = 0.9 was truncated to 0 and passed max_days = 0
+        ("risk", RISK_HEAD + "c1,2026-05-01,650,0.9,0,0.3\n", "dpd_current", "not an integer"),
+        # findings: NaN / inf / negative numbers were accepted
+        ("risk", RISK_HEAD + "c1,2026-05-01,NaN,0,0,0.3\n", "credit_score", "not a finite number"),
+        ("risk", RISK_HEAD + "c1,2026-05-01,-5,0,0,0.3\n", "credit_score", "must be at least 0"),
+        ("risk", RISK_HEAD + "c1,2026-05-01,650,0,0,-0.1\n", "dti", "must be at least 0"),
+        ("risk", RISK_HEAD + "c1,2026-05-01,650,-1,0,0.1\n", "dpd_current", "must be at least 0"),
+        ("products", "product_id,family,name,max_dti\np1,credit_card,Card,nan\n", "max_dti", "not a finite number"),
+        ("customers", "customer_id,birth_date,income,region\nc1,1990-01-02,-1,north\n", "income", "must be at least 0"),
+        (
+            "customers",
+            "customer_id,birth_date,income,region\nc1,1990-01-02,inf,north\n",
+            "income",
+            "not a finite number",
+        ),
+        (
+            "customers",
+            "customer_id,birth_date,income,region\nc1,1990-01-02,NaN,north\n",
+            "income",
+            "not a finite number",
+        ),
+        ("customers", "customer_id,age,income,region\nc1,-3,1,north\n", "age", "must be between 0 and 150"),
+        # finding: booleans y / t were accepted though the documented set is true/false/1/0/yes/no
+        (
+            "customers",
+            "customer_id,birth_date,income,region,is_student\nc1,1990-01-02,1,north,y\n",
+            "is_student",
+            "not a boolean",
+        ),
+        ("risk", RISK_HEAD.strip() + ",kyc_ok\nc1,2026-05-01,650,0,0,0.3,t\n", "kyc_ok", "not a boolean"),
+    ],
+)
 def test_impossible_and_mistyped_values_reject_the_table(tmp_path, table, text, column, reason):
     err = rejected(tmp_path, **{table: text})
     assert (err.table, err.column, err.rows) == (table, column, [1])
@@ -255,11 +311,14 @@ def test_impossible_and_mistyped_values_reject_the_table(tmp_path, table, text, 
 
 
 def test_whole_numbers_and_documented_booleans_in_any_case_are_accepted(tmp_path):
-    world = load_world(write(
-        tmp_path,
-        customers="customer_id,birth_date,income,region,is_student\nc1,1990-01-02,1,north, YES \nc2,1960-05-06,2,south,No\n",
-        risk=RISK_HEAD.strip() + ",fraud_flag\nc1,2026-05-01,650,1.0,0,0.3,FALSE\nc2,2026-05-01,9999,0,0,0.3,1\n",
-    ), event_types=EVENT_TYPES)
+    world = load_world(
+        write(
+            tmp_path,
+            customers="customer_id,birth_date,income,region,is_student\nc1,1990-01-02,1,north, YES \nc2,1960-05-06,2,south,No\n",
+            risk=RISK_HEAD.strip() + ",fraud_flag\nc1,2026-05-01,650,1.0,0,0.3,FALSE\nc2,2026-05-01,9999,0,0,0.3,1\n",
+        ),
+        event_types=EVENT_TYPES,
+    )
     assert world.customers["is_student"].to_list() == [True, False]
     assert world.risk["dpd_current"].to_list() == [1, 0] and world.risk["fraud_flag"].to_list() == [False, True]
     assert world.risk["credit_score"].to_list() == [650.0, 9999.0]  # possible; eligibility's valid range excludes it
@@ -269,8 +328,9 @@ def test_parquet_integer_birth_date_is_not_days_since_1970(tmp_path):
     # finding: an Int64 birth_date in Parquet was read as days since 1970
     write(tmp_path)
     (tmp_path / "customers.csv").unlink()
-    pl.DataFrame({"customer_id": ["c1", "c2"], "birth_date": [7305, 8000], "income": [1.0, 2.0],
-                  "region": ["n", "s"]}).write_parquet(tmp_path / "customers.parquet")
+    pl.DataFrame(
+        {"customer_id": ["c1", "c2"], "birth_date": [7305, 8000], "income": [1.0, 2.0], "region": ["n", "s"]}
+    ).write_parquet(tmp_path / "customers.parquet")
     err = rejected(tmp_path)
     assert (err.table, err.column, err.rows) == ("customers", "birth_date", [1, 2])
     assert "not a date" in err.reason and "int64" in err.reason.lower()
@@ -279,8 +339,16 @@ def test_parquet_integer_birth_date_is_not_days_since_1970(tmp_path):
 def test_parquet_float_in_an_integer_column_must_be_whole(tmp_path):
     write(tmp_path)
     (tmp_path / "risk.csv").unlink()
-    pl.DataFrame({"customer_id": ["c1", "c2"], "as_of": ["2026-05-01"] * 2, "credit_score": [650.0, 700.0],
-                  "dpd_current": [0.0, 0.9], "max_dpd_12m": [0, 0], "dti": [0.1, 0.2]}).write_parquet(tmp_path / "risk.parquet")
+    pl.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "as_of": ["2026-05-01"] * 2,
+            "credit_score": [650.0, 700.0],
+            "dpd_current": [0.0, 0.9],
+            "max_dpd_12m": [0, 0],
+            "dti": [0.1, 0.2],
+        }
+    ).write_parquet(tmp_path / "risk.parquet")
     err = rejected(tmp_path)
     assert (err.table, err.column, err.rows) == ("risk", "dpd_current", [2]) and "not an integer" in err.reason
 
@@ -288,8 +356,9 @@ def test_parquet_float_in_an_integer_column_must_be_whole(tmp_path):
 def test_latin1_bytes_are_rejected_naming_the_line(tmp_path):
     # finding: Latin-1 (non-UTF-8) bytes were read with replacement characters
     write(tmp_path)
-    (tmp_path / "customers.csv").write_bytes("customer_id,birth_date,income,region\nc1,1990-01-02,1,north\n"
-                                             "c2,1960-05-06,2,Plze\u0148\n".encode("cp1250"))
+    (tmp_path / "customers.csv").write_bytes(
+        "customer_id,birth_date,income,region\nc1,1990-01-02,1,north\nc2,1960-05-06,2,Plze\u0148\n".encode("cp1250")
+    )
     with pytest.raises(ContractError) as info:
         load_world(tmp_path, event_types=EVENT_TYPES)
     err = info.value
@@ -298,13 +367,22 @@ def test_latin1_bytes_are_rejected_naming_the_line(tmp_path):
 
 def test_z_suffixed_and_offset_timestamps_are_utc(tmp_path):
     # finding: 2026-01-31T09:30:00Z (valid ISO 8601, what our own files write) was rejected
-    world = load_world(write(tmp_path, events="customer_id,product_id,event_type,event_time\n"
-                                              "c1,p1,click,2026-01-31T09:30:00Z\nc1,p1,click,2026-01-31T09:30:00.250Z\n"
-                                              "c1,p1,click,2026-01-31 10:30:00+01:00\nc1,p1,click,2026-01-31T09:30:00\n"),
-                       event_types=EVENT_TYPES)
+    world = load_world(
+        write(
+            tmp_path,
+            events="customer_id,product_id,event_type,event_time\n"
+            "c1,p1,click,2026-01-31T09:30:00Z\nc1,p1,click,2026-01-31T09:30:00.250Z\n"
+            "c1,p1,click,2026-01-31 10:30:00+01:00\nc1,p1,click,2026-01-31T09:30:00\n",
+        ),
+        event_types=EVENT_TYPES,
+    )
     times = world.events.collect()["event_time"].to_list()
-    assert [t.isoformat() for t in times] == ["2026-01-31T09:30:00", "2026-01-31T09:30:00.250000",
-                                               "2026-01-31T09:30:00", "2026-01-31T09:30:00"]
+    assert [t.isoformat() for t in times] == [
+        "2026-01-31T09:30:00",
+        "2026-01-31T09:30:00.250000",
+        "2026-01-31T09:30:00",
+        "2026-01-31T09:30:00",
+    ]
 
 
 def test_an_unterminated_quote_is_one_short_line_naming_the_row(tmp_path):
@@ -317,13 +395,15 @@ def test_an_unterminated_quote_is_one_short_line_naming_the_row(tmp_path):
 
 
 def test_a_ragged_row_names_its_row_number(tmp_path):
-    err = rejected(tmp_path, customers="customer_id,birth_date,income,region\nc1,1990-01-02,1,north\n"
-                                       "c2,1960-05-06,2,south,extra\n")
+    err = rejected(
+        tmp_path, customers="customer_id,birth_date,income,region\nc1,1990-01-02,1,north\nc2,1960-05-06,2,south,extra\n"
+    )
     assert err.table == "customers" and "row 2 has 5 fields but the header has 4" in err.reason
 
 
-@pytest.mark.parametrize(("text", "reason"), [("", "the file is empty"),
-                                              ("customer_id,birth_date,income,region\n", "header but no rows")])
+@pytest.mark.parametrize(
+    ("text", "reason"), [("", "the file is empty"), ("customer_id,birth_date,income,region\n", "header but no rows")]
+)
 def test_an_empty_customers_file_is_a_clear_error(tmp_path, text, reason):
     err = rejected(tmp_path, customers=text)
     assert err.table == "customers" and reason in err.reason and "unexpected" not in str(err)

@@ -12,15 +12,25 @@ from campaigns.eligibility import EligibilityConfigError, compact_exclusions, ev
 
 # Without a risk row every rule that reads risk data fails closed with its own ":missing" code (issue 10: before,
 # the credit rules recorded their ordinary code and fraud/blacklist let a missing flag pass).
-NO_RISK_CREDIT = ["no_risk", "stale_risk:missing", "credit_score:missing", "dti:missing", "dpd_current:missing",
-                  "dpd_12m:missing", "fraud:missing", "blacklisted:missing", "kyc:missing"]
+NO_RISK_CREDIT = [
+    "no_risk",
+    "stale_risk:missing",
+    "credit_score:missing",
+    "dti:missing",
+    "dpd_current:missing",
+    "dpd_12m:missing",
+    "fraud:missing",
+    "blacklisted:missing",
+    "kyc:missing",
+]
 NO_RISK_OTHER = ["no_risk", "stale_risk:missing", "fraud:missing", "blacklisted:missing", "kyc:missing"]
 
 
 def judge(frames, *, ids=("A",), offers=("CARD", "SAVE"), history=None, channel="sms"):
     candidates = pl.DataFrame([(c, o) for c in ids for o in offers], schema=["customer_id", "offer_id"], orient="row")
-    result = evaluate(candidates, world=world(frames), rules=default_rules(), channel=channel, as_of=AS_OF,
-                      contact_history=history)
+    result = evaluate(
+        candidates, world=world(frames), rules=default_rules(), channel=channel, as_of=AS_OF, contact_history=history
+    )
     got = {(c, o): r for c, o, r in result.exclusions.iter_rows()}
     eligible = set(result.eligible.iter_rows())
     assert eligible.isdisjoint(got)
@@ -91,9 +101,10 @@ def test_consent_is_per_channel_and_purpose():
 )
 def test_suppression_channel_and_expiry(channel, until, suppressed):
     frames = tables(["A"])
-    frames["suppression"] = pl.DataFrame({"customer_id": ["A"], "reason": ["complaint"], "channel": [channel], "until": [until]},
-                                         schema={"customer_id": pl.String, "reason": pl.String, "channel": pl.String,
-                                                 "until": pl.Datetime("us")})
+    frames["suppression"] = pl.DataFrame(
+        {"customer_id": ["A"], "reason": ["complaint"], "channel": [channel], "until": [until]},
+        schema={"customer_id": pl.String, "reason": pl.String, "channel": pl.String, "until": pl.Datetime("us")},
+    )
     expected = ["suppressed"] if suppressed else []
     assert judge(frames) == {"CARD": expected, "SAVE": expected}
 
@@ -124,7 +135,11 @@ def test_offer_max_age_and_missing_age_fails_closed():
 def test_students_are_excluded_from_credit_offers_only():
     frames = tables(["A"])
     frames["customers"] = patch(frames["customers"], is_student=True)
-    assert judge(frames, offers=("CARD", "LOAN", "SAVE")) == {"CARD": ["student_credit"], "LOAN": ["student_credit"], "SAVE": []}
+    assert judge(frames, offers=("CARD", "LOAN", "SAVE")) == {
+        "CARD": ["student_credit"],
+        "LOAN": ["student_credit"],
+        "SAVE": [],
+    }
     frames["customers"] = patch(tables(["A"])["customers"], occupation="student")
     assert judge(frames)["CARD"] == ["student_credit"]
 
@@ -148,10 +163,17 @@ def test_per_offer_risk_thresholds(column, value, card, loan):
     assert judge(frames, offers=("CARD", "LOAN", "SAVE")) == {"CARD": card, "LOAN": loan, "SAVE": []}
 
 
-@pytest.mark.parametrize(("column", "value", "rule"), [("fraud_flag", True, "fraud"), ("blacklisted", True, "blacklisted"),
-                                                       ("kyc_ok", False, "kyc"), ("kyc_ok", None, "kyc:missing"),
-                                                       ("fraud_flag", None, "fraud:missing"),
-                                                       ("blacklisted", None, "blacklisted:missing")])
+@pytest.mark.parametrize(
+    ("column", "value", "rule"),
+    [
+        ("fraud_flag", True, "fraud"),
+        ("blacklisted", True, "blacklisted"),
+        ("kyc_ok", False, "kyc"),
+        ("kyc_ok", None, "kyc:missing"),
+        ("fraud_flag", None, "fraud:missing"),
+        ("blacklisted", None, "blacklisted:missing"),
+    ],
+)
 def test_fraud_blacklist_and_kyc_exclude_every_offer(column, value, rule):
     frames = tables(["A"])
     frames["risk"] = patch(frames["risk"], **{column: value})
@@ -167,30 +189,40 @@ def test_missing_fraud_and_blacklist_columns_exclude_everyone():
     assert judge(frames) == {"CARD": both, "SAVE": both}
 
 
-@pytest.mark.parametrize(("until", "held"), [(None, True), (AS_OF + timedelta(days=1), True), (AS_OF - timedelta(days=1), False)])
+@pytest.mark.parametrize(
+    ("until", "held"), [(None, True), (AS_OF + timedelta(days=1), True), (AS_OF - timedelta(days=1), False)]
+)
 def test_product_already_held(until, held):
     frames = tables(["A"])
-    frames["holdings"] = pl.DataFrame({"customer_id": ["A"], "product_id": ["CARD"], "since": [datetime(2020, 1, 1)],
-                                       "until": [until]}, schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+    frames["holdings"] = pl.DataFrame(
+        {"customer_id": ["A"], "product_id": ["CARD"], "since": [datetime(2020, 1, 1)], "until": [until]},
+        schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")},
+    )
     # holding the card is also holding a credit card: the family rule records it too
     assert judge(frames) == {"CARD": ["already_held", "family_held"] if held else [], "SAVE": []}
 
 
 def test_holding_opened_after_the_run_time_does_not_count():
     frames = tables(["A"])
-    frames["holdings"] = pl.DataFrame({"customer_id": ["A"], "product_id": ["CARD"], "since": [AS_OF + timedelta(days=1)],
-                                       "until": [None]}, schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+    frames["holdings"] = pl.DataFrame(
+        {"customer_id": ["A"], "product_id": ["CARD"], "since": [AS_OF + timedelta(days=1)], "until": [None]},
+        schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")},
+    )
     assert judge(frames)["CARD"] == []
 
 
 def test_offer_active_window():
     frames = tables(["A"])
     frames["products"] = frames["products"].with_columns(
-        pl.when(pl.col("product_id") == "CARD").then(pl.lit(AS_OF)).otherwise(pl.col("active_to")).alias("active_to"))
+        pl.when(pl.col("product_id") == "CARD").then(pl.lit(AS_OF)).otherwise(pl.col("active_to")).alias("active_to")
+    )
     assert judge(frames) == {"CARD": ["offer_inactive"], "SAVE": []}
     frames["products"] = tables(["A"])["products"].with_columns(
-        pl.when(pl.col("product_id") == "SAVE").then(pl.lit(AS_OF + timedelta(days=1))).otherwise(pl.col("active_from"))
-        .alias("active_from"))
+        pl.when(pl.col("product_id") == "SAVE")
+        .then(pl.lit(AS_OF + timedelta(days=1)))
+        .otherwise(pl.col("active_from"))
+        .alias("active_from")
+    )
     assert judge(frames) == {"CARD": [], "SAVE": ["offer_inactive"]}
 
 
@@ -202,8 +234,9 @@ def test_unknown_customer_has_its_own_code():
 
 
 def _history(rows):
-    return pl.DataFrame(rows, schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")},
-                        orient="row")
+    return pl.DataFrame(
+        rows, schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")}, orient="row"
+    )
 
 
 def test_contact_frequency_cap_counts_the_window_before_the_run_on_the_channel():
@@ -233,7 +266,8 @@ def test_compact_storage_keeps_customer_level_rules_once():
     frames = tables(["A", "B"])
     frames["risk"] = patch(frames["risk"], fraud_flag=True).with_columns(
         pl.when(pl.col("customer_id") == "B").then(False).otherwise(pl.col("fraud_flag")).alias("fraud_flag"),
-        pl.when(pl.col("customer_id") == "A").then(500.0).otherwise(pl.col("credit_score")).alias("credit_score"))
+        pl.when(pl.col("customer_id") == "A").then(500.0).otherwise(pl.col("credit_score")).alias("credit_score"),
+    )
     candidates = pl.DataFrame({"customer_id": ["A", "A", "B", "B"], "offer_id": ["CARD", "SAVE", "CARD", "SAVE"]})
     result = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
     stored = compact_exclusions(result.exclusions, default_rules())
@@ -243,12 +277,16 @@ def test_compact_storage_keeps_customer_level_rules_once():
 def test_rule_file_errors_name_file_rule_and_field(tmp_path):
     bad = tmp_path / "eligibility.toml"
     bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "risk_fresh"\n')
-    with pytest.raises(EligibilityConfigError, match=r"eligibility.toml: strict.rules.0: .*needs parameter 'max_age_days'"):
+    with pytest.raises(
+        EligibilityConfigError, match=r"eligibility.toml: strict.rules.0: .*needs parameter 'max_age_days'"
+    ):
         load_rule_sets(bad)
     bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "horoscope"\n')
     with pytest.raises(EligibilityConfigError, match="unknown check 'horoscope'"):
         load_rule_sets(bad)
-    bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "kyc_ok"\n[[strict.rules]]\nid = "x"\ncheck = "consent"\n')
+    bad.write_text(
+        '[strict]\n[[strict.rules]]\nid = "x"\ncheck = "kyc_ok"\n[[strict.rules]]\nid = "x"\ncheck = "consent"\n'
+    )
     with pytest.raises(EligibilityConfigError, match="duplicate rule id 'x'"):
         load_rule_sets(bad)
 
@@ -259,28 +297,57 @@ def _every_rule_on_every_pair(candidates, frames, rules, *, channel="sms"):
 
     w = world(frames)
     history = pl.DataFrame(schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")})
-    features = customer_features(candidates, w, contact_history=history, channel=channel, purpose="marketing",
-                                 as_of=AS_OF, contact_window_days=30, valid=rules.valid)
+    features = customer_features(
+        candidates,
+        w,
+        contact_history=history,
+        channel=channel,
+        purpose="marketing",
+        as_of=AS_OF,
+        contact_window_days=30,
+        valid=rules.valid,
+    )
     held = w.holdings.select("customer_id", pl.col("product_id").alias("offer_id")).with_columns(held=pl.lit(True))
     families = w.products.select(pl.col("product_id").alias("offer_id"), "family")
-    held_families = held.join(families, on="offer_id").select("customer_id", "family").unique().with_columns(
-        family_held=pl.lit(True))
-    pairs = (candidates.join(features, on="customer_id", how="left")
-             .join(_offer_features(w.products, AS_OF), on="offer_id", how="left")
-             .join(held, on=["customer_id", "offer_id"], how="left").with_columns(pl.col("held").fill_null(False))
-             .join(held_families, on=["customer_id", "family"], how="left")
-             # the holding rules read bit masks; here they say "holds it" straight from a join of every pair
-             .with_columns(_held_families=pl.col("family_held").fill_null(False).cast(pl.UInt64),
-                           _family_bit=pl.col("family").is_not_null().cast(pl.UInt64),
-                           _held_0=pl.when(pl.col("held")).then(pl.col("_offer_bit")).otherwise(0),
-                           _offer_bit=pl.col("_offer_bit").fill_null(0)))
+    held_families = (
+        held.join(families, on="offer_id")
+        .select("customer_id", "family")
+        .unique()
+        .with_columns(family_held=pl.lit(True))
+    )
+    pairs = (
+        candidates.join(features, on="customer_id", how="left")
+        .join(_offer_features(w.products, AS_OF), on="offer_id", how="left")
+        .join(held, on=["customer_id", "offer_id"], how="left")
+        .with_columns(pl.col("held").fill_null(False))
+        .join(held_families, on=["customer_id", "family"], how="left")
+        # the holding rules read bit masks; here they say "holds it" straight from a join of every pair
+        .with_columns(
+            _held_families=pl.col("family_held").fill_null(False).cast(pl.UInt64),
+            _family_bit=pl.col("family").is_not_null().cast(pl.UInt64),
+            _held_0=pl.when(pl.col("held")).then(pl.col("_offer_bit")).otherwise(0),
+            _offer_bit=pl.col("_offer_bit").fill_null(0),
+        )
+    )
     bits = _code_bits(rules)
-    verdicts = pairs.select("customer_id", "offer_id", *[
-        pl.when(_in_scope(r, pl.col("family"), rules)).then(_rule_bits(r, bits[i], AS_OF, rules)).otherwise(0).alias(r.id)
-        for i, r in enumerate(rules.rules)])
+    verdicts = pairs.select(
+        "customer_id",
+        "offer_id",
+        *[
+            pl.when(_in_scope(r, pl.col("family"), rules))
+            .then(_rule_bits(r, bits[i], AS_OF, rules))
+            .otherwise(0)
+            .alias(r.id)
+            for i, r in enumerate(rules.rules)
+        ],
+    )
     codes = rules.codes
-    return {(row["customer_id"], row["offer_id"]): [c for b, c in enumerate(codes) if any(row[r.id] >> b & 1 for r in rules.rules)]
-            for row in verdicts.iter_rows(named=True)}
+    return {
+        (row["customer_id"], row["offer_id"]): [
+            c for b, c in enumerate(codes) if any(row[r.id] >> b & 1 for r in rules.rules)
+        ]
+        for row in verdicts.iter_rows(named=True)
+    }
 
 
 def test_per_customer_evaluation_matches_every_rule_on_every_pair():
@@ -289,14 +356,30 @@ def test_per_customer_evaluation_matches_every_rule_on_every_pair():
     ids = ["A", "B", "C", "D", "E", "F"]
     frames = tables(ids)
     frames["customers"] = frames["customers"].with_columns(
-        birth_date=pl.Series([date(1980, 1, 1), date(2010, 5, 5), None, date(1950, 1, 1), date(2001, 1, 1), date(1990, 3, 3)]),
-        is_student=pl.Series([False, False, True, False, None, False]))
-    frames["risk"] = frames["risk"].filter(pl.col("customer_id") != "F").with_columns(
-        credit_score=pl.Series([750.0, 620.0, None, 640.0, 700.0]), dti=pl.Series([0.2, 0.5, 0.3, None, 0.42]),
-        dpd_current=pl.Series([0, 3, 0, 0, None], dtype=pl.Int32), fraud_flag=pl.Series([False, None, True, False, False]))
-    frames["holdings"] = pl.DataFrame({"customer_id": ["A", "D"], "product_id": ["SAVE", "LOAN"],
-                                       "since": [AS_OF - timedelta(days=9)] * 2, "until": [None, None]},
-                                      schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")})
+        birth_date=pl.Series(
+            [date(1980, 1, 1), date(2010, 5, 5), None, date(1950, 1, 1), date(2001, 1, 1), date(1990, 3, 3)]
+        ),
+        is_student=pl.Series([False, False, True, False, None, False]),
+    )
+    frames["risk"] = (
+        frames["risk"]
+        .filter(pl.col("customer_id") != "F")
+        .with_columns(
+            credit_score=pl.Series([750.0, 620.0, None, 640.0, 700.0]),
+            dti=pl.Series([0.2, 0.5, 0.3, None, 0.42]),
+            dpd_current=pl.Series([0, 3, 0, 0, None], dtype=pl.Int32),
+            fraud_flag=pl.Series([False, None, True, False, False]),
+        )
+    )
+    frames["holdings"] = pl.DataFrame(
+        {
+            "customer_id": ["A", "D"],
+            "product_id": ["SAVE", "LOAN"],
+            "since": [AS_OF - timedelta(days=9)] * 2,
+            "until": [None, None],
+        },
+        schema_overrides={"since": pl.Datetime("us"), "until": pl.Datetime("us")},
+    )
     offers = ["CARD", "SAVE", "LOAN", "GHOST"]
     candidates = pl.DataFrame([(c, o) for c in ids for o in offers], schema=["customer_id", "offer_id"], orient="row")
     result = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
@@ -313,12 +396,26 @@ def test_per_customer_evaluation_matches_every_rule_on_every_pair():
 def test_compact_storage_matches_the_exploded_form_and_keeps_unknown_ids():
     from campaigns.eligibility import _compact_exploded
 
-    exclusions = pl.DataFrame({
-        "customer_id": ["A", "A", "B", "C", "C"],
-        "offer_id": ["CARD", "SAVE", "CARD", "CARD", "LOAN"],
-        "rule_ids": [["no_consent", "credit_score"], ["no_consent"], ["dti", "credit_score"], ["manual_hold"], ["kyc", "dti"]],
-    })
+    exclusions = pl.DataFrame(
+        {
+            "customer_id": ["A", "A", "B", "C", "C"],
+            "offer_id": ["CARD", "SAVE", "CARD", "CARD", "LOAN"],
+            "rule_ids": [
+                ["no_consent", "credit_score"],
+                ["no_consent"],
+                ["dti", "credit_score"],
+                ["manual_hold"],
+                ["kyc", "dti"],
+            ],
+        }
+    )
     stored = compact_exclusions(exclusions, default_rules())
-    assert stored.rows() == [("A", None, "no_consent"), ("A", "CARD", "credit_score"), ("B", "CARD", "credit_score,dti"),
-                             ("C", None, "kyc"), ("C", "CARD", "manual_hold"), ("C", "LOAN", "dti")]
+    assert stored.rows() == [
+        ("A", None, "no_consent"),
+        ("A", "CARD", "credit_score"),
+        ("B", "CARD", "credit_score,dti"),
+        ("C", None, "kyc"),
+        ("C", "CARD", "manual_hold"),
+        ("C", "LOAN", "dti"),
+    ]
     assert stored.rows() == _compact_exploded(exclusions, default_rules()).rows()

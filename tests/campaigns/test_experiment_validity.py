@@ -13,17 +13,17 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
+from arm_oracle import oracle_arm, oracle_held_out
 from campaign_world import AS_OF, default_rules, spec, tables, world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
 from campaigns.arms import holdout_label
+from campaigns.campaign_run import plan_campaign, ranker_from_frames
 from campaigns.report_campaign import build_campaign_report
 from campaigns.report_data import RunAssignments
-from campaigns.runs import plan_campaign, ranker_from_frames
 from campaigns.stats import ProportionStats, compare_proportions
-from arm_oracle import oracle_arm, oracle_held_out
 
 OFFERS = ["CARD", "SAVE", "LOAN"]
 SEGMENTS = {"young": 0.35, "mass": 0.30, "family": 0.20, "affluent": 0.15}
@@ -45,33 +45,54 @@ def rankings(segments: pl.DataFrame, seed: int = 1) -> dict[str, pl.DataFrame]:
     model = pairs.with_columns(pl.Series("score", rng.random(pairs.height)))
     order = {"affluent": 4.0, "family": 3.0, "mass": 2.0, "young": 1.0}
     popularity = pairs.with_columns(
-        (pl.col("segment").replace_strict(order, return_dtype=pl.Float64) + pl.col("offer_id").rank("dense") * 0.1)
-        .alias("score"))
+        (
+            pl.col("segment").replace_strict(order, return_dtype=pl.Float64) + pl.col("offer_id").rank("dense") * 0.1
+        ).alias("score")
+    )
     ranked = {}
     for name, frame in (("model", model), ("popularity", popularity)):
         ranked[name] = frame.with_columns(
-            pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.Int32).alias("rank"))
+            pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.Int32).alias("rank")
+        )
     return ranked
 
 
 def campaign(salt: str, *, n: int, **overrides):
-    return spec(id="aa", salt=salt, max_audience=n // 4, holdout=0.2,
-                arms=[{"name": "control", "share": 0.2}, {"name": "model", "share": 0.4},
-                      {"name": "popularity", "share": 0.4}], **overrides)
+    return spec(
+        id="aa",
+        salt=salt,
+        max_audience=n // 4,
+        holdout=0.2,
+        arms=[{"name": "control", "share": 0.2}, {"name": "model", "share": 0.4}, {"name": "popularity", "share": 0.4}],
+        **overrides,
+    )
 
 
 def run_of(plan, conversions_seed: int) -> tuple[RunAssignments, pl.DataFrame]:
     """The plan as a stored run would be read back, and conversions with no treatment effect at all."""
     exposed = pl.lit(AS_OF, dtype=pl.Datetime("us")).alias("exposed_at")
-    run = RunAssignments("aa-run", "aa", AS_OF, AS_OF, plan.targets.select("customer_id", "arm", "segment", "offer_id")
-                         .with_columns(exposed), plan.audience.with_columns(exposed), plan.offers, True)
+    run = RunAssignments(
+        "aa-run",
+        "aa",
+        AS_OF,
+        AS_OF,
+        plan.targets.select("customer_id", "arm", "segment", "offer_id").with_columns(exposed),
+        plan.audience.with_columns(exposed),
+        plan.offers,
+        True,
+    )
     rng = np.random.default_rng(conversions_seed)
     people = plan.audience.select("customer_id", "segment")
     rate = people["segment"].replace_strict(RATE, return_dtype=pl.Float64).to_numpy()
     hit = rng.random(people.height) < rate
     product = np.array(OFFERS)[rng.integers(0, len(OFFERS), people.height)]
-    conversions = pl.DataFrame({"customer_id": people["customer_id"].filter(hit), "product_id": product[hit],
-                                "converted_at": AS_OF + timedelta(days=2)})
+    conversions = pl.DataFrame(
+        {
+            "customer_id": people["customer_id"].filter(hit),
+            "product_id": product[hit],
+            "converted_at": AS_OF + timedelta(days=2),
+        }
+    )
     return run, conversions
 
 
@@ -85,8 +106,14 @@ def test_aa_simulation_gives_uniform_p_values_when_caps_bind():
     checks: dict[str, list[float]] = {"srm": [], "balance": []}
     biased: list[float] = []
     for index in range(200):
-        plan = plan_campaign(campaign(f"salt-{index}", n=n), world=frames, segments=segments, ranker=ranker,
-                             rules=default_rules(), as_of=AS_OF)
+        plan = plan_campaign(
+            campaign(f"salt-{index}", n=n),
+            world=frames,
+            segments=segments,
+            ranker=ranker,
+            rules=default_rules(),
+            as_of=AS_OF,
+        )
         assert plan.targets["customer_id"].n_unique() == n // 4  # the audience cap binds
         run, conversions = run_of(plan, conversions_seed=10_000 + index)
         report = build_campaign_report(run, conversions, spec=campaign(f"salt-{index}", n=n))
@@ -97,19 +124,32 @@ def test_aa_simulation_gives_uniform_p_values_when_caps_bind():
                 p_values.setdefault(f"{section.key}/{comparison.arm}", []).append(comparison.p_value)
         # negative control: the old report compared the selections of different strategies
         outcome = run.assignments.unique("customer_id").join(
-            conversions.select("customer_id", pl.lit(True).alias("converted")), on="customer_id", how="left")
-        cells = {arm: ProportionStats(int((outcome["arm"] == arm).sum()),
-                                      int(outcome.filter(pl.col("arm") == arm)["converted"].fill_null(False).sum()))
-                 for arm in ("model", "popularity")}
+            conversions.select("customer_id", pl.lit(True).alias("converted")), on="customer_id", how="left"
+        )
+        cells = {
+            arm: ProportionStats(
+                int((outcome["arm"] == arm).sum()),
+                int(outcome.filter(pl.col("arm") == arm)["converted"].fill_null(False).sum()),
+            )
+            for arm in ("model", "popularity")
+        }
         biased.append(compare_proportions(cells["model"], cells["popularity"]).p_value)
 
-    assert sorted(p_values) == ["holdout:model/model", "holdout:popularity/popularity", "itt/model", "itt/popularity",
-                                "itt:model-vs-popularity/popularity", "selection:model/model"]
+    assert sorted(p_values) == [
+        "holdout:model/model",
+        "holdout:popularity/popularity",
+        "itt/model",
+        "itt/popularity",
+        "itt:model-vs-popularity/popularity",
+        "selection:model/model",
+    ]
     pooled = np.concatenate([np.asarray(v) for v in p_values.values()])
     ks = sps.kstest(pooled, "uniform")
     false_positive_rate = float((pooled < 0.05).mean())
-    print(f"A/A: {len(pooled)} p-values over 200 salts, KS p = {ks.pvalue:.3f}, "
-          f"false-positive rate at 0.05 = {false_positive_rate:.3%}")
+    print(
+        f"A/A: {len(pooled)} p-values over 200 salts, KS p = {ks.pvalue:.3f}, "
+        f"false-positive rate at 0.05 = {false_positive_rate:.3%}"
+    )
     assert ks.pvalue > 0.01
     assert 0.03 <= false_positive_rate <= 0.07
     for name, values in p_values.items():  # each comparison on its own, Bonferroni over the six
@@ -132,33 +172,51 @@ def test_aa_simulation_gives_uniform_p_values_when_caps_bind():
     holdout=st.sampled_from([0.0, 0.1, 0.5]),
     unconsented=st.floats(0.0, 0.5),
 )
-def test_every_arm_is_a_random_share_of_the_eligible_audience(n, salt, control, split, audience_share, holdout,
-                                                               unconsented):
+def test_every_arm_is_a_random_share_of_the_eligible_audience(
+    n, salt, control, split, audience_share, holdout, unconsented
+):
     ids, segments = population(n, seed=n)
     frames = tables(ids)
     rng = np.random.default_rng(n + 1)
     frames["consents"] = frames["consents"].with_columns(pl.Series("granted", rng.random(n) >= unconsented))
     shares = [control, (1 - control) * split, (1 - control) * (1 - split)]
     plan = plan_campaign(
-        spec(id="prop", salt=salt, max_audience=max(1, int(n * audience_share)), holdout=holdout,
-             arms=[{"name": "control", "share": shares[0]}, {"name": "model", "share": shares[1]},
-                   {"name": "popularity", "share": shares[2]}]),
-        world=world(frames), segments=segments, ranker=ranker_from_frames(rankings(segments)), rules=default_rules(),
-        as_of=AS_OF)
+        spec(
+            id="prop",
+            salt=salt,
+            max_audience=max(1, int(n * audience_share)),
+            holdout=holdout,
+            arms=[
+                {"name": "control", "share": shares[0]},
+                {"name": "model", "share": shares[1]},
+                {"name": "popularity", "share": shares[2]},
+            ],
+        ),
+        world=world(frames),
+        segments=segments,
+        ranker=ranker_from_frames(rankings(segments)),
+        rules=default_rules(),
+        as_of=AS_OF,
+    )
     eligible = set(frames["consents"].filter("granted")["customer_id"].to_list())
     audience = plan.audience
     assert set(audience["customer_id"].to_list()) == eligible
     # exactly the documented hash, whatever the strategies did: an oracle written from campaigns/arms.py's text
     names = ["control", "model", "popularity"]
-    assert audience["arm"].to_list() == [oracle_arm(c, salt=salt, campaign_id="prop", arms=list(zip(names, shares)))
-                                         for c in audience["customer_id"].to_list()]
+    assert audience["arm"].to_list() == [
+        oracle_arm(c, salt=salt, campaign_id="prop", arms=list(zip(names, shares)))
+        for c in audience["customer_id"].to_list()
+    ]
     # and so the segment mix of every arm matches the audience's within sampling error (4.5 sigma)
     by_segment = audience.group_by("segment").len()
     for arm, share in zip(names, shares):
         mine = dict(audience.filter(pl.col("arm") == arm).group_by("segment").len().iter_rows())
         for segment, total in by_segment.iter_rows():
             expected = total * share
-            assert abs(mine.get(segment, 0) - expected) <= 4.5 * np.sqrt(total * share * (1 - share)) + 1, (arm, segment)
+            assert abs(mine.get(segment, 0) - expected) <= 4.5 * np.sqrt(total * share * (1 - share)) + 1, (
+                arm,
+                segment,
+            )
     # held-out customers: selected by a treatment arm, and exactly those under the holdout hash
     for row in plan.targets.unique("customer_id").iter_rows(named=True):
         base = row["arm"].removesuffix(":holdout")
@@ -172,8 +230,17 @@ def test_one_arms_strategy_never_changes_another_arms_customers():
     frames = world(tables(ids))
     ranked = rankings(segments)
     reversed_popularity = {**ranked, "popularity": ranked["popularity"].with_columns(-pl.col("score"))}
-    plans = [plan_campaign(campaign("fixed", n=3_000), world=frames, segments=segments, ranker=ranker_from_frames(r),
-                           rules=default_rules(), as_of=AS_OF) for r in (ranked, reversed_popularity)]
+    plans = [
+        plan_campaign(
+            campaign("fixed", n=3_000),
+            world=frames,
+            segments=segments,
+            ranker=ranker_from_frames(r),
+            rules=default_rules(),
+            as_of=AS_OF,
+        )
+        for r in (ranked, reversed_popularity)
+    ]
     assert plans[0].audience.select("customer_id", "arm").equals(plans[1].audience.select("customer_id", "arm"))
     for arm in ("control", "model", "model:holdout"):
         rows = [p.targets.filter(pl.col("arm") == arm).sort("customer_id", "offer_id") for p in plans]

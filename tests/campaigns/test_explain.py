@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from campaign_world import AS_OF, spec
 from test_runs import do_run
 
-from campaigns.explain import RunNotFoundError, explain
+from campaigns.explain import explain
+from campaigns.run_repository import RunNotFoundError
 
 
 def test_targeted_excluded_and_unknown_customers(db_engine, tmp_path):

@@ -12,24 +12,51 @@ import pytest
 
 from campaigns import export
 
-COLUMNS = ["schema_version", "campaign_id", "run_id", "customer_id", "offer_id", "offer_rank", "score", "segment", "arm",
-           "channel", "generated_at"]
+COLUMNS = [
+    "schema_version",
+    "campaign_id",
+    "run_id",
+    "customer_id",
+    "offer_id",
+    "offer_rank",
+    "score",
+    "segment",
+    "arm",
+    "channel",
+    "generated_at",
+]
 GENERATED = datetime(2026, 6, 1, 9, 0, 5)
 
 
 def rows():
-    return pl.DataFrame({
-        "schema_version": "1.0", "campaign_id": "camp", "run_id": "camp-1",
-        "customer_id": ["a", "b", "c", "d"], "offer_id": ["X", "Y", "X", "X"], "offer_rank": [1, 1, 1, 1],
-        "score": [0.5, 0.25, 0.125, 1.0], "segment": ["s1", "s1", "s2", "s2"], "arm": ["als", "control", "pop", "als:holdout"],
-        "channel": "sms", "generated_at": GENERATED,
-    }).select(COLUMNS)
+    return pl.DataFrame(
+        {
+            "schema_version": "1.0",
+            "campaign_id": "camp",
+            "run_id": "camp-1",
+            "customer_id": ["a", "b", "c", "d"],
+            "offer_id": ["X", "Y", "X", "X"],
+            "offer_rank": [1, 1, 1, 1],
+            "score": [0.5, 0.25, 0.125, 1.0],
+            "segment": ["s1", "s1", "s2", "s2"],
+            "arm": ["als", "control", "pop", "als:holdout"],
+            "channel": "sms",
+            "generated_at": GENERATED,
+        }
+    ).select(COLUMNS)
 
 
 def stage(tmp_path):
-    return export.stage_export(rows(), export_root=tmp_path, campaign_id="camp", run_id="camp-1",
-                               scheduled_for=datetime(2026, 6, 1, 9), generated_at=GENERATED,
-                               model_versions={"als": "als-v1"}, config_hash="abc")
+    return export.stage_export(
+        rows(),
+        export_root=tmp_path,
+        campaign_id="camp",
+        run_id="camp-1",
+        scheduled_for=datetime(2026, 6, 1, 9),
+        generated_at=GENERATED,
+        model_versions={"als": "als-v1"},
+        config_hash="abc",
+    )
 
 
 def test_files_manifest_and_column_order(tmp_path):
@@ -44,7 +71,10 @@ def test_files_manifest_and_column_order(tmp_path):
     assert table[1][-1] == "2026-06-01T09:00:05Z"
     with (final / "control.csv").open(encoding="utf-8") as fh:
         control = list(csv.reader(fh))
-    assert control[0] == COLUMNS and sorted((r[3], r[8]) for r in control[1:]) == [("b", "control"), ("d", "als:holdout")]
+    assert control[0] == COLUMNS and sorted((r[3], r[8]) for r in control[1:]) == [
+        ("b", "control"),
+        ("d", "als:holdout"),
+    ]
     # the schema version is quoted text, never a bare number a CSV reader would turn into the float 1.0
     assert (final / "targets.csv").read_text().splitlines()[1].startswith('"1.0","camp","camp-1",')
     parquet = pl.read_parquet(final / "targets.parquet")

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from campaigns.campaign_run import plan_campaign, ranker_from_frames
 from campaigns.contracts import ContractError, load_world
 from campaigns.eligibility import evaluate, load_rule_set
-from campaigns.runs import plan_campaign, ranker_from_frames
 from campaigns.specs import parse_campaign
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "eligibility.toml"
@@ -52,6 +52,7 @@ STATS = {"worlds": 0, "rejected": 0, "customers": 0, "pairs": 0, "eligible": 0, 
 
 # ---- the oracle: the rules' text, per pair, in plain Python ------------------------------------------------------
 
+
 def _rules() -> dict:
     return tomllib.loads(RULES_FILE.read_text())["default"]
 
@@ -63,7 +64,9 @@ def _text(value):
 
 def _boolean(value):
     text = _text(value)
-    return None if text is None else {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text]
+    return (
+        None if text is None else {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text]
+    )
 
 
 def _number(value):
@@ -80,7 +83,7 @@ def _inside(value, bounds: dict) -> bool:
     return value == value and bounds["min"] <= value <= bounds["max"]  # NaN != NaN
 
 
-def oracle_eligible(person: "Person | None", offer: tuple, *, history: list, config: dict) -> bool:
+def oracle_eligible(person: Person | None, offer: tuple, *, history: list, config: dict) -> bool:
     """True when no rule of the default set excludes (person, offer) at AS_OF."""
     valid = config["valid"]
     offer_id, family, min_age, max_age, floor, cap, active_to = offer
@@ -109,7 +112,8 @@ def oracle_eligible(person: "Person | None", offer: tuple, *, history: list, con
             ok = age_ok and age >= rule["years"]
         elif check == "offer_age_band":
             ok = (min_age is None and max_age is None) or (
-                age_ok and (min_age is None or age >= min_age) and (max_age is None or age <= max_age))
+                age_ok and (min_age is None or age >= min_age) and (max_age is None or age <= max_age)
+            )
         elif check == "not_student":
             is_student, occupation = _boolean(person.is_student), _text(person.occupation)
             student = is_student is True or (occupation is not None and "student" in occupation)
@@ -147,6 +151,7 @@ def oracle_eligible(person: "Person | None", offer: tuple, *, history: list, con
 
 # ---- generated people and worlds ---------------------------------------------------------------------------------
 
+
 @dataclass
 class RiskRow:
     as_of: datetime
@@ -177,7 +182,11 @@ class Person:
         return max(known, key=lambda r: r.as_of) if known else None
 
     def consented(self, channel: str, purpose: str) -> bool:
-        rows = [(t, _boolean(g)) for c, p, g, t in self.consents if _text(c) == channel and _text(p) == purpose and t <= AS_OF]
+        rows = [
+            (t, _boolean(g))
+            for c, p, g, t in self.consents
+            if _text(c) == channel and _text(p) == purpose and t <= AS_OF
+        ]
         return bool(rows) and max(rows)[1] is True
 
     def suppressed(self, channel: str) -> bool:
@@ -212,7 +221,9 @@ def _mostly(healthy, *others, odds: int = 6):
 risk_row = st.builds(
     RiskRow,
     as_of=_mostly(_when(-10), *map(_when, (-400, -60, -46, -44, -1, 0, 0.5, 3)), odds=5),
-    score=_mostly("720", "660", "649", "600", "560", "300", "850", "851", "250", "9999", None, " 700 ", "7.2e2", odds=4),
+    score=_mostly(
+        "720", "660", "649", "600", "560", "300", "850", "851", "250", "9999", None, " 700 ", "7.2e2", odds=4
+    ),
     dpd=_mostly("0", "1.0", "5", None, "99999", odds=9),
     dpd12=_mostly("0", "30", "31", None, "4000", odds=9),
     dti=_mostly("0.1", "0.4", "0.41", "0.45", None, "7", "0"),
@@ -221,11 +232,18 @@ risk_row = st.builds(
     kyc=_mostly("true", "TRUE", " yes", "1", "false", None, odds=9),
 )
 consent_row = st.tuples(
-    _mostly("sms", " SMS", "Sms ", "email", "smss", odds=5), _mostly("marketing", " Marketing", "MARKETING", "service", odds=6),
-    _mostly("true", "false", "Yes", "0", " TRUE ", odds=6), _mostly(_when(-100), *map(_when, (-900, -300, -5, 0, 2)), odds=6))
-suppression_row = st.tuples(_pick(None, "sms", "SMS", " sms ", "all", "ALL", "*", "email", "smss", "  "),
-                            _pick(None, _when(-30), AS_OF, _when(30)))
-holding_row = st.tuples(st.sampled_from(OFFERS), _pick(_when(-800), _when(-1), _when(5)), _pick(None, _when(-10), _when(40)))
+    _mostly("sms", " SMS", "Sms ", "email", "smss", odds=5),
+    _mostly("marketing", " Marketing", "MARKETING", "service", odds=6),
+    _mostly("true", "false", "Yes", "0", " TRUE ", odds=6),
+    _mostly(_when(-100), *map(_when, (-900, -300, -5, 0, 2)), odds=6),
+)
+suppression_row = st.tuples(
+    _pick(None, "sms", "SMS", " sms ", "all", "ALL", "*", "email", "smss", "  "),
+    _pick(None, _when(-30), AS_OF, _when(30)),
+)
+holding_row = st.tuples(
+    st.sampled_from(OFFERS), _pick(_when(-800), _when(-1), _when(5)), _pick(None, _when(-10), _when(40))
+)
 
 
 def _rarely(strategy):
@@ -236,21 +254,50 @@ person = st.builds(
     Person,
     id=st.just(""),
     pad=_mostly("", " ", "  ", "\t", odds=3),
-    birth=_mostly(date(1980, 3, 3), date(2008, 6, 1), date(2008, 6, 2), date(2005, 6, 1), date(1950, 1, 1),
-                  date(1955, 6, 1), date(2030, 1, 1), date(1880, 1, 1), None, odds=6),
+    birth=_mostly(
+        date(1980, 3, 3),
+        date(2008, 6, 1),
+        date(2008, 6, 2),
+        date(2005, 6, 1),
+        date(1950, 1, 1),
+        date(1955, 6, 1),
+        date(2030, 1, 1),
+        date(1880, 1, 1),
+        None,
+        odds=6,
+    ),
     occupation=_mostly("employee", "Student", " student ", "PhD STUDENT", "retired", None, "  ", odds=6),
     is_student=_mostly("false", "FALSE", " no", "0", "true", " Yes ", None, odds=6),
-    risk=st.integers(0, 99).flatmap(lambda i: st.lists(risk_row, min_size=1, max_size=1) if i < 70
-                                    else st.lists(risk_row, max_size=3, unique_by=lambda r: r.as_of)),
-    consents=st.integers(0, 99).flatmap(lambda i: st.lists(consent_row, min_size=1, max_size=1) if i < 70 else
-                                        st.lists(consent_row, max_size=4, unique_by=lambda r: (_text(r[0]), _text(r[1]), r[3]))),
+    risk=st.integers(0, 99).flatmap(
+        lambda i: (
+            st.lists(risk_row, min_size=1, max_size=1)
+            if i < 70
+            else st.lists(risk_row, max_size=3, unique_by=lambda r: r.as_of)
+        )
+    ),
+    consents=st.integers(0, 99).flatmap(
+        lambda i: (
+            st.lists(consent_row, min_size=1, max_size=1)
+            if i < 70
+            else st.lists(consent_row, max_size=4, unique_by=lambda r: (_text(r[0]), _text(r[1]), r[3]))
+        )
+    ),
     suppression=_rarely(st.lists(suppression_row, max_size=2)),
     holdings=_rarely(st.lists(holding_row, max_size=2, unique_by=lambda h: (h[0], h[1]))),
-    contacts=_rarely(st.lists(st.tuples(_pick("sms", "email"), st.sampled_from([-40, -29, -10, -1, 0, 1]).map(_when)),
-                              max_size=5)),
+    contacts=_rarely(
+        st.lists(st.tuples(_pick("sms", "email"), st.sampled_from([-40, -29, -10, -1, 0, 1]).map(_when)), max_size=5)
+    ),
 )
-DEFECTS = ("negative_score", "nan_income", "fractional_dpd", "boolean_y", "broken_suppression", "latin1",
-           "conflicting_consent", "ragged_holding")
+DEFECTS = (
+    "negative_score",
+    "nan_income",
+    "fractional_dpd",
+    "boolean_y",
+    "broken_suppression",
+    "latin1",
+    "conflicting_consent",
+    "ragged_holding",
+)
 
 
 @st.composite
@@ -258,12 +305,19 @@ def worlds(draw, max_customers: int = 24):
     people = draw(st.lists(person, min_size=8, max_size=max_customers))
     for i, p in enumerate(people):
         p.id = f"C{i:03d}"
-    shape = draw(st.fixed_dictionaries({
-        "flags": _mostly(frozenset(), *[frozenset([c]) for c in ("fraud_flag", "blacklisted", "kyc_ok")], odds=12),
-        "occupation": _mostly(True, False, odds=6), "is_student": _mostly(True, False, odds=6),
-        "timestamps": _pick("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "iso+01"),
-        "defect": st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.sampled_from(DEFECTS)),
-    }))
+    shape = draw(
+        st.fixed_dictionaries(
+            {
+                "flags": _mostly(
+                    frozenset(), *[frozenset([c]) for c in ("fraud_flag", "blacklisted", "kyc_ok")], odds=12
+                ),
+                "occupation": _mostly(True, False, odds=6),
+                "is_student": _mostly(True, False, odds=6),
+                "timestamps": _pick("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "iso+01"),
+                "defect": st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.sampled_from(DEFECTS)),
+            }
+        )
+    )
     attribute = {"fraud_flag": "fraud", "blacklisted": "blacklisted", "kyc_ok": "kyc"}
     for p in people:  # a column the file leaves out is a missing value for everyone
         for r in p.risk:
@@ -286,26 +340,45 @@ def _csv(path: Path, header: list[str], rows: list[list], *, encoding: str = "ut
     def cell(v):
         text = "" if v is None else str(v)
         return f'"{text}"' if any(ch in text for ch in ',"\n') else text
-    path.write_bytes(("\n".join([",".join(header), *(",".join(cell(v) for v in row) for row in rows)]) + "\n").encode(encoding))
+
+    path.write_bytes(
+        ("\n".join([",".join(header), *(",".join(cell(v) for v in row) for row in rows)]) + "\n").encode(encoding)
+    )
 
 
 def write_world(directory: Path, people: list[Person], shape: dict) -> None:
     fmt, defect = shape["timestamps"], shape["defect"]
-    cust_cols = ["customer_id", "birth_date", "income", "region"] + ["occupation"] * shape["occupation"] + [
-        "is_student"] * shape["is_student"]
-    customers = [[p.pad + p.id + p.pad, p.birth.isoformat() if p.birth else None, "50000", "north",
-                  *([p.occupation] if shape["occupation"] else []), *([p.is_student] if shape["is_student"] else [])]
-                 for p in people]
+    cust_cols = (
+        ["customer_id", "birth_date", "income", "region"]
+        + ["occupation"] * shape["occupation"]
+        + ["is_student"] * shape["is_student"]
+    )
+    customers = [
+        [
+            p.pad + p.id + p.pad,
+            p.birth.isoformat() if p.birth else None,
+            "50000",
+            "north",
+            *([p.occupation] if shape["occupation"] else []),
+            *([p.is_student] if shape["is_student"] else []),
+        ]
+        for p in people
+    ]
     if defect == "nan_income":
         customers[-1][2] = "NaN"
     if defect == "latin1":
         customers[0][3] = "Plze\u0148"
     _csv(directory / "customers.csv", cust_cols, customers, encoding="cp1250" if defect == "latin1" else "utf-8")
-    _csv(directory / "products.csv", ["product_id", "family", "name", "min_age", "max_age", "min_credit_score", "max_dti",
-                                      "active_to"],
-         [[pid, fam, pid.title(), lo, hi, floor, cap, _ts(to, fmt)] for pid, fam, lo, hi, floor, cap, to in PRODUCTS])
-    _csv(directory / "events.csv", ["customer_id", "product_id", "event_type", "event_time"],
-         [[people[0].id, "SAVE", "click", _ts(AS_OF - timedelta(days=3), fmt)]])
+    _csv(
+        directory / "products.csv",
+        ["product_id", "family", "name", "min_age", "max_age", "min_credit_score", "max_dti", "active_to"],
+        [[pid, fam, pid.title(), lo, hi, floor, cap, _ts(to, fmt)] for pid, fam, lo, hi, floor, cap, to in PRODUCTS],
+    )
+    _csv(
+        directory / "events.csv",
+        ["customer_id", "product_id", "event_type", "event_time"],
+        [[people[0].id, "SAVE", "click", _ts(AS_OF - timedelta(days=3), fmt)]],
+    )
     flags = [f for f in ("fraud_flag", "blacklisted", "kyc_ok") if f not in shape["flags"]]
     risk = []
     for p in people:
@@ -316,13 +389,19 @@ def write_world(directory: Path, people: list[Person], shape: dict) -> None:
         risk.append([people[0].id, _ts(_when(-700), fmt), "-5", "0", "0", "0.1", *(["false"] * len(flags))])
     if defect == "fractional_dpd":
         risk.append([people[0].id, _ts(_when(-701), fmt), "700", "0.9", "0", "0.1", *(["false"] * len(flags))])
-    _csv(directory / "risk.csv", ["customer_id", "as_of", "credit_score", "dpd_current", "max_dpd_12m", "dti", *flags], risk)
+    _csv(
+        directory / "risk.csv",
+        ["customer_id", "as_of", "credit_score", "dpd_current", "max_dpd_12m", "dti", *flags],
+        risk,
+    )
     consents = [[p.pad + p.id, ch, pu, g, _ts(t, fmt)] for p in people for ch, pu, g, t in p.consents]
     if defect == "boolean_y":
         consents.append([people[0].id, "email", "marketing", "y", _ts(_when(-1001), fmt)])
     if defect == "conflicting_consent":
-        consents += [[people[0].id, "sms", "marketing", "true", _ts(_when(-1000), fmt)],
-                     [people[0].id, "SMS", "Marketing", "false", _ts(_when(-1000), fmt)]]
+        consents += [
+            [people[0].id, "sms", "marketing", "true", _ts(_when(-1000), fmt)],
+            [people[0].id, "SMS", "Marketing", "false", _ts(_when(-1000), fmt)],
+        ]
     _csv(directory / "consents.csv", ["customer_id", "channel", "purpose", "granted", "updated_at"], consents)
     holdings = [[p.id, prod, _ts(since, fmt), _ts(until, fmt)] for p in people for prod, since, until in p.holdings]
     if defect == "ragged_holding":
@@ -337,8 +416,9 @@ def write_world(directory: Path, people: list[Person], shape: dict) -> None:
 
 def history_frame(people: list[Person]) -> pl.DataFrame:
     rows = [(p.id, ch, t) for p in people for ch, t in p.contacts]
-    return pl.DataFrame(rows, schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")},
-                        orient="row")
+    return pl.DataFrame(
+        rows, schema={"customer_id": pl.String, "channel": pl.String, "contacted_at": pl.Datetime("us")}, orient="row"
+    )
 
 
 def load(tmp_path_factory, people, shape):
@@ -358,8 +438,12 @@ RULES = load_rule_set(RULES_FILE, "default")
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(case=worlds())
 def test_every_pair_agrees_with_the_oracle(tmp_path_factory, case):
     people, shape = case
@@ -368,14 +452,17 @@ def test_every_pair_agrees_with_the_oracle(tmp_path_factory, case):
         return
     ids = [p.id for p in people] + ["STRANGER"]
     candidates = pl.DataFrame([(c, o) for c in ids for o in OFFERS], schema=["customer_id", "offer_id"], orient="row")
-    result = evaluate(candidates, world=world, rules=RULES, channel=CHANNEL, as_of=AS_OF, contact_history=history_frame(people))
+    result = evaluate(
+        candidates, world=world, rules=RULES, channel=CHANNEL, as_of=AS_OF, contact_history=history_frame(people)
+    )
     eligible = set(result.eligible.iter_rows())
     by_id = {p.id: p for p in people}
     history = {p.id: p.contacts for p in people}
     catalogue = {p[0]: p for p in PRODUCTS}
     for customer_id, offer_id in candidates.iter_rows():
-        expected = oracle_eligible(by_id.get(customer_id), catalogue[offer_id], history=history.get(customer_id, []),
-                                   config=CONFIG)
+        expected = oracle_eligible(
+            by_id.get(customer_id), catalogue[offer_id], history=history.get(customer_id, []), config=CONFIG
+        )
         assert ((customer_id, offer_id) in eligible) == expected, (customer_id, offer_id, by_id.get(customer_id), shape)
     STATS["customers"] += len(people)
     STATS["pairs"] += candidates.height
@@ -383,26 +470,53 @@ def test_every_pair_agrees_with_the_oracle(tmp_path_factory, case):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(case=worlds(max_customers=30), offers_per_customer=st.integers(1, 3))
 def test_no_targeted_pair_violates_the_oracle(tmp_path_factory, case, offers_per_customer):
     people, shape = case
     world = load(tmp_path_factory, people, {**shape, "defect": None})
     ids = [p.id for p in people]
-    ranked = pl.DataFrame([(c, "mass", o, float((i * 7 + j * 3) % 11) + 0.01 * j) for i, c in enumerate(ids)
-                           for j, o in enumerate(OFFERS)], schema=["customer_id", "segment", "offer_id", "score"], orient="row")
-    spec = parse_campaign({"id": "oracle", "name": "Oracle", "offers": OFFERS, "channel": CHANNEL, "salt": "s",
-                           "offers_per_customer": offers_per_customer,
-                           "arms": [{"name": "control", "share": 0.2}, {"name": "model_a", "share": 0.8}]}, source="test")
-    plan = plan_campaign(spec, world=world, segments=pl.DataFrame({"customer_id": ids, "segment": "mass"}),
-                         ranker=ranker_from_frames({"model_a": ranked}), rules=RULES, as_of=AS_OF,
-                         contact_history=history_frame(people))
+    ranked = pl.DataFrame(
+        [
+            (c, "mass", o, float((i * 7 + j * 3) % 11) + 0.01 * j)
+            for i, c in enumerate(ids)
+            for j, o in enumerate(OFFERS)
+        ],
+        schema=["customer_id", "segment", "offer_id", "score"],
+        orient="row",
+    )
+    spec = parse_campaign(
+        {
+            "id": "oracle",
+            "name": "Oracle",
+            "offers": OFFERS,
+            "channel": CHANNEL,
+            "salt": "s",
+            "offers_per_customer": offers_per_customer,
+            "arms": [{"name": "control", "share": 0.2}, {"name": "model_a", "share": 0.8}],
+        },
+        source="test",
+    )
+    plan = plan_campaign(
+        spec,
+        world=world,
+        segments=pl.DataFrame({"customer_id": ids, "segment": "mass"}),
+        ranker=ranker_from_frames({"model_a": ranked}),
+        rules=RULES,
+        as_of=AS_OF,
+        contact_history=history_frame(people),
+    )
     by_id = {p.id: p for p in people}
     catalogue = {p[0]: p for p in PRODUCTS}
     for customer_id, offer_id in plan.targets.select("customer_id", "offer_id").iter_rows():
-        assert oracle_eligible(by_id[customer_id], catalogue[offer_id], history=by_id[customer_id].contacts, config=CONFIG), (
-            customer_id, offer_id, by_id[customer_id])
+        assert oracle_eligible(
+            by_id[customer_id], catalogue[offer_id], history=by_id[customer_id].contacts, config=CONFIG
+        ), (customer_id, offer_id, by_id[customer_id])
     # with no caps every customer with an oracle-eligible offer gets min(offers_per_customer, #eligible) of them
     allowed = [sum(oracle_eligible(p, catalogue[o], history=p.contacts, config=CONFIG) for o in OFFERS) for p in people]
     assert plan.targets.height == sum(min(n, offers_per_customer) for n in allowed)
@@ -411,6 +525,8 @@ def test_no_targeted_pair_violates_the_oracle(tmp_path_factory, case, offers_per
 
 
 def teardown_module(module):
-    print(f"\nfail-closed oracle search: {STATS['worlds']} worlds written ({STATS['rejected']} rejected as expected), "
-          f"{STATS['customers']} customers, {STATS['pairs']} (customer, offer) pairs judged, {STATS['eligible']} eligible, "
-          f"0 disagreements; {STATS['plans']} campaign plans, {STATS['targeted']} targeted pairs, 0 violations")
+    print(
+        f"\nfail-closed oracle search: {STATS['worlds']} worlds written ({STATS['rejected']} rejected as expected), "
+        f"{STATS['customers']} customers, {STATS['pairs']} (customer, offer) pairs judged, {STATS['eligible']} eligible, "
+        f"0 disagreements; {STATS['plans']} campaign plans, {STATS['targeted']} targeted pairs, 0 violations"
+    )

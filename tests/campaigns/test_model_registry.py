@@ -9,8 +9,18 @@ from campaigns.model_registry import active_version, active_versions, latest_ver
 
 
 def _register(session, version: str, name: str, when: datetime, **kw):
-    return register_model(session, version=version, name=name, params={"factors": 8}, data_hash="abc",
-                          trained_at=when, train_seconds=1.5, path=f"/m/{version}", metrics={"ndcg": 0.3}, **kw)
+    return register_model(
+        session,
+        version=version,
+        name=name,
+        params={"factors": 8},
+        data_hash="abc",
+        trained_at=when,
+        train_seconds=1.5,
+        path=f"/m/{version}",
+        metrics={"ndcg": 0.3},
+        **kw,
+    )
 
 
 def test_register_activates_latest_and_deactivates_previous(db_engine):
@@ -27,7 +37,12 @@ def test_register_activates_latest_and_deactivates_previous(db_engine):
         assert [v.version for v in list_versions(s, "als")] == ["als-3", "als-2", "als-1"]
         assert active_version(s, "bpr") is None
         row = active_version(s, "als")
-        assert (row.params, row.metrics, row.train_seconds, row.path) == ({"factors": 8}, {"ndcg": 0.3}, 1.5, "/m/als-2")
+        assert (row.params, row.metrics, row.train_seconds, row.path) == (
+            {"factors": 8},
+            {"ndcg": 0.3},
+            1.5,
+            "/m/als-2",
+        )
 
 
 def test_re_registering_a_version_is_idempotent(db_engine):

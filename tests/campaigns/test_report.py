@@ -33,22 +33,32 @@ def _experiment(seed: int = 0, n: int = 3000) -> tuple[pl.DataFrame, pl.DataFram
     rate = np.select([arms == "control", arms == "als"], [0.04, 0.07], 0.05)
     converted = rng.random(n) < rate
     ids = np.array([f"c{i:05d}" for i in range(n)])
-    assignments = pl.DataFrame({"customer_id": ids, "arm": arms, "segment": segment, "offer_id": "CC_GOLD",
-                                "exposed_at": T0})
+    assignments = pl.DataFrame(
+        {"customer_id": ids, "arm": arms, "segment": segment, "offer_id": "CC_GOLD", "exposed_at": T0}
+    )
     delays = rng.exponential(10, n)[converted]
-    conversions = pl.DataFrame({
-        "customer_id": ids[converted], "product_id": "CC_GOLD",
-        "converted_at": [T0 + timedelta(days=float(d)) for d in delays],
-        "amount": np.round(rng.lognormal(5, 1, converted.sum()), 2),
-    })
+    conversions = pl.DataFrame(
+        {
+            "customer_id": ids[converted],
+            "product_id": "CC_GOLD",
+            "converted_at": [T0 + timedelta(days=float(d)) for d in delays],
+            "amount": np.round(rng.lognormal(5, 1, converted.sum()), 2),
+        }
+    )
     return assignments, conversions
 
 
 @pytest.fixture(scope="module")
 def result():
     assignments, conversions = _experiment()
-    return build_report(assignments, conversions, control_arm="control", window_days=30,
-                        traffic_shares={"control": 1, "als": 1, "popular": 1}, title="Test campaign")
+    return build_report(
+        assignments,
+        conversions,
+        control_arm="control",
+        window_days=30,
+        traffic_shares={"control": 1, "als": 1, "popular": 1},
+        title="Test campaign",
+    )
 
 
 def _cell(assignments: pl.DataFrame, conversions: pl.DataFrame, arm: str, window: float) -> ProportionStats:
@@ -84,7 +94,10 @@ def test_csv_has_overall_and_segment_rows(result, tmp_path):
     rows = list(csv.DictReader(write_csv(result, tmp_path / "r.csv").open()))
     primary = [r for r in rows if r["metric"] == "offered_product"]
     assert [(r["segment"], r["arm"]) for r in primary if r["segment"] == "all"] == [
-        ("all", "control"), ("all", "als"), ("all", "popular")]
+        ("all", "control"),
+        ("all", "als"),
+        ("all", "popular"),
+    ]
     assert len([r for r in primary if r["segment"] != "all"]) == 4
     control = next(r for r in primary if r["arm"] == "control")
     assert control["abs_lift"] == "" and float(control["rate"]) > 0
@@ -104,8 +117,9 @@ def test_html_is_self_contained_with_decodable_plots(result, tmp_path):
 
 
 def test_degenerate_cells_do_not_break_the_report():
-    assignments = pl.DataFrame({"customer_id": ["1", "2", "3", "4"], "arm": ["control", "control", "b", "b"],
-                                "segment": ["x", "y", "x", "x"]})
+    assignments = pl.DataFrame(
+        {"customer_id": ["1", "2", "3", "4"], "arm": ["control", "control", "b", "b"], "segment": ["x", "y", "x", "x"]}
+    )
     result = build_report(assignments, pl.DataFrame({"customer_id": ["9"]}), control_arm="control")
     comparison = result.primary.comparisons[0]
     assert comparison.error == "no_conversions"
@@ -122,10 +136,24 @@ def test_unknown_control_arm_is_a_user_error():
 def chromium_console(page, tmp_path) -> tuple[list[str], str]:
     """Open ``page`` in headless Chromium; return its console messages and the dumped DOM."""
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=90,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line], proc.stdout
@@ -153,10 +181,17 @@ def test_console_check_catches_a_blocked_network_request(tmp_path):
 
 def test_an_arm_without_conversions_renders(tmp_path):
     n = 500
-    assignments = pl.DataFrame({"customer_id": [f"c{i}" for i in range(2 * n)], "arm": ["control"] * n + ["b"] * n,
-                                "offer_id": "X", "exposed_at": T0})
-    conversions = pl.DataFrame({"customer_id": [f"c{i}" for i in range(n, n + 25)], "product_id": "X",
-                                "converted_at": T0 + timedelta(days=1)})
+    assignments = pl.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(2 * n)],
+            "arm": ["control"] * n + ["b"] * n,
+            "offer_id": "X",
+            "exposed_at": T0,
+        }
+    )
+    conversions = pl.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(n, n + 25)], "product_id": "X", "converted_at": T0 + timedelta(days=1)}
+    )
     result = build_report(assignments, conversions, control_arm="control")
     assert result.primary.arms[0].conversions == 0 and result.primary.arms[0].ci_low == 0.0
     assert write_html(result, tmp_path / "r.html").exists()  # used to fail: 'xerr' must not contain negative values

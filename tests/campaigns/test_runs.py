@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from campaigns import export
+from campaigns.campaign_run import plan_campaign, ranker_from_frames, run_campaign
 from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
-from campaigns.runs import plan_campaign, ranker_from_frames, run_campaign
 
 IDS = [f"C{i:03d}" for i in range(60)]
 OFFERS = ["CARD", "SAVE", "LOAN"]
@@ -22,28 +22,40 @@ OFFERS = ["CARD", "SAVE", "LOAN"]
 def base_world(ids=IDS):
     frames = tables(ids)
     # C000-C009 are excluded from everything (no consent), C010-C014 are students (no CARD/LOAN)
-    frames["consents"] = frames["consents"].with_columns(
-        (pl.col("customer_id") >= pl.lit("C010")).alias("granted"))
+    frames["consents"] = frames["consents"].with_columns((pl.col("customer_id") >= pl.lit("C010")).alias("granted"))
     frames["customers"] = frames["customers"].with_columns(
-        pl.col("customer_id").is_between(pl.lit("C010"), pl.lit("C014")).alias("is_student"))
+        pl.col("customer_id").is_between(pl.lit("C010"), pl.lit("C014")).alias("is_student")
+    )
     return world(frames)
 
 
 def inputs(ids=IDS):
     segments = pl.DataFrame({"customer_id": ids, "segment": "mass"})
-    return dict(world=base_world(ids), segments=segments, ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
-                rules=default_rules())
+    return dict(
+        world=base_world(ids),
+        segments=segments,
+        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
+        rules=default_rules(),
+    )
 
 
 def counts(engine):
     with engine.connect() as conn:
-        return {t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
-                for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory, RunAudience)}
+        return {
+            t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
+            for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory, RunAudience)
+        }
 
 
 def do_run(engine, tmp_path, campaign=None, at=AS_OF, **extra):
-    return run_campaign(campaign or spec(), engine=engine, export_root=tmp_path / "exports", scheduled_for=at,
-                        now=AS_OF, **{**inputs(), **extra})
+    return run_campaign(
+        campaign or spec(),
+        engine=engine,
+        export_root=tmp_path / "exports",
+        scheduled_for=at,
+        now=AS_OF,
+        **{**inputs(), **extra},
+    )
 
 
 def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, tmp_path):
@@ -52,7 +64,9 @@ def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, t
     assert first.export_dir == tmp_path / "exports" / "test_campaign" / "test_campaign-20260601T090000"
     export.verify_manifest(first.export_dir)
     stored = counts(db_engine)
-    assert stored["campaign_runs"] == 1 and stored["target_list_rows"] == first.row_count == 50  # 60 minus 10 no-consent
+    assert (
+        stored["campaign_runs"] == 1 and stored["target_list_rows"] == first.row_count == 50
+    )  # 60 minus 10 no-consent
     with db_engine.connect() as conn:
         real = conn.execute(select(func.count()).where(ContactHistory.contacted.is_(True))).scalar_one()
     assert stored["contact_history"] == first.row_count  # control rows are virtual contacts (contacted = False)
@@ -73,7 +87,9 @@ def test_target_rows_hold_control_and_match_the_files(db_engine, tmp_path):
     with db_engine.connect() as conn:
         arms = dict(conn.execute(select(TargetListRow.arm, func.count()).group_by(TargetListRow.arm)).all())
     assert arms["control"] == result.control_count > 0
-    files = pl.read_csv(result.export_dir / "targets.csv").height + pl.read_csv(result.export_dir / "control.csv").height
+    files = (
+        pl.read_csv(result.export_dir / "targets.csv").height + pl.read_csv(result.export_dir / "control.csv").height
+    )
     assert files == result.row_count
 
 
@@ -128,9 +144,16 @@ def test_frequency_cap_counts_only_earlier_committed_contacts(db_engine, tmp_pat
     assert backfill.row_count == first.row_count  # contacts after the fire time do not count
     later = do_run(db_engine, tmp_path, campaign=capped, at=AS_OF + timedelta(days=1), rules=rules)
     with db_engine.connect() as conn:
-        excluded = dict(conn.execute(select(Exclusion.customer_id, Exclusion.rule_ids)
-                                     .where(Exclusion.run_id == later.run_id, Exclusion.offer_id.is_(None))).all())
-        targeted = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == later.run_id)).scalars())
+        excluded = dict(
+            conn.execute(
+                select(Exclusion.customer_id, Exclusion.rule_ids).where(
+                    Exclusion.run_id == later.run_id, Exclusion.offer_id.is_(None)
+                )
+            ).all()
+        )
+        targeted = set(
+            conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == later.run_id)).scalars()
+        )
     # the backfill contacted people too, but at AS_OF - 1 day: inside the window of the later run as well
     assert contacted & targeted == set()
     assert all("contact_cap" in excluded[c] for c in contacted)
@@ -139,20 +162,22 @@ def test_frequency_cap_counts_only_earlier_committed_contacts(db_engine, tmp_pat
 
 # ---- property: nobody failing a rule is ever targeted --------------------------------------------------------
 
-customer = st.fixed_dictionaries({
-    "age": st.integers(15, 85),
-    "student": st.booleans(),
-    "risk": st.sampled_from(["fresh", "stale", "missing"]),
-    "score": st.one_of(st.none(), st.integers(450, 800).map(float)),
-    "dti": st.one_of(st.none(), st.sampled_from([0.1, 0.4, 0.42, 0.9])),
-    "dpd": st.sampled_from([0, 0, 5]),
-    "dpd12": st.sampled_from([0, 30, 31]),
-    "fraud": st.sampled_from([False, False, True, None]),
-    "kyc": st.sampled_from([True, True, False, None]),
-    "consent": st.sampled_from(["granted", "granted", "withdrawn", "none"]),
-    "suppressed": st.booleans(),
-    "holds": st.sampled_from([None, "CARD", "SAVE"]),
-})
+customer = st.fixed_dictionaries(
+    {
+        "age": st.integers(15, 85),
+        "student": st.booleans(),
+        "risk": st.sampled_from(["fresh", "stale", "missing"]),
+        "score": st.one_of(st.none(), st.integers(450, 800).map(float)),
+        "dti": st.one_of(st.none(), st.sampled_from([0.1, 0.4, 0.42, 0.9])),
+        "dpd": st.sampled_from([0, 0, 5]),
+        "dpd12": st.sampled_from([0, 30, 31]),
+        "fraud": st.sampled_from([False, False, True, None]),
+        "kyc": st.sampled_from([True, True, False, None]),
+        "consent": st.sampled_from(["granted", "granted", "withdrawn", "none"]),
+        "suppressed": st.booleans(),
+        "holds": st.sampled_from([None, "CARD", "SAVE"]),
+    }
+)
 
 
 def oracle_fails(c: dict, offer: str) -> bool:
@@ -161,15 +186,25 @@ def oracle_fails(c: dict, offer: str) -> bool:
     floors = {"CARD": (21, None, 650, 0.40), "SAVE": (18, None, None, None), "LOAN": (18, 70, 600, 0.45)}
     min_age, max_age, floor, cap = floors[offer]
     risk = c["risk"] != "missing"
-    return any([
-        not risk, c["risk"] == "stale", c["consent"] != "granted", c["suppressed"], c["age"] < 18,
-        c["age"] < min_age, max_age is not None and c["age"] > max_age, credit and c["student"],
-        floor is not None and (not risk or c["score"] is None or c["score"] < floor),
-        cap is not None and (not risk or c["dti"] is None or c["dti"] > cap),
-        credit and (not risk or c["dpd"] > 0), credit and (not risk or c["dpd12"] > 30),
-        not risk or c["fraud"] is not False,  # issue 10: a missing fraud flag excludes (it used to pass)
-        not risk or c["kyc"] is not True, c["holds"] == offer,
-    ])
+    return any(
+        [
+            not risk,
+            c["risk"] == "stale",
+            c["consent"] != "granted",
+            c["suppressed"],
+            c["age"] < 18,
+            c["age"] < min_age,
+            max_age is not None and c["age"] > max_age,
+            credit and c["student"],
+            floor is not None and (not risk or c["score"] is None or c["score"] < floor),
+            cap is not None and (not risk or c["dti"] is None or c["dti"] > cap),
+            credit and (not risk or c["dpd"] > 0),
+            credit and (not risk or c["dpd12"] > 30),
+            not risk or c["fraud"] is not False,  # issue 10: a missing fraud flag excludes (it used to pass)
+            not risk or c["kyc"] is not True,
+            c["holds"] == offer,
+        ]
+    )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -179,85 +214,146 @@ def test_no_customer_failing_any_rule_is_ever_targeted(people, offers_per_custom
     frames = tables(ids)
     frames["customers"] = frames["customers"].with_columns(
         pl.Series("birth_date", [date(2026 - p["age"], 1, 1) for p in people]),
-        pl.Series("is_student", [p["student"] for p in people]))
+        pl.Series("is_student", [p["student"] for p in people]),
+    )
     risk_rows = frames["risk"].with_columns(
-        pl.Series("as_of", [AS_OF - timedelta(days=60 if p["risk"] == "stale" else 2) for p in people], dtype=pl.Datetime("us")),
+        pl.Series(
+            "as_of",
+            [AS_OF - timedelta(days=60 if p["risk"] == "stale" else 2) for p in people],
+            dtype=pl.Datetime("us"),
+        ),
         pl.Series("credit_score", [p["score"] for p in people], dtype=pl.Float64),
         pl.Series("dti", [p["dti"] for p in people], dtype=pl.Float64),
         pl.Series("dpd_current", [p["dpd"] for p in people], dtype=pl.Int32),
         pl.Series("max_dpd_12m", [p["dpd12"] for p in people], dtype=pl.Int32),
         pl.Series("fraud_flag", [p["fraud"] for p in people], dtype=pl.Boolean),
-        pl.Series("kyc_ok", [p["kyc"] for p in people], dtype=pl.Boolean))
+        pl.Series("kyc_ok", [p["kyc"] for p in people], dtype=pl.Boolean),
+    )
     frames["risk"] = risk_rows.filter(pl.Series([p["risk"] != "missing" for p in people]))
     consents = frames["consents"]
     withdrawn = consents.with_columns(pl.lit(False).alias("granted"), pl.col("updated_at") + timedelta(days=50))
-    frames["consents"] = pl.concat([consents.filter(pl.Series([p["consent"] != "none" for p in people])),
-                                    withdrawn.filter(pl.Series([p["consent"] == "withdrawn" for p in people]))])
-    frames["suppression"] = pl.DataFrame({"customer_id": [i for i, p in zip(ids, people) if p["suppressed"]], "reason": "dnc"},
-                                         schema={"customer_id": pl.String, "reason": pl.String})
+    frames["consents"] = pl.concat(
+        [
+            consents.filter(pl.Series([p["consent"] != "none" for p in people])),
+            withdrawn.filter(pl.Series([p["consent"] == "withdrawn" for p in people])),
+        ]
+    )
+    frames["suppression"] = pl.DataFrame(
+        {"customer_id": [i for i, p in zip(ids, people) if p["suppressed"]], "reason": "dnc"},
+        schema={"customer_id": pl.String, "reason": pl.String},
+    )
     held = [(i, p["holds"]) for i, p in zip(ids, people) if p["holds"]]
-    frames["holdings"] = pl.DataFrame({"customer_id": [h[0] for h in held], "product_id": [h[1] for h in held],
-                                       "since": [datetime(2020, 1, 1)] * len(held)},
-                                      schema={"customer_id": pl.String, "product_id": pl.String, "since": pl.Datetime("us")})
+    frames["holdings"] = pl.DataFrame(
+        {
+            "customer_id": [h[0] for h in held],
+            "product_id": [h[1] for h in held],
+            "since": [datetime(2020, 1, 1)] * len(held),
+        },
+        schema={"customer_id": pl.String, "product_id": pl.String, "since": pl.Datetime("us")},
+    )
     plan = plan_campaign(
-        spec(offers_per_customer=offers_per_customer), world=world(frames),
+        spec(offers_per_customer=offers_per_customer),
+        world=world(frames),
         segments=pl.DataFrame({"customer_id": ids, "segment": "mass"}),
-        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}), rules=default_rules(), as_of=AS_OF)
+        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
+        rules=default_rules(),
+        as_of=AS_OF,
+    )
     person = dict(zip(ids, people))
     targeted = set(plan.targets.select("customer_id", "offer_id").iter_rows())
     for customer_id, offer in targeted:
         assert not oracle_fails(person[customer_id], offer), (customer_id, offer, person[customer_id])
     expected = {(i, o) for i in ids for o in OFFERS if not oracle_fails(person[i], o)}
     # with no caps, every customer with an eligible offer gets min(offers_per_customer, #eligible) of them
-    per_customer = pl.DataFrame(list(expected), schema=["customer_id", "offer_id"], orient="row").group_by("customer_id").len()
+    per_customer = (
+        pl.DataFrame(list(expected), schema=["customer_id", "offer_id"], orient="row").group_by("customer_id").len()
+    )
     assert plan.targets.height == sum(min(n, offers_per_customer) for n in per_customer["len"])
 
 
 def test_unknown_target_segment_is_a_clear_error():
-    from campaigns.specs import CampaignSpecError, parse_campaign
-    from campaigns.runs import plan_campaign
     import polars as pl
 
-    spec = parse_campaign({"id": "c", "name": "c", "offers": ["X"], "segments": ["nope"], "channel": "email",
-                           "max_audience": 10, "salt": "s", "arms": [{"name": "control", "share": 0.5},
-                                                                     {"name": "popularity", "share": 0.5}]},
-                          source="c.toml")
+    from campaigns.campaign_run import plan_campaign
+    from campaigns.specs import CampaignSpecError, parse_campaign
+
+    spec = parse_campaign(
+        {
+            "id": "c",
+            "name": "c",
+            "offers": ["X"],
+            "segments": ["nope"],
+            "channel": "email",
+            "max_audience": 10,
+            "salt": "s",
+            "arms": [{"name": "control", "share": 0.5}, {"name": "popularity", "share": 0.5}],
+        },
+        source="c.toml",
+    )
 
     class _World:
         products = pl.DataFrame({"product_id": ["X"], "family": ["deposit"]})
 
     with pytest.raises(CampaignSpecError, match="'nope' is not a segment"):
-        plan_campaign(spec, world=_World(), segments=pl.DataFrame({"customer_id": ["a"], "segment": ["s1"]}),
-                      ranker=None, rules=None, as_of=None,
-                      allowed=pl.DataFrame({"segment": ["s1"], "offer_id": ["X"]}))
+        plan_campaign(
+            spec,
+            world=_World(),
+            segments=pl.DataFrame({"customer_id": ["a"], "segment": ["s1"]}),
+            ranker=None,
+            rules=None,
+            as_of=None,
+            allowed=pl.DataFrame({"segment": ["s1"], "offer_id": ["X"]}),
+        )
 
 
 # ---- experiments across runs: virtual contacts, exposure at the fire time, holdouts ----------------------------
 
+
 def test_control_and_holdouts_count_toward_their_own_campaigns_cap_only(db_engine, tmp_path):
     """Control customers used to escape the cap: repeated runs then failed their own sample-ratio check and the
     same control customers came back every run."""
-    capped = dict(contact_cap={"max_contacts": 1, "window_days": 30}, holdout=0.3,
-                  arms=[{"name": "control", "share": 0.3}, {"name": "model_a", "share": 0.7}])
+    capped = dict(
+        contact_cap={"max_contacts": 1, "window_days": 30},
+        holdout=0.3,
+        arms=[{"name": "control", "share": 0.3}, {"name": "model_a", "share": 0.7}],
+    )
     rules = default_rules().with_contact_cap(max_contacts=1, window_days=30)
     first = do_run(db_engine, tmp_path, campaign=spec(**capped), rules=rules)
     with db_engine.connect() as conn:
-        rows = conn.execute(select(TargetListRow.customer_id, TargetListRow.arm).where(TargetListRow.run_id == first.run_id)).all()
-        virtual = set(conn.execute(select(ContactHistory.customer_id).where(ContactHistory.contacted.is_(False))).scalars())
+        rows = conn.execute(
+            select(TargetListRow.customer_id, TargetListRow.arm).where(TargetListRow.run_id == first.run_id)
+        ).all()
+        virtual = set(
+            conn.execute(select(ContactHistory.customer_id).where(ContactHistory.contacted.is_(False))).scalars()
+        )
     arms = dict(rows)
     tracked = {c for c, a in arms.items() if a in ("control", "model_a:holdout")}
     assert {"control", "model_a", "model_a:holdout"} <= set(arms.values()) and virtual == tracked
     second = do_run(db_engine, tmp_path, campaign=spec(**capped), at=AS_OF + timedelta(days=7), rules=rules)
     with db_engine.connect() as conn:
-        again = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == second.run_id)).scalars())
-        audience = dict(conn.execute(select(RunAudience.arm, func.count()).where(RunAudience.run_id == second.run_id)
-                                     .group_by(RunAudience.arm)).all())
+        again = set(
+            conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == second.run_id)).scalars()
+        )
+        audience = dict(
+            conn.execute(
+                select(RunAudience.arm, func.count())
+                .where(RunAudience.run_id == second.run_id)
+                .group_by(RunAudience.arm)
+            ).all()
+        )
     assert again.isdisjoint(arms)  # nobody of run 1, control and holdouts included, is offered again in the window
     assert sum(audience.values()) == 50  # capped customers stay in the eligible audience the arms split
-    other = do_run(db_engine, tmp_path, campaign=spec(id="other_campaign", salt="x", **capped),
-                   at=AS_OF + timedelta(days=7), rules=rules)
+    other = do_run(
+        db_engine,
+        tmp_path,
+        campaign=spec(id="other_campaign", salt="x", **capped),
+        at=AS_OF + timedelta(days=7),
+        rules=rules,
+    )
     with db_engine.connect() as conn:
-        reached = set(conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == other.run_id)).scalars())
+        reached = set(
+            conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == other.run_id)).scalars()
+        )
     assert tracked & reached  # virtual contacts never cap another campaign
 
 
@@ -267,13 +363,20 @@ def test_exposure_is_the_fire_time_not_when_the_files_were_written(db_engine, tm
     from campaigns.report_data import load_run_assignments
 
     fire = AS_OF
-    result = run_campaign(spec(), engine=db_engine, export_root=tmp_path / "exports", scheduled_for=fire,
-                          now=AS_OF + timedelta(days=20), **inputs())  # replayed 20 days after its fire time
+    result = run_campaign(
+        spec(),
+        engine=db_engine,
+        export_root=tmp_path / "exports",
+        scheduled_for=fire,
+        now=AS_OF + timedelta(days=20),
+        **inputs(),
+    )  # replayed 20 days after its fire time
     loaded = load_run_assignments(db_engine, "test_campaign", run_id=result.run_id)
     assert set(loaded.assignments["exposed_at"]) == {fire} and set(loaded.audience["exposed_at"]) == {fire}
     contacted = loaded.assignments.filter(pl.col("arm") == "model_a")
-    conversions = contacted.head(10).select("customer_id", pl.col("offer_id").alias("product_id"),
-                                            pl.lit(fire + timedelta(days=3)).alias("converted_at"))
+    conversions = contacted.head(10).select(
+        "customer_id", pl.col("offer_id").alias("product_id"), pl.lit(fire + timedelta(days=3)).alias("converted_at")
+    )
     report = report_run(db_engine, spec(), conversions, run_id=result.run_id)
     itt = {a.arm: a.conversions for a in report.section("itt").result.primary.arms}
     assert itt == {"control": 0, "model_a": 10}  # conversions between the fire time and the write still count
@@ -282,9 +385,15 @@ def test_exposure_is_the_fire_time_not_when_the_files_were_written(db_engine, tm
 def test_unselected_customers_stay_in_their_arm_share(db_engine, tmp_path):
     result = do_run(db_engine, tmp_path, campaign=spec(max_audience=20))
     with db_engine.connect() as conn:
-        audience = pl.DataFrame(conn.execute(select(RunAudience.customer_id, RunAudience.arm, RunAudience.selected,
-                                                    RunAudience.contacted).where(RunAudience.run_id == result.run_id)).all(),
-                                schema=["customer_id", "arm", "selected", "contacted"], orient="row")
+        audience = pl.DataFrame(
+            conn.execute(
+                select(RunAudience.customer_id, RunAudience.arm, RunAudience.selected, RunAudience.contacted).where(
+                    RunAudience.run_id == result.run_id
+                )
+            ).all(),
+            schema=["customer_id", "arm", "selected", "contacted"],
+            orient="row",
+        )
     assert audience.height == 50 and int(audience["selected"].sum()) == 20
     assert audience.filter(pl.col("arm") == "control")["contacted"].sum() == 0
     assert audience.filter(pl.col("contacted"))["selected"].all()

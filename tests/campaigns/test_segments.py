@@ -26,28 +26,42 @@ RULES = {
     },
     "segment": [
         {"name": "students", "when": {"life_stage": "student"}, "families": ["deposit"], "offers": ["CARD_YOUTH"]},
-        {"name": "rich", "when": {"income_band": "high", "region": ["north", "south"]}, "families": ["*"],
-         "exclude_offers": ["DEP_1"]},
+        {
+            "name": "rich",
+            "when": {"income_band": "high", "region": ["north", "south"]},
+            "families": ["*"],
+            "exclude_offers": ["DEP_1"],
+        },
     ],
     "default_segment": {"name": "everyone", "families": ["deposit", "card"]},
 }
-PRODUCTS = pl.DataFrame({
-    "product_id": ["DEP_1", "DEP_2", "CARD_1", "CARD_YOUTH", "LOAN_1"],
-    "family": ["deposit", "deposit", "card", "card", "loan"],
-})
+PRODUCTS = pl.DataFrame(
+    {
+        "product_id": ["DEP_1", "DEP_2", "CARD_1", "CARD_YOUTH", "LOAN_1"],
+        "family": ["deposit", "deposit", "card", "card", "loan"],
+    }
+)
 
 
 def customers() -> pl.DataFrame:
-    return pl.DataFrame({
-        "customer_id": ["s", "r", "f", "d", "birthday", "no_birth"],
-        "birth_date": [date(2005, 1, 1), date(1980, 5, 5), date(1980, 5, 5), date(2000, 1, 1), date(1996, 11, 1),
-                       None],
-        "age": [None, None, None, None, None, 70],
-        "income": [9000.0, 90000.0, 40000.0, 90000.0, None, 20000.0],
-        "region": ["north", "south", "north", "east", "north", "west"],
-        "is_student": [True, False, False, False, False, None],
-        "housing": ["renter", "owner", "owner", "renter", "renter", None],
-    })
+    return pl.DataFrame(
+        {
+            "customer_id": ["s", "r", "f", "d", "birthday", "no_birth"],
+            "birth_date": [
+                date(2005, 1, 1),
+                date(1980, 5, 5),
+                date(1980, 5, 5),
+                date(2000, 1, 1),
+                date(1996, 11, 1),
+                None,
+            ],
+            "age": [None, None, None, None, None, 70],
+            "income": [9000.0, 90000.0, 40000.0, 90000.0, None, 20000.0],
+            "region": ["north", "south", "north", "east", "north", "west"],
+            "is_student": [True, False, False, False, False, None],
+            "housing": ["renter", "owner", "owner", "renter", "renter", None],
+        }
+    )
 
 
 def test_tags_and_first_match_segments():
@@ -69,7 +83,10 @@ def test_age_counts_birthday_on_as_of_date():
     tagged = rules.tag(customers(), as_of=AS_OF)
     ages = dict(tagged.select("customer_id", "age").iter_rows())
     assert ages["birthday"] == 30 and ages["r"] == 46 and ages["s"] == 21 and ages["no_birth"] == 70
-    assert dict(rules.tag(customers(), as_of=datetime(2026, 10, 31)).select("customer_id", "age").iter_rows())["birthday"] == 29
+    assert (
+        dict(rules.tag(customers(), as_of=datetime(2026, 10, 31)).select("customer_id", "age").iter_rows())["birthday"]
+        == 29
+    )
 
 
 def test_allowed_offers_families_offers_and_exclusions():

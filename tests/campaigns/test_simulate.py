@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from campaigns.contracts import CONVERSIONS, validate
-from campaigns.simulate import simulate_conversions, simulate_for_run
-from campaigns.synthetic import GroundTruth, generate_world
+from campaigns.demo.simulate import simulate_conversions, simulate_for_run
+from campaigns.demo.synthetic import GroundTruth, generate_world
 
 EXPOSED = datetime(2026, 11, 2, 8)
 
@@ -29,8 +29,16 @@ def _targets(world, *, arms=("control", "als"), offers_per_customer: int = 2, se
     cust = np.repeat(customers, offers_per_customer)
     arm = np.repeat(np.array(arms)[rng.integers(0, len(arms), customers.size)], offers_per_customer)
     picks = np.stack([rng.choice(offers.size, offers_per_customer, replace=False) for _ in customers]).ravel()
-    return pl.DataFrame({"customer_id": cust, "offer_id": offers[picks], "arm": arm, "generated_at": EXPOSED,
-                         "channel": "email", "score": rng.random(cust.size)})
+    return pl.DataFrame(
+        {
+            "customer_id": cust,
+            "offer_id": offers[picks],
+            "arm": arm,
+            "generated_at": EXPOSED,
+            "channel": "email",
+            "score": rng.random(cust.size),
+        }
+    )
 
 
 def test_output_is_a_valid_conversions_table(world):
@@ -55,11 +63,15 @@ def test_rates_follow_the_ground_truth(world):
     targets = _targets(world, offers_per_customer=3)
     truth = GroundTruth.load(world)
     products = pl.read_parquet(world / "products.parquet")
-    conversions = simulate_conversions(targets, truth, products, seed=5, uncontacted_factor=0.25, organic_rate=0.0,
-                                       mean_delay_days=5)
+    conversions = simulate_conversions(
+        targets, truth, products, seed=5, uncontacted_factor=0.25, organic_rate=0.0, mean_delay_days=5
+    )
     p = truth.conversion_probability(targets.select("customer_id", pl.col("offer_id").alias("product_id")))
-    converted = targets.join(conversions.select("customer_id", pl.col("product_id").alias("offer_id"),
-                                                pl.lit(1).alias("hit")), on=["customer_id", "offer_id"], how="left")
+    converted = targets.join(
+        conversions.select("customer_id", pl.col("product_id").alias("offer_id"), pl.lit(1).alias("hit")),
+        on=["customer_id", "offer_id"],
+        how="left",
+    )
     hit = converted["hit"].fill_null(0).to_numpy()
     for arm, factor in (("als", 1.0), ("control", 0.25)):
         mask = (targets["arm"] == arm).to_numpy()
@@ -78,8 +90,12 @@ def test_organic_conversions_at_the_base_rate(world):
     organic = conversions.filter(pl.col("channel") == "organic")
     n = targets["customer_id"].n_unique()
     assert abs(organic.height - 0.05 * n) < 4 * np.sqrt(n * 0.05 * 0.95)
-    assert conversions.filter(pl.col("channel") == "email").join(
-        targets.filter(pl.col("arm") == "control"), on="customer_id").height == 0  # control is never contacted
+    assert (
+        conversions.filter(pl.col("channel") == "email")
+        .join(targets.filter(pl.col("arm") == "control"), on="customer_id")
+        .height
+        == 0
+    )  # control is never contacted
 
 
 def test_empty_targets_give_an_empty_table(world):
@@ -112,17 +128,27 @@ def test_treatment_effect_follows_the_response_types(world):
     truth = GroundTruth.load(world)
     products = pl.read_parquet(world / "products.parquet")
     targets = pl.concat([_targets(world, offers_per_customer=3, seed=s) for s in (1, 2, 3)]).unique(
-        ["customer_id", "offer_id"])
+        ["customer_id", "offer_id"]
+    )
     conversions = simulate_conversions(targets, truth, products, seed=4, organic_rate=0.0)
     pairs = targets.select("customer_id", pl.col("offer_id").alias("product_id"))
     q = 1 / (1 + np.exp(-(truth.utility(pairs) - meta["conversion_offset"])))
-    kind = pairs.join(truth.customers.select("customer_id", "response_type"), on="customer_id",
-                      maintain_order="left")["response_type"].to_numpy()
+    kind = pairs.join(truth.customers.select("customer_id", "response_type"), on="customer_id", maintain_order="left")[
+        "response_type"
+    ].to_numpy()
     contacted = (targets["arm"] == "als").to_numpy()
     m = np.array([factors[k][1] if c else factors[k][0] for k, c in zip(kind, contacted)])
     expected_p = np.minimum(1.0, q * m)
-    hit = targets.join(conversions.select("customer_id", pl.col("product_id").alias("offer_id"), pl.lit(1).alias("hit")),
-                       on=["customer_id", "offer_id"], how="left", maintain_order="left")["hit"].fill_null(0).to_numpy()
+    hit = (
+        targets.join(
+            conversions.select("customer_id", pl.col("product_id").alias("offer_id"), pl.lit(1).alias("hit")),
+            on=["customer_id", "offer_id"],
+            how="left",
+            maintain_order="left",
+        )["hit"]
+        .fill_null(0)
+        .to_numpy()
+    )
     for k in factors:
         for c in (True, False):
             mask = (kind == k) & (contacted == c)
@@ -132,8 +158,11 @@ def test_treatment_effect_follows_the_response_types(world):
     assert rate["persuadable", True] > 3 * rate["persuadable", False]  # the contact causes their conversions
     assert rate["sleeping_dog", True] < rate["sleeping_dog", False]  # and puts these off
     uplift = truth.true_uplift(pairs)
-    assert np.allclose(uplift, np.minimum(1, q * np.array([factors[k][1] for k in kind]))
-                       - np.minimum(1, q * np.array([factors[k][0] for k in kind])))
+    assert np.allclose(
+        uplift,
+        np.minimum(1, q * np.array([factors[k][1] for k in kind]))
+        - np.minimum(1, q * np.array([factors[k][0] for k in kind])),
+    )
 
 
 def test_held_out_rows_are_not_contacted(world):

@@ -17,8 +17,17 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportion_
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from campaigns.stats import (
-    ErrorCode, ProportionStats, RevenueStats, arm_rate, benjamini_hochberg, compare_proportions, compare_revenue,
-    compare_segments, minimum_detectable_effect, sample_ratio_mismatch, wilson_interval,
+    ErrorCode,
+    ProportionStats,
+    RevenueStats,
+    arm_rate,
+    benjamini_hochberg,
+    compare_proportions,
+    compare_revenue,
+    compare_segments,
+    minimum_detectable_effect,
+    sample_ratio_mismatch,
+    wilson_interval,
 )
 
 TOL = 1e-9
@@ -41,22 +50,33 @@ class ProportionCase:
             assert wilson_interval(cell.conversions, cell.n, alpha=self.alpha) == pytest.approx(expected, abs=TOL)
 
     def test_difference_interval_matches_statsmodels_wald(self, result):
-        low, high = confint_proportions_2indep(self.treatment.conversions, self.treatment.n, self.control.conversions,
-                                               self.control.n, compare="diff", method="wald", alpha=self.alpha)
+        low, high = confint_proportions_2indep(
+            self.treatment.conversions,
+            self.treatment.n,
+            self.control.conversions,
+            self.control.n,
+            compare="diff",
+            method="wald",
+            alpha=self.alpha,
+        )
         assert result.abs_lift == pytest.approx(self.treatment.rate - self.control.rate, abs=TOL)
         assert (result.abs_ci_low, result.abs_ci_high) == pytest.approx((low, high), abs=TOL)
 
     def test_p_value_matches_statsmodels_ztest(self, result):
-        z, p = proportions_ztest([self.treatment.conversions, self.control.conversions],
-                                 [self.treatment.n, self.control.n])
+        z, p = proportions_ztest(
+            [self.treatment.conversions, self.control.conversions], [self.treatment.n, self.control.n]
+        )
         assert result.z == pytest.approx(z, abs=TOL)
         assert result.p_value == pytest.approx(p, rel=1e-9)
 
     def test_relative_interval_matches_statsmodels_delta_method(self, result):
         pc, pt = self.control.rate, self.treatment.rate
-        delta = NonlinearDeltaCov(lambda p: np.atleast_1d(p[1] / p[0] - 1), np.array([pc, pt]),
-                                  np.diag([pc * (1 - pc) / self.control.n, pt * (1 - pt) / self.treatment.n]))
-        (low, high), = delta.conf_int(alpha=self.alpha)
+        delta = NonlinearDeltaCov(
+            lambda p: np.atleast_1d(p[1] / p[0] - 1),
+            np.array([pc, pt]),
+            np.diag([pc * (1 - pc) / self.control.n, pt * (1 - pt) / self.treatment.n]),
+        )
+        ((low, high),) = delta.conf_int(alpha=self.alpha)
         assert result.rel_lift == pytest.approx(pt / pc - 1, abs=TOL)
         assert (result.rel_ci_low, result.rel_ci_high) == pytest.approx((low, high), abs=1e-7)
         assert result.error is None
@@ -143,11 +163,14 @@ class RevenueCase:
         assert result.p_value == pytest.approx(p, rel=1e-9)
 
     def test_interval_matches_statsmodels(self, result):
-        compare = CompareMeans(DescrStatsW(np.asarray(self.treatment_values, float)),
-                               DescrStatsW(np.asarray(self.control_values, float)))
+        compare = CompareMeans(
+            DescrStatsW(np.asarray(self.treatment_values, float)), DescrStatsW(np.asarray(self.control_values, float))
+        )
         low, high = compare.tconfint_diff(alpha=self.alpha, usevar="unequal")
         assert (result.abs_ci_low, result.abs_ci_high) == pytest.approx((low, high), rel=1e-9)
-        assert result.mean - result.control_mean == pytest.approx(np.mean(self.treatment_values) - np.mean(self.control_values))
+        assert result.mean - result.control_mean == pytest.approx(
+            np.mean(self.treatment_values) - np.mean(self.control_values)
+        )
 
 
 class TestSparseRevenue(RevenueCase):
@@ -155,8 +178,12 @@ class TestSparseRevenue(RevenueCase):
 
 
 class TestSkewedRevenueAt99(RevenueCase):
-    control_values = list(np.random.default_rng(3).lognormal(3, 1.2, 300) * (np.random.default_rng(4).random(300) < 0.1))
-    treatment_values = list(np.random.default_rng(5).lognormal(3.1, 1.2, 280) * (np.random.default_rng(6).random(280) < 0.13))
+    control_values = list(
+        np.random.default_rng(3).lognormal(3, 1.2, 300) * (np.random.default_rng(4).random(300) < 0.1)
+    )
+    treatment_values = list(
+        np.random.default_rng(5).lognormal(3.1, 1.2, 280) * (np.random.default_rng(6).random(280) < 0.13)
+    )
     alpha = 0.01
 
 
@@ -172,7 +199,9 @@ class TestDegenerateRevenue:
 
 class TestSampleRatioMismatch:
     def test_balanced_hillstrom_split(self):
-        result = sample_ratio_mismatch({"Mens": 21307, "Womens": 21387, "None": 21306}, {"Mens": 1, "Womens": 1, "None": 1})
+        result = sample_ratio_mismatch(
+            {"Mens": 21307, "Womens": 21387, "None": 21306}, {"Mens": 1, "Womens": 1, "None": 1}
+        )
         # by hand: sum((o - e)^2 / e) with e = 64000 / 3; with 2 degrees of freedom p = exp(-chi2 / 2)
         e = 64000 / 3
         chi2 = sum((o - e) ** 2 / e for o in (21307, 21387, 21306))
@@ -183,7 +212,9 @@ class TestSampleRatioMismatch:
     def test_mismatch_flagged_below_0_001(self):
         result = sample_ratio_mismatch({"control": 5200, "treatment": 4800}, {"control": 0.5, "treatment": 0.5})
         assert result.chi2 == pytest.approx(16.0)
-        assert result.p_value == pytest.approx(math.erfc(math.sqrt(8.0)), rel=1e-9)  # 1 df: P(chi2 > x) = erfc(sqrt(x/2))
+        assert result.p_value == pytest.approx(
+            math.erfc(math.sqrt(8.0)), rel=1e-9
+        )  # 1 df: P(chi2 > x) = erfc(sqrt(x/2))
         assert result.mismatch
 
     def test_unequal_configured_shares(self):
@@ -214,7 +245,12 @@ def test_segment_breakdown_adjusts_over_all_cells_and_survives_empty_cells():
         "tiny": {"a": ProportionStats(4, 1)},  # no control customers in this segment
     }
     cells = compare_segments(by_segment, control_arm="control")
-    assert [(c.segment, c.comparison.arm) for c in cells] == [("old", "a"), ("tiny", "a"), ("young", "a"), ("young", "b")]
+    assert [(c.segment, c.comparison.arm) for c in cells] == [
+        ("old", "a"),
+        ("tiny", "a"),
+        ("young", "a"),
+        ("young", "b"),
+    ]
     tiny = cells[1]
     assert tiny.comparison.error is ErrorCode.NO_CUSTOMERS and math.isnan(tiny.p_adjusted)
     raw = [c.comparison.p_value for c in cells if not math.isnan(c.comparison.p_value)]
@@ -230,8 +266,9 @@ class MdeCase:
 
     def test_matches_statsmodels_power(self):
         result = minimum_detectable_effect(self.control, self.n_treatment, alpha=self.alpha, power=self.power)
-        effect_size = NormalIndPower().solve_power(nobs1=self.control.n, ratio=self.n_treatment / self.control.n,
-                                                   alpha=self.alpha, power=self.power)
+        effect_size = NormalIndPower().solve_power(
+            nobs1=self.control.n, ratio=self.n_treatment / self.control.n, alpha=self.alpha, power=self.power
+        )
         p = self.control.rate
         # statsmodels also counts the (negligible) opposite tail, hence the relative tolerance
         assert result.abs_effect == pytest.approx(effect_size * math.sqrt(p * (1 - p)), rel=1e-4)
@@ -264,15 +301,19 @@ def test_wilson_interval_always_holds_the_rate():
 def test_covariate_balance_is_the_pearson_chi_square_of_the_segment_by_arm_table():
     from campaigns.stats import covariate_balance
 
-    counts = {"young": {"control": 30, "als": 70, "pop": 20}, "family": {"control": 10, "als": 40, "pop": 60},
-              "empty": {"control": 0, "als": 0}}
+    counts = {
+        "young": {"control": 30, "als": 70, "pop": 20},
+        "family": {"control": 10, "als": 40, "pop": 60},
+        "empty": {"control": 0, "als": 0},
+    }
     result = covariate_balance(counts)
     table = [[30, 70, 20], [10, 40, 60]]  # rows young, family; the empty level drops out
     total = sum(map(sum, table))
     rows = [sum(r) for r in table]
     cols = [sum(c) for c in zip(*table)]
-    chi2 = sum((table[i][j] - rows[i] * cols[j] / total) ** 2 / (rows[i] * cols[j] / total)
-               for i in range(2) for j in range(3))
+    chi2 = sum(
+        (table[i][j] - rows[i] * cols[j] / total) ** 2 / (rows[i] * cols[j] / total) for i in range(2) for j in range(3)
+    )
     assert result.chi2 == pytest.approx(chi2, rel=1e-12) and result.dof == 2
     assert result.p_value == pytest.approx(math.exp(-chi2 / 2), rel=1e-9)  # chi-square with 2 df: exp(-x/2)
     assert result.imbalance and result.error is None

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import CREDIT_FAMILIES, GroundTruth, generate_world
+from campaigns.demo.synthetic import CREDIT_FAMILIES, GroundTruth, generate_world
 
 EVENT_TYPES = {"impression", "click", "application", "approval", "activation"}
 
@@ -33,7 +33,7 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path, fmt):
 
 
 def test_chunked_generation_is_consistent_across_chunks(tmp_path, monkeypatch):
-    import campaigns.synthetic as synthetic
+    import campaigns.demo.synthetic as synthetic
 
     monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", 1_000)
     counts = generate_world(tmp_path, customers=2_500, seed=1)
@@ -63,7 +63,9 @@ def test_world_passes_its_own_contracts_and_looks_like_a_bank(world_dir):
     assert world.suppression.height > 0
     counts = world.events.collect().group_by("event_type").len()
     funnel = dict(counts.iter_rows())
-    assert funnel["impression"] > funnel["click"] > funnel["application"] > funnel["approval"] > funnel["activation"] > 0
+    assert (
+        funnel["impression"] > funnel["click"] > funnel["application"] > funnel["approval"] > funnel["activation"] > 0
+    )
 
 
 def test_ground_truth_drives_activations(world_dir):
@@ -86,8 +88,11 @@ def test_ground_truth_drives_activations(world_dir):
     # base rate: how often a random activation's family equals a random customer's top family
     fam_share = activations["family"].value_counts(normalize=True)
     top_share = top_family["top_family"].value_counts(normalize=True)
-    base = fam_share.join(top_share, left_on="family", right_on="top_family").select(
-        (pl.col("proportion") * pl.col("proportion_right")).sum()).item()
+    base = (
+        fam_share.join(top_share, left_on="family", right_on="top_family")
+        .select((pl.col("proportion") * pl.col("proportion_right")).sum())
+        .item()
+    )
     assert share_top > 2 * base
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns.contracts import load_world
+from campaigns.demo.synthetic import generate_world
 from campaigns.report_data import RunAssignments
-from campaigns.synthetic import generate_world
 from campaigns.uplift.history import RunDesign, customer_features, training_rows
 
 AS_OF = datetime(2026, 6, 1, 9)
@@ -38,8 +37,9 @@ def baseline(world, segments):
     return customer_features(world, segments, as_of=AS_OF)
 
 
-later = st.lists(st.tuples(st.integers(0, 599), st.integers(0, 39), st.integers(0, 400 * 86_400)), min_size=1,
-                 max_size=30)
+later = st.lists(
+    st.tuples(st.integers(0, 599), st.integers(0, 39), st.integers(0, 400 * 86_400)), min_size=1, max_size=30
+)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -51,14 +51,38 @@ def test_nothing_after_the_fire_time_changes_a_feature(world, segments, baseline
     ids = [customers[c] for c, _, _ in rows]
     prods = [products[p] for _, p, _ in rows]
     times = [AS_OF + timedelta(seconds=s) for _, _, s in rows]
-    events = pl.concat([world.events.collect(), pl.DataFrame({
-        "customer_id": ids, "product_id": prods, "event_type": "activation", "event_time": times,
-        "channel": "app", "amount": 1.0}).cast(world.events.collect_schema())])
-    holdings = pl.concat([world.holdings, pl.DataFrame({"customer_id": ids, "product_id": prods, "since": times,
-                                                        "until": None}).cast(dict(world.holdings.schema))])
-    risk = pl.concat([world.risk, world.risk.join(pl.DataFrame({"customer_id": ids}), on="customer_id", how="semi")
-                     .with_columns(pl.lit(AS_OF + timedelta(days=1)).cast(world.risk.schema["as_of"]).alias("as_of"),
-                                   pl.lit(300.0).alias("credit_score"))])
+    events = pl.concat(
+        [
+            world.events.collect(),
+            pl.DataFrame(
+                {
+                    "customer_id": ids,
+                    "product_id": prods,
+                    "event_type": "activation",
+                    "event_time": times,
+                    "channel": "app",
+                    "amount": 1.0,
+                }
+            ).cast(world.events.collect_schema()),
+        ]
+    )
+    holdings = pl.concat(
+        [
+            world.holdings,
+            pl.DataFrame({"customer_id": ids, "product_id": prods, "since": times, "until": None}).cast(
+                dict(world.holdings.schema)
+            ),
+        ]
+    )
+    risk = pl.concat(
+        [
+            world.risk,
+            world.risk.join(pl.DataFrame({"customer_id": ids}), on="customer_id", how="semi").with_columns(
+                pl.lit(AS_OF + timedelta(days=1)).cast(world.risk.schema["as_of"]).alias("as_of"),
+                pl.lit(300.0).alias("credit_score"),
+            ),
+        ]
+    )
     perturbed = replace(world, events=events.lazy(), holdings=holdings, risk=risk)
     assert customer_features(perturbed, segments, as_of=AS_OF).equals(baseline)
 
@@ -85,25 +109,33 @@ def test_features_drop_gender_and_band_the_risk(world, segments, baseline):
 
 def _run() -> tuple[RunAssignments, pl.DataFrame, pl.DataFrame]:
     fire = datetime(2026, 3, 2, 9)
-    audience = pl.DataFrame({
-        "customer_id": ["a", "b", "c", "d", "e", "f", "g"],
-        "arm": ["control", "control", "als", "als", "als", "pop", "pop"],
-        "segment": "s",
-        "selected": [True, False, True, True, False, True, True],
-        "contacted": [False, False, True, False, False, True, True],
-    }).with_columns(pl.lit(fire).alias("exposed_at"))
-    targets = pl.DataFrame({
-        "customer_id": ["a", "c", "d", "f", "g"],
-        "arm": ["control", "als", "als:holdout", "pop", "pop"],
-        "segment": "s", "offer_id": ["P1", "P1", "P2", "P1", "P3"], "score": [0.5, 0.9, 0.4, 1.0, 2.0],
-    }).with_columns(pl.lit(fire).alias("exposed_at"))
+    audience = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e", "f", "g"],
+            "arm": ["control", "control", "als", "als", "als", "pop", "pop"],
+            "segment": "s",
+            "selected": [True, False, True, True, False, True, True],
+            "contacted": [False, False, True, False, False, True, True],
+        }
+    ).with_columns(pl.lit(fire).alias("exposed_at"))
+    targets = pl.DataFrame(
+        {
+            "customer_id": ["a", "c", "d", "f", "g"],
+            "arm": ["control", "als", "als:holdout", "pop", "pop"],
+            "segment": "s",
+            "offer_id": ["P1", "P1", "P2", "P1", "P3"],
+            "score": [0.5, 0.9, 0.4, 1.0, 2.0],
+        }
+    ).with_columns(pl.lit(fire).alias("exposed_at"))
     run = RunAssignments("r1", "camp", fire, fire, targets, audience, ["P1", "P2", "P3"], True)
-    conversions = pl.DataFrame({
-        "customer_id": ["a", "c", "d", "d", "f", "g", "b"],
-        "product_id": ["P1", "P1", "P9", "P2", "P2", "P3", "P1"],
-        "converted_at": [fire + timedelta(days=d) for d in (3, 1, 2, 40, 5, 0)] + [fire - timedelta(days=1)],
-        "amount": [10.0, 20.0, 5.0, 7.0, 1.0, 2.0, 3.0],
-    })
+    conversions = pl.DataFrame(
+        {
+            "customer_id": ["a", "c", "d", "d", "f", "g", "b"],
+            "product_id": ["P1", "P1", "P9", "P2", "P2", "P3", "P1"],
+            "converted_at": [fire + timedelta(days=d) for d in (3, 1, 2, 40, 5, 0)] + [fire - timedelta(days=1)],
+            "amount": [10.0, 20.0, 5.0, 7.0, 1.0, 2.0, 3.0],
+        }
+    )
     products = pl.DataFrame({"product_id": ["P1", "P2", "P3", "P9"], "family": ["card", "card", "loan", "card"]})
     return run, conversions, products
 
@@ -111,8 +143,9 @@ def _run() -> tuple[RunAssignments, pl.DataFrame, pl.DataFrame]:
 def test_training_rows_follow_the_design():
     run, conversions, products = _run()
     design = RunDesign(window_days=30, strategy_of={"control": "als", "als": "als", "pop": "pop"})
-    rows = training_rows(run, conversions, design=design, features=run.audience.select("customer_id"),
-                         products=products)
+    rows = training_rows(
+        run, conversions, design=design, features=run.audience.select("customer_id"), products=products
+    )
     got = {r["customer_id"]: r for r in rows.iter_rows(named=True)}
     # the als pool: control's would-have-been selection (a), contacted c, held-out d; b and e were not selected
     assert [got[c]["pool"] for c in "abcde"] == ["r1/als", None, "r1/als", "r1/als", None]

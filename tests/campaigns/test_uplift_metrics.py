@@ -9,8 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaigns.uplift.metrics import (auuc, bootstrap_weights, evaluate_uplift, qini_coefficient, qini_curve,
-                                      uplift_at_k, uplift_curve)
+from campaigns.uplift.metrics import (
+    auuc,
+    bootstrap_weights,
+    evaluate_uplift,
+    qini_coefficient,
+    qini_curve,
+    uplift_at_k,
+    uplift_curve,
+)
 
 # Six rows worked by hand in the comments below.
 Y = np.array([1, 0, 1, 0, 1, 0])
@@ -63,8 +70,10 @@ def _oracle_qini_points(y, s, t):
     xs, qs = [0.0], [0.0]
     for threshold in sorted(set(s.tolist()), reverse=True):
         chosen = [i for i in range(len(y)) if s[i] >= threshold]
-        nt = sum(1 for i in chosen if t[i]); nc = len(chosen) - nt
-        yt = sum(y[i] for i in chosen if t[i]); yc = sum(y[i] for i in chosen if not t[i])
+        nt = sum(1 for i in chosen if t[i])
+        nc = len(chosen) - nt
+        yt = sum(y[i] for i in chosen if t[i])
+        yc = sum(y[i] for i in chosen if not t[i])
         xs.append(float(len(chosen)))
         qs.append(yt - (yc * nt / nc if nc else 0.0))
     return np.array(xs), np.array(qs)

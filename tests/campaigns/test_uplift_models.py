@@ -54,13 +54,15 @@ def test_unknown_category_and_missing_numbers_still_score():
 def test_class_transformation_uses_the_design_propensity():
     """20 % treated: unweighted class transformation is biased; weighted by the known propensity it is not."""
     frame, t, y, tau = _data(30_000, treated_share=0.2, seed=5)
-    weighted = build_uplift_model("class_transformation", SMALL).fit(frame, treatment=t, outcome=y,
-                                                                     propensity=np.full(t.size, 0.2))
+    weighted = build_uplift_model("class_transformation", SMALL).fit(
+        frame, treatment=t, outcome=y, propensity=np.full(t.size, 0.2)
+    )
     ate = tau.mean()
     assert abs(weighted.predict(frame).mean() - ate) < 0.03
     # the same learner told the split was 50/50 shifts every prediction (what the weights correct)
-    naive = build_uplift_model("class_transformation", SMALL).fit(frame, treatment=t, outcome=y,
-                                                                  propensity=np.full(t.size, 0.5))
+    naive = build_uplift_model("class_transformation", SMALL).fit(
+        frame, treatment=t, outcome=y, propensity=np.full(t.size, 0.5)
+    )
     assert abs(naive.predict(frame).mean() - ate) > 0.2
 
 

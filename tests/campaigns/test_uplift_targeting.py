@@ -3,7 +3,6 @@ the value (uplift x margin) of their first offer; margins come from the products
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +10,9 @@ from hypothesis import strategies as st
 from campaigns.allocation import allocate
 from campaigns.uplift.targeting import margins_of, value_scores
 
-ranked_lists = st.lists(st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=1, max_size=4), min_size=1,
-                        max_size=12)
+ranked_lists = st.lists(
+    st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=1, max_size=4), min_size=1, max_size=12
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -20,7 +20,8 @@ ranked_lists = st.lists(st.lists(st.floats(-1, 1, allow_nan=False, width=32), mi
 def test_scores_follow_rank_within_customer_and_first_offer_across(values_per_customer):
     rows = [(f"c{i:02d}", f"o{r}", r + 1, v) for i, vals in enumerate(values_per_customer) for r, v in enumerate(vals)]
     frame = pl.DataFrame(rows, schema=["customer_id", "offer_id", "rank", "value"], orient="row").sample(
-        fraction=1.0, shuffle=True, seed=1)
+        fraction=1.0, shuffle=True, seed=1
+    )
     scores = value_scores(frame.select("customer_id", "offer_id", "rank"), frame["value"].to_numpy())
     got = frame.with_columns(pl.Series("score", scores))
     for i, vals in enumerate(values_per_customer):
@@ -29,12 +30,19 @@ def test_scores_follow_rank_within_customer_and_first_offer_across(values_per_cu
         assert mine[0] == vals[0]  # the first offer scores its own value
     # with one offer per customer and an audience cap, allocation takes the customers whose first offer is worth most
     cap = max(1, len(values_per_customer) // 2)
-    chosen = allocate(got.select("customer_id", "offer_id", "score"), offers_per_customer=1, capacity={},
-                      max_audience=cap, min_score=None).selected
+    chosen = allocate(
+        got.select("customer_id", "offer_id", "score"),
+        offers_per_customer=1,
+        capacity={},
+        max_audience=cap,
+        min_score=None,
+    ).selected
     firsts = sorted((vals[0], f"c{i:02d}") for i, vals in enumerate(values_per_customer))
     threshold = sorted((v for v, _ in firsts), reverse=True)[cap - 1]
-    assert all(got.filter((pl.col("customer_id") == c) & (pl.col("rank") == 1))["score"][0] >= threshold
-               for c in chosen["customer_id"])
+    assert all(
+        got.filter((pl.col("customer_id") == c) & (pl.col("rank") == 1))["score"][0] >= threshold
+        for c in chosen["customer_id"]
+    )
     assert all(row[1] == "o0" for row in chosen.select("customer_id", "offer_id").iter_rows())
 
 

@@ -15,7 +15,8 @@ from jobs.runner import JobContext, JobResult
 
 metadata = MetaData()
 probe_rows = Table(
-    "probe_rows", metadata,
+    "probe_rows",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_name", String(128), nullable=False),
     Column("fire_time", DateTime, nullable=False),
@@ -31,8 +32,9 @@ def write_probe_row(ctx: JobContext, *, sleep: float = 0.0) -> JobResult:
         with open(marker, "a") as fh:
             fh.write(f"{ctx.fire_time.isoformat()} {ctx.run_id}\n")
     time.sleep(float(os.environ.get("PROBE_SLEEP", sleep)))
-    ctx.session.execute(probe_rows.insert().values(job_name=ctx.job_name, fire_time=ctx.fire_time,
-                                                   run_id=ctx.run_id, pid=os.getpid()))
+    ctx.session.execute(
+        probe_rows.insert().values(job_name=ctx.job_name, fire_time=ctx.fire_time, run_id=ctx.run_id, pid=os.getpid())
+    )
     if os.environ.get("PROBE_FAIL") == "1":
         raise RuntimeError("probe failure after writing its row")
     return JobResult(rows_produced=1)
@@ -43,7 +45,7 @@ def campaign_then_die(ctx: JobContext, *, campaign_id: str) -> JobResult:
     files published), its job record is not."""
     import signal
 
-    from jobs.job_functions import campaign_job
+    from jobs.scheduled_jobs import campaign_job
 
     campaign_job(ctx, campaign_id=campaign_id)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -46,7 +46,10 @@ def test_a_broken_campaign_file_is_listed_as_invalid_and_does_not_hide_the_other
     (project / "config" / "campaigns" / "latin.toml").write_bytes('name = "Crédit"\n'.encode("latin-1"))
     listed = cli("campaign", "list")
     assert listed.code == 1 and "3 invalid campaign file(s)" in listed.err
-    assert "invalid: config/campaigns/cc_cross_sell.toml: arms: traffic shares must sum to 1 (they sum to 1.1)" in listed.out
+    assert (
+        "invalid: config/campaigns/cc_cross_sell.toml: arms: traffic shares must sum to 1 (they sum to 1.1)"
+        in listed.out
+    )
     assert "invalid: campaign file 'config/campaigns/blob.toml' is a binary file, not TOML text" in listed.out
     assert "'config/campaigns/latin.toml' is not UTF-8 text: byte 0xe9 on line 1" in listed.out
     assert "instalment_push" in listed.out and "savings_wealth_email" in listed.out
@@ -62,14 +65,17 @@ def test_unknown_campaign_and_missing_run_are_clear_errors(project, cli):
     assert "has no committed run yet" in one_line_error(cli("campaign", "explain", "cc_cross_sell", "--customer", "C1"))
 
 
-@pytest.mark.parametrize(("at", "message"), [
-    ("yesterday", "--at: 'yesterday' is not an ISO 8601 timestamp (e.g. 2026-11-02T09:00:00Z)"),
-    ("2026-13-01", "--at: '2026-13-01' is not an ISO 8601 timestamp"),
-    ("0001-01-01", "--at: '0001-01-01' is out of range (1970-01-01T00:00:00Z to 2099-12-31T23:59:59Z)"),
-    ("0001-01-01T00:00:00+01:00", "is out of range"),
-    ("9999-12-31T23:59:59", "--at: '9999-12-31T23:59:59' is out of range"),
-    ("1969-12-31T23:59:59Z", "is out of range"),
-])
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [
+        ("yesterday", "--at: 'yesterday' is not an ISO 8601 timestamp (e.g. 2026-11-02T09:00:00Z)"),
+        ("2026-13-01", "--at: '2026-13-01' is not an ISO 8601 timestamp"),
+        ("0001-01-01", "--at: '0001-01-01' is out of range (1970-01-01T00:00:00Z to 2099-12-31T23:59:59Z)"),
+        ("0001-01-01T00:00:00+01:00", "is out of range"),
+        ("9999-12-31T23:59:59", "--at: '9999-12-31T23:59:59' is out of range"),
+        ("1969-12-31T23:59:59Z", "is out of range"),
+    ],
+)
 @pytest.mark.parametrize("command", ["preview", "run"])
 def test_times_out_of_range_or_malformed_are_one_line(project, cli, command, at, message):
     assert cli("db", "upgrade").code == 0
@@ -82,13 +88,22 @@ def test_jobs_run_refuses_an_out_of_range_time_before_recording_anything(project
     assert json.loads(cli("jobs", "history", "--json").out) == []
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("campaign", "bogus"), "error: No such command 'bogus'. (see `mktg campaign --help`)"),
-    (("campaign", "list", "--bogus"), "error: No such option: --bogus (see `mktg campaign list --help`)"),
-    (("campaign", "show"), "error: Missing argument 'campaign_id'. (see `mktg campaign show --help`)"),
-    (("data", "generate", "--out", "w", "--format", "xml"), "error: Invalid value: --format must be parquet or csv"),
-    (("recommend", "--customer", "C1", "--k", "0"), "error: Invalid value for '--k': Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("campaign", "bogus"), "error: No such command 'bogus'. (see `mktg campaign --help`)"),
+        (("campaign", "list", "--bogus"), "error: No such option: --bogus (see `mktg campaign list --help`)"),
+        (("campaign", "show"), "error: Missing argument 'campaign_id'. (see `mktg campaign show --help`)"),
+        (
+            ("data", "generate", "--out", "w", "--format", "xml"),
+            "error: Invalid value: --format must be parquet or csv",
+        ),
+        (
+            ("recommend", "--customer", "C1", "--k", "0"),
+            "error: Invalid value for '--k': Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_usage_errors_are_one_line_with_exit_2(project, cli, args, message):
     assert one_line_error(cli(*args)).startswith(message)
 
@@ -124,7 +139,7 @@ def _all_help_texts() -> list[str]:
 
     texts = []
 
-    def walk(command) -> None:  # noqa: ANN001 - a click command or group
+    def walk(command) -> None:
         texts.append(command.help or "")
         texts.extend(getattr(param, "help", None) or "" for param in command.params)
         for sub in getattr(command, "commands", {}).values():
@@ -141,8 +156,9 @@ def test_help_texts_name_only_campaigns_that_exist():
 
 
 def _subprocess(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MKTG_SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [*MKTG_SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, **env}
+    )
 
 
 def test_shell_completion_is_available():
@@ -164,8 +180,14 @@ def test_a_narrow_pipe_still_gets_every_value_whole(tmp_path):
     long_id = "a_campaign_with_a_really_quite_long_identifier_x"
     text = (config / "campaigns" / "instalment_push.toml").read_text().replace('"instalment_push"', f'"{long_id}"')
     (config / "campaigns" / f"{long_id}.toml").write_text(text)
-    result = subprocess.run([*MKTG_SCRIPT, "--config", str(config), "campaign", "list"], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120, env={**os.environ, "COLUMNS": "40"})
+    result = subprocess.run(
+        [*MKTG_SCRIPT, "--config", str(config), "campaign", "list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "40"},
+    )
     assert result.returncode == 0, result.stderr
     assert long_id in result.stdout and "…" not in result.stdout
     assert "control 10%, als 30%, lightfm_warp 30%, popularity 30%" in result.stdout

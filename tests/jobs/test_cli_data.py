@@ -28,7 +28,10 @@ def test_generate_then_validate(tmp_path):
 
 def test_validate_failure_is_one_line_and_exit_2(tmp_path):
     out = tmp_path / "w"
-    assert mktg("data", "generate", "--out", str(out), "--customers", "300", "--format", "csv", cwd=tmp_path).returncode == 0
+    assert (
+        mktg("data", "generate", "--out", str(out), "--customers", "300", "--format", "csv", cwd=tmp_path).returncode
+        == 0
+    )
     lines = (out / "products.csv").read_text().splitlines()
     lines[3] = lines[3].replace(lines[3].split(",")[0], lines[2].split(",")[0], 1)  # duplicate a product id
     (out / "products.csv").write_text("\n".join(lines) + "\n")

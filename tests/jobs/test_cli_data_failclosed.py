@@ -8,15 +8,20 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from campaigns.synthetic import generate_world
+from campaigns.demo.synthetic import generate_world
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]
 
 
 def validate(directory: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MKTG, "--config", str(CONFIG), "data", "validate", str(directory), *extra], capture_output=True,
-                          text=True, cwd=directory, timeout=120)
+    return subprocess.run(
+        [*MKTG, "--config", str(CONFIG), "data", "validate", str(directory), *extra],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +41,13 @@ def test_a_rule_column_the_data_lacks_is_named_with_its_rule_and_campaigns(world
     assert res.returncode == 0, res.stderr
     assert res.stderr.splitlines() == [
         "warning: table 'risk' has no column 'kyc_ok': rule 'kyc' (rule set 'default', used by cc_cross_sell, "
-        "cc_uplift, instalment_push, savings_wealth_email) excludes every pair"]
+        "cc_uplift, instalment_push, savings_wealth_email) excludes every pair"
+    ]
     assert "(1 warning)" in " ".join(res.stdout.split())  # the title may wrap
     as_json = validate(tmp_path, "--json")
-    assert as_json.returncode == 0 and json.loads(as_json.stdout)["warnings"] == [res.stderr.removeprefix("warning: ").strip()]
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["warnings"] == [
+        res.stderr.removeprefix("warning: ").strip()
+    ]
 
 
 def test_an_unreadable_suppression_file_fails_validation(world_dir, tmp_path):

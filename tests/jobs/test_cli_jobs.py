@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,8 +17,14 @@ from campaigns.db.session import make_engine, upgrade
 
 
 def mktg(config, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MKTG, "--config", str(config), *args], cwd=config, capture_output=True, text=True,
-                          env=env(**extra_env), timeout=120)
+    return subprocess.run(
+        [*MKTG, "--config", str(config), *args],
+        cwd=config,
+        capture_output=True,
+        text=True,
+        env=env(**extra_env),
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -28,14 +34,18 @@ def config(tmp_path):
     upgrade(engine)
     metadata.create_all(engine)
     engine.dispose()
-    return write_config(tmp_path / "cfg", url, schedule="0 6 * * *",
-                        extra='[scheduler.extra_jobs.other]\nfunc = "probe_jobs:write_probe_row"\nschedule = "30 1 * * *"\n')
+    return write_config(
+        tmp_path / "cfg",
+        url,
+        schedule="0 6 * * *",
+        extra='[scheduler.extra_jobs.other]\nfunc = "probe_jobs:write_probe_row"\nschedule = "30 1 * * *"\n',
+    )
 
 
 def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config):
     text = (config / "settings.toml").read_text().replace("[scheduler]\n", '[scheduler]\ntimezone = "Europe/Madrid"\n')
     (config / "settings.toml").write_text(text)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     result = mktg(config, "jobs", "list", "--json")
     assert result.returncode == 0, result.stderr
     jobs = {j["job"]: j for j in json.loads(result.stdout)}
@@ -43,8 +53,12 @@ def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config):
     nxt = datetime.fromisoformat(jobs["probe"]["next_fire_time"])
     local = nxt.astimezone(ZoneInfo("Europe/Madrid"))
     assert (local.hour, local.minute, local.second) == (6, 0, 0)
-    assert before < nxt <= before.astimezone(ZoneInfo("Europe/Madrid")).replace(hour=6, minute=0, second=0) + \
-        __import__("datetime").timedelta(days=1)
+    assert (
+        before
+        < nxt
+        <= before.astimezone(ZoneInfo("Europe/Madrid")).replace(hour=6, minute=0, second=0)
+        + __import__("datetime").timedelta(days=1)
+    )
     assert jobs["probe"]["last_status"] is None
 
 
@@ -63,13 +77,17 @@ def test_run_failure_retry_and_history(config):
     assert history.returncode == 0, history.stderr
     runs = json.loads(history.stdout)
     assert [(r["job"], r["fire_time"], r["status"]) for r in runs] == [
-        ("other", "2025-03-02T01:30:00Z", "succeeded"), ("probe", "2025-03-01T06:00:00Z", "succeeded")]
+        ("other", "2025-03-02T01:30:00Z", "succeeded"),
+        ("probe", "2025-03-01T06:00:00Z", "succeeded"),
+    ]
     assert all(r["run_id"] and r["rows_produced"] == 1 and r["error"] is None for r in runs)
     # every attempt is in the history, manual ones included, with its status, error and times
     probe = runs[1]
     assert probe["attempt_count"] == 2
     assert [(a["attempt"], a["status"], a["trigger"], a["rows_produced"]) for a in probe["attempts"]] == [
-        (1, "failed", "manual", None), (2, "succeeded", "manual", 1)]
+        (1, "failed", "manual", None),
+        (2, "succeeded", "manual", 1),
+    ]
     first = probe["attempts"][0]
     assert "RuntimeError: probe failure" in first["error"] and first["finished_at"] >= first["started_at"]
     assert first["worker"].startswith("cli@")
@@ -86,7 +104,9 @@ def test_run_failure_retry_and_history(config):
 def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
     """The conversion analysis without a conversions file succeeds with a note, shown by run and history."""
     shutil.copytree(ROOT / "config" / "campaigns", config / "campaigns")
-    text = (config / "settings.toml").read_text().replace('conversion_analysis = ""', 'conversion_analysis = "0 6 * * *"')
+    text = (
+        (config / "settings.toml").read_text().replace('conversion_analysis = ""', 'conversion_analysis = "0 6 * * *"')
+    )
     (config / "settings.toml").write_text(text)
     ran = mktg(config, "jobs", "run", "conversion_analysis", "--at", "2025-03-02T06:00:00")
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -99,11 +119,14 @@ def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
     assert "nothing" in table.stdout  # (rich folds the note inside its cell)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("jobs", "run", "nope"), "unknown job 'nope' (jobs: other, probe)"),
-    (("jobs", "run", "probe", "--at", "yesterday"), "--at: 'yesterday' is not an ISO 8601 timestamp"),
-    (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("jobs", "run", "nope"), "unknown job 'nope' (jobs: other, probe)"),
+        (("jobs", "run", "probe", "--at", "yesterday"), "--at: 'yesterday' is not an ISO 8601 timestamp"),
+        (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
+    ],
+)
 def test_user_errors_are_one_line_with_exit_2(config, args, message):
     result = mktg(config, *args)
     assert result.returncode == 2, result.stdout + result.stderr

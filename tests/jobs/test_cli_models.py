@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from campaigns.synthetic import generate_world
+from campaigns.demo.synthetic import generate_world
 
 FAST_MODELS = "popularity,als"
 
@@ -21,10 +21,20 @@ def world(tmp_path_factory):
 
 
 def mktg(tmp_path, *args):
-    env = {"MKTG_VAR_DIR": str(tmp_path / "var"), "MKTG_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'm.db'}",
-           "MKTG_THREADS": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        "MKTG_VAR_DIR": str(tmp_path / "var"),
+        "MKTG_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'm.db'}",
+        "MKTG_THREADS": "1",
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from jobs.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_active_model(world, tmp_path):
@@ -36,8 +46,9 @@ def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_activ
     assert out.returncode == 0, out.stderr
     saved = sorted(p.name for p in (tmp_path / "var" / "models").iterdir())
     assert len(saved) == 2 and {s.split("-")[0] for s in saved} == {"popularity", "als"}
-    rec = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--k", "3", "--model", "als",
-               "--all")  # the model's ranking (eligibility marks only): tests/jobs/test_cli_recommend.py covers the rest
+    rec = mktg(
+        tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--k", "3", "--model", "als", "--all"
+    )  # the model's ranking (eligibility marks only): tests/jobs/test_cli_recommend.py covers the rest
     assert rec.returncode == 0, rec.stderr
     assert "als-" in rec.stdout and rec.stdout.count("C00000005") == 3
 
@@ -53,12 +64,18 @@ def test_recommend_errors_are_one_line(world, tmp_path):
 
 def test_evaluate_prints_table_and_writes_json(world, tmp_path):
     target = tmp_path / "eval.json"
-    out = mktg(tmp_path, "evaluate", "--data", str(world), "--models", FAST_MODELS, "--k", "5", "--json-file", str(target))
+    out = mktg(
+        tmp_path, "evaluate", "--data", str(world), "--models", FAST_MODELS, "--k", "5", "--json-file", str(target)
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(target.read_text())
     assert [r["model"] for r in doc["results"]] == ["popularity", "als"]
     for r in doc["results"]:
-        assert r["k"] == 5 and 0 <= r["overall"]["ndcg"] <= 1 and r["overall"]["customers"] == doc["split"]["test_customers"]
+        assert (
+            r["k"] == 5
+            and 0 <= r["overall"]["ndcg"] <= 1
+            and r["overall"]["customers"] == doc["split"]["test_customers"]
+        )
         assert r["per_segment"] and 0 <= r["ground_truth"]["ndcg"] <= 1
     assert "popularity" in out.stdout
 
@@ -77,4 +94,8 @@ def test_evaluate_warns_when_k_covers_every_candidate(world, tmp_path):
     assert "warning: k=100 is at least the number of candidate offers" in " ".join(wide.stderr.split())
     assert json.loads(wide.stdout)["split"]["warnings"]
     narrow = mktg(tmp_path, "evaluate", "--data", str(world), "--models", "popularity", "--k", "2", "--json")
-    assert narrow.returncode == 0 and "warning" not in narrow.stderr and json.loads(narrow.stdout)["split"]["warnings"] == []
+    assert (
+        narrow.returncode == 0
+        and "warning" not in narrow.stderr
+        and json.loads(narrow.stdout)["split"]["warnings"] == []
+    )

@@ -15,13 +15,14 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import pytest
 from conftest import ROOT
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs import pipeline
-from jobs.pipeline_models import latest_event_time, save_and_register, train_models
+from campaigns.demo.synthetic import generate_world
+from jobs import campaign_service
+from jobs.model_service import latest_event_time, save_and_register, train_models
 from jobs.settings import load_events, load_settings
 
 AT = datetime(2026, 11, 1, 9)
@@ -54,7 +55,9 @@ def oracle_violations(offer: dict, *, age: int, score: float, dti: float, held: 
     reasons = set()
     if age < 18:
         reasons.add("minor")
-    if (offer["min_age"] is not None and age < offer["min_age"]) or (offer["max_age"] is not None and age > offer["max_age"]):
+    if (offer["min_age"] is not None and age < offer["min_age"]) or (
+        offer["max_age"] is not None and age > offer["max_age"]
+    ):
         reasons.add("offer_age")
     if offer["min_credit_score"] is not None and score < offer["min_credit_score"]:
         reasons.add("credit_score")
@@ -66,40 +69,81 @@ def oracle_violations(offer: dict, *, age: int, score: float, dti: float, held: 
 
 
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(customer=st.sampled_from(CUSTOMERS), years=st.integers(min_value=12, max_value=90),
-       days=st.integers(min_value=0, max_value=364), score=st.integers(min_value=300, max_value=850),
-       dti=st.floats(min_value=0.0, max_value=0.9), hold=st.integers(min_value=0, max_value=3))
-def test_no_offer_shown_breaks_a_rule_and_all_marks_every_one_that_does(setup, db_engine, customer, years, days, score,
-                                                                        dti, hold):
+@given(
+    customer=st.sampled_from(CUSTOMERS),
+    years=st.integers(min_value=12, max_value=90),
+    days=st.integers(min_value=0, max_value=364),
+    score=st.integers(min_value=300, max_value=850),
+    dti=st.floats(min_value=0.0, max_value=0.9),
+    hold=st.integers(min_value=0, max_value=3),
+)
+def test_no_offer_shown_breaks_a_rule_and_all_marks_every_one_that_does(
+    setup, db_engine, customer, years, days, score, dti, hold
+):
     settings, events, world = setup
     born = date(AT.year - years, 1, 1) + timedelta(days=days)
     products = world.products.sort("product_id")
-    held_now = products["product_id"].to_list()[hold * 7: hold * 7 + hold]  # 0-3 products held since last year
+    held_now = products["product_id"].to_list()[hold * 7 : hold * 7 + hold]  # 0-3 products held since last year
     customers = world.customers.with_columns(
-        pl.when(pl.col("customer_id") == customer).then(pl.lit(born)).otherwise(pl.col("birth_date")).alias("birth_date"))
+        pl.when(pl.col("customer_id") == customer)
+        .then(pl.lit(born))
+        .otherwise(pl.col("birth_date"))
+        .alias("birth_date")
+    )
     risk = world.risk.filter(pl.col("customer_id") != customer).vstack(
-        world.risk.filter(pl.col("customer_id") == customer).head(1).with_columns(
-            as_of=pl.lit(AT - timedelta(days=1)).cast(world.risk.schema["as_of"]), credit_score=pl.lit(float(score)),
-            dti=pl.lit(dti), dpd_current=pl.lit(0, dtype=world.risk.schema["dpd_current"]),
-            max_dpd_12m=pl.lit(0, dtype=world.risk.schema["max_dpd_12m"]), fraud_flag=pl.lit(False),
-            blacklisted=pl.lit(False), kyc_ok=pl.lit(True)))
+        world.risk.filter(pl.col("customer_id") == customer)
+        .head(1)
+        .with_columns(
+            as_of=pl.lit(AT - timedelta(days=1)).cast(world.risk.schema["as_of"]),
+            credit_score=pl.lit(float(score)),
+            dti=pl.lit(dti),
+            dpd_current=pl.lit(0, dtype=world.risk.schema["dpd_current"]),
+            max_dpd_12m=pl.lit(0, dtype=world.risk.schema["max_dpd_12m"]),
+            fraud_flag=pl.lit(False),
+            blacklisted=pl.lit(False),
+            kyc_ok=pl.lit(True),
+        )
+    )
     holdings = world.holdings.filter(pl.col("customer_id") != customer)
     if held_now:
         extra = pl.DataFrame({"customer_id": customer, "product_id": held_now, "since": AT - timedelta(days=365)})
-        holdings = pl.concat([holdings, extra.cast({k: v for k, v in holdings.schema.items() if k in extra.columns})],
-                             how="diagonal_relaxed")
+        holdings = pl.concat(
+            [holdings, extra.cast({k: v for k, v in holdings.schema.items() if k in extra.columns})],
+            how="diagonal_relaxed",
+        )
     perturbed = dataclasses.replace(world, customers=customers, risk=risk, holdings=holdings)
     age = _age(born, AT)
     catalogue = {row["product_id"]: row for row in products.iter_rows(named=True)}
 
-    shown = pipeline.recommend(settings, events, data_dir=ROOT, customer_ids=[customer], k=50, engine=db_engine,
-                               model_name="popularity", at=AT, world=perturbed)
+    shown = campaign_service.recommend(
+        settings,
+        events,
+        data_dir=ROOT,
+        customer_ids=[customer],
+        k=50,
+        engine=db_engine,
+        model_name="popularity",
+        at=AT,
+        world=perturbed,
+    )
     for offer in shown.offers.iter_rows(named=True):
         assert offer["eligible"] and offer["excluded_by"] is None
-        assert not oracle_violations(catalogue[offer["offer_id"]], age=age, score=score, dti=dti, held=set(held_now)), offer
+        assert not oracle_violations(catalogue[offer["offer_id"]], age=age, score=score, dti=dti, held=set(held_now)), (
+            offer
+        )
 
-    everything = pipeline.recommend(settings, events, data_dir=ROOT, customer_ids=[customer], k=50, engine=db_engine,
-                                    model_name="popularity", at=AT, world=perturbed, show_all=True)
+    everything = campaign_service.recommend(
+        settings,
+        events,
+        data_dir=ROOT,
+        customer_ids=[customer],
+        k=50,
+        engine=db_engine,
+        model_name="popularity",
+        at=AT,
+        world=perturbed,
+        show_all=True,
+    )
     for offer in everything.offers.iter_rows(named=True):
         expected = oracle_violations(catalogue[offer["offer_id"]], age=age, score=score, dti=dti, held=set(held_now))
         assert expected <= set(offer["excluded_by"] or []), (offer, expected)
@@ -122,9 +166,15 @@ def test_cli_campaign_channel_and_all(project, cli, world_dir):
     assert campaign["channel"] == "sms" and campaign["skipped_checks"] == [] and campaign["offers"]
     assert {family[o["offer_id"]] for o in campaign["offers"]} == {"credit_card"}  # the campaign's offers only
 
-    no_sms = (pl.read_parquet(world_dir / "consents.parquet").filter(pl.col("channel") == "sms")
-              .group_by("customer_id").agg(pl.col("granted").sort_by("updated_at").last())
-              .filter(~pl.col("granted"))["customer_id"].sort().to_list())
+    no_sms = (
+        pl.read_parquet(world_dir / "consents.parquet")
+        .filter(pl.col("channel") == "sms")
+        .group_by("customer_id")
+        .agg(pl.col("granted").sort_by("updated_at").last())
+        .filter(~pl.col("granted"))["customer_id"]
+        .sort()
+        .to_list()
+    )
     assert no_sms, "the generated world has customers who refused SMS"
     refused = json.loads(cli(*args, "--customer", no_sms[0], "--channel", "sms", "--all", "--json").out)
     assert refused["offers"] and all("no_consent" in o["excluded_by"] for o in refused["offers"])

@@ -37,8 +37,14 @@ def mktg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Completed
     """The real console script in a subprocess (exit codes, stderr)."""
     import os
 
-    return subprocess.run([*MKTG, *args], capture_output=True, text=True, cwd=cwd, timeout=180,
-                          env={**os.environ, "COLUMNS": "160", **(env or {})})
+    return subprocess.run(
+        [*MKTG, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -86,14 +92,29 @@ def hillstrom(tmp_path_factory):
 @pytest.mark.parametrize("outcome,file", [("conversion", "conversions"), ("visit", "visits")])
 def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file):
     out, paths, raw = hillstrom
-    result = mktg("report", "--assignments", str(paths["assignments"]), "--conversions", str(paths[file]),
-                  "--control", CONTROL, "--shares", "Mens E-Mail=1,Womens E-Mail=1,No E-Mail=1",
-                  "--json-file", str(out / f"{file}.json"), "--html", str(out / f"{file}.html"), cwd=out)
+    result = mktg(
+        "report",
+        "--assignments",
+        str(paths["assignments"]),
+        "--conversions",
+        str(paths[file]),
+        "--control",
+        CONTROL,
+        "--shares",
+        "Mens E-Mail=1,Womens E-Mail=1,No E-Mail=1",
+        "--json-file",
+        str(out / f"{file}.json"),
+        "--html",
+        str(out / f"{file}.html"),
+        cwd=out,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / f"{file}.json").read_text())
     metric = report["metrics"]["any_product"]
-    counts = {arm: (raw.filter(pl.col("segment") == arm).height, int(raw.filter(pl.col("segment") == arm)[outcome].sum()))
-              for arm in (CONTROL, *ARMS)}
+    counts = {
+        arm: (raw.filter(pl.col("segment") == arm).height, int(raw.filter(pl.col("segment") == arm)[outcome].sum()))
+        for arm in (CONTROL, *ARMS)
+    }
     assert report["srm"]["mismatch"] is False
 
     for arm_json in metric["arms"]:
@@ -109,23 +130,40 @@ def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file):
         n_t, x_t = counts[comp["arm"]]
         p_c, p_t = x_c / n_c, x_t / n_t
         _same(comp["abs_lift"], p_t - p_c)
-        for got, want in zip(comp["abs_ci"], confint_proportions_2indep(x_t, n_t, x_c, n_c, compare="diff", method="wald")):
+        for got, want in zip(
+            comp["abs_ci"], confint_proportions_2indep(x_t, n_t, x_c, n_c, compare="diff", method="wald")
+        ):
             _same(got, want)
         _same(comp["rel_lift"], p_t / p_c - 1)
-        delta = NonlinearDeltaCov(lambda p: np.atleast_1d(p[1] / p[0] - 1), np.array([p_c, p_t]),
-                                  np.diag([p_c * (1 - p_c) / n_c, p_t * (1 - p_t) / n_t]))
+        delta = NonlinearDeltaCov(
+            lambda p: np.atleast_1d(p[1] / p[0] - 1),
+            np.array([p_c, p_t]),
+            np.diag([p_c * (1 - p_c) / n_c, p_t * (1 - p_t) / n_t]),
+        )
         for got, want in zip(comp["rel_ci"], delta.conf_int()[0]):
             _same(got, want)
         _same(comp["p_value"], proportions_ztest([x_t, x_c], [n_t, n_c])[1])
     # the table on stdout shows the same rates (two decimals, in percent)
-    for arm, (n, x) in counts.items():
+    for n, x in counts.values():
         assert f"{100 * x / n:.2f}" in result.stdout
 
 
 def test_hillstrom_revenue_per_customer_matches_welch(hillstrom, run_cli):
     out, paths, raw = hillstrom
-    code, _, err = run_cli("report", "--assignments", str(paths["assignments"]), "--conversions", str(paths["conversions"]),
-                  "--control", CONTROL, "--json-file", str(out / "revenue.json"), "--csv", str(out / "revenue.csv"), cwd=out)
+    code, _, err = run_cli(
+        "report",
+        "--assignments",
+        str(paths["assignments"]),
+        "--conversions",
+        str(paths["conversions"]),
+        "--control",
+        CONTROL,
+        "--json-file",
+        str(out / "revenue.json"),
+        "--csv",
+        str(out / "revenue.csv"),
+        cwd=out,
+    )
     assert code == 0, err
     revenue = json.loads((out / "revenue.json").read_text())["metrics"]["any_product"]["revenue_per_customer"]
     spend = {arm: raw.filter(pl.col("segment") == arm)["spend"].to_numpy() for arm in (CONTROL, *ARMS)}
@@ -145,22 +183,42 @@ def test_file_form_errors_are_one_line(tmp_path, run_cli):
     conversions.write_text("customer_id\n1\n")
     code, _, err = run_cli("report", "--assignments", str(assignments), "--conversions", str(conversions), cwd=tmp_path)
     assert code == 2 and "--control" in err
-    code, _, err = run_cli("report", "--assignments", str(assignments), "--conversions", str(conversions),
-                           "--control", "zz", cwd=tmp_path)
+    code, _, err = run_cli(
+        "report", "--assignments", str(assignments), "--conversions", str(conversions), "--control", "zz", cwd=tmp_path
+    )
     assert code == 2 and err.count("\n") == 1 and "control arm 'zz' not found" in err
     bad_time = tmp_path / "t.csv"
     bad_time.write_text("customer_id,converted_at\n1,yesterday\n")
-    code, _, err = run_cli("report", "--assignments", str(assignments), "--conversions", str(bad_time),
-                           "--control", "a", cwd=tmp_path)
+    code, _, err = run_cli(
+        "report", "--assignments", str(assignments), "--conversions", str(bad_time), "--control", "a", cwd=tmp_path
+    )
     assert code == 2 and "table 'conversions', column 'converted_at'" in err and "'yesterday'" in err
-    code, _, err = run_cli("report", "--assignments", str(assignments), "--conversions", str(conversions),
-                           "--control", "a", "--shares", "a=0.5,b", cwd=tmp_path)
+    code, _, err = run_cli(
+        "report",
+        "--assignments",
+        str(assignments),
+        "--conversions",
+        str(conversions),
+        "--control",
+        "a",
+        "--shares",
+        "a=0.5,b",
+        cwd=tmp_path,
+    )
     assert code == 2 and "--shares" in err
 
 
 def test_one_line_error_from_the_real_console_script(tmp_path):
-    result = mktg("report", "--assignments", str(tmp_path / "missing.csv"), "--conversions", str(tmp_path / "c.csv"),
-                  "--control", "a", cwd=tmp_path)
+    result = mktg(
+        "report",
+        "--assignments",
+        str(tmp_path / "missing.csv"),
+        "--conversions",
+        str(tmp_path / "c.csv"),
+        "--control",
+        "a",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "missing.csv" in result.stderr and "not found" in result.stderr
 
@@ -180,24 +238,48 @@ def test_campaign_form_reads_the_run_from_the_database(db_engine, tmp_path, run_
     generated = datetime(2026, 6, 1, 6)
     with session_scope(db_engine) as session:
         for run_id, when in (("run-old", datetime(2026, 5, 1)), ("run-new", datetime(2026, 6, 1))):
-            session.add(CampaignRun(run_id=run_id, campaign_id="cards", scheduled_for=when, status="succeeded",
-                                    started_at=when, generated_at=generated))
+            session.add(
+                CampaignRun(
+                    run_id=run_id,
+                    campaign_id="cards",
+                    scheduled_for=when,
+                    status="succeeded",
+                    started_at=when,
+                    generated_at=generated,
+                )
+            )
     n = 100
     customers = [f"k{i:03d}" for i in range(n)]
     arms = ["control" if i % 5 == 0 else "als" for i in range(n)]  # 20 control, 80 als
-    rows = pl.DataFrame({
-        "run_id": "run-new", "schema_version": "1", "campaign_id": "cards", "customer_id": customers,
-        "offer_id": "CC_GOLD", "offer_rank": 1, "score": 0.5, "segment": ["a" if i < 50 else "b" for i in range(n)],
-        "arm": arms, "channel": "email", "generated_at": generated,
-    })
+    rows = pl.DataFrame(
+        {
+            "run_id": "run-new",
+            "schema_version": "1",
+            "campaign_id": "cards",
+            "customer_id": customers,
+            "offer_id": "CC_GOLD",
+            "offer_rank": 1,
+            "score": 0.5,
+            "segment": ["a" if i < 50 else "b" for i in range(n)],
+            "arm": arms,
+            "channel": "email",
+            "generated_at": generated,
+        }
+    )
     with db_engine.begin() as connection:
         insert_frame(connection, TargetListRow.__table__, rows)
     # als: 16 customers convert inside the 14-day window, 4 more after it; control: 2 inside
     als = [c for c, a in zip(customers, arms) if a == "als"]
     control = [c for c, a in zip(customers, arms) if a == "control"]
-    conv_rows = ([(c, generated + timedelta(days=3)) for c in als[:16]] + [(c, generated + timedelta(days=20)) for c in als[16:20]]
-                 + [(c, generated + timedelta(days=1)) for c in control[:2]] + [(control[3], generated - timedelta(days=1))])
-    conversions = pl.DataFrame(conv_rows, schema={"customer_id": pl.String, "converted_at": pl.Datetime("us")}, orient="row")
+    conv_rows = (
+        [(c, generated + timedelta(days=3)) for c in als[:16]]
+        + [(c, generated + timedelta(days=20)) for c in als[16:20]]
+        + [(c, generated + timedelta(days=1)) for c in control[:2]]
+        + [(control[3], generated - timedelta(days=1))]
+    )
+    conversions = pl.DataFrame(
+        conv_rows, schema={"customer_id": pl.String, "converted_at": pl.Datetime("us")}, orient="row"
+    )
     conversions = conversions.with_columns(product_id=pl.lit("CC_GOLD"), amount=pl.lit(100.0))
     conversions.write_csv(tmp_path / "conversions.csv")
 
@@ -210,12 +292,22 @@ def test_campaign_form_reads_the_run_from_the_database(db_engine, tmp_path, run_
             schema = connection.exec_driver_sql("select current_schema()").scalar_one()
         url = url.update_query_dict({"options": f"-csearch_path={schema}"})
     env = {"MKTG_DATABASE_URL": url.render_as_string(hide_password=False), "MKTG_VAR_DIR": str(tmp_path / "var")}
-    code, out, err = run_cli("--config", str(config), "report", "cards", "--conversions",
-                             str(tmp_path / "conversions.csv"), cwd=tmp_path, env=env)
+    code, out, err = run_cli(
+        "--config",
+        str(config),
+        "report",
+        "cards",
+        "--conversions",
+        str(tmp_path / "conversions.csv"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert code == 0, err
     assert "run run-new of campaign cards (fire time 2026-06-01T00:00:00Z)" in out
     assert "sample ratio (eligible audience vs shares): ok" in out
-    written = tmp_path / "var" / "reports" / "cards-run-new.json"  # run ids not starting with the campaign get it prefixed
+    written = (
+        tmp_path / "var" / "reports" / "cards-run-new.json"
+    )  # run ids not starting with the campaign get it prefixed
     assert written.exists() and (tmp_path / "var/reports/cards-run-new.html").exists()
     report = json.loads(written.read_text())
     assert report["window_days"] == 14 and report["kind"] == "campaign_run" and report["run_id"] == "run-new"
@@ -225,10 +317,28 @@ def test_campaign_form_reads_the_run_from_the_database(db_engine, tmp_path, run_
     arms_json = {a["arm"]: (a["n"], a["conversions"]) for a in selection["metrics"]["offered_product"]["arms"]}
     assert arms_json == {"control": (20, 2), "als": (80, 16)}  # exposure = the fire time, 14-day window
     assert report["srm"]["expected"] == {"als": 80.0, "control": 20.0} and not report["srm"]["mismatch"]
-    again = run_cli("--config", str(config), "report", "cards", "--conversions", str(tmp_path / "conversions.csv"),
-                    cwd=tmp_path, env=env)
+    again = run_cli(
+        "--config",
+        str(config),
+        "report",
+        "cards",
+        "--conversions",
+        str(tmp_path / "conversions.csv"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert f"replaced {written}" in again[1].replace("\n", "")  # never silently
 
-    code, _, err = run_cli("--config", str(config), "report", "cards", "--run", "nope", "--conversions",
-                           str(tmp_path / "conversions.csv"), cwd=tmp_path, env=env)
+    code, _, err = run_cli(
+        "--config",
+        str(config),
+        "report",
+        "cards",
+        "--run",
+        "nope",
+        "--conversions",
+        str(tmp_path / "conversions.csv"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert code == 2 and "no run 'nope'" in err

@@ -7,18 +7,18 @@ import json
 from datetime import datetime
 
 import polars as pl
+from test_scheduler_campaign import make_config
 
 from campaigns.contracts import load_world
 from campaigns.db.session import make_engine, upgrade
+from campaigns.demo.simulate import simulate_for_run
+from campaigns.demo.synthetic import generate_world
 from campaigns.report_data import load_run_assignments
-from campaigns.simulate import simulate_for_run
-from campaigns.synthetic import generate_world
 from jobs.demo import world_as_of
-from jobs.job_functions import campaign_job, conversion_analysis_job
-from jobs.pipeline_models import save_and_register, train_models
+from jobs.model_service import save_and_register, train_models
 from jobs.runner import JobRunner, Outcome
+from jobs.scheduled_jobs import campaign_job, conversion_analysis_job
 from jobs.settings import load_events, load_settings
-from test_scheduler_campaign import make_config
 
 
 def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
@@ -29,16 +29,26 @@ def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):
     events = load_events(settings)
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    save_and_register(train_models(load_world(world, event_types=events.event_types), settings, events,
-                                   as_of=world_as_of(world), names=["popularity"]), settings, engine=engine)
+    save_and_register(
+        train_models(
+            load_world(world, event_types=events.event_types),
+            settings,
+            events,
+            as_of=world_as_of(world),
+            names=["popularity"],
+        ),
+        settings,
+        engine=engine,
+    )
     runner = JobRunner(engine, settings=settings)
     fire = datetime(2026, 11, 2, 9)
     run = runner.run("campaign:every3s", fire, campaign_job, {"campaign_id": "every3s"})
     assert run.outcome == Outcome.SUCCEEDED, run.error
 
     loaded = load_run_assignments(engine, "every3s")
-    simulate_for_run(loaded.assignments, world, seed=1, audience=loaded.audience,
-                     campaign_offers=loaded.offers).write_parquet(world / "conversions.parquet")
+    simulate_for_run(
+        loaded.assignments, world, seed=1, audience=loaded.audience, campaign_offers=loaded.offers
+    ).write_parquet(world / "conversions.parquet")
     analysis = runner.run("conversion_analysis", datetime(2026, 11, 3, 6), conversion_analysis_job)
     assert analysis.outcome == Outcome.SUCCEEDED, analysis.error
     engine.dispose()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs.pipeline_models import BASELINE_NAME, evaluate_models
+from campaigns.demo.synthetic import generate_world
+from jobs.model_service import BASELINE_NAME, evaluate_models
 from jobs.settings import load_events, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,8 @@ def test_a_popularity_baseline_is_added_when_none_is_evaluated(tmp_path):
     generate_world(directory, customers=300, seed=4)
     settings = load_settings(ROOT / "config", environ={"MKTG_THREADS": "1"})
     events = load_events(settings)
-    results, info = evaluate_models(load_world(directory, event_types=events.event_types), settings, events,
-                                    names=["ease"], k=5, resamples=200)
+    results, info = evaluate_models(
+        load_world(directory, event_types=events.event_types), settings, events, names=["ease"], k=5, resamples=200
+    )
     assert [r.name for r in results] == ["ease", BASELINE_NAME] and info["baseline"] == BASELINE_NAME
     assert set(results[0].versus_baseline) == {"ndcg", "map"}

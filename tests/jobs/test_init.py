@@ -23,7 +23,7 @@ from conftest import ROOT
 from campaigns.eligibility import load_rule_sets
 from campaigns.specs import scan_campaigns
 from jobs.cli.init import starter_files
-from jobs.pipeline_models import load_models_config, load_segment_rules
+from jobs.model_service import load_models_config, load_segment_rules
 from jobs.settings import load_events, load_settings
 
 
@@ -42,12 +42,17 @@ def test_init_writes_a_working_configuration(tmp_path, monkeypatch, cli):
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert doc["config_dir"] == "shop/config" and len(doc["files"]) == len(repo_config_files())
-    written = {str(p.relative_to(tmp_path / "shop" / "config")): p.read_bytes()
-               for p in sorted((tmp_path / "shop" / "config").rglob("*")) if p.is_file()}
+    written = {
+        str(p.relative_to(tmp_path / "shop" / "config")): p.read_bytes()
+        for p in sorted((tmp_path / "shop" / "config").rglob("*"))
+        if p.is_file()
+    }
     assert written == repo_config_files()  # exactly the starter files, nothing else (no temporary files left)
     settings = load_settings(tmp_path / "shop" / "config", environ={})
     assert load_events(settings).weights and load_models_config(settings).default
-    assert load_segment_rules(settings).segment_names and "default" in load_rule_sets(settings.config_dir / "eligibility.toml")
+    assert load_segment_rules(settings).segment_names and "default" in load_rule_sets(
+        settings.config_dir / "eligibility.toml"
+    )
     scan = scan_campaigns(settings.config_dir / "campaigns")
     assert scan.invalid == {} and len(scan.valid) == 4
 
@@ -60,7 +65,10 @@ def test_init_never_overwrites_without_force(tmp_path, monkeypatch, cli):
     again = cli("init", ".")
     n = len(repo_config_files())
     assert again.code == 2 and again.err.count("\n") == 1
-    assert again.err.startswith("error: 'config/") and f"already exists ({n} of the {n} starter files do): nothing written" in again.err
+    assert (
+        again.err.startswith("error: 'config/")
+        and f"already exists ({n} of the {n} starter files do): nothing written" in again.err
+    )
     assert edited.read_text() == "threads = 1\n"
     assert cli("init", ".", "--force").code == 0
     assert edited.read_bytes() == (ROOT / "config" / "settings.toml").read_bytes()
@@ -69,17 +77,51 @@ def test_init_never_overwrites_without_force(tmp_path, monkeypatch, cli):
 def _fresh_install(tmp_path: Path) -> Path:
     """A new virtual environment with the project installed from a copy of its sources (``--no-deps``)."""
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "var", "benchmarks", "tests", "__pycache__", ".pytest_cache", ".hypothesis", "build",
-        "*.egg-info"))
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "var",
+            "benchmarks",
+            "tests",
+            "__pycache__",
+            ".pytest_cache",
+            ".hypothesis",
+            "build",
+            "*.egg-info",
+        ),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
-    purelib = Path(subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     dev = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (purelib / "_dev_dependencies.pth").write_text("\n".join(sorted(dev)) + "\n")
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                                "--no-deps", "-q", str(source)], capture_output=True, text=True, timeout=600)
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "-q",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     shutil.rmtree(source)  # nothing may come from the source tree any more
     return venv
@@ -93,14 +135,21 @@ def test_installed_package_init_and_demo_in_an_empty_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MKTG_") or k.startswith("MKTG_TEST_")}
 
     def mktg(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([venv / "bin" / "mktg", *args], cwd=project, capture_output=True, text=True, env=env,
-                              timeout=600)
+        done = subprocess.run(
+            [venv / "bin" / "mktg", *args], cwd=project, capture_output=True, text=True, env=env, timeout=600
+        )
         if ok:
             assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
         return done
 
-    where = subprocess.run([venv / "bin" / "python", "-c", "import jobs, campaigns; print(jobs.__file__)"], cwd=project,
-                           capture_output=True, text=True, env=env, check=True).stdout
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import jobs, campaigns; print(jobs.__file__)"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert where.startswith(str(venv)), where  # the installed copy, not a source tree
     assert "no configuration directory ./config" in mktg("campaign", "list", ok=False).stderr
     assert mktg("--version").stdout.startswith("mktg ")

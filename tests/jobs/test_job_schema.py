@@ -22,11 +22,20 @@ def test_0003_keeps_earlier_runs_as_first_attempts_and_drops_the_apscheduler_tab
     _downgrade(db_engine, "0002")
     fire = datetime(2025, 3, 1, 6)
     with db_engine.begin() as conn:
-        conn.execute(text("CREATE TABLE apscheduler_jobs_main (id VARCHAR(191) PRIMARY KEY, job_state BYTEA)"
-                          if db_engine.url.get_backend_name() == "postgresql" else
-                          "CREATE TABLE apscheduler_jobs_main (id VARCHAR(191) PRIMARY KEY, job_state BLOB)"))
-        conn.execute(text("INSERT INTO job_runs (job_name, fire_time, started_at, finished_at, status, error, run_id) "
-                          "VALUES ('probe', :f, :f, :f, 'failed', 'boom', 'r1')"), {"f": fire})
+        conn.execute(
+            text(
+                "CREATE TABLE apscheduler_jobs_main (id VARCHAR(191) PRIMARY KEY, job_state BYTEA)"
+                if db_engine.url.get_backend_name() == "postgresql"
+                else "CREATE TABLE apscheduler_jobs_main (id VARCHAR(191) PRIMARY KEY, job_state BLOB)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_runs (job_name, fire_time, started_at, finished_at, status, error, run_id) "
+                "VALUES ('probe', :f, :f, :f, 'failed', 'boom', 'r1')"
+            ),
+            {"f": fire},
+        )
     upgrade(db_engine, "0003")
     assert current_revision(db_engine) == "0003"
     tables = set(inspect(db_engine).get_table_names())

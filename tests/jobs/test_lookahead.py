@@ -1,7 +1,7 @@
 """No look-ahead (SPEC 4): a preview or run as of T refuses models trained on data after T.
 
 Models are really trained on a small generated world and registered in the database; the rule is checked
-through ``jobs.pipeline`` (every database) and through the CLI (``--allow-future-models``).
+through ``jobs.campaign_service`` (every database) and through the CLI (``--allow-future-models``).
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from campaigns import run_store
+from campaigns import run_repository
 from campaigns.contracts import load_world
-from campaigns.synthetic import generate_world
-from jobs import pipeline
-from jobs.pipeline_models import save_and_register, train_models
+from campaigns.demo.synthetic import generate_world
+from jobs import campaign_service
+from jobs.model_service import save_and_register, train_models
 from jobs.settings import load_events, load_settings
 from recommender.models import load_model
 
@@ -55,8 +56,13 @@ def config(tmp_path) -> Path:
 def trained(db_engine, config, world_dir, tmp_path):
     settings = load_settings(config, environ={"MKTG_VAR_DIR": str(tmp_path / "var")})
     events = load_events(settings)
-    models = train_models(load_world(world_dir, event_types=events.event_types), settings, events,
-                          as_of=TRAINED_AS_OF, names=["popularity"])
+    models = train_models(
+        load_world(world_dir, event_types=events.event_types),
+        settings,
+        events,
+        as_of=TRAINED_AS_OF,
+        names=["popularity"],
+    )
     paths = save_and_register(models, settings, engine=db_engine)
     return settings, events, paths["popularity"]
 
@@ -68,32 +74,58 @@ def test_a_saved_model_records_its_training_data_cut_off(trained):
 
 def test_preview_before_the_cut_off_is_refused_unless_allowed(trained, world_dir, db_engine):
     settings, events, _path = trained
-    with pytest.raises(pipeline.LookAheadError) as info:
-        pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine)
+    with pytest.raises(campaign_service.LookAheadError) as info:
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine
+        )
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("model 'popularity' (popularity-")
     assert "was trained on data up to 2026-10-01T00:00:00Z, after 2026-09-15T09:00:00Z" in message
     assert "--allow-future-models" in message
-    plan = pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=BEFORE, engine=db_engine,
-                            allow_future_models=True)
+    plan = campaign_service.preview(
+        settings,
+        events,
+        campaign_id="pop_only",
+        data_dir=world_dir,
+        at=BEFORE,
+        engine=db_engine,
+        allow_future_models=True,
+    )
     assert plan.spec.id == "pop_only"
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
     at_cut_off = TRAINED_AS_OF  # data up to T is "before" a run at T
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=at_cut_off,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=at_cut_off, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
 
 
 def test_a_refused_run_writes_nothing(trained, world_dir, db_engine):
     settings, events, _path = trained
-    with pytest.raises(pipeline.LookAheadError):
-        pipeline.run(settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE, engine=db_engine)
-    assert run_store.list_runs(db_engine, "pop_only") == []
+    with pytest.raises(campaign_service.LookAheadError):
+        campaign_service.run(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE, engine=db_engine
+        )
+    assert run_repository.list_runs(db_engine, "pop_only") == []
     assert not (settings.export_dir / "pop_only").exists()
-    result = pipeline.run(settings, events, campaign_id="pop_only", data_dir=world_dir, scheduled_for=BEFORE,
-                          engine=db_engine, allow_future_models=True)
-    assert result.created and [r["run_id"] for r in run_store.list_runs(db_engine, "pop_only")] == [result.run_id]
+    result = campaign_service.run(
+        settings,
+        events,
+        campaign_id="pop_only",
+        data_dir=world_dir,
+        scheduled_for=BEFORE,
+        engine=db_engine,
+        allow_future_models=True,
+    )
+    assert result.created and [r["run_id"] for r in run_repository.list_runs(db_engine, "pop_only")] == [result.run_id]
 
 
 def test_a_model_without_a_recorded_cut_off_is_judged_by_when_it_was_trained(trained, world_dir, db_engine):
@@ -102,16 +134,24 @@ def test_a_model_without_a_recorded_cut_off_is_judged_by_when_it_was_trained(tra
     del doc["meta"]["data_as_of"]  # a model saved before the cut-off was recorded
     (path / "model.json").write_text(json.dumps(doc))
     trained_at = datetime.fromisoformat(doc["meta"]["trained_at"])
-    with pytest.raises(pipeline.LookAheadError, match=r"\(its data cut-off is not recorded\)"):
-        pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine)
+    with pytest.raises(campaign_service.LookAheadError, match=r"\(its data cut-off is not recorded\)"):
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=AFTER, engine=db_engine
+        )
     later = (trained_at + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    assert pipeline.preview(settings, events, campaign_id="pop_only", data_dir=world_dir, at=later,
-                            engine=db_engine).spec.id == "pop_only"
+    assert (
+        campaign_service.preview(
+            settings, events, campaign_id="pop_only", data_dir=world_dir, at=later, engine=db_engine
+        ).spec.id
+        == "pop_only"
+    )
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(cut_off=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
-       run_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)))
+@given(
+    cut_off=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
+    run_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1)),
+)
 def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at):
     from recommender.models.popularity import PopularityModel
 
@@ -119,8 +159,8 @@ def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at
     model.version, model.meta = "popularity-x", {"data_as_of": cut_off.isoformat(), "trained_at": "2000-01-01T00:00:00"}
     refused = cut_off > run_at  # SPEC 4: a run as of T uses only models from before T
     try:
-        pipeline.check_no_look_ahead({"popularity": model}, as_of=run_at)
-    except pipeline.LookAheadError:
+        campaign_service.check_no_look_ahead({"popularity": model}, as_of=run_at)
+    except campaign_service.LookAheadError:
         assert refused
     else:
         assert not refused
@@ -129,16 +169,29 @@ def test_refused_exactly_when_the_data_reaches_past_the_run_time(cut_off, run_at
 def test_the_cli_refuses_and_allows_with_the_flag(project, cli, world_dir):
     (project / "config" / "campaigns" / "pop_only.toml").write_text(POP_ONLY)
     assert cli("db", "upgrade").code == 0
-    trained = cli("train", "--data", str(world_dir), "--models", "popularity", "--as-of", "2026-10-01T00:00:00Z", "--json")
+    trained = cli(
+        "train", "--data", str(world_dir), "--models", "popularity", "--as-of", "2026-10-01T00:00:00Z", "--json"
+    )
     assert trained.code == 0, trained.err
     [model] = json.loads(trained.out)
     assert model["model"] == "popularity" and model["data_as_of"] == "2026-10-01T00:00:00Z"
     refused = cli("campaign", "preview", "pop_only", "--data", str(world_dir), "--at", "2026-09-15T09:00:00Z")
     assert refused.code == 2 and refused.err.count("\n") == 1
-    assert f"model 'popularity' ({model['version']}) was trained on data up to 2026-10-01T00:00:00Z, after " \
-           "2026-09-15T09:00:00Z" in refused.err
-    allowed = cli("campaign", "preview", "pop_only", "--data", str(world_dir), "--at", "2026-09-15T09:00:00Z",
-                  "--allow-future-models", "--json")
+    assert (
+        f"model 'popularity' ({model['version']}) was trained on data up to 2026-10-01T00:00:00Z, after "
+        "2026-09-15T09:00:00Z" in refused.err
+    )
+    allowed = cli(
+        "campaign",
+        "preview",
+        "pop_only",
+        "--data",
+        str(world_dir),
+        "--at",
+        "2026-09-15T09:00:00Z",
+        "--allow-future-models",
+        "--json",
+    )
     assert allowed.code == 0, allowed.err
     doc = json.loads(allowed.out)
     assert doc["campaign_id"] == "pop_only" and doc["as_of"] == "2026-09-15T09:00:00Z"

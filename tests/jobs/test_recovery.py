@@ -20,20 +20,22 @@ from sqlalchemy import func, inspect, select
 from test_scheduler import MKTG, SchedulerProcess, env, write_config
 from test_scheduler_campaign import campaign_world
 
-from campaigns.db.models import CampaignRun, JobRun, TargetListRow
+from campaigns.db.models import CampaignRun, TargetListRow
 from campaigns.db.session import SchemaError, current_revision, head_revision, make_engine, session_scope, upgrade
-from jobs.jobs_registry import JobDef
-from jobs.scheduler import make_runner, prepare, run_scheduler
+from jobs.job_catalog import JobDef
 from jobs.runner import lock_key
+from jobs.scheduler import make_runner, prepare, run_scheduler
 from jobs.settings import Settings, load_settings
+from jobs.tables import JobRun
 
 FIRE = datetime(2026, 11, 2, 9, 0, 0)
 JOB = "campaign:every3s"
 
 
 def mktg(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MKTG, "--config", str(config), *args], cwd=config, capture_output=True, text=True,
-                          env=env(), timeout=120)
+    return subprocess.run(
+        [*MKTG, "--config", str(config), *args], cwd=config, capture_output=True, text=True, env=env(), timeout=120
+    )
 
 
 def _job_run(engine) -> JobRun:
@@ -62,8 +64,14 @@ runner.run({JOB!r}, datetime.fromisoformat({FIRE.isoformat()!r}), campaign_then_
 
 def test_kill_between_the_campaign_commit_and_the_job_commit_is_reconciled_at_start_up(db_engine, tmp_path):
     config = campaign_world(tmp_path, db_engine, customers=300)
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CAMPAIGN_COMMIT, str(config)], cwd=config,
-                            capture_output=True, text=True, env=env(), timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CAMPAIGN_COMMIT, str(config)],
+        cwd=config,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     [campaign_run] = _campaign_runs(db_engine)  # committed, files published ...
     assert (Path(campaign_run.export_dir) / "manifest.json").exists()

@@ -12,12 +12,12 @@ import pytest
 from campaigns.contracts import load_world
 from campaigns.db.models import ModelVersion
 from campaigns.db.session import make_engine, session_scope, upgrade
+from campaigns.demo.synthetic import generate_world
 from campaigns.model_registry import active_version
-from campaigns.synthetic import generate_world
 from jobs.demo import world_as_of
-from jobs.job_functions import model_refresh_job
-from jobs.pipeline_models import save_and_register, train_models
+from jobs.model_service import save_and_register, train_models
 from jobs.runner import JobRunner, Outcome
+from jobs.scheduled_jobs import model_refresh_job
 from jobs.settings import load_events, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,13 @@ def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, t
     )
     settings = load_settings(config, environ={})
     events = load_events(settings)
-    previous = train_models(load_world(world, event_types=events.event_types), settings, events,
-                            as_of=world_as_of(world), names=["popularity"])
+    previous = train_models(
+        load_world(world, event_types=events.event_types),
+        settings,
+        events,
+        as_of=world_as_of(world),
+        names=["popularity"],
+    )
     engine = make_engine(settings.database_url)
     upgrade(engine)
     save_and_register(previous, settings, engine=engine, metrics={"popularity": {"ndcg": previous_ndcg}})

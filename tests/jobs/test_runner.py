@@ -11,11 +11,12 @@ import pytest
 from probe_jobs import metadata, probe_rows, write_probe_row
 from sqlalchemy import func, select, update
 
-from campaigns.db.models import CampaignRun, JobAttempt, JobRun, ModelVersion
+from campaigns.db.models import CampaignRun, ModelVersion
 from campaigns.db.session import session_scope
-from jobs.job_functions import Candidate, keep_previous, model_refresh_job, recover_committed
 from jobs.runner import ABANDONED_ERROR, JobResult, JobRunner, Outcome, RetryPolicy, history_with_attempts, lock_key
+from jobs.scheduled_jobs import Candidate, keep_previous, model_refresh_job, recover_committed
 from jobs.settings import Settings
+from jobs.tables import JobAttempt, JobRun
 
 FIRE = datetime(2025, 3, 1, 6, 0, 0)
 
@@ -28,7 +29,9 @@ def engine(db_engine):
 
 def _probe_count(engine, fire_time=FIRE) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(probe_rows).where(probe_rows.c.fire_time == fire_time)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(probe_rows).where(probe_rows.c.fire_time == fire_time)
+        ).scalar_one()
 
 
 def _run_row(engine, job="probe", fire_time=FIRE) -> JobRun:
@@ -77,7 +80,12 @@ def test_failure_rolls_back_the_jobs_rows_and_is_retried_after_its_backoff(engin
     assert retried.outcome == Outcome.SUCCEEDED and retried.run_id != report.run_id and retried.attempt == 2
     row = _run_row(engine)
     assert (row.status, row.error, row.run_id, row.attempts, row.next_attempt_at) == (
-        "succeeded", None, retried.run_id, 2, None)
+        "succeeded",
+        None,
+        retried.run_id,
+        2,
+        None,
+    )
     assert _probe_count(engine) == 1
 
 
@@ -103,8 +111,9 @@ def test_retries_back_off_exponentially_then_give_up_and_only_a_manual_run_reope
     assert _probe_count(engine) == 1
 
 
-@pytest.mark.parametrize(("base", "cap", "expected"), [
-    (60, 3600, [60, 120, 240, 480]), (10, 25, [10, 20, 25, 25]), (0, 3600, [0, 0, 0, 0])])
+@pytest.mark.parametrize(
+    ("base", "cap", "expected"), [(60, 3600, [60, 120, 240, 480]), (10, 25, [10, 20, 25, 25]), (0, 3600, [0, 0, 0, 0])]
+)
 def test_backoff_doubles_up_to_its_cap(base, cap, expected):
     policy = RetryPolicy(attempts=5, backoff_seconds=base, backoff_max_seconds=cap)
     assert [policy.delay(n).total_seconds() for n in (1, 2, 3, 4)] == expected
@@ -126,8 +135,17 @@ def _insert_running_row(engine, run_id="dead-run", job="probe", trigger="schedul
         row = JobRun(job_name=job, fire_time=FIRE, started_at=FIRE, status="running", run_id=run_id, attempts=1)
         s.add(row)
         s.flush()
-        s.add(JobAttempt(job_run_id=row.id, attempt=1, claim_id=run_id, trigger=trigger, worker="dead@host:1",
-                         status="running", started_at=FIRE))
+        s.add(
+            JobAttempt(
+                job_run_id=row.id,
+                attempt=1,
+                claim_id=run_id,
+                trigger=trigger,
+                worker="dead@host:1",
+                status="running",
+                started_at=FIRE,
+            )
+        )
 
 
 def test_abandoned_running_row_is_recorded_and_retried_once(engine):
@@ -147,8 +165,18 @@ def test_abandoned_running_row_is_recorded_and_retried_once(engine):
 def _commit_campaign_run(engine, campaign_id="spring", run_id="spring-20250301T060000") -> None:
     """The campaign run's own transaction, committed (what run_campaign does before the job records it)."""
     with session_scope(engine) as s:
-        s.add(CampaignRun(run_id=run_id, campaign_id=campaign_id, scheduled_for=FIRE, status="succeeded",
-                          started_at=FIRE, row_count=42, control_count=4, model_versions={"als": "als-v1"}))
+        s.add(
+            CampaignRun(
+                run_id=run_id,
+                campaign_id=campaign_id,
+                scheduled_for=FIRE,
+                status="succeeded",
+                started_at=FIRE,
+                row_count=42,
+                control_count=4,
+                model_versions={"als": "als-v1"},
+            )
+        )
 
 
 @pytest.mark.parametrize("left_as", ["running", "failed", "gave_up"])
@@ -200,8 +228,9 @@ def test_a_run_that_lost_its_claim_commits_nothing(engine):
     def hijacked(ctx):
         with engine.begin() as conn:  # someone else took this run over meanwhile (new run_id)
             conn.execute(update(JobRun).where(JobRun.run_id == ctx.run_id).values(run_id="someone-else"))
-        ctx.session.execute(probe_rows.insert().values(job_name=ctx.job_name, fire_time=ctx.fire_time,
-                                                       run_id=ctx.run_id, pid=0))
+        ctx.session.execute(
+            probe_rows.insert().values(job_name=ctx.job_name, fire_time=ctx.fire_time, run_id=ctx.run_id, pid=0)
+        )
         return JobResult(rows_produced=1)
 
     report = JobRunner(engine).run("probe", FIRE, hijacked)
@@ -219,15 +248,18 @@ def test_aware_fire_times_are_stored_as_naive_utc(engine):
     assert _run_row(engine).fire_time == FIRE
 
 
-@pytest.mark.parametrize(("new", "old", "keep"), [
-    (0.20, 0.30, True),      # 33% worse: keep the previous model
-    (0.295, 0.30, False),    # 1.7% worse, within the 2% margin: take the new one
-    (0.2945, 0.30, False),   # 1.83% worse: within the margin
-    (0.2935, 0.30, True),    # 2.17% worse: beyond it
-    (0.40, 0.30, False),
-    (0.10, None, False),     # nothing active yet
-    (None, 0.30, True),      # the new model has no value for the metric
-])
+@pytest.mark.parametrize(
+    ("new", "old", "keep"),
+    [
+        (0.20, 0.30, True),  # 33% worse: keep the previous model
+        (0.295, 0.30, False),  # 1.7% worse, within the 2% margin: take the new one
+        (0.2945, 0.30, False),  # 1.83% worse: within the margin
+        (0.2935, 0.30, True),  # 2.17% worse: beyond it
+        (0.40, 0.30, False),
+        (0.10, None, False),  # nothing active yet
+        (None, 0.30, True),  # the new model has no value for the metric
+    ],
+)
 def test_keep_previous_margin(new, old, keep):
     assert keep_previous(new, old, max_regression=0.02) is keep
 
@@ -238,21 +270,39 @@ CANDIDATE_METRIC: dict[str, float] = {}
 def trainer(settings, kind):  # a stand-in for the training pipeline, used by model_refresh_job(trainer=...)
     n = len(CANDIDATE_METRIC["trained"])
     CANDIDATE_METRIC["trained"].append(n)
-    return Candidate(version=f"{kind}-v{n + 2}", kind=kind, params={"factors": 8}, data_hash="h",
-                     metrics={"ndcg": CANDIDATE_METRIC["value"]}, trained_at=FIRE, train_seconds=1.0,
-                     path=f"/models/{kind}-v{n + 2}.npz")
+    return Candidate(
+        version=f"{kind}-v{n + 2}",
+        kind=kind,
+        params={"factors": 8},
+        data_hash="h",
+        metrics={"ndcg": CANDIDATE_METRIC["value"]},
+        trained_at=FIRE,
+        train_seconds=1.0,
+        path=f"/models/{kind}-v{n + 2}.npz",
+    )
 
 
 @pytest.mark.parametrize(("new_metric", "stays_active"), [(0.20, "als-v1"), (0.35, "als-v2")])
 def test_model_refresh_keeps_the_previous_model_when_the_new_one_is_worse(engine, new_metric, stays_active):
     with session_scope(engine) as s:
-        s.add(ModelVersion(version="als-v1", kind="als", params={}, data_hash="h0", metrics={"ndcg": 0.30},
-                           trained_at=FIRE - timedelta(days=1), train_seconds=1.0, path="/models/als-v1.npz",
-                           is_active=True))
+        s.add(
+            ModelVersion(
+                version="als-v1",
+                kind="als",
+                params={},
+                data_hash="h0",
+                metrics={"ndcg": 0.30},
+                trained_at=FIRE - timedelta(days=1),
+                train_seconds=1.0,
+                path="/models/als-v1.npz",
+                is_active=True,
+            )
+        )
     CANDIDATE_METRIC.update(value=new_metric, trained=[])
     settings = Settings(refresh={"models": ["als"]})
     report = JobRunner(engine, settings=settings).run(
-        "model_refresh", FIRE, model_refresh_job, {"trainer": f"{__name__}:trainer"})
+        "model_refresh", FIRE, model_refresh_job, {"trainer": f"{__name__}:trainer"}
+    )
     assert report.outcome == Outcome.SUCCEEDED, report.error
     with session_scope(engine) as s:
         rows = {m.version: m.is_active for m in s.scalars(select(ModelVersion))}

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
 from sqlalchemy import func, select, text
 
-from campaigns.db.models import JobRun, JobSchedule
 from campaigns.db.session import session_scope
 from jobs.catch_up import Schedule, register_schedules
-from jobs.jobs_registry import JobDef, make_trigger
+from jobs.job_catalog import JobDef, make_trigger
 from jobs.scheduler import SWEEP_JOB, build_scheduler, make_runner, prepare
 from jobs.settings import Settings
+from jobs.tables import JobRun, JobSchedule
 
 TESTS_JOBS = Path(__file__).resolve().parent
 ROOT = TESTS_JOBS.parents[1]
@@ -42,15 +42,16 @@ def database_url(engine) -> str:
     return url
 
 
-def write_config(directory: Path, url: str, *, schedule: str = "*/2 * * * * *", grace: int = 30, extra: str = "",
-                 scheduler: str = "") -> Path:
+def write_config(
+    directory: Path, url: str, *, schedule: str = "*/2 * * * * *", grace: int = 30, extra: str = "", scheduler: str = ""
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "settings.toml").write_text(
         f'database_url = "{url}"\nvar_dir = "{directory / "var"}"\n'
         f'[scheduler]\nmisfire_grace_seconds = {grace}\nmodel_refresh = ""\nconversion_analysis = ""\n'
-        f'sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}'
+        f"sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}"
         f'[scheduler.extra_jobs.probe]\nfunc = "probe_jobs:write_probe_row"\nschedule = "{schedule}"\n'
-        f'kwargs = {{ sleep = 0.3 }}\n{extra}'
+        f"kwargs = {{ sleep = 0.3 }}\n{extra}"
     )
     return directory
 
@@ -63,8 +64,13 @@ class SchedulerProcess:
     def __init__(self, config: Path, instance: str, log: Path, **extra_env: str) -> None:
         self.log = log
         self.handle = log.open("w")
-        self.proc = subprocess.Popen([*MKTG, "--config", str(config), "scheduler", "start", "--instance", instance],
-                                     cwd=config, stdout=self.handle, stderr=subprocess.STDOUT, env=env(**extra_env))
+        self.proc = subprocess.Popen(
+            [*MKTG, "--config", str(config), "scheduler", "start", "--instance", instance],
+            cwd=config,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            env=env(**extra_env),
+        )
 
     def text(self) -> str:
         return self.log.read_text()
@@ -86,7 +92,7 @@ def engine(db_engine):
     return db_engine
 
 
-def wait_until(condition, *, timeout: float = 60, alive: "SchedulerProcess | None" = None, what: str = "condition"):
+def wait_until(condition, *, timeout: float = 60, alive: SchedulerProcess | None = None, what: str = "condition"):
     """Poll ``condition`` until it is true (returning its value), failing after ``timeout`` seconds or as soon as
     the ``alive`` process exits."""
     deadline = time.monotonic() + timeout
@@ -116,10 +122,13 @@ def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_pat
     try:
         a.wait_for("scheduler started")
         b.wait_for("scheduler started")
-        both_up = datetime.now(timezone.utc).replace(tzinfo=None)
+        both_up = datetime.now(UTC).replace(tzinfo=None)
         # both fire the every-2-seconds job; wait (however slow the machine) for 3 fire times after both were up
-        wait_until(lambda: sum(r.status == "succeeded" and r.fire_time > both_up for r in _runs(engine)) >= 3,
-                   alive=a, what="3 succeeded fire times")
+        wait_until(
+            lambda: sum(r.status == "succeeded" and r.fire_time > both_up for r in _runs(engine)) >= 3,
+            alive=a,
+            what="3 succeeded fire times",
+        )
     finally:
         codes = a.stop(), b.stop()
     assert codes == (0, 0), a.text() + b.text()
@@ -148,8 +157,14 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert run.status == "running"  # nobody could record anything: the process is gone
 
-    history = subprocess.run([*MKTG, "--config", str(config), "jobs", "history", "--json"], cwd=config,
-                             capture_output=True, text=True, env=env(), timeout=60)
+    history = subprocess.run(
+        [*MKTG, "--config", str(config), "jobs", "history", "--json"],
+        cwd=config,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+    )
     assert history.returncode == 0, history.stderr
     listed = {(r["job"], r["fire_time"].removesuffix("Z")): r for r in json.loads(history.stdout)}  # shown as UTC "Z"
     killed = listed[("probe", fire_time)]
@@ -157,8 +172,14 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     assert [(a["attempt"], a["status"], a["trigger"]) for a in killed["attempts"]] == [(1, "abandoned", "scheduler")]
 
     for expected in ("succeeded", "already succeeded"):
-        rerun = subprocess.run([*MKTG, "--config", str(config), "jobs", "run", "probe", "--at", fire_time], cwd=config,
-                               capture_output=True, text=True, env=env(), timeout=60)
+        rerun = subprocess.run(
+            [*MKTG, "--config", str(config), "jobs", "run", "probe", "--at", fire_time],
+            cwd=config,
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=60,
+        )
         assert rerun.returncode == 0 and expected in rerun.stdout, rerun.stdout + rerun.stderr
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert (run.status, run.error, run.rows_produced, run.attempts) == ("succeeded", None, 1, 2)
@@ -171,7 +192,7 @@ EVERY_MINUTE = "* * * * *"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _grace_far_from_minute_marks(now: datetime) -> int:
@@ -182,7 +203,9 @@ def _grace_far_from_minute_marks(now: datetime) -> int:
 
 def _minute_marks(start: datetime, end: datetime) -> list[datetime]:
     """Oracle: the whole minutes in [start, end], written from the cron rule's text, not from APScheduler."""
-    first = start.replace(second=0, microsecond=0) + (timedelta(minutes=1) if start.second or start.microsecond else timedelta())
+    first = start.replace(second=0, microsecond=0) + (
+        timedelta(minutes=1) if start.second or start.microsecond else timedelta()
+    )
     return [first + timedelta(minutes=i) for i in range(int((end - first).total_seconds() // 60) + 1)]
 
 
@@ -210,16 +233,25 @@ def test_a_restarted_scheduler_runs_missed_fire_times_in_the_window_and_records_
     since = now - timedelta(minutes=10)
     _was_scheduled_since(engine, "probe", EVERY_MINUTE, since)
     with session_scope(engine) as s:  # the last fire time before the outage ran
-        s.add(JobRun(job_name="probe", fire_time=_minute_marks(since, now)[0], started_at=since, status="succeeded",
-                     attempts=1))
+        s.add(
+            JobRun(
+                job_name="probe",
+                fire_time=_minute_marks(since, now)[0],
+                started_at=since,
+                status="succeeded",
+                attempts=1,
+            )
+        )
     settings = Settings(scheduler={"misfire_grace_seconds": grace, "coalesce": coalesce, "sweep_seconds": 1})
     scheduler = _start_in_process(settings, [JobDef("probe", write_probe_row, EVERY_MINUTE)], engine)
     marks = _minute_marks(since, now)
     window = [m for m in marks if m >= now - timedelta(seconds=grace)]
     try:
         expected_done = window[-1:] if coalesce else window
-        wait_until(lambda: {r.fire_time for r in _runs(engine) if r.status == "succeeded"} >= set(expected_done),
-                   what="the missed fire times in the window")
+        wait_until(
+            lambda: {r.fire_time for r in _runs(engine) if r.status == "succeeded"} >= set(expected_done),
+            what="the missed fire times in the window",
+        )
         wait_until(lambda: {r.fire_time for r in _runs(engine)} >= set(marks), what="every fire time recorded")
     finally:
         scheduler.shutdown(wait=True)
@@ -236,8 +268,12 @@ def test_fire_times_before_the_schedule_existed_are_not_run(engine):
     settings = Settings(scheduler={"misfire_grace_seconds": 3600, "sweep_seconds": 0.2})
     started = _now()
     sweeps = []
-    scheduler = _start_in_process(settings, [JobDef("probe", write_probe_row, EVERY_MINUTE)], engine,
-                                  on_event=lambda e: sweeps.append(e) if e.job_id == SWEEP_JOB else None)
+    scheduler = _start_in_process(
+        settings,
+        [JobDef("probe", write_probe_row, EVERY_MINUTE)],
+        engine,
+        on_event=lambda e: sweeps.append(e) if e.job_id == SWEEP_JOB else None,
+    )
     try:
         wait_until(lambda: len(sweeps) >= 3, what="three sweeps")
     finally:

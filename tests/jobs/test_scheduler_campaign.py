@@ -9,13 +9,14 @@ from pathlib import Path
 from sqlalchemy import func, select
 from test_scheduler import SchedulerProcess, database_url, wait_until
 
-from campaigns.db.models import CampaignRun, ContactHistory, JobRun, TargetListRow
-from campaigns.db.session import session_scope
-from campaigns.synthetic import generate_world
-from jobs.pipeline_models import save_and_register, train_models
-from jobs.settings import load_events, load_settings
 from campaigns.contracts import load_world
+from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
+from campaigns.db.session import session_scope
+from campaigns.demo.synthetic import generate_world
 from jobs.demo import world_as_of
+from jobs.model_service import save_and_register, train_models
+from jobs.settings import load_events, load_settings
+from jobs.tables import JobRun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,15 +50,18 @@ def make_config(tmp_path: Path, url: str, *, scheduler: str = "") -> Path:
     (config / "settings.toml").write_text(
         f'database_url = "{url}"\ndata_dir = "{tmp_path / "world"}"\nvar_dir = "{tmp_path / "var"}"\nthreads = 1\n'
         '[scheduler]\nmisfire_grace_seconds = 30\nmodel_refresh = ""\nconversion_analysis = ""\n'
-        f'sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}'
+        f"sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}"
     )
     return config
 
 
 def _succeeded(engine) -> int:
     with session_scope(engine) as s:
-        return s.scalar(select(func.count()).select_from(JobRun).where(
-            JobRun.job_name == "campaign:every3s", JobRun.status == "succeeded"))
+        return s.scalar(
+            select(func.count())
+            .select_from(JobRun)
+            .where(JobRun.job_name == "campaign:every3s", JobRun.status == "succeeded")
+        )
 
 
 def campaign_world(tmp_path: Path, engine, *, customers: int = 600, seed: int = 5, scheduler: str = "") -> Path:
@@ -68,8 +72,11 @@ def campaign_world(tmp_path: Path, engine, *, customers: int = 600, seed: int = 
     settings = load_settings(config, environ={})
     events = load_events(settings)
     world = load_world(settings.data_dir, event_types=events.event_types)
-    save_and_register(train_models(world, settings, events, as_of=world_as_of(settings.data_dir), names=["popularity"]),
-                      settings, engine=engine)
+    save_and_register(
+        train_models(world, settings, events, as_of=world_as_of(settings.data_dir), names=["popularity"]),
+        settings,
+        engine=engine,
+    )
     return config
 
 
@@ -90,8 +97,13 @@ def test_two_schedulers_run_a_real_campaign_once_per_fire_time(db_engine, tmp_pa
         jobs = s.scalars(select(JobRun).where(JobRun.job_name == "campaign:every3s").order_by(JobRun.fire_time)).all()
         runs = s.scalars(select(CampaignRun).order_by(CampaignRun.scheduled_for)).all()
         rows = dict(s.execute(select(TargetListRow.run_id, func.count()).group_by(TargetListRow.run_id)).all())
-        contacts = dict(s.execute(select(ContactHistory.run_id, func.count()).where(ContactHistory.contacted.is_(True))
-                                  .group_by(ContactHistory.run_id)).all())
+        contacts = dict(
+            s.execute(
+                select(ContactHistory.run_id, func.count())
+                .where(ContactHistory.contacted.is_(True))
+                .group_by(ContactHistory.run_id)
+            ).all()
+        )
     assert len(jobs) >= 3, a.text() + b.text()
     assert all(j.status == "succeeded" for j in jobs), [(j.fire_time, j.status, j.error) for j in jobs]
     # exactly one campaign run per fire time, linked from its job record, no extra runs

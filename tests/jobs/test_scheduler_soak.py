@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from test_scheduler import SchedulerProcess, wait_until
 from test_scheduler_campaign import campaign_world
 
-from campaigns.db.models import CampaignRun, ContactHistory, JobAttempt, JobRun, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
 from campaigns.db.session import session_scope
+from jobs.tables import JobAttempt, JobRun
 
 PROBE, CAMPAIGN = "probe", "campaign:every3s"
 KILLS = 4
@@ -38,14 +39,17 @@ SCHEDULER = (
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _expected(step: int, start: datetime, end: datetime) -> list[datetime]:
     """Oracle from the cron text ``*/step * * * * *``: whole seconds in [start, end] divisible by ``step``."""
     first = start.replace(microsecond=0) + timedelta(seconds=1)
-    return [t for t in (first + timedelta(seconds=i) for i in range(int((end - first).total_seconds()) + 1))
-            if t <= end and t.second % step == 0]
+    return [
+        t
+        for t in (first + timedelta(seconds=i) for i in range(int((end - first).total_seconds()) + 1))
+        if t <= end and t.second % step == 0
+    ]
 
 
 def _statuses(engine, job: str) -> dict[datetime, str]:
@@ -56,8 +60,12 @@ def _statuses(engine, job: str) -> dict[datetime, str]:
 def _attempts_of(engine, pid: int, job: str, statuses: tuple[str, ...]) -> int:
     """Attempts of ``job`` made by the scheduler process ``pid`` (its attempts' worker ends in ``:<pid>``)."""
     with session_scope(engine) as s:
-        return s.scalar(select(func.count()).select_from(JobAttempt).join(JobRun).where(
-            JobRun.job_name == job, JobAttempt.worker.like(f"%:{pid}"), JobAttempt.status.in_(statuses)))
+        return s.scalar(
+            select(func.count())
+            .select_from(JobAttempt)
+            .join(JobRun)
+            .where(JobRun.job_name == job, JobAttempt.worker.like(f"%:{pid}"), JobAttempt.status.in_(statuses))
+        )
 
 
 @pytest.mark.slow
@@ -76,8 +84,12 @@ def test_two_schedulers_killed_at_random_lose_no_fire_time_and_run_none_twice(db
             for _ in range(TRIES):
                 name = rng.choice(sorted(procs))
                 victim, pid = procs[name], procs[name].proc.pid
-                wait_until(lambda: _attempts_of(db_engine, pid, job, ("running",)), timeout=60, alive=victim,
-                           what=f"{job} running in {name}")
+                wait_until(
+                    lambda pid=pid, job=job: _attempts_of(db_engine, pid, job, ("running",)),
+                    timeout=60,
+                    alive=victim,
+                    what=f"{job} running in {name}",
+                )
                 victim.stop(signal.SIGKILL)
                 # a hit: the attempt it was running is left running (or already recorded abandoned by the other one)
                 hit = _attempts_of(db_engine, pid, job, ("running", "abandoned")) > 0
@@ -90,8 +102,9 @@ def test_two_schedulers_killed_at_random_lose_no_fire_time_and_run_none_twice(db
         expected = {PROBE: _expected(2, window_start, window_end), CAMPAIGN: _expected(3, window_start, window_end)}
 
         def all_succeeded() -> bool:
-            return all(all(_statuses(db_engine, job).get(t) == "succeeded" for t in times)
-                       for job, times in expected.items())
+            return all(
+                all(_statuses(db_engine, job).get(t) == "succeeded" for t in times) for job, times in expected.items()
+            )
 
         wait_until(all_succeeded, timeout=120, alive=procs["a"], what="every fire time of the window to succeed")
     finally:
@@ -109,10 +122,21 @@ def test_two_schedulers_killed_at_random_lose_no_fire_time_and_run_none_twice(db
         jobs = {r.fire_time: r for r in s.scalars(select(JobRun).where(JobRun.job_name == CAMPAIGN))}
         runs = s.scalars(select(CampaignRun)).all()
         targets = dict(s.execute(select(TargetListRow.run_id, func.count()).group_by(TargetListRow.run_id)).all())
-        contacts = dict(s.execute(select(ContactHistory.run_id, func.count()).where(ContactHistory.contacted)
-                                  .group_by(ContactHistory.run_id)).all())
-        abandoned = dict(s.execute(select(JobRun.job_name, func.count()).join(JobAttempt)
-                                   .where(JobAttempt.status == "abandoned").group_by(JobRun.job_name)).all())
+        contacts = dict(
+            s.execute(
+                select(ContactHistory.run_id, func.count())
+                .where(ContactHistory.contacted)
+                .group_by(ContactHistory.run_id)
+            ).all()
+        )
+        abandoned = dict(
+            s.execute(
+                select(JobRun.job_name, func.count())
+                .join(JobAttempt)
+                .where(JobAttempt.status == "abandoned")
+                .group_by(JobRun.job_name)
+            ).all()
+        )
     succeeded_probes = {t for t, status in _statuses(db_engine, PROBE).items() if status == "succeeded"}
     assert probe == {t: 1 for t in succeeded_probes}
     assert sorted(r.scheduled_for for r in runs) == sorted(t for t, j in jobs.items() if j.status == "succeeded")

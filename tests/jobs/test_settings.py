@@ -28,8 +28,10 @@ def test_never_the_install_location(project):
     assert (ROOT / "config" / "settings.toml").exists()  # the package's own configuration is right there...
     with pytest.raises(ConfigError) as info:
         load_settings(environ={})  # ...but the working directory has none
-    assert str(info.value) == (f"no configuration directory ./config in {project}: write a starter one with "
-                               "`mktg init .`, or pass --config DIR (or set MKTG_CONFIG_DIR)")
+    assert str(info.value) == (
+        f"no configuration directory ./config in {project}: write a starter one with "
+        "`mktg init .`, or pass --config DIR (or set MKTG_CONFIG_DIR)"
+    )
 
 
 def test_optional_settings_use_defaults_without_any_configuration(project):
@@ -48,39 +50,67 @@ def test_config_dir_argument_and_env(tmp_path: Path):
 
 
 def test_environment_overrides_file_values_including_sections():
-    s = load_settings(ROOT / "config", environ={"MKTG_DATABASE_URL": "postgresql+psycopg://x@h/db", "MKTG_THREADS": "7",
-                                                "MKTG_SCHEDULER__TIMEZONE": "Europe/Madrid", "OTHER": "1",
-                                                "MKTG_TEST_POSTGRES_URL": "postgresql+psycopg://t@h/test"})
+    s = load_settings(
+        ROOT / "config",
+        environ={
+            "MKTG_DATABASE_URL": "postgresql+psycopg://x@h/db",
+            "MKTG_THREADS": "7",
+            "MKTG_SCHEDULER__TIMEZONE": "Europe/Madrid",
+            "OTHER": "1",
+            "MKTG_TEST_POSTGRES_URL": "postgresql+psycopg://t@h/test",
+        },
+    )
     assert (s.database_url, s.threads, s.scheduler.timezone) == ("postgresql+psycopg://x@h/db", 7, "Europe/Madrid")
 
 
-@pytest.mark.parametrize(("environ", "message"), [
-    ({"MKTG_TRACEBACK": "1"}, "environment variable MKTG_TRACEBACK: not a setting (known here: data_dir, database_url"),
-    ({"MKTG_SCHEDULER__NOPE": "1"}, "environment variable MKTG_SCHEDULER__NOPE: not a setting (known here: coalesce"),
-    ({"MKTG_THREADS": "many"}, "environment variable MKTG_THREADS: Input should be a valid integer"),
-    ({"MKTG_SCHEDULER__TIMEZONE": "Mars/Olympus"}, "MKTG_SCHEDULER__TIMEZONE: unknown time zone 'Mars/Olympus'"),
-    ({"MKTG_CONFIG_DIR__X": "1"}, "environment variable MKTG_CONFIG_DIR__X: not a setting"),
-])
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"MKTG_TRACEBACK": "1"},
+            "environment variable MKTG_TRACEBACK: not a setting (known here: data_dir, database_url",
+        ),
+        (
+            {"MKTG_SCHEDULER__NOPE": "1"},
+            "environment variable MKTG_SCHEDULER__NOPE: not a setting (known here: coalesce",
+        ),
+        ({"MKTG_THREADS": "many"}, "environment variable MKTG_THREADS: Input should be a valid integer"),
+        ({"MKTG_SCHEDULER__TIMEZONE": "Mars/Olympus"}, "MKTG_SCHEDULER__TIMEZONE: unknown time zone 'Mars/Olympus'"),
+        ({"MKTG_CONFIG_DIR__X": "1"}, "environment variable MKTG_CONFIG_DIR__X: not a setting"),
+    ],
+)
 def test_bad_environment_variables_name_the_variable(environ, message):
     with pytest.raises(ConfigError) as info:
         load_settings(ROOT / "config", environ=environ)
     assert message in str(info.value) and "settings.toml" not in str(info.value)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("threads = 0\n", "settings.toml: threads: Input should be greater than or equal to 1, got 0"),
-    ("threads = 100000\n", "settings.toml: threads: Input should be less than or equal to 256"),
-    ("nonsense_key = 1\n", "settings.toml: nonsense_key: unknown key (allowed: data_dir, database_url, log_level, refresh"),
-    ("config_dir = 'x'\n", "settings.toml: config_dir: not a setting (choose the directory with --config"),
-    ("log_level = 'loud'\n", "log_level: unknown log level 'loud'"),
-    ("database_url = 'nonsense'\n", "database_url: not a database URL"),
-    ("[scheduler]\ntimezone = 'Europe/Nowhere'\n", "scheduler.timezone: unknown time zone 'Europe/Nowhere'"),
-    ("[scheduler]\nmodel_refresh = '0 2 31 2 *'\n", "scheduler.model_refresh: invalid schedule '0 2 31 2 *': it never fires"),
-    ("[scheduler.extra_jobs.x]\nfunc = 'm:f'\nschedule = '0 0 30 2 *'\n", "extra_jobs.x.schedule: invalid schedule"),
-    ("[scheduler]\nworkerz = 2\n", "scheduler.workerz: unknown key (allowed: coalesce, conversion_analysis"),
-    ("[refresh]\nmetric = 'auc'\n", "refresh.metric: unknown metric 'auc'"),
-    ("threads = [\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("threads = 0\n", "settings.toml: threads: Input should be greater than or equal to 1, got 0"),
+        ("threads = 100000\n", "settings.toml: threads: Input should be less than or equal to 256"),
+        (
+            "nonsense_key = 1\n",
+            "settings.toml: nonsense_key: unknown key (allowed: data_dir, database_url, log_level, refresh",
+        ),
+        ("config_dir = 'x'\n", "settings.toml: config_dir: not a setting (choose the directory with --config"),
+        ("log_level = 'loud'\n", "log_level: unknown log level 'loud'"),
+        ("database_url = 'nonsense'\n", "database_url: not a database URL"),
+        ("[scheduler]\ntimezone = 'Europe/Nowhere'\n", "scheduler.timezone: unknown time zone 'Europe/Nowhere'"),
+        (
+            "[scheduler]\nmodel_refresh = '0 2 31 2 *'\n",
+            "scheduler.model_refresh: invalid schedule '0 2 31 2 *': it never fires",
+        ),
+        (
+            "[scheduler.extra_jobs.x]\nfunc = 'm:f'\nschedule = '0 0 30 2 *'\n",
+            "extra_jobs.x.schedule: invalid schedule",
+        ),
+        ("[scheduler]\nworkerz = 2\n", "scheduler.workerz: unknown key (allowed: coalesce, conversion_analysis"),
+        ("[refresh]\nmetric = 'auc'\n", "refresh.metric: unknown metric 'auc'"),
+        ("threads = [\n", "is not valid TOML"),
+    ],
+)
 def test_bad_settings_are_one_line_config_errors(tmp_path: Path, text: str, message: str):
     (tmp_path / "settings.toml").write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -100,15 +130,27 @@ def test_shipped_events_are_valid():
     assert set(events.positive) <= events.event_types
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[weights]\nclick = -1.0\n", "weights: weight of 'click' must be a number between 0 and 1,000,000 (got -1.0)"),
-    ("[weights]\nclick = nan\n", "weights.click: Input should be a finite number"),
-    ("[weights]\nclick = 0.0\n", "weights: at least one event type needs a weight above 0"),
-    ("half_life_days = -3\n[weights]\nclick = 1.0\n", "half_life_days: Input should be greater than or equal to 0"),
-    ("half_life_days = 1e9\n[weights]\nclick = 1.0\n", "half_life_days: Input should be less than or equal to 36500"),
-    ("positive = ['purchase']\n[weights]\nclick = 1.0\n", "positive: 'purchase' is not an event type under [weights]"),
-    ("weight = 1\n[weights]\nclick = 1.0\n", "events.toml: weight: unknown key (allowed: half_life_days, positive, weights)"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[weights]\nclick = -1.0\n", "weights: weight of 'click' must be a number between 0 and 1,000,000 (got -1.0)"),
+        ("[weights]\nclick = nan\n", "weights.click: Input should be a finite number"),
+        ("[weights]\nclick = 0.0\n", "weights: at least one event type needs a weight above 0"),
+        ("half_life_days = -3\n[weights]\nclick = 1.0\n", "half_life_days: Input should be greater than or equal to 0"),
+        (
+            "half_life_days = 1e9\n[weights]\nclick = 1.0\n",
+            "half_life_days: Input should be less than or equal to 36500",
+        ),
+        (
+            "positive = ['purchase']\n[weights]\nclick = 1.0\n",
+            "positive: 'purchase' is not an event type under [weights]",
+        ),
+        (
+            "weight = 1\n[weights]\nclick = 1.0\n",
+            "events.toml: weight: unknown key (allowed: half_life_days, positive, weights)",
+        ),
+    ],
+)
 def test_bad_events_are_one_line_config_errors(tmp_path: Path, text: str, message: str):
     (tmp_path / "events.toml").write_text(text)
     with pytest.raises(ConfigError) as info:

@@ -15,13 +15,13 @@ import pytest
 from campaigns.contracts import load_world
 from campaigns.db.models import ModelVersion
 from campaigns.db.session import make_engine, session_scope, upgrade
+from campaigns.demo.synthetic import generate_world
 from campaigns.model_registry import active_version, active_versions
-from campaigns.synthetic import generate_world
-from jobs import pipeline
+from jobs import campaign_service
 from jobs.demo import world_as_of
-from jobs.job_functions import model_refresh_job
 from jobs.model_tuning import champion_model, tune_train_register
 from jobs.runner import JobRunner, Outcome
+from jobs.scheduled_jobs import model_refresh_job
 from jobs.settings import load_events, load_settings
 from recommender.errors import UserError
 from recommender.models.champion import SegmentChampion
@@ -40,29 +40,49 @@ def _config(tmp_path: Path, world: Path, *, refresh: str = "") -> Path:
     config = tmp_path / "cfg"
     shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
     models = (config / "models.toml").read_text()
-    models = models.replace('candidates = ["popularity", "als", "ease", "propensity"]', 'candidates = ["popularity", "ease"]')
+    models = models.replace(
+        'candidates = ["popularity", "als", "ease", "propensity"]', 'candidates = ["popularity", "ease"]'
+    )
     (config / "models.toml").write_text(models.replace("min_customers = 200", "min_customers = 20"))
     (config / "settings.toml").write_text(
         f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
-        f"threads = 1\n{refresh}")
+        f"threads = 1\n{refresh}"
+    )
     return config
 
 
 def mktg(config: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MKTG_CONFIG_DIR": str(config), "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", "from jobs.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_tune_records_the_search_and_train_uses_the_winner(world, tmp_path):
     config = _config(tmp_path, world)
     assert mktg(config, "db", "upgrade").returncode == 0
-    out = mktg(config, "tune", "--models", "popularity,ease", "--trials", "3", "--budget", "300",
-               "--json-file", str(tmp_path / "tune.json"))
+    out = mktg(
+        config,
+        "tune",
+        "--models",
+        "popularity,ease",
+        "--trials",
+        "3",
+        "--budget",
+        "300",
+        "--json-file",
+        str(tmp_path / "tune.json"),
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "tune.json").read_text())
-    defaults = {"popularity": {"by_segment": True, "count": "weight", "shrinkage": 10.0},
-                "ease": {"regularization": 500.0, "min_weight": 0.5, "transpose": False}}
+    defaults = {
+        "popularity": {"by_segment": True, "count": "weight", "shrinkage": 10.0},
+        "ease": {"regularization": 500.0, "min_weight": 0.5, "transpose": False},
+    }
     settings = load_settings(config, environ={})
     engine = make_engine(settings.database_url)
     with session_scope(engine) as session:
@@ -113,13 +133,20 @@ def test_strategy_best_ranks_each_segment_with_its_validation_champion(world, tm
     with pytest.raises(UserError, match="run `mktg tune` first"):
         champion_model(settings, engine=engine)
     loaded = load_world(world, event_types=events.event_types)
-    run, fitted = tune_train_register(loaded, settings, events, engine=engine, names=["popularity", "ease", "als"],
-                                      trials=2, as_of=world_as_of(world))
+    run, fitted = tune_train_register(
+        loaded, settings, events, engine=engine, names=["popularity", "ease", "als"], trials=2, as_of=world_as_of(world)
+    )
     champion = champion_model(settings, engine=engine)
     assert isinstance(champion, SegmentChampion) and champion.champions == run.champions
     assert set(run.champions) >= {"*"} and set(run.champions.values()) <= {"popularity", "ease"}
-    result = pipeline.run(settings, events, campaign_id="savings_wealth_email", data_dir=world,
-                          scheduled_for=world_as_of(world).replace(hour=8), engine=engine)
+    result = campaign_service.run(
+        settings,
+        events,
+        campaign_id="savings_wealth_email",
+        data_dir=world,
+        scheduled_for=world_as_of(world).replace(hour=8),
+        engine=engine,
+    )
     assert result.status == "succeeded" and result.model_versions["best"].startswith("best:")
     engine.dispose()
 
@@ -129,10 +156,21 @@ def test_a_model_whose_last_trial_cannot_fit_is_not_searched_and_keeps_its_recor
 
     settings = load_settings(_config(tmp_path, world), environ={})
     events = load_events(settings)
-    earlier = {"run_id": "earlier", "best_params": {"regularization": 42.0}, "best_value": 0.5,
-               "trials": [{"number": 0, "params": {}, "value": 0.5, "seconds": 1e6}]}
-    run = tune_models(load_world(world, event_types=events.event_types), settings, events,
-                      names=["ease", "popularity"], trials=2, budget_seconds=60, previous={"ease": earlier})
+    earlier = {
+        "run_id": "earlier",
+        "best_params": {"regularization": 42.0},
+        "best_value": 0.5,
+        "trials": [{"number": 0, "params": {}, "value": 0.5, "seconds": 1e6}],
+    }
+    run = tune_models(
+        load_world(world, event_types=events.event_types),
+        settings,
+        events,
+        names=["ease", "popularity"],
+        trials=2,
+        budget_seconds=60,
+        previous={"ease": earlier},
+    )
     assert set(run.results) == {"popularity"} and run.skipped == {"ease": earlier}
     assert run.record("ease") is earlier and run.champions["*"] == "popularity"
     assert run.seconds < 60

@@ -19,10 +19,15 @@ def test_each_segment_is_ranked_by_its_champion_and_unknown_segments_by_the_over
     ease = build_model("ease", {"regularization": 1.0}).fit(data, customers=customers, offers=offers)
     popularity = build_model("popularity", {"by_segment": False}).fit(data, customers=customers, offers=offers)
     champion = SegmentChampion({"ease": ease, "popularity": popularity}, {"*": "popularity", "even": "ease"})
-    everyone = pl.concat([customers, pl.DataFrame({Columns.Customer: ["new"], Columns.Segment: ["other"],
-                                                   "parity": ["odd"]})])
-    allowed = pl.DataFrame({Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS + ["other"] * N_OFFERS,
-                            Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 3})
+    everyone = pl.concat(
+        [customers, pl.DataFrame({Columns.Customer: ["new"], Columns.Segment: ["other"], "parity": ["odd"]})]
+    )
+    allowed = pl.DataFrame(
+        {
+            Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS + ["other"] * N_OFFERS,
+            Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 3,
+        }
+    )
     held = train.select(Columns.Customer, Columns.Product)
     got = rank_within_segments(champion, customers=everyone, allowed=allowed, held=held, k=3, batch_size=7)
     for model, segments in ((ease, ["even"]), (popularity, ["odd", "other"])):

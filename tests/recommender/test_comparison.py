@@ -16,8 +16,14 @@ def test_interval_matches_scipy_percentile_bootstrap():
     rng = np.random.default_rng(1)
     d = rng.normal(0.03, 0.2, size=400)
     low, high = bootstrap_mean_interval(d, resamples=20_000, seed=3)
-    ref = scipy.stats.bootstrap((d,), np.mean, n_resamples=20_000, method="percentile", confidence_level=0.95,
-                                random_state=np.random.default_rng(4)).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=20_000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(4),
+    ).confidence_interval
     se = d.std(ddof=1) / np.sqrt(d.size)
     assert abs(low - ref.low) < 0.2 * se and abs(high - ref.high) < 0.2 * se
     # and the normal approximation of a mean: mean ± 1.96 se

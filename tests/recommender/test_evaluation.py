@@ -11,11 +11,13 @@ import pytest
 from recommender.columns import Columns
 from recommender.evaluation import evaluate, graded_ndcg, per_customer_metrics, time_split
 
-RECS = pl.DataFrame({
-    Columns.Customer: ["a"] * 3 + ["b"] * 3,
-    Columns.Offer: ["x", "y", "z", "x", "y", "z"],
-    Columns.Rank: [1, 2, 3] * 2,
-})
+RECS = pl.DataFrame(
+    {
+        Columns.Customer: ["a"] * 3 + ["b"] * 3,
+        Columns.Offer: ["x", "y", "z", "x", "y", "z"],
+        Columns.Rank: [1, 2, 3] * 2,
+    }
+)
 RELEVANT = pl.DataFrame({Columns.Customer: ["a", "a", "b", "c"], Columns.Offer: ["y", "q", "x", "x"]})
 
 
@@ -33,7 +35,10 @@ def test_per_customer_metrics_by_hand():
 
 def test_evaluate_overall_coverage_and_segments():
     result = evaluate(
-        RECS, RELEVANT, k=2, catalogue_size=4,
+        RECS,
+        RELEVANT,
+        k=2,
+        catalogue_size=4,
         segments=pl.DataFrame({Columns.Customer: ["a", "b", "c"], Columns.Segment: ["s1", "s1", "s2"]}),
     )
     assert result.overall["customers"] == 3
@@ -57,13 +62,20 @@ def test_graded_ndcg_perfect_and_reversed():
 
 def test_time_split_separates_train_and_positive_test_events():
     t = datetime(2026, 6, 1)
-    events = pl.DataFrame({
-        Columns.Customer: ["a", "a", "b", "b", "c"],
-        Columns.Product: ["p1", "p2", "p1", "p3", "p2"],
-        Columns.EventType: ["click", "application", "impression", "activation", "activation"],
-        Columns.EventTime: [datetime(2026, 5, 1), datetime(2026, 6, 2), datetime(2026, 6, 3), datetime(2026, 6, 1),
-                            datetime(2026, 9, 1)],
-    })
+    events = pl.DataFrame(
+        {
+            Columns.Customer: ["a", "a", "b", "b", "c"],
+            Columns.Product: ["p1", "p2", "p1", "p3", "p2"],
+            Columns.EventType: ["click", "application", "impression", "activation", "activation"],
+            Columns.EventTime: [
+                datetime(2026, 5, 1),
+                datetime(2026, 6, 2),
+                datetime(2026, 6, 3),
+                datetime(2026, 6, 1),
+                datetime(2026, 9, 1),
+            ],
+        }
+    )
     split = time_split(events, cutoff=t, positive=["application", "activation"], horizon_days=60)
     assert split.train_events.collect()[Columns.Product].to_list() == ["p1"]
     assert split.test_pairs.rows() == [("a", "p2"), ("b", "p3")]  # impression is not positive; c is past horizon

@@ -9,8 +9,12 @@ from recommender.idmap import IdMap
 
 def test_feature_rows_identity_tags_and_normalisation():
     frame = pl.DataFrame({"customer_id": ["a", "b"], "band": ["x", None], "flag": [True, False]})
-    space = FeatureSpace.fit(frame, id_column="customer_id", columns=["band", "flag"],
-                             identity=IdMap.from_sorted(frame["customer_id"], name="customer_id"))
+    space = FeatureSpace.fit(
+        frame,
+        id_column="customer_id",
+        columns=["band", "flag"],
+        identity=IdMap.from_sorted(frame["customer_id"], name="customer_id"),
+    )
     assert space.tags.external_ids.to_list() == ["band=x", "flag=false", "flag=true"]
     x = space.transform(pl.DataFrame({"customer_id": ["b", "new"], "band": ["x", "unseen"], "flag": [True, None]}))
     dense = x.toarray()

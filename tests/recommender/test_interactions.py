@@ -16,19 +16,27 @@ WEIGHTS = {"impression": 0.1, "click": 1.0, "application": 3.0, "activation": 8.
 
 def events(rows):
     return pl.DataFrame(
-        rows, schema={"customer_id": pl.String, "product_id": pl.String, "event_type": pl.String,
-                      "event_time": pl.Datetime("us")}, orient="row",
+        rows,
+        schema={
+            "customer_id": pl.String,
+            "product_id": pl.String,
+            "event_type": pl.String,
+            "event_time": pl.Datetime("us"),
+        },
+        orient="row",
     )
 
 
-EVENTS = events([
-    ("c1", "p1", "click", AS_OF),                             # 1.0, age 0
-    ("c1", "p1", "application", AS_OF - timedelta(days=30)),  # 3 * 0.5
-    ("c1", "p2", "impression", AS_OF - timedelta(days=60)),   # 0.1 * 0.25
-    ("c2", "p2", "activation", AS_OF - timedelta(days=90)),   # 8 * 0.125
-    ("c2", "p1", "click", AS_OF + timedelta(seconds=1)),      # after as_of: ignored
-    ("c3", "p1", "unknown_type", AS_OF),                      # no weight: contributes nothing
-])
+EVENTS = events(
+    [
+        ("c1", "p1", "click", AS_OF),  # 1.0, age 0
+        ("c1", "p1", "application", AS_OF - timedelta(days=30)),  # 3 * 0.5
+        ("c1", "p2", "impression", AS_OF - timedelta(days=60)),  # 0.1 * 0.25
+        ("c2", "p2", "activation", AS_OF - timedelta(days=90)),  # 8 * 0.125
+        ("c2", "p1", "click", AS_OF + timedelta(seconds=1)),  # after as_of: ignored
+        ("c3", "p1", "unknown_type", AS_OF),  # no weight: contributes nothing
+    ]
+)
 
 
 def test_weights_decay_cutoff_and_aggregation_match_hand_computation():
@@ -54,8 +62,9 @@ def test_as_of_is_inclusive_and_later_events_never_leak():
 def test_given_id_maps_fix_rows_and_columns_and_keep_cold_customers():
     customers = IdMap.from_values(["c9", "c2", "c1"])
     products = IdMap.from_values(["p2", "p1", "p3"])
-    m = build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF,
-                           customers=customers, products=products)
+    m = build_interactions(
+        EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers, products=products
+    )
     assert m.shape == (3, 3)
     np.testing.assert_allclose(m.matrix.toarray(), [[0, 0, 0], [8.0, 0, 0], [0.1, 4.0, 0]], rtol=1e-6)
 
@@ -64,8 +73,9 @@ def test_unknown_ids_raise_or_are_skipped():
     customers = IdMap.from_values(["c1"])
     with pytest.raises(UnknownIdError, match="unknown ids"):
         build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers)
-    m = build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers,
-                           unknown="skip")
+    m = build_interactions(
+        EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers, unknown="skip"
+    )
     assert m.shape == (1, 2)
     np.testing.assert_allclose(m.matrix.toarray(), [[4.0, 0.1]], rtol=1e-6)
 
@@ -100,19 +110,26 @@ def test_dense_sum_with_id_maps_equals_the_group_by_path(monkeypatch):
 
     rng = np.random.default_rng(7)
     n = 5_000
-    many = events([
-        (f"c{rng.integers(0, 300)}", f"p{rng.integers(0, 12)}", str(rng.choice(["impression", "click", "application",
-                                                                                 "activation", "other"])),
-         AS_OF - timedelta(minutes=int(rng.integers(-1_000, 500_000))))
-        for _ in range(n)
-    ])
+    many = events(
+        [
+            (
+                f"c{rng.integers(0, 300)}",
+                f"p{rng.integers(0, 12)}",
+                str(rng.choice(["impression", "click", "application", "activation", "other"])),
+                AS_OF - timedelta(minutes=int(rng.integers(-1_000, 500_000))),
+            )
+            for _ in range(n)
+        ]
+    )
     customers = IdMap.from_values([f"c{i}" for i in range(310)][::-1])  # some cold, order not sorted
     products = IdMap.from_values([f"p{i}" for i in range(13)])
-    dense = build_interactions(many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers,
-                               products=products)
+    dense = build_interactions(
+        many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers, products=products
+    )
     monkeypatch.setattr(interactions, "DENSE_SUM_LIMIT", 0)
-    grouped = build_interactions(many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers,
-                                 products=products)
+    grouped = build_interactions(
+        many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers, products=products
+    )
     assert dense.matrix.has_sorted_indices and dense.matrix.nnz == grouped.matrix.nnz > 1_000
     assert dense.fingerprint() == grouped.fingerprint()
 
@@ -120,8 +137,16 @@ def test_dense_sum_with_id_maps_equals_the_group_by_path(monkeypatch):
 def test_unknown_ids_with_both_id_maps_raise_or_are_skipped():
     customers, products = IdMap.from_values(["c1", "c2"]), IdMap.from_values(["p1"])
     with pytest.raises(UnknownIdError, match=r"2 pair\(s\) with unknown ids"):
-        build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers,
-                           products=products)
-    m = build_interactions(EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers,
-                           products=products, unknown="skip")
+        build_interactions(
+            EVENTS, weights=WEIGHTS, half_life_days=None, as_of=AS_OF, customers=customers, products=products
+        )
+    m = build_interactions(
+        EVENTS,
+        weights=WEIGHTS,
+        half_life_days=None,
+        as_of=AS_OF,
+        customers=customers,
+        products=products,
+        unknown="skip",
+    )
     np.testing.assert_allclose(m.matrix.toarray(), [[4.0], [0.0]], rtol=1e-6)

@@ -21,11 +21,13 @@ from recommender.models import build_model, load_model
 
 def _interactions(dense: np.ndarray) -> InteractionMatrix:
     rows, cols = np.nonzero(dense)
-    frame = pl.DataFrame({
-        Columns.Customer: [f"c{r:03d}" for r in rows],
-        Columns.Product: [f"o{c:03d}" for c in cols],
-        Columns.Weight: dense[rows, cols].astype(np.float32),
-    })
+    frame = pl.DataFrame(
+        {
+            Columns.Customer: [f"c{r:03d}" for r in rows],
+            Columns.Product: [f"o{c:03d}" for c in cols],
+            Columns.Weight: dense[rows, cols].astype(np.float32),
+        }
+    )
     return InteractionMatrix.from_frame(frame)
 
 
@@ -39,7 +41,9 @@ def _ridge_columns(x: np.ndarray, lam: float) -> np.ndarray:
     return b
 
 
-matrices = arrays(np.float64, st.tuples(st.integers(6, 25), st.integers(3, 9)), elements=st.sampled_from([0.0, 0.0, 1.0, 3.0]))
+matrices = arrays(
+    np.float64, st.tuples(st.integers(6, 25), st.integers(3, 9)), elements=st.sampled_from([0.0, 0.0, 1.0, 3.0])
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -51,10 +55,13 @@ def test_ease_equals_per_item_ridge_regression(dense, lam):
     model = build_model("ease", {"regularization": lam, "binary": True}).fit(data)
     x = (data.matrix.toarray() > 0).astype(np.float64)
     np.testing.assert_allclose(model.item_weights, _ridge_columns(x, lam), rtol=2e-3, atol=2e-4)
-    np.testing.assert_allclose(model.score(data.customers.external_ids), x @ _ridge_columns(x, lam), rtol=2e-3, atol=5e-4)
+    np.testing.assert_allclose(
+        model.score(data.customers.external_ids), x @ _ridge_columns(x, lam), rtol=2e-3, atol=5e-4
+    )
     transposed = build_model("ease", {"regularization": lam, "transpose": True}).fit(data)
-    np.testing.assert_allclose(transposed.score(data.customers.external_ids), x @ _ridge_columns(x, lam).T,
-                               rtol=2e-3, atol=5e-4)
+    np.testing.assert_allclose(
+        transposed.score(data.customers.external_ids), x @ _ridge_columns(x, lam).T, rtol=2e-3, atol=5e-4
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -78,4 +85,6 @@ def test_min_weight_drops_weak_events_and_makes_their_customers_cold(tmp_path):
         assert model.is_warm(["c000", "c001", "c002", "c003"]).tolist() == [True, False, True, True]
         assert sp.issparse(model.history) and model.history.nnz == 6
         model.save(tmp_path / kind)
-        np.testing.assert_array_equal(load_model(tmp_path / kind).score(["c000", "c003"]), model.score(["c000", "c003"]))
+        np.testing.assert_array_equal(
+            load_model(tmp_path / kind).score(["c000", "c003"]), model.score(["c000", "c003"])
+        )

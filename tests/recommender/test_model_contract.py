@@ -29,8 +29,10 @@ MODELS = {
     "lightfm_bpr": ("lightfm", {"loss": "bpr", "no_components": 8, "epochs": 60, "learning_rate": 0.1}),
     "popularity_in_segment": ("popularity", {"by_segment": True}),
     "propensity": ("propensity", {"n_estimators": 60, "min_child_samples": 5, "num_leaves": 7, "learning_rate": 0.2}),
-    "propensity_family": ("propensity", {"scope": "family", "n_estimators": 60, "min_child_samples": 5,
-                                         "num_leaves": 7, "learning_rate": 0.2}),
+    "propensity_family": (
+        "propensity",
+        {"scope": "family", "n_estimators": 60, "min_child_samples": 5, "num_leaves": 7, "learning_rate": 0.2},
+    ),
 }
 
 
@@ -54,15 +56,19 @@ def checkerboard() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFra
         pl.lit(1.0).alias(Columns.Weight)
     )
     held_frame = pl.DataFrame(held_out, schema=[Columns.Customer, Columns.Offer], orient="row")
-    customers = pl.DataFrame({
-        Columns.Customer: [_customer(i) for i in range(N_CUSTOMERS)],
-        Columns.Segment: ["even" if i % 2 == 0 else "odd" for i in range(N_CUSTOMERS)],
-        "parity": ["even" if i % 2 == 0 else "odd" for i in range(N_CUSTOMERS)],
-    })
-    offers = pl.DataFrame({
-        Columns.Product: [_offer(j) for j in range(N_OFFERS)],
-        Columns.Family: ["even_family" if j % 2 == 0 else "odd_family" for j in range(N_OFFERS)],
-    })
+    customers = pl.DataFrame(
+        {
+            Columns.Customer: [_customer(i) for i in range(N_CUSTOMERS)],
+            Columns.Segment: ["even" if i % 2 == 0 else "odd" for i in range(N_CUSTOMERS)],
+            "parity": ["even" if i % 2 == 0 else "odd" for i in range(N_CUSTOMERS)],
+        }
+    )
+    offers = pl.DataFrame(
+        {
+            Columns.Product: [_offer(j) for j in range(N_OFFERS)],
+            Columns.Family: ["even_family" if j % 2 == 0 else "odd_family" for j in range(N_OFFERS)],
+        }
+    )
     return train_frame, held_frame, customers, offers
 
 
@@ -75,10 +81,12 @@ def data():
         "held_out": held_out,
         "customers": customers,
         "offers": offers,
-        "allowed": pl.DataFrame({
-            Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
-            Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2,
-        }),
+        "allowed": pl.DataFrame(
+            {
+                Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
+                Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2,
+            }
+        ),
     }
 
 
@@ -126,31 +134,39 @@ def test_filtering_never_leaks_and_fills_k(fitted, data):
     _, model = fitted
     rng = np.random.default_rng(7)
     offers = [_offer(j) for j in range(N_OFFERS)]
-    allowed = pl.DataFrame({
-        Columns.Segment: ["even"] * 9 + ["odd"] * 7,
-        Columns.Offer: list(rng.choice(offers, 9, replace=False)) + list(rng.choice(offers, 7, replace=False)),
-    })
+    allowed = pl.DataFrame(
+        {
+            Columns.Segment: ["even"] * 9 + ["odd"] * 7,
+            Columns.Offer: list(rng.choice(offers, 9, replace=False)) + list(rng.choice(offers, 7, replace=False)),
+        }
+    )
     denied = pl.DataFrame({Columns.Offer: [offers[3]]})
-    held = pl.DataFrame({
-        Columns.Customer: [_customer(i) for i in range(N_CUSTOMERS) for _ in range(2)],
-        Columns.Product: [str(o) for o in rng.choice(offers, 2 * N_CUSTOMERS)],
-    })
+    held = pl.DataFrame(
+        {
+            Columns.Customer: [_customer(i) for i in range(N_CUSTOMERS) for _ in range(2)],
+            Columns.Product: [str(o) for o in rng.choice(offers, 2 * N_CUSTOMERS)],
+        }
+    )
     k = 4
     recs = _rank(model, data, k=k, held=held, allowed=allowed, denied=denied)
     allowed_pairs = set(allowed.iter_rows())
     held_pairs = set(held.iter_rows())
     segment_of = dict(data["customers"].select(Columns.Customer, Columns.Segment).iter_rows())
-    for customer, segment, offer, _, _ in recs.iter_rows():
+    for customer, _segment, offer, _, _ in recs.iter_rows():
         assert (segment_of[customer], offer) in allowed_pairs
         assert offer != offers[3]
         assert (customer, offer) not in held_pairs
     counts = dict(recs.group_by(Columns.Customer).len().iter_rows())
     for customer, segment in segment_of.items():
-        candidates = {o for s, o in allowed_pairs if s == segment} - {offers[3]} - {o for c, o in held_pairs if c == customer}
+        candidates = (
+            {o for s, o in allowed_pairs if s == segment} - {offers[3]} - {o for c, o in held_pairs if c == customer}
+        )
         assert counts.get(customer, 0) == min(k, len(candidates))
     ranks = recs.group_by(Columns.Customer).agg(pl.col(Columns.Rank))
     assert all(r == list(range(1, len(r) + 1)) for r in ranks[Columns.Rank].to_list())
-    assert recs.group_by(Columns.Customer).agg(pl.col(Columns.Score).diff().max())[Columns.Score].fill_null(0).max() <= 0
+    assert (
+        recs.group_by(Columns.Customer).agg(pl.col(Columns.Score).diff().max())[Columns.Score].fill_null(0).max() <= 0
+    )
 
 
 def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path):
@@ -158,20 +174,34 @@ def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path):
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert loaded.version == model.version and loaded.kind == model.kind
-    everyone = pl.concat([
-        data["customers"],
-        pl.DataFrame({Columns.Customer: ["new1", "new2"], Columns.Segment: ["even", "odd"], "parity": ["even", "odd"]}),
-    ])
+    everyone = pl.concat(
+        [
+            data["customers"],
+            pl.DataFrame(
+                {Columns.Customer: ["new1", "new2"], Columns.Segment: ["even", "odd"], "parity": ["even", "odd"]}
+            ),
+        ]
+    )
     np.testing.assert_array_equal(loaded.score(everyone), model.score(everyone))
     assert _rank(loaded, data).equals(_rank(model, data))
 
 
 def test_cold_customers_get_ranked_offers(fitted, data):
     name, model = fitted
-    cold = pl.DataFrame({
-        Columns.Customer: ["new_even", "new_odd"], Columns.Segment: ["even", "odd"], "parity": ["even", "odd"],
-    })
-    recs = _rank(model, data, customers=cold, k=3, held=pl.DataFrame(schema={Columns.Customer: pl.String, Columns.Product: pl.String}))
+    cold = pl.DataFrame(
+        {
+            Columns.Customer: ["new_even", "new_odd"],
+            Columns.Segment: ["even", "odd"],
+            "parity": ["even", "odd"],
+        }
+    )
+    recs = _rank(
+        model,
+        data,
+        customers=cold,
+        k=3,
+        held=pl.DataFrame(schema={Columns.Customer: pl.String, Columns.Product: pl.String}),
+    )
     assert recs.group_by(Columns.Customer).len().sort(Columns.Customer)["len"].to_list() == [3, 3]
     assert not model.is_warm(["new_even"]).any()
     # Segment popularity (for LightFM: the parity tag) puts offers of the customer's own parity first.

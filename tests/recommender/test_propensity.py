@@ -14,8 +14,8 @@ import pytest
 
 from recommender.columns import Columns
 from recommender.history import EventHistory
-from recommender.interactions import build_interactions
 from recommender.idmap import IdMap
+from recommender.interactions import build_interactions
 from recommender.models import build_model, load_model
 
 WEIGHTS = {"click": 1.0, "application": 3.0}
@@ -38,23 +38,35 @@ def _world(n_customers: int = 300, seed: int = 3):
             rows.append((f"c{i:03d}", f"o{nxt}", "application", applied))
             t = applied + timedelta(days=float(rng.uniform(5, 40)))
             j = int(rng.integers(N_OFFERS))
-    events = pl.DataFrame(rows, schema=[Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime],
-                          orient="row").with_columns(pl.col(Columns.EventTime).cast(pl.Datetime("us")))
-    customers = pl.DataFrame({Columns.Customer: [f"c{i:03d}" for i in range(n_customers)],
-                              Columns.Segment: "all", "occupation": ["student" if i % 3 == 0 else "employed"
-                                                                     for i in range(n_customers)]})
+    events = pl.DataFrame(
+        rows, schema=[Columns.Customer, Columns.Product, Columns.EventType, Columns.EventTime], orient="row"
+    ).with_columns(pl.col(Columns.EventTime).cast(pl.Datetime("us")))
+    customers = pl.DataFrame(
+        {
+            Columns.Customer: [f"c{i:03d}" for i in range(n_customers)],
+            Columns.Segment: "all",
+            "occupation": ["student" if i % 3 == 0 else "employed" for i in range(n_customers)],
+        }
+    )
     offers = pl.DataFrame({Columns.Product: [f"o{j}" for j in range(N_OFFERS)], Columns.Family: FAMILY})
     return events, customers, offers
 
 
 def _fit(events, customers, offers, **params):
-    history = EventHistory(events=events.lazy(), weights=WEIGHTS, half_life_days=30.0, positive=("application",),
-                           as_of=AS_OF)
-    matrix = build_interactions(events.lazy(), weights=WEIGHTS, half_life_days=30.0, as_of=AS_OF,
-                                customers=IdMap.from_sorted(customers[Columns.Customer], name=Columns.Customer),
-                                products=IdMap.from_sorted(offers[Columns.Product], name=Columns.Product))
-    model = build_model("propensity", {"window_days": 30, "windows": 4, "n_estimators": 80, "min_child_samples": 10,
-                                       **params})
+    history = EventHistory(
+        events=events.lazy(), weights=WEIGHTS, half_life_days=30.0, positive=("application",), as_of=AS_OF
+    )
+    matrix = build_interactions(
+        events.lazy(),
+        weights=WEIGHTS,
+        half_life_days=30.0,
+        as_of=AS_OF,
+        customers=IdMap.from_sorted(customers[Columns.Customer], name=Columns.Customer),
+        products=IdMap.from_sorted(offers[Columns.Product], name=Columns.Product),
+    )
+    model = build_model(
+        "propensity", {"window_days": 30, "windows": 4, "n_estimators": 80, "min_child_samples": 10, **params}
+    )
     return model.fit(matrix, customers=customers, offers=offers, history=history)
 
 
@@ -68,8 +80,12 @@ def test_next_offer_after_a_recent_click_ranks_first(world, scope):
     events, customers, offers = world
     model = _fit(events, customers, offers, scope=scope)
     assert model.meta["mode"] == "next_window"
-    last = (events.filter((pl.col(Columns.EventTime) < AS_OF) & (pl.col(Columns.EventType) == "click"))
-            .sort(Columns.EventTime).group_by(Columns.Customer).last())
+    last = (
+        events.filter((pl.col(Columns.EventTime) < AS_OF) & (pl.col(Columns.EventType) == "click"))
+        .sort(Columns.EventTime)
+        .group_by(Columns.Customer)
+        .last()
+    )
     recent = last.filter(pl.col(Columns.EventTime) >= AS_OF - timedelta(days=3))
     assert recent.height >= 10
     scores = model.score(customers.join(recent.select(Columns.Customer), on=Columns.Customer, how="semi"))

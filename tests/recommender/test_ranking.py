@@ -44,11 +44,13 @@ def test_top_k_with_k_above_catalogue():
 @pytest.fixture()
 def popularity():
     # Global popularity: o1 (3 customers) > o2 (2) > o3 (1); o4 never seen but in the catalogue.
-    frame = pl.DataFrame({
-        Columns.Customer: ["a", "b", "c", "a", "b", "a"],
-        Columns.Product: ["o1", "o1", "o1", "o2", "o2", "o3"],
-        Columns.Weight: [1.0] * 6,
-    })
+    frame = pl.DataFrame(
+        {
+            Columns.Customer: ["a", "b", "c", "a", "b", "a"],
+            Columns.Product: ["o1", "o1", "o1", "o2", "o2", "o3"],
+            Columns.Weight: [1.0] * 6,
+        }
+    )
     from recommender.idmap import IdMap
 
     matrix = InteractionMatrix.from_frame(
@@ -59,13 +61,17 @@ def popularity():
 
 def test_rank_within_segments_known_answer(popularity):
     customers = pl.DataFrame({Columns.Customer: ["a", "z", "q"], Columns.Segment: ["s1", "s2", "nowhere"]})
-    allowed = pl.DataFrame({Columns.Segment: ["s1", "s1", "s1", "s2", "s2"], Columns.Offer: ["o1", "o2", "o4", "o2", "o3"]})
+    allowed = pl.DataFrame(
+        {Columns.Segment: ["s1", "s1", "s1", "s2", "s2"], Columns.Offer: ["o1", "o2", "o4", "o2", "o3"]}
+    )
     held = pl.DataFrame({Columns.Customer: ["a"], Columns.Product: ["o1"]})
     recs = rank_within_segments(popularity, customers=customers, allowed=allowed, held=held, k=2)
     assert recs.columns == [Columns.Customer, Columns.Segment, Columns.Offer, Columns.Score, Columns.Rank]
     assert recs.select(Columns.Customer, Columns.Offer, Columns.Rank).rows() == [
-        ("a", "o2", 1), ("a", "o4", 2),  # o1 held; o4 unseen scores 0 but is still a candidate
-        ("z", "o2", 1), ("z", "o3", 2),  # cold customer "z" ranked by popularity
+        ("a", "o2", 1),
+        ("a", "o4", 2),  # o1 held; o4 unseen scores 0 but is still a candidate
+        ("z", "o2", 1),
+        ("z", "o3", 2),  # cold customer "z" ranked by popularity
     ]
     assert recs[Columns.Score].dtype == pl.Float32
 
@@ -82,8 +88,16 @@ def test_unknown_offers_follow_policy(popularity):
 
 def test_bad_arguments_are_user_errors(popularity):
     with pytest.raises(UserError, match="segment"):
-        rank_within_segments(popularity, customers=pl.DataFrame({Columns.Customer: ["a"]}),
-                             allowed=pl.DataFrame({Columns.Segment: [], Columns.Offer: []}), k=1)
+        rank_within_segments(
+            popularity,
+            customers=pl.DataFrame({Columns.Customer: ["a"]}),
+            allowed=pl.DataFrame({Columns.Segment: [], Columns.Offer: []}),
+            k=1,
+        )
     with pytest.raises(UserError, match="k must"):
-        rank_within_segments(popularity, customers=pl.DataFrame({Columns.Customer: ["a"], Columns.Segment: ["s"]}),
-                             allowed=pl.DataFrame({Columns.Segment: ["s"], Columns.Offer: ["o1"]}), k=0)
+        rank_within_segments(
+            popularity,
+            customers=pl.DataFrame({Columns.Customer: ["a"], Columns.Segment: ["s"]}),
+            allowed=pl.DataFrame({Columns.Segment: ["s"], Columns.Offer: ["o1"]}),
+            k=0,
+        )

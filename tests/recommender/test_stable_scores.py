@@ -15,7 +15,9 @@ from recommender.ranking import TIE_TOLERANCE, tie_round, top_k_masked
 
 def test_scores_match_float64_whatever_the_block():
     rng = np.random.default_rng(3)
-    customers = (rng.standard_normal((3 * GEMM_ROWS + 37, 64)) * rng.random((3 * GEMM_ROWS + 37, 1)) * 4).astype(np.float32)
+    customers = (rng.standard_normal((3 * GEMM_ROWS + 37, 64)) * rng.random((3 * GEMM_ROWS + 37, 1)) * 4).astype(
+        np.float32
+    )
     offers = rng.standard_normal((40, 64)).astype(np.float32)
     full = stable_scores(customers, offers)
     assert full.dtype == np.float32 and full.shape == (customers.shape[0], 40)
@@ -23,7 +25,9 @@ def test_scores_match_float64_whatever_the_block():
     tolerance = 1e-5 * np.abs(exact).max()
     np.testing.assert_allclose(full, exact, rtol=0, atol=tolerance)
     for start, stop in ((0, 1), (5, 6), (GEMM_ROWS - 3, GEMM_ROWS + 4), (11, 11 + 2 * GEMM_ROWS + 5), (700, 800)):
-        np.testing.assert_allclose(stable_scores(customers[start:stop], offers), exact[start:stop], rtol=0, atol=tolerance)
+        np.testing.assert_allclose(
+            stable_scores(customers[start:stop], offers), exact[start:stop], rtol=0, atol=tolerance
+        )
     shuffled = rng.permutation(customers.shape[0])[:500]
     np.testing.assert_allclose(stable_scores(customers[shuffled], offers), exact[shuffled], rtol=0, atol=tolerance)
 

@@ -16,10 +16,19 @@ from tests.recommender.test_model_contract import N_OFFERS, _offer, checkerboard
 def task():
     train, held_out, customers, offers = checkerboard()
     return ValidationTask(
-        train=InteractionMatrix.from_frame(train), train_customers=customers, offers=offers, customers=customers,
-        allowed=pl.DataFrame({Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
-                              Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2}),
-        held=train.select(Columns.Customer, Columns.Product), relevant=held_out, k=3,
+        train=InteractionMatrix.from_frame(train),
+        train_customers=customers,
+        offers=offers,
+        customers=customers,
+        allowed=pl.DataFrame(
+            {
+                Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
+                Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2,
+            }
+        ),
+        held=train.select(Columns.Customer, Columns.Product),
+        relevant=held_out,
+        k=3,
     )
 
 
@@ -36,8 +45,15 @@ def test_first_trial_is_the_defaults_and_the_winner_is_no_worse(task):
 
 def test_budget_stops_before_a_trial_that_would_overrun(task):
     space = parse_space({"factors": {"int": [2, 8]}, "iterations": {"int": [5, 30]}})
-    result = search(task, name="als", kind="als", defaults={"factors": 2, "iterations": 10}, space=space,
-                    n_trials=50, budget_seconds=0.0)
+    result = search(
+        task,
+        name="als",
+        kind="als",
+        defaults={"factors": 2, "iterations": 10},
+        space=space,
+        n_trials=50,
+        budget_seconds=0.0,
+    )
     assert len(result.trials) == 1 and result.stopped_by == "budget"
 
 
@@ -52,9 +68,11 @@ def test_search_space_errors_are_one_line():
 def test_segment_champions_fall_back_below_minimum_support():
     per_segment = {
         "als": [{"segment": "young", "customers": 500, "ndcg": 0.30}, {"segment": "tiny", "customers": 5, "ndcg": 0.9}],
-        "propensity": [{"segment": "young", "customers": 500, "ndcg": 0.25},
-                       {"segment": "tiny", "customers": 5, "ndcg": 0.1},
-                       {"segment": "senior", "customers": 300, "ndcg": 0.40}],
+        "propensity": [
+            {"segment": "young", "customers": 500, "ndcg": 0.25},
+            {"segment": "tiny", "customers": 5, "ndcg": 0.1},
+            {"segment": "senior", "customers": 300, "ndcg": 0.40},
+        ],
     }
     overall = {"als": 0.28, "propensity": 0.31}
     champions = segment_champions(per_segment, overall=overall, metric="ndcg", min_customers=100)

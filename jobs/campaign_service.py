@@ -13,25 +13,29 @@ before that was recorded is judged by when it was trained: trained by T, its dat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from campaigns import run_store
+from campaigns import run_repository
+from campaigns.campaign_run import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
 from campaigns.contracts import World, load_world
-from campaigns.eligibility import RuleSet, evaluate, load_rules_for
-from campaigns.runs import Plan, Ranker, RunResult, Stage, cap_contacts, no_stage, plan_campaign, run_campaign
+from campaigns.eligibility import evaluate, load_rules_for
+from campaigns.eligibility_config import RuleSet
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
-from jobs.pipeline_models import load_active_model, load_models_config, load_segment_rules, recommend_for
+from campaigns.times import iso_utc
+from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
 from jobs.model_tuning import BEST, champion_model
 from jobs.settings import EventConfig, Settings, load_events
 from recommender.errors import UserError
 from recommender.models import RankingModel
+from recommender.models.base import Scorer
 from recommender.ranking import rank_within_segments
 
 log = logging.getLogger("mktg.pipeline")
@@ -71,8 +75,15 @@ def rules_for(settings: Settings, spec: CampaignSpec) -> RuleSet:
     return load_rules_for(settings.config_dir, spec.eligibility, cap=spec.contact_cap)
 
 
-def load_inputs(settings: Settings, events: EventConfig, *, data_dir: Path, as_of: datetime,
-                world: World | None = None, stage: Stage = no_stage) -> CampaignInputs:
+def load_inputs(
+    settings: Settings,
+    events: EventConfig,
+    *,
+    data_dir: Path,
+    as_of: datetime,
+    world: World | None = None,
+    stage: Stage = no_stage,
+) -> CampaignInputs:
     with stage("load + validate"):
         world = world or load_world(data_dir, event_types=events.event_types)
     with stage("segments"):
@@ -81,38 +92,49 @@ def load_inputs(settings: Settings, events: EventConfig, *, data_dir: Path, as_o
     return CampaignInputs(world=world, segments=segments, allowed=rules.allowed_offers(world.products))
 
 
-def model_ranker(models: dict[str, RankingModel]) -> Ranker:
+def model_ranker(models: Mapping[str, Scorer]) -> Ranker:
     """A campaign :class:`Ranker` over fitted models, by strategy (= model) name."""
 
-    def rank(strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, k: int) -> pl.DataFrame:
-        return rank_within_segments(models[strategy], customers=customers, allowed=allowed, held=held, k=k,
-                                    unknown_offers="ignore")
+    def rank(
+        strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, k: int
+    ) -> pl.DataFrame:
+        return rank_within_segments(
+            models[strategy], customers=customers, allowed=allowed, held=held, k=k, unknown_offers="ignore"
+        )
 
     return rank
 
 
-def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, RankingModel] | None = None, *,
-               engine: Engine, as_of: datetime | None = None,
-               allow_future_models: bool = False) -> dict[str, RankingModel]:
+def models_for(
+    settings: Settings,
+    spec: CampaignSpec,
+    models: dict[str, RankingModel] | None = None,
+    *,
+    engine: Engine,
+    as_of: datetime | None = None,
+    allow_future_models: bool = False,
+) -> dict[str, Scorer]:
     """The model of every arm strategy: from ``models`` when given, else the registry's active version;
     ``"best"``: the champion per segment (:func:`jobs.model_tuning.champion_model`).
 
     With ``as_of``, a model trained on data after it is refused (:func:`check_no_look_ahead`).
     """
-    from jobs.pipeline_uplift import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
+    from jobs.uplift_service import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
 
     configured = load_models_config(settings).models
-    chosen = {}
+    chosen: dict[str, Scorer] = {}
     for strategy in spec.strategies:
-        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/pipeline_uplift.py)
+        if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/uplift_service.py)
             strategy = ranking_strategy(settings, spec)
         if models and strategy in models:
             chosen[strategy] = models[strategy]
         elif strategy == BEST:
             chosen[strategy] = champion_model(settings, engine=engine, models=models)
         elif strategy not in configured:
-            raise UserError(f"campaign '{spec.id}': arm strategy '{strategy}' is not a model in models.toml "
-                            f"(configured: {', '.join(configured)})")
+            raise UserError(
+                f"campaign '{spec.id}': arm strategy '{strategy}' is not a model in models.toml "
+                f"(configured: {', '.join(configured)})"
+            )
         else:
             chosen[strategy] = load_active_model(engine, strategy)
     if as_of is not None and not allow_future_models:
@@ -120,11 +142,13 @@ def models_for(settings: Settings, spec: CampaignSpec, models: dict[str, Ranking
     return chosen
 
 
-def _iso(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat() + "Z"
+def _version(model: Scorer) -> str:
+    if model.version is None:
+        raise UserError(f"model '{model.kind}' has no version: it was never fitted or loaded")
+    return model.version
 
 
-def trained_as_of(model: RankingModel) -> tuple[datetime | None, str]:
+def trained_as_of(model: Scorer) -> tuple[datetime | None, str]:
     """The latest data a model may have seen, and how that is known (``data`` cut-off or ``trained`` time)."""
     recorded = model.meta.get("data_as_of")
     if recorded:
@@ -133,17 +157,21 @@ def trained_as_of(model: RankingModel) -> tuple[datetime | None, str]:
     return (datetime.fromisoformat(trained), "trained") if trained else (None, "unknown")
 
 
-def check_no_look_ahead(models: dict[str, RankingModel], *, as_of: datetime) -> None:
+def check_no_look_ahead(models: Mapping[str, Scorer], *, as_of: datetime) -> None:
     """One-line :class:`LookAheadError` for the first model whose training data may reach past ``as_of``."""
     for name, model in sorted(models.items()):
         cutoff, known = trained_as_of(model)
         if cutoff is not None and cutoff <= as_of:
             continue
-        what = {"data": f"trained on data up to {_iso(cutoff)}" if cutoff else "",
-                "trained": f"trained at {_iso(cutoff)} (its data cut-off is not recorded)" if cutoff else "",
-                "unknown": "of unknown training time"}[known]
-        raise LookAheadError(f"model '{name}' ({model.version}) was {what}, after {_iso(as_of)}: no look-ahead; train "
-                             f"one as of then (`mktg train --as-of {_iso(as_of)}`) or pass --allow-future-models")
+        what = {
+            "data": f"trained on data up to {iso_utc(cutoff)}" if cutoff else "",
+            "trained": f"trained at {iso_utc(cutoff)} (its data cut-off is not recorded)" if cutoff else "",
+            "unknown": "of unknown training time",
+        }[known]
+        raise LookAheadError(
+            f"model '{name}' ({model.version}) was {what}, after {iso_utc(as_of)}: no look-ahead; train "
+            f"one as of then (`mktg train --as-of {iso_utc(as_of)}`) or pass --allow-future-models"
+        )
 
 
 def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of: datetime) -> pl.DataFrame | None:
@@ -153,19 +181,43 @@ def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of
         return None
 
 
-def preview(settings: Settings, events: EventConfig, *, campaign_id: str, data_dir: Path, at: datetime,
-            engine: Engine, models: dict[str, RankingModel] | None = None, allow_future_models: bool = False) -> Plan:
+def preview(
+    settings: Settings,
+    events: EventConfig,
+    *,
+    campaign_id: str,
+    data_dir: Path,
+    at: datetime,
+    engine: Engine,
+    models: dict[str, RankingModel] | None = None,
+    allow_future_models: bool = False,
+) -> Plan:
     """The plan of a campaign as of ``at``; writes nothing (reads models and committed contacts from ``engine``)."""
     spec = load_spec(settings, campaign_id)
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
     chosen = models_for(settings, spec, models, engine=engine, as_of=at, allow_future_models=allow_future_models)
-    from jobs.pipeline_uplift import uplift_ranker_for
+    from jobs.uplift_service import uplift_ranker_for
 
-    ranker, _ = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine, world=inputs.world, as_of=at,
-                                  allow_future_models=allow_future_models)
-    return plan_campaign(spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules,
-                         as_of=at, allowed=inputs.allowed, contact_history=_contacts_or_empty(engine, spec, rules, at))
+    ranker, _ = uplift_ranker_for(
+        model_ranker(chosen),
+        settings,
+        spec,
+        engine=engine,
+        world=inputs.world,
+        as_of=at,
+        allow_future_models=allow_future_models,
+    )
+    return plan_campaign(
+        spec,
+        world=inputs.world,
+        segments=inputs.segments,
+        ranker=ranker,
+        rules=rules,
+        as_of=at,
+        allowed=inputs.allowed,
+        contact_history=_contacts_or_empty(engine, spec, rules, at),
+    )
 
 
 def run(
@@ -186,42 +238,83 @@ def run(
     Models trained on data after ``scheduled_for`` are refused unless ``allow_future_models``.
     """
     spec = load_spec(settings, campaign_id)
-    existing = run_store.find_run(engine, spec.id, scheduled_for.replace(microsecond=0))
+    existing = run_repository.find_run(engine, spec.id, scheduled_for.replace(microsecond=0))
     if existing is not None:  # skip loading data and models
         return RunResult.from_row(existing, created=False)
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
     with stage("load models"):
-        chosen = models_for(settings, spec, models, engine=engine, as_of=scheduled_for,
-                            allow_future_models=allow_future_models)
-        from jobs.pipeline_uplift import uplift_ranker_for
+        chosen = models_for(
+            settings, spec, models, engine=engine, as_of=scheduled_for, allow_future_models=allow_future_models
+        )
+        from jobs.uplift_service import uplift_ranker_for
 
-        ranker, uplift_versions = uplift_ranker_for(model_ranker(chosen), settings, spec, engine=engine,
-                                                    world=inputs.world, as_of=scheduled_for,
-                                                    allow_future_models=allow_future_models)
+        ranker, uplift_versions = uplift_ranker_for(
+            model_ranker(chosen),
+            settings,
+            spec,
+            engine=engine,
+            world=inputs.world,
+            as_of=scheduled_for,
+            allow_future_models=allow_future_models,
+        )
     return run_campaign(
-        spec, world=inputs.world, segments=inputs.segments, ranker=ranker, rules=rules, engine=engine,
-        export_root=settings.export_dir, scheduled_for=scheduled_for, allowed=inputs.allowed,
-        model_versions={**{name: model.version for name, model in chosen.items()}, **uplift_versions}, stage=stage,
+        spec,
+        world=inputs.world,
+        segments=inputs.segments,
+        ranker=ranker,
+        rules=rules,
+        engine=engine,
+        export_root=settings.export_dir,
+        scheduled_for=scheduled_for,
+        allowed=inputs.allowed,
+        model_versions={**{name: _version(model) for name, model in chosen.items()}, **uplift_versions},
+        stage=stage,
     )
 
 
-def run_scheduled_campaign(settings: Settings, *, campaign_id: str, scheduled_for: datetime, engine: Engine,
-                           allow_future_models: bool = False) -> RunResult:
+def run_scheduled_campaign(
+    settings: Settings, *, campaign_id: str, scheduled_for: datetime, engine: Engine, allow_future_models: bool = False
+) -> RunResult:
     """Scheduler entry point: the campaign on ``settings.data_dir`` with the active models."""
-    return run(settings, load_events(settings), campaign_id=campaign_id, data_dir=settings.data_dir,
-               scheduled_for=scheduled_for, engine=engine, allow_future_models=allow_future_models)
+    return run(
+        settings,
+        load_events(settings),
+        campaign_id=campaign_id,
+        data_dir=settings.data_dir,
+        scheduled_for=scheduled_for,
+        engine=engine,
+        allow_future_models=allow_future_models,
+    )
 
 
-def run_demo_campaigns(settings: Settings, events: EventConfig, *, world_dir: Path, scheduled_for: datetime,
-                       engine: Engine, models: dict[str, RankingModel], world: World | None = None) -> list[RunResult]:
+def run_demo_campaigns(
+    settings: Settings,
+    events: EventConfig,
+    *,
+    world_dir: Path,
+    scheduled_for: datetime,
+    engine: Engine,
+    models: dict[str, RankingModel],
+    world: World | None = None,
+) -> list[RunResult]:
     """Every enabled example campaign on the demo world with in-memory models; for ``mktg demo``."""
     world = world or load_world(world_dir, event_types=events.event_types)
     results = []
     for spec in load_all_specs(settings).values():
         if spec.enabled:
-            results.append(run(settings, events, campaign_id=spec.id, data_dir=world_dir, scheduled_for=scheduled_for,
-                               engine=engine, models=models, world=world))
+            results.append(
+                run(
+                    settings,
+                    events,
+                    campaign_id=spec.id,
+                    data_dir=world_dir,
+                    scheduled_for=scheduled_for,
+                    engine=engine,
+                    models=models,
+                    world=world,
+                )
+            )
     return results
 
 
@@ -239,10 +332,21 @@ class Recommendations:
 
 
 def recommend(
-    settings: Settings, events: EventConfig, *, data_dir: Path, customer_ids: list[str], k: int, engine: Engine,
-    model_name: str | None = None, at: datetime | None = None, campaign_id: str | None = None,
-    channel: str | None = None, rule_set: str | None = None, show_all: bool = False,
-    allow_future_models: bool = False, world: World | None = None,
+    settings: Settings,
+    events: EventConfig,
+    *,
+    data_dir: Path,
+    customer_ids: list[str],
+    k: int,
+    engine: Engine,
+    model_name: str | None = None,
+    at: datetime | None = None,
+    campaign_id: str | None = None,
+    channel: str | None = None,
+    rule_set: str | None = None,
+    show_all: bool = False,
+    allow_future_models: bool = False,
+    world: World | None = None,
 ) -> Recommendations:
     """A customer's ranked offers with eligibility applied (as of ``at``, default: now, to the minute).
 
@@ -266,9 +370,16 @@ def recommend(
     if channel is None:
         skipped = [r.id for r in rules.rules if r.check in CHANNEL_CHECKS]
         rules = rules.model_copy(update={"rules": [r for r in rules.rules if r.check not in CHANNEL_CHECKS]})
-    at = at or datetime.now(timezone.utc).replace(tzinfo=None, second=0, microsecond=0)
-    ranked, model = recommend_for(world, settings, engine=engine, customer_ids=customer_ids,
-                                  k=max(world.products.height, 1), model_name=model_name, as_of=at)
+    at = at or datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    ranked, model = recommend_for(
+        world,
+        settings,
+        engine=engine,
+        customer_ids=customer_ids,
+        k=max(world.products.height, 1),
+        model_name=model_name,
+        as_of=at,
+    )
     if not allow_future_models:
         check_no_look_ahead({model_name or load_models_config(settings).default: model}, as_of=at)
     if spec is not None:
@@ -277,8 +388,15 @@ def recommend(
         contacts = _contacts_or_empty(engine, spec, rules, at)
     else:
         contacts = _contacts_before(engine, rules, channel=channel, as_of=at) if channel else None
-    judged = evaluate(ranked.select("customer_id", "offer_id"), world=world, rules=rules, channel=channel or "",
-                      as_of=at, purpose=purpose, contact_history=contacts)
+    judged = evaluate(
+        ranked.select("customer_id", "offer_id"),
+        world=world,
+        rules=rules,
+        channel=channel or "",
+        as_of=at,
+        purpose=purpose,
+        contact_history=contacts,
+    )
     offers = (
         ranked.join(judged.exclusions.rename({"rule_ids": "excluded_by"}), on=["customer_id", "offer_id"], how="left")
         .with_columns(pl.col("excluded_by").is_null().alias("eligible"))
@@ -287,18 +405,28 @@ def recommend(
     excluded = dict(offers.filter(~pl.col("eligible")).group_by("customer_id").len().iter_rows())
     if not show_all:
         offers = offers.filter(pl.col("eligible"))
-    offers = (offers.with_columns(pl.int_range(1, pl.len() + 1).over("customer_id").alias("rank"))
-              .filter(pl.col("rank") <= k)
-              .select("customer_id", "segment", "rank", "offer_id", "score", "eligible", "excluded_by"))
-    return Recommendations(offers=offers, model=model, as_of=at, rule_set=rules.name, channel=channel,
-                           skipped_checks=skipped, excluded=excluded)
+    offers = (
+        offers.with_columns(pl.int_range(1, pl.len() + 1).over("customer_id").alias("rank"))
+        .filter(pl.col("rank") <= k)
+        .select("customer_id", "segment", "rank", "offer_id", "score", "eligible", "excluded_by")
+    )
+    return Recommendations(
+        offers=offers,
+        model=model,
+        as_of=at,
+        rule_set=rules.name,
+        channel=channel,
+        skipped_checks=skipped,
+        excluded=excluded,
+    )
 
 
 def _contacts_before(engine: Engine, rules: RuleSet, *, channel: str, as_of: datetime) -> pl.DataFrame | None:
     """Real contacts of every campaign on ``channel`` inside the cap window (no campaign: no virtual contacts)."""
     window = max((r.window_days or 0 for r in rules.rules if r.check == "contact_cap"), default=0)
     try:
-        return run_store.committed_contacts(engine, channel=channel, campaign_id="", before=as_of,
-                                            since=as_of - timedelta(days=window))
+        return run_repository.committed_contacts(
+            engine, channel=channel, campaign_id="", before=as_of, since=as_of - timedelta(days=window)
+        )
     except DBAPIError:  # no schema yet: no committed contacts either
         return None

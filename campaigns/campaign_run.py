@@ -6,7 +6,7 @@ order is what makes every comparison between arms a valid experiment (SPEC secti
 1. eligibility of every (customer, offer) candidate of the target segments, as of the run time;
 2. the *eligible audience*: customers with at least one pair that no rule but the contact-frequency cap
    excludes. The cap is part of each arm's contact policy, not of who is in the experiment: control and held-out
-   customers count virtual contacts for their own campaign (see :mod:`campaigns.run_store`), so the cap removes
+   customers count virtual contacts for their own campaign (see :mod:`campaigns.run_repository`), so the cap removes
    the same kind of customer from every arm, run after run;
 3. arms are assigned over that audience by the salted hash (:mod:`campaigns.arms`), so each arm, control
    included, is a random share of one population whatever the strategies do;
@@ -33,26 +33,29 @@ instant between the rename and the commit, a directory without a run row, which 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import polars as pl
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from campaigns import export, run_store
+from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import Eligibility, RuleSet, compact_exclusions, evaluate, exclusion_counts
+from campaigns.eligibility import Eligibility, compact_exclusions, evaluate, exclusion_counts
+from campaigns.eligibility_config import RuleSet
 from campaigns.specs import CampaignSpec, CampaignSpecError
+from campaigns.times import utcnow
+from recommender.columns import Columns
 from recommender.errors import UserError
 
 log = logging.getLogger("mktg.campaigns")
-C, O, SEG = "customer_id", "offer_id", "segment"
 ALLOCATION_PREFIX = "allocation:"
 CAP_CHECK = "contact_cap"
 
@@ -67,22 +70,33 @@ def no_stage(name: str) -> AbstractContextManager[None]:
 class Ranker(Protocol):
     """Ranks offers for customers with one strategy; returns customer_id, segment, offer_id, score, rank."""
 
-    def __call__(self, strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame,
-                 k: int) -> pl.DataFrame: ...
+    def __call__(
+        self, strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, k: int
+    ) -> pl.DataFrame: ...
 
 
 def ranker_from_frames(frames: dict[str, pl.DataFrame]) -> Ranker:
     """A :class:`Ranker` over precomputed rankings (strategy -> ranked frame), e.g. hand-built in tests."""
 
-    def rank(strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, k: int) -> pl.DataFrame:
+    def rank(
+        strategy: str, *, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, k: int
+    ) -> pl.DataFrame:
         if strategy not in frames:
             raise UserError(f"no ranking for strategy '{strategy}' (have: {', '.join(sorted(frames))})")
         return (
-            frames[strategy].join(customers.select(C, SEG), on=[C, SEG], how="semi")
-            .join(allowed.select(SEG, O), on=[SEG, O], how="semi")
-            .join(held.select(C, pl.col("product_id").alias(O)), on=[C, O], how="anti")
-            .sort([C, "score"], descending=[False, True])
-            .group_by(C, maintain_order=True).head(k)
+            frames[strategy]
+            .join(
+                customers.select(Columns.Customer, Columns.Segment), on=[Columns.Customer, Columns.Segment], how="semi"
+            )
+            .join(allowed.select(Columns.Segment, Columns.Offer), on=[Columns.Segment, Columns.Offer], how="semi")
+            .join(
+                held.select(Columns.Customer, pl.col("product_id").alias(Columns.Offer)),
+                on=[Columns.Customer, Columns.Offer],
+                how="anti",
+            )
+            .sort([Columns.Customer, "score"], descending=[False, True])
+            .group_by(Columns.Customer, maintain_order=True)
+            .head(k)
         )
 
     return rank
@@ -107,25 +121,49 @@ class Plan:
         (selected, contacted, held out), customers per segment and rows per offer."""
         t, a = self.targets, self.audience
         per_arm = a.group_by("arm").agg(
-            pl.len().alias("audience"), pl.col("selected").sum().alias("selected"),
+            pl.len().alias("audience"),
+            pl.col("selected").sum().alias("selected"),
             pl.col("contacted").sum().alias("contacted"),
-            (pl.col("selected") & ~pl.col("contacted") & (pl.col("arm") != CONTROL)).sum().alias("held_out"))
-        rows = t.with_columns(pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", "")).group_by("arm").agg(pl.len().alias("rows"))
-        funnel = pl.DataFrame({
-            "step": ["candidates (target segments)", "excluded by eligibility (every offer)", "eligible audience",
-                     "selected by the arms' strategies", "contacted"],
-            "customers": [self.candidates, self.candidates - a.height, a.height, int(a["selected"].sum()),
-                          int(a["contacted"].sum())],
-        })
+            (pl.col("selected") & ~pl.col("contacted") & (pl.col("arm") != CONTROL)).sum().alias("held_out"),
+        )
+        rows = (
+            t.with_columns(pl.col("arm").str.replace(f"{HOLDOUT_SUFFIX}$", ""))
+            .group_by("arm")
+            .agg(pl.len().alias("rows"))
+        )
+        funnel = pl.DataFrame(
+            {
+                "step": [
+                    "candidates (target segments)",
+                    "excluded by eligibility (every offer)",
+                    "eligible audience",
+                    "selected by the arms' strategies",
+                    "contacted",
+                ],
+                "customers": [
+                    self.candidates,
+                    self.candidates - a.height,
+                    a.height,
+                    int(a["selected"].sum()),
+                    int(a["contacted"].sum()),
+                ],
+            }
+        )
         return {
             "funnel": funnel,
             "arm": per_arm.join(rows, on="arm", how="left").with_columns(pl.col("rows").fill_null(0)).sort("arm"),
-            "segment": a.group_by(SEG).agg(pl.len().alias("audience"), pl.col("selected").sum().alias("selected"))
-            .sort(SEG),
-            "offer": t.group_by(O).agg(pl.len().alias("rows")).sort("rows", O, descending=[True, False]),
+            "segment": a.group_by(Columns.Segment)
+            .agg(pl.len().alias("audience"), pl.col("selected").sum().alias("selected"))
+            .sort(Columns.Segment),
+            "offer": t.group_by(Columns.Offer)
+            .agg(pl.len().alias("rows"))
+            .sort("rows", Columns.Offer, descending=[True, False]),
             "exclusions": exclusion_counts(self.exclusions),
-            "unallocated": self.unallocated.explode("reasons").group_by("reasons").agg(pl.len().alias("customers"))
-            .rename({"reasons": "reason"}).sort("reason"),
+            "unallocated": self.unallocated.explode("reasons")
+            .group_by("reasons")
+            .agg(pl.len().alias("customers"))
+            .rename({"reasons": "reason"})
+            .sort("reason"),
         }
 
 
@@ -133,8 +171,11 @@ def _capacities(spec: CampaignSpec, products: pl.DataFrame, offers: list[str]) -
     """Per-offer capacity: the smaller of the campaign's and the product's (either may be absent)."""
     caps = dict(spec.capacity)
     if "capacity" in products.columns:
-        for offer, value in products.filter(pl.col("product_id").is_in(offers) & pl.col("capacity").is_not_null()).select(
-                "product_id", "capacity").iter_rows():
+        for offer, value in (
+            products.filter(pl.col("product_id").is_in(offers) & pl.col("capacity").is_not_null())
+            .select("product_id", "capacity")
+            .iter_rows()
+        ):
             caps[offer] = min(caps.get(offer, value), value)
     return {o: c for o, c in caps.items() if o in offers}
 
@@ -143,8 +184,9 @@ def eligible_audience(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
     """Customers (customer_id) with a pair that no rule but the contact-frequency cap excludes (step 2 above)."""
     cap_ids = [r.id for r in rules.rules if r.check == CAP_CHECK]
     capped_only = eligibility.exclusions.filter(
-        pl.col("rule_ids").list.eval(pl.element().is_in(cap_ids)).list.all()).select(C)
-    return pl.concat([eligibility.eligible.select(C), capped_only]).unique()
+        pl.col("rule_ids").list.eval(pl.element().is_in(cap_ids)).list.all()
+    ).select(Columns.Customer)
+    return pl.concat([eligibility.eligible.select(Columns.Customer), capped_only]).unique()
 
 
 def plan_campaign(
@@ -167,26 +209,43 @@ def plan_campaign(
     virtual ones).
     """
     offers = spec.resolve_offers(world.products)
-    targeted = segments if not spec.segments else segments.filter(pl.col(SEG).is_in(spec.segments))
-    offer_frame = pl.DataFrame({O: offers}, schema={O: pl.String})
+    targeted = segments if not spec.segments else segments.filter(pl.col(Columns.Segment).is_in(spec.segments))
+    offer_frame = pl.DataFrame({Columns.Offer: offers}, schema={Columns.Offer: pl.String})
     if allowed is None:
-        allowed_pairs = targeted.select(SEG).unique().join(offer_frame, how="cross")
+        allowed_pairs = targeted.select(Columns.Segment).unique().join(offer_frame, how="cross")
     else:
-        known = set(allowed[SEG].unique().to_list())
+        known = set(allowed[Columns.Segment].unique().to_list())
         unknown = [s for s in spec.segments if s not in known]
         if unknown:
-            raise CampaignSpecError(f"campaign '{spec.id}': segments: {unknown[0]!r} is not a segment with allowed "
-                                    f"offers (segments: {', '.join(sorted(known))})")
-        allowed_pairs = allowed.select(SEG, O).join(offer_frame, on=O, how="semi").unique()
+            raise CampaignSpecError(
+                f"campaign '{spec.id}': segments: {unknown[0]!r} is not a segment with allowed "
+                f"offers (segments: {', '.join(sorted(known))})"
+            )
+        allowed_pairs = (
+            allowed.select(Columns.Segment, Columns.Offer).join(offer_frame, on=Columns.Offer, how="semi").unique()
+        )
     with stage("eligibility"):
-        candidates = targeted.select(C, SEG).join(allowed_pairs, on=SEG, how="inner").select(C, O)
-        eligibility = evaluate(candidates, world=world, rules=rules, channel=spec.channel, as_of=as_of,
-                               purpose=spec.consent_purpose, contact_history=contact_history)
+        candidates = (
+            targeted.select(Columns.Customer, Columns.Segment)
+            .join(allowed_pairs, on=Columns.Segment, how="inner")
+            .select(Columns.Customer, Columns.Offer)
+        )
+        eligibility = evaluate(
+            candidates,
+            world=world,
+            rules=rules,
+            channel=spec.channel,
+            as_of=as_of,
+            purpose=spec.consent_purpose,
+            contact_history=contact_history,
+        )
     with stage("arms"):
-        audience = targeted.join(eligible_audience(eligibility, rules), on=C, how="semi")
-        arms = arm_frame(audience[C], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms])
-        audience = audience.join(arms, on=C, how="left")
-    held = eligibility.exclusions.select(C, pl.col(O).alias("product_id"))
+        audience = targeted.join(eligible_audience(eligibility, rules), on=Columns.Customer, how="semi")
+        arms = arm_frame(
+            audience[Columns.Customer], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms]
+        )
+        audience = audience.join(arms, on=Columns.Customer, how="left")
+    held = eligibility.exclusions.select(Columns.Customer, pl.col(Columns.Offer).alias("product_id"))
     caps = _capacities(spec, world.products, offers)
     shares = [a.share for a in spec.arms]
     arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
@@ -196,22 +255,29 @@ def plan_campaign(
     with stage("rank"):
         for strategy in spec.strategies:
             arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
-            customers = audience.filter(pl.col("arm").is_in(arm_names)).join(eligibility.eligible.select(C), on=C,
-                                                                              how="semi")
-            ranked = ranker(strategy, customers=customers.drop("arm"), allowed=allowed_pairs,
-                            held=held.join(customers.select(C), on=C, how="semi"), k=len(offers))
+            customers = audience.filter(pl.col("arm").is_in(arm_names)).join(
+                eligibility.eligible.select(Columns.Customer), on=Columns.Customer, how="semi"
+            )
+            ranked = ranker(
+                strategy,
+                customers=customers.drop("arm"),
+                allowed=allowed_pairs,
+                held=held.join(customers.select(Columns.Customer), on=Columns.Customer, how="semi"),
+                k=len(offers),
+            )
             # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
             ranked_by_strategy[strategy] = (
-                ranked.select(C, O, pl.col("score").cast(pl.Float64))
-                .join(eligibility.eligible, on=[C, O], how="semi")
-                .join(customers.select(C, SEG, "arm"), on=C, how="inner")
+                ranked.select(Columns.Customer, Columns.Offer, pl.col("score").cast(pl.Float64))
+                .join(eligibility.eligible, on=[Columns.Customer, Columns.Offer], how="semi")
+                .join(customers.select(Columns.Customer, Columns.Segment, "arm"), on=Columns.Customer, how="inner")
             )
     selected, unallocated = [], []
     with stage("allocation"):
         for index, arm in enumerate(spec.arms):
             pool = ranked_by_strategy[spec.strategy_of(arm)].filter(pl.col("arm") == arm.name)
             result = allocate(
-                pool, offers_per_customer=spec.offers_per_customer,
+                pool,
+                offers_per_customer=spec.offers_per_customer,
                 capacity={o: parts[index] for o, parts in arm_caps.items()},
                 max_audience=arm_audience[index],
                 min_score=arm.min_score if arm.min_score is not None else spec.min_score,
@@ -219,26 +285,38 @@ def plan_campaign(
             chosen = result.selected
             holdout = spec.holdout_of(arm)
             if holdout > 0:
-                ids = chosen[C].unique()
+                ids = chosen[Columns.Customer].unique()
                 out = pl.DataFrame([ids, held_out(ids, salt=spec.salt, campaign_id=spec.id, share=holdout)])
-                chosen = chosen.join(out, on=C, how="left").with_columns(
-                    pl.when(pl.col("held_out")).then(pl.lit(holdout_label(arm.name))).otherwise(pl.col("arm"))
-                    .alias("arm")).drop("held_out")
+                chosen = (
+                    chosen.join(out, on=Columns.Customer, how="left")
+                    .with_columns(
+                        pl.when(pl.col("held_out"))
+                        .then(pl.lit(holdout_label(arm.name)))
+                        .otherwise(pl.col("arm"))
+                        .alias("arm")
+                    )
+                    .drop("held_out")
+                )
             selected.append(chosen)
             unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
-    targets = pl.concat(selected).select(C, O, "offer_rank", "score", SEG, "arm")
-    per_customer = targets.group_by(C).agg(contacted_expr("arm").first().alias("contacted"))
+    targets = pl.concat(selected).select(Columns.Customer, Columns.Offer, "offer_rank", "score", Columns.Segment, "arm")
+    per_customer = targets.group_by(Columns.Customer).agg(contacted_expr("arm").first().alias("contacted"))
     audience = (
-        audience.select(C, SEG, "arm")
-        .join(per_customer.with_columns(pl.lit(True).alias("selected")), on=C, how="left")
+        audience.select(Columns.Customer, Columns.Segment, "arm")
+        .join(per_customer.with_columns(pl.lit(True).alias("selected")), on=Columns.Customer, how="left")
         .with_columns(pl.col("selected").fill_null(False), pl.col("contacted").fill_null(False))
-        .sort(C)
+        .sort(Columns.Customer)
     )
     return Plan(
-        spec=spec, offers=offers, audience=audience, targets=targets, exclusions=eligibility.exclusions,
-        unallocated=pl.concat(unallocated).select(C, "arm", "reasons"), rule_set=rules,
+        spec=spec,
+        offers=offers,
+        audience=audience,
+        targets=targets,
+        exclusions=eligibility.exclusions,
+        unallocated=pl.concat(unallocated).select(Columns.Customer, "arm", "reasons"),
+        rule_set=rules,
         config_hash=spec.config_hash({"eligibility": rules.model_dump(mode="json")}),
-        candidates=targeted[C].n_unique(),
+        candidates=targeted[Columns.Customer].n_unique(),
     )
 
 
@@ -257,12 +335,19 @@ class RunResult:
     rows_per_arm: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], *, created: bool, rows_per_arm: dict[str, int] | None = None) -> "RunResult":
+    def from_row(cls, row: dict[str, Any], *, created: bool, rows_per_arm: dict[str, int] | None = None) -> RunResult:
         return cls(
-            run_id=row["run_id"], campaign_id=row["campaign_id"], scheduled_for=row["scheduled_for"], created=created,
-            status=row["status"], export_dir=Path(row["export_dir"]) if row["export_dir"] else None,
-            row_count=row["row_count"] or 0, control_count=row["control_count"] or 0, generated_at=row["generated_at"],
-            model_versions=row["model_versions"] or {}, rows_per_arm=rows_per_arm or {},
+            run_id=row["run_id"],
+            campaign_id=row["campaign_id"],
+            scheduled_for=row["scheduled_for"],
+            created=created,
+            status=row["status"],
+            export_dir=Path(row["export_dir"]) if row["export_dir"] else None,
+            row_count=row["row_count"] or 0,
+            control_count=row["control_count"] or 0,
+            generated_at=row["generated_at"],
+            model_versions=row["model_versions"] or {},
+            rows_per_arm=rows_per_arm or {},
         )
 
 
@@ -270,17 +355,14 @@ def cap_contacts(engine: Engine, spec: CampaignSpec, rules: RuleSet, *, as_of: d
     """The committed contacts that count toward ``spec``'s contact cap as of ``as_of``: every campaign's real
     contacts on its channel plus this campaign's virtual ones (control and holdouts), inside the widest cap window."""
     window = max((r.window_days or 0 for r in rules.rules if r.check == CAP_CHECK), default=0)
-    return run_store.committed_contacts(engine, channel=spec.channel, campaign_id=spec.id,
-                                        since=as_of - timedelta(days=window), before=as_of)
+    return run_repository.committed_contacts(
+        engine, channel=spec.channel, campaign_id=spec.id, since=as_of - timedelta(days=window), before=as_of
+    )
 
 
 def make_run_id(campaign_id: str, scheduled_for: datetime) -> str:
     """Deterministic: the same key always names the same export directory."""
     return f"{campaign_id}-{scheduled_for:%Y%m%dT%H%M%S}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def target_rows(plan: Plan, *, run_id: str, generated_at: datetime) -> pl.DataFrame:
@@ -289,18 +371,25 @@ def target_rows(plan: Plan, *, run_id: str, generated_at: datetime) -> pl.DataFr
         pl.lit(export.SCHEMA_VERSION).alias("schema_version"),
         pl.lit(plan.spec.id).alias("campaign_id"),
         pl.lit(run_id).alias("run_id"),
-        C, O, pl.col("offer_rank").cast(pl.Int32), pl.col("score").cast(pl.Float64), SEG, "arm",
+        Columns.Customer,
+        Columns.Offer,
+        pl.col("offer_rank").cast(pl.Int32),
+        pl.col("score").cast(pl.Float64),
+        Columns.Segment,
+        "arm",
         pl.lit(plan.spec.channel).alias("channel"),
         pl.lit(generated_at, dtype=pl.Datetime("us")).alias("generated_at"),
-    ).sort("arm", C, "offer_rank")
+    ).sort("arm", Columns.Customer, "offer_rank")
 
 
 def stored_exclusions(plan: Plan) -> pl.DataFrame:
     """Eligibility exclusions in storage form plus one row per customer left without an offer by allocation."""
     rows = compact_exclusions(plan.exclusions, plan.rule_set)
     left = plan.unallocated.select(
-        C, pl.lit(None, dtype=pl.String).alias(O),
-        pl.col("reasons").list.eval(pl.lit(ALLOCATION_PREFIX) + pl.element()).list.join(",").alias("rule_ids"))
+        Columns.Customer,
+        pl.lit(None, dtype=pl.String).alias(Columns.Offer),
+        pl.col("reasons").list.eval(pl.lit(ALLOCATION_PREFIX) + pl.element()).list.join(",").alias("rule_ids"),
+    )
     return pl.concat([rows, left])
 
 
@@ -321,7 +410,7 @@ def run_campaign(
 ) -> RunResult:
     """Run ``spec`` for one fire time, exactly once. See the module docstring for the guarantees."""
     scheduled_for = scheduled_for.replace(microsecond=0)
-    existing = run_store.find_run(engine, spec.id, scheduled_for)
+    existing = run_repository.find_run(engine, spec.id, scheduled_for)
     if existing is not None:
         log.info("campaign %s at %s already ran as %s: nothing written", spec.id, scheduled_for, existing["run_id"])
         return RunResult.from_row(existing, created=False)
@@ -329,45 +418,83 @@ def run_campaign(
     generated_at = (now or started_at).replace(microsecond=0)
     with stage("contact history"):
         contacts = cap_contacts(engine, spec, rules, as_of=scheduled_for)
-    plan = plan_campaign(spec, world=world, segments=segments, ranker=ranker, rules=rules, as_of=scheduled_for,
-                         allowed=allowed, contact_history=contacts, stage=stage)
+    plan = plan_campaign(
+        spec,
+        world=world,
+        segments=segments,
+        ranker=ranker,
+        rules=rules,
+        as_of=scheduled_for,
+        allowed=allowed,
+        contact_history=contacts,
+        stage=stage,
+    )
     run_id = make_run_id(spec.id, scheduled_for)
     with stage("export"):
         rows = target_rows(plan, run_id=run_id, generated_at=generated_at)
         staged = export.stage_export(
-            rows, export_root=export_root, campaign_id=spec.id, run_id=run_id, scheduled_for=scheduled_for,
-            generated_at=generated_at, model_versions=model_versions or {}, config_hash=plan.config_hash,
-            audience_per_arm=dict(plan.audience.group_by("arm").len().iter_rows()))
+            rows,
+            export_root=export_root,
+            campaign_id=spec.id,
+            run_id=run_id,
+            scheduled_for=scheduled_for,
+            generated_at=generated_at,
+            model_versions=model_versions or {},
+            config_hash=plan.config_hash,
+            audience_per_arm=dict(plan.audience.group_by("arm").len().iter_rows()),
+        )
     control_count = int((~rows.select(contacted_expr("arm"))["arm"]).sum())
     run = {
-        "run_id": run_id, "campaign_id": spec.id, "scheduled_for": scheduled_for, "status": run_store.SUCCEEDED,
-        "started_at": started_at, "finished_at": utcnow(), "generated_at": generated_at, "config_hash": plan.config_hash,
-        "model_versions": model_versions or {}, "export_dir": str(staged.final), "row_count": rows.height,
-        "control_count": control_count, "audience_count": plan.audience.height, "offers": plan.offers, "error": None,
+        "run_id": run_id,
+        "campaign_id": spec.id,
+        "scheduled_for": scheduled_for,
+        "status": run_repository.SUCCEEDED,
+        "started_at": started_at,
+        "finished_at": utcnow(),
+        "generated_at": generated_at,
+        "config_hash": plan.config_hash,
+        "model_versions": model_versions or {},
+        "export_dir": str(staged.final),
+        "row_count": rows.height,
+        "control_count": control_count,
+        "audience_count": plan.audience.height,
+        "offers": plan.offers,
+        "error": None,
     }
     # Control and held-out rows are virtual contacts: they count toward this campaign's own cap only.
     contacts = rows.select(
-        "run_id", "campaign_id", C, O, "channel", pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"),
-        contacted_expr("arm").alias("contacted"))
+        "run_id",
+        "campaign_id",
+        Columns.Customer,
+        Columns.Offer,
+        "channel",
+        pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"),
+        contacted_expr("arm").alias("contacted"),
+    )
     audience = plan.audience.with_columns(pl.lit(run_id).alias("run_id"))
     published = False
     try:
         with stage("database"), engine.begin() as conn:
-            run_store.insert_run(conn, run=run, targets=rows, audience=audience, exclusions=stored_exclusions(plan),
-                                 contacts=contacts)
+            run_repository.insert_run(
+                conn, run=run, targets=rows, audience=audience, exclusions=stored_exclusions(plan), contacts=contacts
+            )
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
             export.remove_leftovers(staged)
             published = True  # from here the final name is ours: remove it on any failure, even mid-rename
             export.publish(staged)
     except IntegrityError:
         export.discard(staged, published=published)
-        winner = run_store.find_run(engine, spec.id, scheduled_for)
+        winner = run_repository.find_run(engine, spec.id, scheduled_for)
         if winner is None:
             raise
-        log.info("campaign %s at %s was run concurrently as %s: nothing written", spec.id, scheduled_for, winner["run_id"])
+        log.info(
+            "campaign %s at %s was run concurrently as %s: nothing written", spec.id, scheduled_for, winner["run_id"]
+        )
         return RunResult.from_row(winner, created=False)
     except BaseException:
         export.discard(staged, published=published)
         raise
     per_arm = rows.group_by("arm").len().sort("arm")
-    return RunResult.from_row(run, created=True, rows_per_arm=dict(zip(per_arm["arm"].to_list(), per_arm["len"].to_list())))
+    return RunResult.from_row(
+        run, created=True, rows_per_arm=dict(zip(per_arm["arm"].to_list(), per_arm["len"].to_list()))
+    )

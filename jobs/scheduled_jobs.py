@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from campaigns import run_store
-from campaigns.db.models import CampaignRun
+from campaigns import run_repository
 from jobs.logging import event
 from jobs.runner import JobContext, JobResult
 from recommender.errors import UserError
@@ -38,12 +37,17 @@ def campaign_job(ctx: JobContext, *, campaign_id: str, allow_future_models: bool
 
     ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``."""
     try:
-        pipeline = importlib.import_module("jobs.pipeline")
-        run_campaign = getattr(pipeline, "run_scheduled_campaign")
+        pipeline = importlib.import_module("jobs.campaign_service")
+        run_campaign = pipeline.run_scheduled_campaign
     except (ImportError, AttributeError) as exc:
         raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
-    run = run_campaign(ctx.settings, campaign_id=campaign_id, scheduled_for=ctx.fire_time, engine=ctx.engine,
-                       allow_future_models=allow_future_models)
+    run = run_campaign(
+        ctx.settings,
+        campaign_id=campaign_id,
+        scheduled_for=ctx.fire_time,
+        engine=ctx.engine,
+        allow_future_models=allow_future_models,
+    )
     if getattr(run, "status", "succeeded") != "succeeded":
         raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
     rows = getattr(run, "row_count", None)
@@ -53,8 +57,13 @@ def campaign_job(ctx: JobContext, *, campaign_id: str, allow_future_models: bool
         note = "nothing to target: 0 target-list rows (no eligible customer got an offer)"
     else:
         note = None
-    return JobResult(rows_produced=rows, model_versions=getattr(run, "model_versions", None),
-                     run_id=getattr(run, "run_id", None), note=note, value=run)
+    return JobResult(
+        rows_produced=rows,
+        model_versions=getattr(run, "model_versions", None),
+        run_id=getattr(run, "run_id", None),
+        note=note,
+        value=run,
+    )
 
 
 CAMPAIGN_JOB_PREFIX = "campaign:"
@@ -69,11 +78,15 @@ def recover_committed(engine: Engine, job_name: str, fire_time: datetime) -> Job
     """
     if not job_name.startswith(CAMPAIGN_JOB_PREFIX):
         return None
-    run = run_store.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
-    if run is None or run["status"] != run_store.SUCCEEDED:
+    run = run_repository.find_run(engine, job_name.removeprefix(CAMPAIGN_JOB_PREFIX), fire_time.replace(microsecond=0))
+    if run is None or run["status"] != run_repository.SUCCEEDED:
         return None
-    return JobResult(rows_produced=run["row_count"], model_versions=run["model_versions"], run_id=run["run_id"],
-                     note=f"recovered: campaign run {run['run_id']} was committed before its job record")
+    return JobResult(
+        rows_produced=run["row_count"],
+        model_versions=run["model_versions"],
+        run_id=run["run_id"],
+        note=f"recovered: campaign run {run['run_id']} was committed before its job record",
+    )
 
 
 # --- model refresh -------------------------------------------------------------------------------------------
@@ -113,7 +126,7 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
     validation window ended before the test window) its winner is evaluated and trained, and the record is kept
     with the metrics."""
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import evaluate_models, latest_event_time, train_models
+    from jobs.model_service import evaluate_models, latest_event_time, train_models
     from jobs.settings import load_events
 
     events = load_events(settings)
@@ -122,13 +135,18 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
     evaluations, _info = evaluate_models(world, settings, events, names=[name], params=params)
     evaluation = evaluations[0]
     model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name], params=params)[name]
-    path = model.save(Path(settings.model_dir) / model.version)
+    path = model.save(Path(settings.model_dir) / model.fitted_version)
     extra = {"tuning": tuning} if tuning else {}
-    return Candidate(version=model.version, kind=name, params={"kind": model.kind, **model.params},
-                     data_hash=model.meta["data_hash"],
-                     metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
-                     trained_at=datetime.fromisoformat(model.meta["trained_at"]),
-                     train_seconds=float(model.meta["train_seconds"]), path=str(Path(path).resolve()))
+    return Candidate(
+        version=model.fitted_version,
+        kind=name,
+        params={"kind": model.kind, **model.params},
+        data_hash=model.meta["data_hash"],
+        metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
+        trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+        train_seconds=float(model.meta["train_seconds"]),
+        path=str(Path(path).resolve()),
+    )
 
 
 def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
@@ -142,14 +160,21 @@ def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
     events = load_events(settings)
     world = load_world(Path(settings.data_dir), event_types=events.event_types)
     previous = {name: record for name in names if (record := latest_tuning(session, name)) is not None}
-    run = tune_models(world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds,
-                      previous=previous)
-    event(log, "tuned the models", seconds=run.seconds, budget_seconds=run.budget_seconds,
-          trials={n: len(r.trials) for n, r in run.results.items()}, not_searched=sorted(run.skipped))
+    run = tune_models(
+        world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds, previous=previous
+    )
+    event(
+        log,
+        "tuned the models",
+        seconds=run.seconds,
+        budget_seconds=run.budget_seconds,
+        trials={n: len(r.trials) for n, r in run.results.items()},
+        not_searched=sorted(run.skipped),
+    )
     return run
 
 
-def _resolve(ref: str | None) -> Callable[[Any, str], Candidate]:
+def _resolve(ref: str | None) -> Callable[..., Candidate]:
     if ref is None:
         return _default_trainer
     module_name, _, attr = ref.partition(":")
@@ -171,10 +196,14 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
     train = _resolve(trainer)
     names = refresh.models
     if not names:
-        from jobs.pipeline_models import load_models_config
+        from jobs.model_service import load_models_config
 
         names = list(load_models_config(ctx.settings).train)
-    run = _tune_within_budget(ctx.settings, names, ctx.session) if trainer is None and refresh.tune_budget_seconds > 0 else None
+    run = (
+        _tune_within_budget(ctx.settings, names, ctx.session)
+        if trainer is None and refresh.tune_budget_seconds > 0
+        else None
+    )
     active: dict[str, str] = {}
     for name in names:
         if trainer is None:  # this run's search, else the latest recorded winner (`mktg tune`), else the defaults
@@ -186,23 +215,35 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
         old_metric = _metric(previous.metrics, refresh.metric) if previous else None
         new_metric = _metric(candidate.metrics, refresh.metric)
         keep = keep_previous(new_metric, old_metric, max_regression=refresh.max_regression)
-        register_model(ctx.session, version=candidate.version, name=candidate.kind, params=candidate.params,
-                       data_hash=candidate.data_hash, trained_at=candidate.trained_at,
-                       train_seconds=candidate.train_seconds, path=candidate.path, metrics=candidate.metrics,
-                       activate=not keep)
+        register_model(
+            ctx.session,
+            version=candidate.version,
+            name=candidate.kind,
+            params=candidate.params,
+            data_hash=candidate.data_hash,
+            trained_at=candidate.trained_at,
+            train_seconds=candidate.train_seconds,
+            path=candidate.path,
+            metrics=candidate.metrics,
+            activate=not keep,
+        )
         chosen = previous.version if keep and previous else candidate.version
         active[candidate.kind] = chosen
-        event(log, "kept the previous model" if keep else "activated the new model", kind=candidate.kind,
-              new_version=candidate.version, new_metric=new_metric, previous_version=previous.version if previous else None,
-              previous_metric=old_metric, metric=refresh.metric, max_regression=refresh.max_regression)
+        event(
+            log,
+            "kept the previous model" if keep else "activated the new model",
+            kind=candidate.kind,
+            new_version=candidate.version,
+            new_metric=new_metric,
+            previous_version=previous.version if previous else None,
+            previous_metric=old_metric,
+            metric=refresh.metric,
+            max_regression=refresh.max_regression,
+        )
     return JobResult(rows_produced=len(active), model_versions=active)
 
 
 # --- conversion analysis -------------------------------------------------------------------------------------
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
 
 
 def conversion_analysis_job(ctx: JobContext) -> JobResult:
@@ -218,8 +259,11 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
     specs = load_campaigns(directory) if directory.is_dir() else {}
     conversions_path = find_table(Path(settings.data_dir), "conversions")
     if not specs or conversions_path is None:
-        note = ("nothing to analyse: no campaign files" if not specs
-                else f"nothing to analyse: no conversions file in {settings.data_dir}")
+        note = (
+            "nothing to analyse: no campaign files"
+            if not specs
+            else f"nothing to analyse: no conversions file in {settings.data_dir}"
+        )
         event(log, note)
         return JobResult(rows_produced=0, note=note)
     conversions = read_conversions(conversions_path)
@@ -230,16 +274,17 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
         if not any(arm.is_control for arm in spec.arms) and spec.holdout == 0 and not any(a.holdout for a in spec.arms):
             continue  # no control and no holdout: nothing to compare against
         since = ctx.fire_time - timedelta(days=spec.conversion_window_days + 1)
-        runs = ctx.session.scalars(
-            select(CampaignRun.run_id).where(CampaignRun.campaign_id == spec.id, CampaignRun.status == "succeeded",
-                                             CampaignRun.scheduled_for >= since, CampaignRun.scheduled_for <= ctx.fire_time)
-        ).all()
-        for run_id in runs:
+        runs = run_repository.succeeded_runs(
+            ctx.engine, campaign_ids=[spec.id], scheduled_from=since, scheduled_until=ctx.fire_time
+        )
+        for _, run_id, _ in runs:
             result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
-            base = Path(settings.var_dir) / "reports" / _slug(run_id)
+            base = settings.report_base(run_id)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))
             written += 1
             event(log, "report written", campaign=spec.id, campaign_run_id=run_id, path=str(base.with_suffix(".html")))
-    return JobResult(rows_produced=written, note=None if written else "nothing to analyse: no recent run of a campaign with a control arm")
-
+    return JobResult(
+        rows_produced=written,
+        note=None if written else "nothing to analyse: no recent run of a campaign with a control arm",
+    )

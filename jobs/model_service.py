@@ -5,11 +5,13 @@ Plain functions used by ``mktg train|evaluate|recommend`` and by the demo and ca
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine
@@ -18,14 +20,13 @@ from campaigns.contracts import World
 from campaigns.segments import SegmentRules, assign_segments
 from jobs.settings import ConfigError, EventConfig, Settings, parse_model, read_toml
 from recommender.columns import Columns
+from recommender.comparison import paired_difference
 from recommender.errors import UserError
-from recommender.evaluation import EvaluationResult, evaluate, graded_ndcg, time_split
+from recommender.evaluation import EvaluationResult, evaluate, graded_ndcg, per_customer_metrics, time_split
+from recommender.history import EventHistory
 from recommender.idmap import IdMap
 from recommender.interactions import InteractionMatrix, build_interactions
 from recommender.models import RankingModel, build_model, load_model
-from recommender.comparison import paired_difference
-from recommender.evaluation import per_customer_metrics
-from recommender.history import EventHistory
 from recommender.ranking import rank_within_segments
 from recommender.tuning import Param, parse_space
 
@@ -131,15 +132,19 @@ class TrainingData:
     history: EventHistory | None = None  # for models that learn from event times (propensity)
 
 
-def prepare(world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of: datetime,
-            events: pl.LazyFrame | None = None) -> TrainingData:
+def prepare(
+    world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of: datetime, events: pl.LazyFrame | None = None
+) -> TrainingData:
     """Interaction matrix over every customer and product (cold rows kept), segments and the event history
     (events up to ``as_of``, holdings) as of ``as_of``."""
     source = world.events if events is None else events
     history = EventHistory(
         events=source.lazy().filter(pl.col(Columns.EventTime) <= pl.lit(as_of).cast(pl.Datetime("us"))),
-        weights=events_cfg.weights, half_life_days=events_cfg.half_life_days, positive=tuple(events_cfg.positive),
-        as_of=as_of, holdings=world.holdings,
+        weights=events_cfg.weights,
+        half_life_days=events_cfg.half_life_days,
+        positive=tuple(events_cfg.positive),
+        as_of=as_of,
+        holdings=world.holdings,
     )
     interactions = build_interactions(
         source,
@@ -151,24 +156,32 @@ def prepare(world: World, rules: SegmentRules, events_cfg: EventConfig, *, as_of
         unknown="skip",
     )
     segments = assign_segments(world.customers, rules, as_of=as_of)
-    return TrainingData(interactions=interactions, segments=segments, products=world.products, as_of=as_of,
-                        history=history)
+    return TrainingData(
+        interactions=interactions, segments=segments, products=world.products, as_of=as_of, history=history
+    )
 
 
-def fit_models(data: TrainingData, models: dict[str, RankingModel], *, threads: int,
-               progress: Progress | None = None) -> dict[str, RankingModel]:
+def fit_models(
+    data: TrainingData, models: dict[str, RankingModel], *, threads: int, progress: Progress | None = None
+) -> dict[str, RankingModel]:
     for name, model in models.items():
         if progress:
             progress(f"training {name}")
-        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads,
-                  history=data.history)
+        model.fit(
+            data.interactions, customers=data.segments, offers=data.products, threads=threads, history=data.history
+        )
         model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
     return models
 
 
 def train_models(
-    world: World, settings: Settings, events_cfg: EventConfig, *, as_of: datetime,
-    names: Iterable[str] | None = None, progress: Progress | None = None,
+    world: World,
+    settings: Settings,
+    events_cfg: EventConfig,
+    *,
+    as_of: datetime,
+    names: Iterable[str] | None = None,
+    progress: Progress | None = None,
     params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, RankingModel]:
     """Fit the configured models (``names`` or ``train`` from models.toml) on ``world`` as of ``as_of``;
@@ -180,20 +193,32 @@ def train_models(
     return fit_models(data, models, threads=settings.threads, progress=progress)
 
 
-def save_and_register(models: dict[str, RankingModel], settings: Settings, *, engine: Engine,
-                      metrics: dict[str, dict] | None = None, activate: bool = True) -> dict[str, Path]:
+def save_and_register(
+    models: dict[str, RankingModel],
+    settings: Settings,
+    *,
+    engine: Engine,
+    metrics: dict[str, dict] | None = None,
+    activate: bool = True,
+) -> dict[str, Path]:
     """Save each model under ``<var_dir>/models/<version>/`` and record it in the registry."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import register_model
 
-    paths = {name: model.save(settings.model_dir / model.version) for name, model in models.items()}
+    paths = {name: model.save(settings.model_dir / model.fitted_version) for name, model in models.items()}
     with session_scope(engine) as session:
         for name, model in models.items():
             register_model(
-                session, version=model.version, name=name, params={"kind": model.kind, **model.params},
-                data_hash=model.meta["data_hash"], trained_at=datetime.fromisoformat(model.meta["trained_at"]),
-                train_seconds=model.meta["train_seconds"], path=str(paths[name].resolve()),
-                metrics=(metrics or {}).get(name), activate=activate,
+                session,
+                version=model.fitted_version,
+                name=name,
+                params={"kind": model.kind, **model.params},
+                data_hash=model.meta["data_hash"],
+                trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+                train_seconds=model.meta["train_seconds"],
+                path=str(paths[name].resolve()),
+                metrics=(metrics or {}).get(name),
+                activate=activate,
             )
     return paths
 
@@ -249,21 +274,38 @@ def compare_with_popularity(results: list[ModelEvaluation], *, resamples: int = 
     if not baselines:
         return None
     best = max(baselines, key=lambda r: (r.result.overall["ndcg"], r.name))
+    best_rows = best.per_customer
+    assert best_rows is not None  # baselines have per-customer rows
     for r in results:
         if r is best or r.per_customer is None:
             continue
         r.versus_baseline = {
-            metric: paired_difference(r.per_customer, best.per_customer, metric=metric, model_name=r.name,
-                                      baseline_name=best.name, resamples=resamples, seed=seed).to_dict()
+            metric: paired_difference(
+                r.per_customer,
+                best_rows,
+                metric=metric,
+                model_name=r.name,
+                baseline_name=best.name,
+                resamples=resamples,
+                seed=seed,
+            ).to_dict()
             for metric in COMPARED_METRICS
         }
     return best.name
 
 
 def evaluate_models(
-    world: World, settings: Settings, events_cfg: EventConfig, *, names: Iterable[str] | None = None, k: int = 10,
-    test_days: float | None = None, world_dir: Path | None = None, progress: Progress | None = None,
-    params: dict[str, dict[str, Any]] | None = None, resamples: int = 2000,
+    world: World,
+    settings: Settings,
+    events_cfg: EventConfig,
+    *,
+    names: Iterable[str] | None = None,
+    k: int = 10,
+    test_days: float | None = None,
+    world_dir: Path | None = None,
+    progress: Progress | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    resamples: int = 2000,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
@@ -282,24 +324,45 @@ def evaluate_models(
     split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
     data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
     held = held_as_of(world.holdings, cutoff)
-    relevant = split.test_pairs.join(held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer],
-                                     how="anti")
+    relevant = split.test_pairs.join(
+        held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
+    )
     customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
     allowed = rules.allowed_offers(world.products)
     truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
-    info = {"cutoff": cutoff.isoformat(), "end": end.isoformat(), "k": k, "test_customers": customers.height,
-            "test_pairs": relevant.height, "warm_test_customers": None, "warnings": cutoff_warnings(customers, allowed, held, k=k)}
+    info = {
+        "cutoff": cutoff.isoformat(),
+        "end": end.isoformat(),
+        "k": k,
+        "test_customers": customers.height,
+        "test_pairs": relevant.height,
+        "warm_test_customers": None,
+        "warnings": cutoff_warnings(customers, allowed, held, k=k),
+    }
     results = []
     for name, model in models.items():
         if progress:
             progress(f"training and evaluating {name}")
-        model.fit(data.interactions, customers=data.segments, offers=data.products, threads=settings.threads,
-                  history=data.history)
+        model.fit(
+            data.interactions,
+            customers=data.segments,
+            offers=data.products,
+            threads=settings.threads,
+            history=data.history,
+        )
         recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
         result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
         gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
-        results.append(ModelEvaluation(name, result, gt, model.meta["train_seconds"], kind=model.kind,
-                                       per_customer=per_customer_metrics(recs, relevant, k=k)))
+        results.append(
+            ModelEvaluation(
+                name,
+                result,
+                gt,
+                model.meta["train_seconds"],
+                kind=model.kind,
+                per_customer=per_customer_metrics(recs, relevant, k=k),
+            )
+        )
         info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
     info["baseline"] = compare_with_popularity(results, resamples=resamples)
     return results, info
@@ -309,26 +372,31 @@ def cutoff_warnings(customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.Dat
     """A warning when ``k`` reaches the number of candidate offers of most test customers: every model then
     returns all of a customer's candidates, so precision and recall at k are the same for all of them."""
     candidates = (
-        customers.select(Columns.Customer, Columns.Segment).join(allowed, on=Columns.Segment, how="inner")
+        customers.select(Columns.Customer, Columns.Segment)
+        .join(allowed, on=Columns.Segment, how="inner")
         .join(held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti")
-        .group_by(Columns.Customer).len()
+        .group_by(Columns.Customer)
+        .len()
     )
     if candidates.height == 0:
         return []
-    covered = float((candidates["len"] <= k).mean())
+    covered = float((candidates["len"] <= k).cast(pl.Float64).to_numpy().mean())
     if covered <= 0.5:
         return []
-    return [f"k={k} is at least the number of candidate offers of {covered:.0%} of the test customers (median "
-            f"{int(candidates['len'].median())}): every model returns all of their candidates, so precision and recall "
-            "at k cannot tell the models apart (NDCG and MAP still compare the order); use a smaller --k"]
+    return [
+        f"k={k} is at least the number of candidate offers of {covered:.0%} of the test customers (median "
+        f"{int(np.median(candidates['len'].to_numpy()))}): every model returns all of their candidates, so precision and recall "
+        "at k cannot tell the models apart (NDCG and MAP still compare the order); use a smaller --k"
+    ]
 
 
-def _ground_truth_gains(world_dir: Path, customers: pl.DataFrame, allowed: pl.DataFrame,
-                        held: pl.DataFrame) -> pl.DataFrame | None:
+def _ground_truth_gains(
+    world_dir: Path, customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame
+) -> pl.DataFrame | None:
     """True conversion probability of every (customer, candidate offer), when the world has a ground truth."""
     if not (Path(world_dir) / "ground_truth.json").exists():
         return None
-    from campaigns.synthetic import GroundTruth
+    from campaigns.demo.synthetic import GroundTruth
 
     gt = GroundTruth.load(world_dir)
     pairs = (
@@ -342,8 +410,14 @@ def _ground_truth_gains(world_dir: Path, customers: pl.DataFrame, allowed: pl.Da
 
 
 def recommend_for(
-    world: World, settings: Settings, *, engine: Engine, customer_ids: list[str], k: int,
-    model_name: str | None = None, as_of: datetime | None = None,
+    world: World,
+    settings: Settings,
+    *,
+    engine: Engine,
+    customer_ids: list[str],
+    k: int,
+    model_name: str | None = None,
+    as_of: datetime | None = None,
 ) -> tuple[pl.DataFrame, RankingModel]:
     """Ranked offers for ``customer_ids`` from the active registered model (segments as of ``as_of``)."""
     config = load_models_config(settings)
@@ -356,6 +430,11 @@ def recommend_for(
     if missing:
         raise UserError(f"table 'customers': unknown customer id(s) {missing[:5]}")
     segments = assign_segments(wanted, rules, as_of=as_of)
-    recs = rank_within_segments(model, customers=segments, allowed=rules.allowed_offers(world.products),
-                                held=held_as_of(world.holdings, as_of), k=k)
+    recs = rank_within_segments(
+        model,
+        customers=segments,
+        allowed=rules.allowed_offers(world.products),
+        held=held_as_of(world.holdings, as_of),
+        k=k,
+    )
     return recs, model

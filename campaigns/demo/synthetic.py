@@ -23,12 +23,14 @@ the same bytes and a million customers fit in a few GiB.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -45,7 +47,7 @@ CREDIT_FAMILIES = ("credit_card", "personal_loan", "instalment", "mortgage")
 FAMILIES = ("credit_card", "personal_loan", "instalment", "mortgage", "deposit", "wealth", "insurance")
 
 # product_id, family, name, min_age, max_age, min_credit_score, max_dti, apr, margin
-CATALOGUE: tuple[tuple, ...] = (
+CATALOGUE: tuple[tuple[Any, ...], ...] = (
     ("CC_CLASSIC", "credit_card", "Classic credit card", 18, None, 580, 0.45, 0.219, 120),
     ("CC_GOLD", "credit_card", "Gold credit card", 21, None, 650, 0.40, 0.189, 180),
     ("CC_PLATINUM", "credit_card", "Platinum credit card", 25, None, 720, 0.35, 0.169, 260),
@@ -112,8 +114,9 @@ LEGACY_UNCONTACTED = 0.3  # worlds generated before response types: P(convert | 
 RESPONSE_STREAM = 7_919  # seed suffix of the response-type random stream (independent of the other tables)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-x))
+    return result
 
 
 def customer_ids(start: int, stop: int) -> np.ndarray:
@@ -134,10 +137,20 @@ class Catalogue:
 def build_catalogue(seed: int) -> Catalogue:
     rng = np.random.default_rng([seed, 1_000_000_007])
     cols = ("product_id", "family", "name", "min_age", "max_age", "min_credit_score", "max_dti", "apr", "margin")
-    frame = pl.DataFrame([dict(zip(cols, row)) for row in CATALOGUE], schema={
-        "product_id": pl.String, "family": pl.String, "name": pl.String, "min_age": pl.Int32, "max_age": pl.Int32,
-        "min_credit_score": pl.Float64, "max_dti": pl.Float64, "apr": pl.Float64, "margin": pl.Float64,
-    })
+    frame = pl.DataFrame(
+        [dict(zip(cols, row)) for row in CATALOGUE],
+        schema={
+            "product_id": pl.String,
+            "family": pl.String,
+            "name": pl.String,
+            "min_age": pl.Int32,
+            "max_age": pl.Int32,
+            "min_credit_score": pl.Float64,
+            "max_dti": pl.Float64,
+            "apr": pl.Float64,
+            "margin": pl.Float64,
+        },
+    )
     capacity = [5_000 if f in ("mortgage", "wealth") else None for f in frame["family"]]
     frame = frame.with_columns(
         pl.lit(datetime(2024, 1, 1)).alias("active_from"),
@@ -150,7 +163,9 @@ def build_catalogue(seed: int) -> Catalogue:
     own = rng.normal(0, 1, size=(frame.height, LATENT_DIM))
     latent = 0.75 * family_vecs[fam] + 0.45 * own
     effects = np.array([[GROUP_EFFECTS[g].get(f, 0.0) for g in GROUPS] for f in frame["family"]])
-    bias = rng.normal(0, 0.35, size=frame.height) + np.where(np.isin(frame["family"].to_numpy(), ("mortgage",)), -0.6, 0)
+    bias = rng.normal(0, 0.35, size=frame.height) + np.where(
+        np.isin(frame["family"].to_numpy(), ("mortgage",)), -0.6, 0
+    )
     return Catalogue(frame=frame, vectors=np.hstack([latent, effects]), bias=bias)
 
 
@@ -165,7 +180,9 @@ class _Chunk:
     truth: pl.DataFrame
 
 
-def _customers(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> tuple[pl.DataFrame, np.ndarray, dict]:
+def _customers(
+    rng: np.random.Generator, ids: np.ndarray, as_of: datetime
+) -> tuple[pl.DataFrame, np.ndarray, dict[str, Any]]:
     n = ids.size
     age = np.clip(rng.gamma(7.0, 6.2, size=n) + 14, 18, 92).astype(np.int32)
     minors = rng.random(n) < 0.006
@@ -175,8 +192,14 @@ def _customers(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> tu
     occ_draw = rng.choice(np.array(OCCUPATIONS[:3] + ("unemployed",)), size=n, p=[0.68, 0.14, 0.11, 0.07])
     occupation = np.where(student, "student", np.where(retired, "retired", occ_draw))
     age_curve = 1.0 - ((age - 50) / 40.0) ** 2
-    base = 10.2 + 0.55 * age_curve + np.where(occupation == "self_employed", 0.15, 0) + np.where(
-        occupation == "civil_servant", 0.1, 0) - np.where(student, 0.9, 0) - np.where(occupation == "unemployed", 0.7, 0)
+    base = (
+        10.2
+        + 0.55 * age_curve
+        + np.where(occupation == "self_employed", 0.15, 0)
+        + np.where(occupation == "civil_servant", 0.1, 0)
+        - np.where(student, 0.9, 0)
+        - np.where(occupation == "unemployed", 0.7, 0)
+    )
     income = np.round(np.exp(base + rng.normal(0, 0.45, size=n)), -1)
     housing_p = np.where(age < 30, 0.62, np.where(age < 45, 0.4, 0.15))
     with_parents = (age < 25) & (rng.random(n) < 0.45)
@@ -184,30 +207,34 @@ def _customers(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> tu
     days_old = (age * 365.25 + rng.integers(0, 365, size=n)).astype("timedelta64[D]")
     birth = (np.datetime64(as_of.date()) - days_old).astype("datetime64[D]")
     tenure = np.minimum(rng.gamma(1.6, 40, size=n), (age - 15) * 12).astype(np.int32)
-    frame = pl.DataFrame({
-        "customer_id": ids,
-        "birth_date": birth,
-        "income": income,
-        "region": rng.choice(np.array(REGIONS), size=n, p=np.array([12, 11, 10, 10, 18, 9, 6, 6, 12, 6]) / 100),
-        "gender": rng.choice(np.array(["F", "M", "X"]), size=n, p=[0.495, 0.495, 0.01]),
-        "occupation": occupation,
-        "is_student": student,
-        "tenure_months": tenure,
-        "housing": housing,
-    })
-    groups = np.column_stack([
-        age < 30,
-        (age < 35) & (housing == "renter"),
-        (age >= 30) & (age < 56) & (housing == "owner"),
-        income > 75_000,
-        (age >= 65) | (occupation == "retired"),
-        student,
-        income < 22_000,
-    ]).astype(np.float64)
+    frame = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "birth_date": birth,
+            "income": income,
+            "region": rng.choice(np.array(REGIONS), size=n, p=np.array([12, 11, 10, 10, 18, 9, 6, 6, 12, 6]) / 100),
+            "gender": rng.choice(np.array(["F", "M", "X"]), size=n, p=[0.495, 0.495, 0.01]),
+            "occupation": occupation,
+            "is_student": student,
+            "tenure_months": tenure,
+            "housing": housing,
+        }
+    )
+    groups = np.column_stack(
+        [
+            age < 30,
+            (age < 35) & (housing == "renter"),
+            (age >= 30) & (age < 56) & (housing == "owner"),
+            income > 75_000,
+            (age >= 65) | (occupation == "retired"),
+            student,
+            income < 22_000,
+        ]
+    ).astype(np.float64)
     return frame, groups, {"age": age, "income": income, "student": student}
 
 
-def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict, as_of: datetime) -> pl.DataFrame:
+def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict[str, Any], as_of: datetime) -> pl.DataFrame:
     n = ids.size
     z_income = (np.log(traits["income"]) - 10.3) / 0.6
     score = 640 + 45 * z_income + 1.2 * (traits["age"] - 40) + rng.normal(0, 60, size=n)
@@ -219,19 +246,23 @@ def _risk(rng: np.random.Generator, ids: np.ndarray, traits: dict, as_of: dateti
     score = np.clip(np.where(max_dpd >= 30, score - 80, score), 300, 850)  # stays inside the rules' valid range
     dti = np.clip(rng.normal(0.32 - 0.06 * z_income, 0.12, size=n), 0.0, 1.6).round(3)
     age_days = np.where(rng.random(n) < 0.05, rng.integers(100, 400, size=n), rng.integers(0, 30, size=n))
-    as_of_arr = np.datetime64(as_of, "us") - (age_days * 86_400 + rng.integers(0, 86_400, size=n)).astype("timedelta64[s]")
-    frame = pl.DataFrame({
-        "customer_id": ids,
-        "as_of": as_of_arr.astype("datetime64[us]"),
-        "credit_score": np.where(rng.random(n) < 0.01, np.nan, score),
-        "dpd_current": dpd_current.astype(np.int32),
-        "max_dpd_12m": max_dpd.astype(np.int32),
-        "dti": dti,
-        "fraud_flag": rng.random(n) < 0.003,
-        "blacklisted": rng.random(n) < 0.002,
-        "kyc_ok": rng.random(n) >= 0.015,
-        "total_exposure": np.round(traits["income"] * dti * rng.uniform(2, 6, size=n), -1),
-    }).with_columns(pl.col("credit_score").fill_nan(None))
+    as_of_arr = np.datetime64(as_of, "us") - (age_days * 86_400 + rng.integers(0, 86_400, size=n)).astype(
+        "timedelta64[s]"
+    )
+    frame = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "as_of": as_of_arr.astype("datetime64[us]"),
+            "credit_score": np.where(rng.random(n) < 0.01, np.nan, score),
+            "dpd_current": dpd_current.astype(np.int32),
+            "max_dpd_12m": max_dpd.astype(np.int32),
+            "dti": dti,
+            "fraud_flag": rng.random(n) < 0.003,
+            "blacklisted": rng.random(n) < 0.002,
+            "kyc_ok": rng.random(n) >= 0.015,
+            "total_exposure": np.round(traits["income"] * dti * rng.uniform(2, 6, size=n), -1),
+        }
+    ).with_columns(pl.col("credit_score").fill_nan(None))
     keep = rng.random(n) >= 0.03  # 3% of customers have no risk record at all
     return frame.filter(pl.Series(keep))
 
@@ -243,10 +274,16 @@ def _consents(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> pl.
         present = rng.random(ids.size) >= 0.03
         granted = rng.random(ids.size) < CONSENT_RATE[channel]
         updated = start + rng.integers(0, 2 * 365 * 86_400, size=ids.size).astype("timedelta64[s]")
-        part = pl.DataFrame({
-            "customer_id": ids, "channel": channel, "purpose": "marketing", "granted": granted,
-            "updated_at": updated.astype("datetime64[us]"), "source": rng.choice(np.array(["app", "branch", "web"]), size=ids.size),
-        }).filter(pl.Series(present))
+        part = pl.DataFrame(
+            {
+                "customer_id": ids,
+                "channel": channel,
+                "purpose": "marketing",
+                "granted": granted,
+                "updated_at": updated.astype("datetime64[us]"),
+                "source": rng.choice(np.array(["app", "branch", "web"]), size=ids.size),
+            }
+        ).filter(pl.Series(present))
         withdrawn = part.filter(pl.col("granted") & pl.Series(rng.random(part.height) < 0.05)).with_columns(
             pl.lit(False).alias("granted"),
             (pl.col("updated_at") + pl.duration(days=200)).alias("updated_at"),
@@ -259,33 +296,48 @@ def _consents(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> pl.
 def _suppression(rng: np.random.Generator, ids: np.ndarray, as_of: datetime) -> pl.DataFrame:
     chosen = rng.random(ids.size) < 0.015
     n = int(chosen.sum())
-    reason = rng.choice(np.array(["do_not_contact", "complaint", "bereavement", "vulnerable"]), size=n, p=[0.5, 0.25, 0.1, 0.15])
+    reason = rng.choice(
+        np.array(["do_not_contact", "complaint", "bereavement", "vulnerable"]), size=n, p=[0.5, 0.25, 0.1, 0.15]
+    )
     picked = rng.choice(np.array(CHANNELS), size=n)
     channel = [c if r == "complaint" else None for r, c in zip(reason, picked)]
     until_days = rng.integers(-120, 240, size=n)
     until = [None if r == "do_not_contact" else as_of + timedelta(days=int(d)) for r, d in zip(reason, until_days)]
-    return pl.DataFrame({
-        "customer_id": ids[chosen], "reason": reason,
-        "channel": pl.Series(channel, dtype=pl.String), "until": pl.Series(until, dtype=pl.Datetime("us")),
-    })
+    return pl.DataFrame(
+        {
+            "customer_id": ids[chosen],
+            "reason": reason,
+            "channel": pl.Series(channel, dtype=pl.String),
+            "until": pl.Series(until, dtype=pl.Datetime("us")),
+        }
+    )
 
 
 def _events(
-    rng: np.random.Generator, ids: np.ndarray, utility: np.ndarray, catalogue: Catalogue, risk_score: np.ndarray,
-    as_of: datetime, impressions_per_customer: float,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng: np.random.Generator,
+    ids: np.ndarray,
+    utility: np.ndarray,
+    catalogue: Catalogue,
+    risk_score: np.ndarray,
+    as_of: datetime,
+    impressions_per_customer: float,
+) -> tuple[pl.DataFrame, pl.DataFrame, npt.NDArray[np.float64]]:
     n, p = utility.shape
-    activity = rng.gamma(2.0, 0.5, size=n)
+    activity: npt.NDArray[np.float64] = np.asarray(rng.gamma(2.0, 0.5, size=n))
     exposure = np.exp(0.55 * utility)
     exposure = 0.6 * exposure / exposure.sum(axis=1, keepdims=True) + 0.4 / p  # bank targeting is only partly informed
-    counts = rng.poisson(impressions_per_customer * activity[:, None] * exposure)
+    counts: npt.NDArray[np.int64] = np.asarray(rng.poisson(impressions_per_customer * activity[:, None] * exposure))
     cust, prod = np.nonzero(counts)
     reps = counts[cust, prod]
     cust = np.repeat(cust, reps)
     prod = np.repeat(prod, reps)
     u = utility[cust, prod]
     end = np.datetime64(as_of, "s")
-    t0 = end - np.timedelta64(HISTORY_DAYS * 86_400, "s") + rng.integers(0, HISTORY_DAYS * 86_400, size=cust.size).astype("timedelta64[s]")
+    t0 = (
+        end
+        - np.timedelta64(HISTORY_DAYS * 86_400, "s")
+        + rng.integers(0, HISTORY_DAYS * 86_400, size=cust.size).astype("timedelta64[s]")
+    )
     min_score = catalogue.frame["min_credit_score"].fill_null(0).to_numpy()[prod]
     score = np.nan_to_num(risk_score[cust], nan=550.0)
     steps = {
@@ -308,20 +360,30 @@ def _events(
     pid = catalogue.frame["product_id"].to_numpy()
     parts = []
     for rows, name, t in frames:
-        parts.append(pl.DataFrame({
-            "customer_id": ids[cust[rows]],
-            "product_id": pid[prod[rows]],
-            "event_type": name,
-            "event_time": t[rows].astype("datetime64[us]"),
-            "channel": np.array(EVENT_CHANNELS)[channel_pick[rows]],
-            "amount": amount[rows] if name == "activation" else np.full(rows.size, np.nan),
-        }))
-    events = pl.concat(parts).with_columns(pl.col("amount").fill_nan(None)).sort("customer_id", "event_time", "product_id", "event_type", maintain_order=True)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "customer_id": ids[cust[rows]],
+                    "product_id": pid[prod[rows]],
+                    "event_type": name,
+                    "event_time": t[rows].astype("datetime64[us]"),
+                    "channel": np.array(EVENT_CHANNELS)[channel_pick[rows]],
+                    "amount": amount[rows] if name == "activation" else np.full(rows.size, np.nan),
+                }
+            )
+        )
+    events = (
+        pl.concat(parts)
+        .with_columns(pl.col("amount").fill_nan(None))
+        .sort("customer_id", "event_time", "product_id", "event_type", maintain_order=True)
+    )
     activations = events.filter(pl.col("event_type") == "activation")
     return events, activations, activity
 
 
-def _response_types(rng: np.random.Generator, customers: pl.DataFrame, traits: dict, activity: np.ndarray) -> np.ndarray:
+def _response_types(
+    rng: np.random.Generator, customers: pl.DataFrame, traits: dict[str, Any], activity: np.ndarray
+) -> np.ndarray:
     """Each customer's response type, drawn from a softmax over their profile and (hidden) activity.
 
     Busy customers mostly convert anyway (sure things), working-age renters are persuadable, the unemployed and
@@ -332,33 +394,49 @@ def _response_types(rng: np.random.Generator, customers: pl.DataFrame, traits: d
     housing = customers["housing"].to_numpy()
     tenure = customers["tenure_months"].to_numpy()
     z = (np.log(activity) - np.log(0.75)) / 0.75
-    logits = np.column_stack([
-        1.6 * ((age >= 25) & (age < 55)) + 1.0 * (housing == "renter") - 1.2 * z - 0.6,  # persuadable
-        2.2 * z + 0.8 * (income > 60_000) - 0.6,  # sure_thing
-        2.0 * np.isin(occupation, ("unemployed", "student")) - 0.8 * z + 0.2,  # lost_cause
-        2.2 * (age >= 60) + 1.0 * (tenure > 120) - 1.8,  # sleeping_dog
-    ]) * 2.0
+    logits = (
+        np.column_stack(
+            [
+                1.6 * ((age >= 25) & (age < 55)) + 1.0 * (housing == "renter") - 1.2 * z - 0.6,  # persuadable
+                2.2 * z + 0.8 * (income > 60_000) - 0.6,  # sure_thing
+                2.0 * np.isin(occupation, ("unemployed", "student")) - 0.8 * z + 0.2,  # lost_cause
+                2.2 * (age >= 60) + 1.0 * (tenure > 120) - 1.8,  # sleeping_dog
+            ]
+        )
+        * 2.0
+    )
     draw = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    return np.array(list(RESPONSE_TYPES))[draw]
+    types: np.ndarray = np.array(list(RESPONSE_TYPES))[draw]
+    return types
 
 
 def _holdings(rng: np.random.Generator, ids: np.ndarray, activations: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    from_funnel = activations.group_by("customer_id", "product_id", maintain_order=True).agg(pl.col("event_time").min().alias("since"))
+    from_funnel = activations.group_by("customer_id", "product_id", maintain_order=True).agg(
+        pl.col("event_time").min().alias("since")
+    )
     # Most customers already hold an instant-access savings account from before the event history.
     has_savings = rng.random(ids.size) < 0.55
     start = np.datetime64(as_of - timedelta(days=HISTORY_DAYS + 10 * 365), "s")
     since = start + rng.integers(0, 9 * 365 * 86_400, size=ids.size).astype("timedelta64[s]")
-    prior = pl.DataFrame({"customer_id": ids, "product_id": "DEP_SAVINGS", "since": since.astype("datetime64[us]")}).filter(
-        pl.Series(has_savings))
-    holdings = pl.concat([prior, from_funnel.select("customer_id", "product_id", "since")]).unique(
-        ["customer_id", "product_id"], keep="first", maintain_order=True).sort("customer_id", "product_id", maintain_order=True)
+    prior = pl.DataFrame(
+        {"customer_id": ids, "product_id": "DEP_SAVINGS", "since": since.astype("datetime64[us]")}
+    ).filter(pl.Series(has_savings))
+    holdings = (
+        pl.concat([prior, from_funnel.select("customer_id", "product_id", "since")])
+        .unique(["customer_id", "product_id"], keep="first", maintain_order=True)
+        .sort("customer_id", "product_id", maintain_order=True)
+    )
     closed = rng.random(holdings.height) < 0.08
-    until = pl.Series("until", np.where(closed, np.datetime64(as_of, "us") - np.timedelta64(5 * 86_400_000_000, "us"), np.datetime64("NaT")))
+    until = pl.Series(
+        "until",
+        np.where(closed, np.datetime64(as_of, "us") - np.timedelta64(5 * 86_400_000_000, "us"), np.datetime64("NaT")),
+    )
     return holdings.with_columns(until.alias("until"))
 
 
-def _chunk(seed: int, index: int, start: int, stop: int, catalogue: Catalogue, as_of: datetime,
-           impressions_per_customer: float) -> _Chunk:
+def _chunk(
+    seed: int, index: int, start: int, stop: int, catalogue: Catalogue, as_of: datetime, impressions_per_customer: float
+) -> _Chunk:
     rng = np.random.default_rng([seed, index])
     ids = customer_ids(start, stop)
     customers, groups, traits = _customers(rng, ids, as_of)
@@ -366,17 +444,30 @@ def _chunk(seed: int, index: int, start: int, stop: int, catalogue: Catalogue, a
     cvec = np.hstack([latent, groups])
     utility = cvec @ catalogue.vectors.T + catalogue.bias
     risk = _risk(rng, ids, traits, as_of)
-    score_lookup = pl.DataFrame({"customer_id": ids}).join(risk.select("customer_id", "credit_score"), on="customer_id", how="left")
-    events, activations, activity = _events(rng, ids, utility, catalogue,
-                                            score_lookup["credit_score"].fill_null(np.nan).to_numpy(), as_of,
-                                            impressions_per_customer)
+    score_lookup = pl.DataFrame({"customer_id": ids}).join(
+        risk.select("customer_id", "credit_score"), on="customer_id", how="left"
+    )
+    events, activations, activity = _events(
+        rng,
+        ids,
+        utility,
+        catalogue,
+        score_lookup["credit_score"].fill_null(np.nan).to_numpy(),
+        as_of,
+        impressions_per_customer,
+    )
     response = _response_types(np.random.default_rng([seed, index, RESPONSE_STREAM]), customers, traits, activity)
-    truth = pl.DataFrame({"customer_id": ids, **{f"gt_{i}": cvec[:, i] for i in range(cvec.shape[1])},
-                          "response_type": response})
+    truth = pl.DataFrame(
+        {"customer_id": ids, **{f"gt_{i}": cvec[:, i] for i in range(cvec.shape[1])}, "response_type": response}
+    )
     return _Chunk(
-        customers=customers, consents=_consents(rng, ids, as_of), risk=risk,
-        holdings=_holdings(rng, ids, activations, as_of), suppression=_suppression(rng, ids, as_of),
-        events=events, truth=truth,
+        customers=customers,
+        consents=_consents(rng, ids, as_of),
+        risk=risk,
+        holdings=_holdings(rng, ids, activations, as_of),
+        suppression=_suppression(rng, ids, as_of),
+        events=events,
+        truth=truth,
     )
 
 
@@ -388,7 +479,7 @@ class _TableWriter:
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.fmt = fmt
         self._writer: pq.ParquetWriter | None = None
-        self._fh = None
+        self._fh: BinaryIO | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         if self.fmt == "parquet":
@@ -418,7 +509,7 @@ def generate_world(
     fmt: Literal["parquet", "csv"] = "parquet",
     as_of: datetime = DEFAULT_AS_OF,
     impressions_per_customer: float = 18.0,
-    progress=None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, int]:
     """Write every SPEC table plus the ground truth to ``out``; return row counts per table.
 
@@ -444,19 +535,29 @@ def generate_world(
     for writer in (*writers.values(), truth_writer):
         writer.close()
     products = catalogue.frame
-    (products.write_parquet(out / "products.parquet") if fmt == "parquet"
-     else products.write_csv(out / "products.csv", datetime_format="%Y-%m-%dT%H:%M:%S"))
+    (
+        products.write_parquet(out / "products.parquet")
+        if fmt == "parquet"
+        else products.write_csv(out / "products.csv", datetime_format="%Y-%m-%dT%H:%M:%S")
+    )
     counts["products"] = products.height
-    pl.DataFrame({
-        "product_id": products["product_id"], "bias": catalogue.bias,
-        **{f"gt_{i}": catalogue.vectors[:, i] for i in range(catalogue.vectors.shape[1])},
-    }).write_parquet(out / "ground_truth_offers.parquet")
+    pl.DataFrame(
+        {
+            "product_id": products["product_id"],
+            "bias": catalogue.bias,
+            **{f"gt_{i}": catalogue.vectors[:, i] for i in range(catalogue.vectors.shape[1])},
+        }
+    ).write_parquet(out / "ground_truth_offers.parquet")
     meta = {
-        "seed": seed, "customers": customers, "as_of": as_of.isoformat(), "latent_dim": LATENT_DIM,
-        "groups": list(GROUPS), "conversion_offset": CONVERSION_OFFSET,
+        "seed": seed,
+        "customers": customers,
+        "as_of": as_of.isoformat(),
+        "latent_dim": LATENT_DIM,
+        "groups": list(GROUPS),
+        "conversion_offset": CONVERSION_OFFSET,
         "formula": "utility = sum_i customer.gt_i * offer.gt_i + offer.bias; q = sigmoid(utility - conversion_offset); "
-                   "P(convert | contacted) = min(1, q * response_types[type][1]), "
-                   "P(convert | not contacted) = min(1, q * response_types[type][0])",
+        "P(convert | contacted) = min(1, q * response_types[type][1]), "
+        "P(convert | not contacted) = min(1, q * response_types[type][0])",
         "response_types": {name: list(factors) for name, factors in RESPONSE_TYPES.items()},
     }
     (out / "ground_truth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -494,16 +595,21 @@ class GroundTruth:
     def utility_matrix(self, customer_ids: pl.Series | list[str], offer_ids: pl.Series | list[str]) -> np.ndarray:
         """Dense (customers x offers) utilities, in the order given."""
         cust = pl.DataFrame({"customer_id": pl.Series(customer_ids, dtype=pl.String)}).join(
-            self.customers, on="customer_id", how="left", maintain_order="left")
+            self.customers, on="customer_id", how="left", maintain_order="left"
+        )
         offers = pl.DataFrame({"product_id": pl.Series(offer_ids, dtype=pl.String)}).join(
-            self.offers, on="product_id", how="left", maintain_order="left")
-        return self._vectors(cust) @ self._vectors(offers).T + offers["bias"].to_numpy()
+            self.offers, on="product_id", how="left", maintain_order="left"
+        )
+        utilities: np.ndarray = self._vectors(cust) @ self._vectors(offers).T + offers["bias"].to_numpy()
+        return utilities
 
     def utility(self, pairs: pl.DataFrame) -> np.ndarray:
         """Utility of each (customer_id, product_id) row of ``pairs``."""
         cust = pairs.select("customer_id").join(self.customers, on="customer_id", how="left", maintain_order="left")
         offers = pairs.select("product_id").join(self.offers, on="product_id", how="left", maintain_order="left")
-        return np.einsum("ij,ij->i", self._vectors(cust), self._vectors(offers)) + offers["bias"].to_numpy()
+        utilities: np.ndarray = np.einsum("ij,ij->i", self._vectors(cust), self._vectors(offers))
+        utilities += offers["bias"].to_numpy()
+        return utilities
 
     def conversion_probability(self, pairs: pl.DataFrame) -> np.ndarray:
         return _sigmoid(self.utility(pairs) - self.conversion_offset)
@@ -515,13 +621,18 @@ class GroundTruth:
         uncontacted one :data:`LEGACY_UNCONTACTED` times it. Unknown customers or offers get 0.
         """
         q = np.nan_to_num(self.conversion_probability(pairs), nan=0.0)
-        if not self.has_treatment_effect:
+        if not self.has_treatment_effect or self.response_types is None:
             return LEGACY_UNCONTACTED * q, q
-        kinds = pairs.select("customer_id").join(self.customers.select("customer_id", "response_type"),
-                                                  on="customer_id", how="left", maintain_order="left")["response_type"]
-        table = pl.DataFrame({"response_type": list(self.response_types),
-                              "m0": [v[0] for v in self.response_types.values()],
-                              "m1": [v[1] for v in self.response_types.values()]})
+        kinds = pairs.select("customer_id").join(
+            self.customers.select("customer_id", "response_type"), on="customer_id", how="left", maintain_order="left"
+        )["response_type"]
+        table = pl.DataFrame(
+            {
+                "response_type": list(self.response_types),
+                "m0": [v[0] for v in self.response_types.values()],
+                "m1": [v[1] for v in self.response_types.values()],
+            }
+        )
         factors = kinds.to_frame().join(table, on="response_type", how="left", maintain_order="left")
         m0 = factors["m0"].fill_null(0.0).to_numpy()
         m1 = factors["m1"].fill_null(0.0).to_numpy()
@@ -530,4 +641,5 @@ class GroundTruth:
     def true_uplift(self, pairs: pl.DataFrame) -> np.ndarray:
         """P(convert | contacted) - P(convert | not contacted) of each (customer_id, product_id) row."""
         p0, p1 = self.outcome_probabilities(pairs)
-        return p1 - p0
+        uplift: np.ndarray = p1 - p0
+        return uplift

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
 from campaigns.schedules import cron_trigger
-
-from jobs.job_functions import campaign_job, conversion_analysis_job, model_refresh_job
 from jobs.logging import event
+from jobs.scheduled_jobs import campaign_job, conversion_analysis_job, model_refresh_job
 from jobs.settings import ConfigError, Settings
 from recommender.errors import UserError
-
 
 log = logging.getLogger("mktg.jobs")
 
@@ -84,8 +83,13 @@ def _campaign_jobs(settings: Settings) -> tuple[list[JobDef], list[InvalidJob]]:
 
     scan = scan_campaigns(directory)
     jobs = [
-        JobDef(f"campaign:{spec.id}", campaign_job, spec.schedule, {"campaign_id": spec.id},
-               f"campaign {spec.name!r} ({spec.channel})")
+        JobDef(
+            f"campaign:{spec.id}",
+            campaign_job,
+            spec.schedule,
+            {"campaign_id": spec.id},
+            f"campaign {spec.name!r} ({spec.channel})",
+        )
         for spec in scan.valid.values()
         if spec.schedule and spec.enabled
     ]
@@ -100,11 +104,23 @@ def scan_jobs(settings: Settings) -> tuple[list[JobDef], list[InvalidJob]]:
     jobs, invalid = _campaign_jobs(settings)
     sched = settings.scheduler
     if sched.model_refresh:
-        jobs.append(JobDef("model_refresh", model_refresh_job, sched.model_refresh,
-                           description="rebuild interactions, retrain, evaluate, register (keep the better model)"))
+        jobs.append(
+            JobDef(
+                "model_refresh",
+                model_refresh_job,
+                sched.model_refresh,
+                description="rebuild interactions, retrain, evaluate, register (keep the better model)",
+            )
+        )
     if sched.conversion_analysis:
-        jobs.append(JobDef("conversion_analysis", conversion_analysis_job, sched.conversion_analysis,
-                           description="attribute conversions to campaign runs, write A/B reports"))
+        jobs.append(
+            JobDef(
+                "conversion_analysis",
+                conversion_analysis_job,
+                sched.conversion_analysis,
+                description="attribute conversions to campaign runs, write A/B reports",
+            )
+        )
     for name, extra in sched.extra_jobs.items():
         try:
             func = _import_ref(extra.func)
