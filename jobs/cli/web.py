@@ -32,8 +32,9 @@ def serve_cmd(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port."),
-    secure_cookies: bool = typer.Option(False, "--secure-cookies",
-                                        help="Mark the session cookie Secure (behind HTTPS)."),
+    secure_cookies: bool = typer.Option(
+        False, "--secure-cookies", help="Mark the session cookie Secure (behind HTTPS)."
+    ),
 ) -> None:
     """The web console and REST API (database and var/ from the settings: embedded SQLite by default)."""
     import logging
@@ -47,8 +48,9 @@ def serve_cmd(
     engine = context.database()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings, engine, secret_key=session_secret(settings.var_dir), secure_cookies=secure_cookies)
-    typer.echo(f"mktg console on http://{host}:{port}/ (database {engine.url.render_as_string(hide_password=True)})",
-               err=True)
+    typer.echo(
+        f"mktg console on http://{host}:{port}/ (database {engine.url.render_as_string(hide_password=True)})", err=True
+    )
     # access_log off: uvicorn's lines carry the full path and query (customer ids); jobs.web.app logs route templates
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
 
@@ -58,8 +60,14 @@ def users_add(
     ctx: typer.Context,
     username: str = typer.Argument(..., help="User name."),
     roles: str = typer.Option(..., "--roles", help="Comma-separated: ops, crm, analyst, admin."),
-    password: str = typer.Option(..., "--password", prompt=True, hide_input=True, confirmation_prompt=True,
-                                 help="Password (prompted when not given; at least 8 characters)."),
+    password: str = typer.Option(
+        ...,
+        "--password",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="Password (prompted when not given; at least 8 characters).",
+    ),
 ) -> None:
     """Add a console user with one or more roles."""
     from jobs.web import services
@@ -71,7 +79,9 @@ def users_add(
 
 
 @users_app.command("list")
-def users_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+def users_list(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")
+) -> None:
     """Users and their roles."""
     from jobs.web import services
 
@@ -81,7 +91,9 @@ def users_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json",
         return
     out = table("users", ("user", "roles", "created (UTC)", "disabled"))
     for row in rows:
-        out.add_row(row["username"], row["roles"], f"{row['created_at']:%Y-%m-%d %H:%M}", "yes" if row["disabled"] else "")
+        out.add_row(
+            row["username"], row["roles"], f"{row['created_at']:%Y-%m-%d %H:%M}", "yes" if row["disabled"] else ""
+        )
     console.print(out)
 
 
@@ -102,7 +114,9 @@ def tokens_create(
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(ctx: typer.Context, prefix: str = typer.Argument(..., help="The token's prefix (`mktg tokens list`).")) -> None:
+def tokens_revoke(
+    ctx: typer.Context, prefix: str = typer.Argument(..., help="The token's prefix (`mktg tokens list`).")
+) -> None:
     """Revoke a token by its prefix."""
     from jobs.web import services
 
@@ -113,7 +127,9 @@ def tokens_revoke(ctx: typer.Context, prefix: str = typer.Argument(..., help="Th
 
 
 @tokens_app.command("list")
-def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+def tokens_list(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")
+) -> None:
     """Tokens (prefix, name, user, created, last used, revoked); never the secrets."""
     from jobs.web import services
 
@@ -123,9 +139,14 @@ def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         return
     out = table("API tokens", ("prefix", "name", "user", "created (UTC)", "last used", "revoked"))
     for row in rows:
-        out.add_row(row["prefix"], row["name"], row["user"], f"{row['created_at']:%Y-%m-%d %H:%M}",
-                    f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "-",
-                    f"{row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "")
+        out.add_row(
+            row["prefix"],
+            row["name"],
+            row["user"],
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+            f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "-",
+            f"{row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "",
+        )
     console.print(out)
 
 

@@ -61,7 +61,7 @@ class SchedulePause(Base):
     paused_by: Mapped[str] = mapped_column(String(64))
 
 
-def paused_by(engine, job_name: str) -> str | None:  # noqa: ANN001
+def paused_by(engine, job_name: str) -> str | None:
     """Who paused ``job_name``'s schedule in the console, or None when it is not paused."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session

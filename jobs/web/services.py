@@ -7,24 +7,32 @@ change here. Nothing here logs customer data: log lines name runs, campaigns and
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine, delete, desc, select
 from sqlalchemy.exc import IntegrityError
 
-from campaigns import run_store
-from campaigns.db.models import ContactHistory, ModelVersion, RunAudience
+from campaigns import run_repository
+from campaigns.db.models import ContactHistory, RunAudience
 from campaigns.db.session import session_scope
-from jobs import pipeline
+from jobs import campaign_service
 from jobs.settings import Settings, load_events
 from jobs.web.models import ApiToken, AuditEntry, SchedulePause, User
-from jobs.web.security import (DUMMY_HASH, USERNAME, Principal, hash_password, new_token, parse_roles, token_hash,
-                               verify_password)
+from jobs.web.security import (
+    DUMMY_HASH,
+    USERNAME,
+    Principal,
+    hash_password,
+    new_token,
+    parse_roles,
+    token_hash,
+    verify_password,
+)
 from recommender.errors import UserError
 
 # Ids accepted in paths: what campaign files, run ids and customer ids look like; anything else is refused (422)
@@ -32,8 +40,12 @@ CAMPAIGN_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # <campaign>-<YYYYmmddTHHMMSS>: no dot, no slash
 CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9_:-]{0,63}$"
 MODEL_VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-DOWNLOADS = {"targets.csv": "text/csv", "targets.parquet": "application/vnd.apache.parquet",
-             "control.csv": "text/csv", "manifest.json": "application/json"}
+DOWNLOADS = {
+    "targets.csv": "text/csv",
+    "targets.parquet": "application/vnd.apache.parquet",
+    "control.csv": "text/csv",
+    "manifest.json": "application/json",
+}
 CAMPAIGN_JOB_PREFIX = "campaign:"
 
 
@@ -42,7 +54,7 @@ class NotFound(UserError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # ---------------------------------------------------------------------------------------------- users, tokens
@@ -54,8 +66,15 @@ def add_user(engine: Engine, username: str, password: str, roles: str) -> tuple[
     parsed = parse_roles(roles)
     try:
         with session_scope(engine) as s:
-            s.add(User(username=username, password_hash=hash_password(password), roles=",".join(parsed),
-                       created_at=utcnow(), disabled=False))
+            s.add(
+                User(
+                    username=username,
+                    password_hash=hash_password(password),
+                    roles=",".join(parsed),
+                    created_at=utcnow(),
+                    disabled=False,
+                )
+            )
     except IntegrityError:
         raise UserError(f"user {username!r} exists already") from None
     return parsed
@@ -63,8 +82,10 @@ def add_user(engine: Engine, username: str, password: str, roles: str) -> tuple[
 
 def list_users(engine: Engine) -> list[dict[str, Any]]:
     with session_scope(engine) as s:
-        return [{"username": u.username, "roles": u.roles, "created_at": u.created_at, "disabled": u.disabled}
-                for u in s.scalars(select(User).order_by(User.username))]
+        return [
+            {"username": u.username, "roles": u.roles, "created_at": u.created_at, "disabled": u.disabled}
+            for u in s.scalars(select(User).order_by(User.username))
+        ]
 
 
 def authenticate(engine: Engine, username: str, password: str) -> Principal | None:
@@ -90,8 +111,11 @@ def principal_of(engine: Engine, username: str) -> Principal | None:
 def principal_for_token(engine: Engine, secret: str) -> Principal | None:
     digest = token_hash(secret)
     with session_scope(engine) as s:
-        row = s.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                        .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))).first()
+        row = s.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+        ).first()
         if row is None or row[1].disabled:
             return None
         token, user = row
@@ -116,8 +140,11 @@ def revoke_token(engine: Engine, prefix: str) -> int:
     if len(prefix) < 8:
         raise UserError("token prefix: give at least 8 characters (e.g. mktg_AbCdEfG)")
     with session_scope(engine) as s:
-        tokens = [t for t in s.scalars(select(ApiToken).where(ApiToken.revoked_at.is_(None)))
-                  if t.prefix.startswith(prefix) or prefix.startswith(t.prefix)]
+        tokens = [
+            t
+            for t in s.scalars(select(ApiToken).where(ApiToken.revoked_at.is_(None)))
+            if t.prefix.startswith(prefix) or prefix.startswith(t.prefix)
+        ]
         if not tokens:
             raise UserError(f"no active token starts with {prefix!r} (`mktg tokens list`)")
         for token in tokens:
@@ -127,10 +154,19 @@ def revoke_token(engine: Engine, prefix: str) -> int:
 
 def list_tokens(engine: Engine) -> list[dict[str, Any]]:
     with session_scope(engine) as s:
-        return [{"prefix": t.prefix, "name": t.name, "user": u.username, "created_at": t.created_at,
-                 "revoked_at": t.revoked_at, "last_used_at": t.last_used_at}
-                for t, u in s.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                                      .order_by(ApiToken.created_at))]
+        return [
+            {
+                "prefix": t.prefix,
+                "name": t.name,
+                "user": u.username,
+                "created_at": t.created_at,
+                "revoked_at": t.revoked_at,
+                "last_used_at": t.last_used_at,
+            }
+            for t, u in s.execute(
+                select(ApiToken, User).join(User, User.id == ApiToken.user_id).order_by(ApiToken.created_at)
+            )
+        ]
 
 
 def audit(engine: Engine, username: str, action: str, target: str | None = None, detail: str | None = None) -> None:
@@ -140,8 +176,10 @@ def audit(engine: Engine, username: str, action: str, target: str | None = None,
 
 def audit_entries(engine: Engine, *, limit: int = 200) -> list[dict[str, Any]]:
     with session_scope(engine) as s:
-        return [{"at": a.at, "username": a.username, "action": a.action, "target": a.target, "detail": a.detail}
-                for a in s.scalars(select(AuditEntry).order_by(desc(AuditEntry.at), desc(AuditEntry.id)).limit(limit))]
+        return [
+            {"at": a.at, "username": a.username, "action": a.action, "target": a.target, "detail": a.detail}
+            for a in s.scalars(select(AuditEntry).order_by(desc(AuditEntry.at), desc(AuditEntry.id)).limit(limit))
+        ]
 
 
 # ---------------------------------------------------------------------------------------------- campaigns
@@ -152,35 +190,48 @@ def _next_fire(schedule: str | None, tz: str) -> datetime | None:
         return None
     from campaigns.schedules import cron_trigger
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     nxt = cron_trigger(schedule, timezone=tz).get_next_fire_time(None, now)
-    return nxt.astimezone(timezone.utc).replace(tzinfo=None) if nxt else None
+    return nxt.astimezone(UTC).replace(tzinfo=None) if nxt else None
 
 
 def paused_jobs(engine: Engine) -> dict[str, dict[str, Any]]:
     with session_scope(engine) as s:
-        return {p.job_name: {"paused_at": p.paused_at, "paused_by": p.paused_by} for p in s.scalars(select(SchedulePause))}
+        return {
+            p.job_name: {"paused_at": p.paused_at, "paused_by": p.paused_by} for p in s.scalars(select(SchedulePause))
+        }
 
 
 def list_campaigns(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
     """Every campaign file: channel, schedule, next fire time, paused, last run and its status; broken files too."""
-    scan = pipeline.scan_all_specs(settings)
+    scan = campaign_service.scan_all_specs(settings)
     paused = paused_jobs(engine)
     rows: list[dict[str, Any]] = []
     for spec in scan.valid.values():
-        last = run_store.list_runs(engine, spec.id, limit=1)
+        last = run_repository.list_runs(engine, spec.id, limit=1)
         is_paused = CAMPAIGN_JOB_PREFIX + spec.id in paused
-        rows.append({"id": spec.id, "valid": True, "name": spec.name, "channel": spec.channel,
-                     "schedule": spec.schedule, "enabled": spec.enabled, "paused": is_paused,
-                     "next_fire_time": None if is_paused or not spec.enabled
-                     else _next_fire(spec.schedule, settings.scheduler.timezone),
-                     "last_run": _run_summary(last[0]) if last else None, "error": None})
+        rows.append(
+            {
+                "id": spec.id,
+                "valid": True,
+                "name": spec.name,
+                "channel": spec.channel,
+                "schedule": spec.schedule,
+                "enabled": spec.enabled,
+                "paused": is_paused,
+                "next_fire_time": None
+                if is_paused or not spec.enabled
+                else _next_fire(spec.schedule, settings.scheduler.timezone),
+                "last_run": _run_summary(last[0]) if last else None,
+                "error": None,
+            }
+        )
     rows += [{"id": stem, "valid": False, "error": error} for stem, error in scan.invalid.items()]
     return sorted(rows, key=lambda r: r["id"])
 
 
-def _spec(settings: Settings, campaign_id: str):  # noqa: ANN202
-    scan = pipeline.scan_all_specs(settings)
+def _spec(settings: Settings, campaign_id: str):
+    scan = campaign_service.scan_all_specs(settings)
     if campaign_id in scan.invalid:
         raise UserError(scan.invalid[campaign_id])
     if campaign_id not in scan.valid:
@@ -191,22 +242,38 @@ def _spec(settings: Settings, campaign_id: str):  # noqa: ANN202
 def campaign(settings: Settings, engine: Engine, campaign_id: str) -> dict[str, Any]:
     spec = _spec(settings, campaign_id)
     is_paused = CAMPAIGN_JOB_PREFIX + spec.id in paused_jobs(engine)
-    return {"id": spec.id, "spec": spec.model_dump(mode="json"), "file": spec.source, "strategies": spec.strategies,
-            "paused": is_paused,
-            "next_fire_time": None if is_paused or not spec.enabled
-            else _next_fire(spec.schedule, settings.scheduler.timezone),
-            "runs": campaign_runs(settings, engine, campaign_id, limit=20)}
+    return {
+        "id": spec.id,
+        "spec": spec.model_dump(mode="json"),
+        "file": spec.source,
+        "strategies": spec.strategies,
+        "paused": is_paused,
+        "next_fire_time": None
+        if is_paused or not spec.enabled
+        else _next_fire(spec.schedule, settings.scheduler.timezone),
+        "runs": campaign_runs(settings, engine, campaign_id, limit=20),
+    }
 
 
 def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "campaign_id", "scheduled_for", "status", "row_count", "control_count", "audience_count",
-            "generated_at", "model_versions", "error")
+    keys = (
+        "run_id",
+        "campaign_id",
+        "scheduled_for",
+        "status",
+        "row_count",
+        "control_count",
+        "audience_count",
+        "generated_at",
+        "model_versions",
+        "error",
+    )
     return {key: run.get(key) for key in keys}
 
 
 def campaign_runs(settings: Settings, engine: Engine, campaign_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
     _spec(settings, campaign_id)
-    return [_run_summary(r) for r in run_store.list_runs(engine, campaign_id, limit=limit)]
+    return [_run_summary(r) for r in run_repository.list_runs(engine, campaign_id, limit=limit)]
 
 
 def frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -216,12 +283,17 @@ def frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
 def preview(settings: Settings, engine: Engine, campaign_id: str, at: datetime) -> dict[str, Any]:
     """The eligibility funnel of a preview as of ``at``: audience, exclusions per rule, per arm/segment/offer."""
     _spec(settings, campaign_id)
-    plan = pipeline.preview(settings, load_events(settings), campaign_id=campaign_id, data_dir=settings.data_dir,
-                            at=at, engine=engine)
+    plan = campaign_service.preview(
+        settings, load_events(settings), campaign_id=campaign_id, data_dir=settings.data_dir, at=at, engine=engine
+    )
     summary = plan.summary()
-    return {"campaign_id": campaign_id, "as_of": at, "rows": plan.targets.height,
-            "customers": plan.targets["customer_id"].n_unique(),
-            **{name: frame_records(frame) for name, frame in summary.items()}}
+    return {
+        "campaign_id": campaign_id,
+        "as_of": at,
+        "rows": plan.targets.height,
+        "customers": plan.targets["customer_id"].n_unique(),
+        **{name: frame_records(frame) for name, frame in summary.items()},
+    }
 
 
 @dataclass(frozen=True)
@@ -232,19 +304,20 @@ class RunOutcome:
 
 def run_campaign(settings: Settings, engine: Engine, campaign_id: str, when: datetime) -> RunOutcome:
     """Run for fire time ``when`` through the job runner: the scheduler's exactly-once claim on (campaign, time)."""
-    from jobs.job_functions import campaign_job
     from jobs.runner import Outcome
+    from jobs.scheduled_jobs import campaign_job
     from jobs.scheduler import make_runner
 
     _spec(settings, campaign_id)
     when = when.replace(second=when.second, microsecond=0)
     report = make_runner(engine, settings, label="web").run(
-        CAMPAIGN_JOB_PREFIX + campaign_id, when, campaign_job, {"campaign_id": campaign_id}, trigger="manual")
+        CAMPAIGN_JOB_PREFIX + campaign_id, when, campaign_job, {"campaign_id": campaign_id}, trigger="manual"
+    )
     if report.outcome == Outcome.RUNNING_ELSEWHERE:
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M:%S} is running in another process right now")
     if report.exception is not None:
         raise report.exception
-    run = run_store.get_run(engine, report.run_id) if report.run_id else None
+    run = run_repository.get_run(engine, report.run_id) if report.run_id else None
     if run is None:
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M:%S}: {report.outcome.value}, but no campaign run")
     created = report.outcome == Outcome.SUCCEEDED and bool(getattr(report.value, "created", False))
@@ -264,7 +337,7 @@ def set_paused(settings: Settings, engine: Engine, campaign_id: str, username: s
 
 
 def get_run(engine: Engine, run_id: str) -> dict[str, Any]:
-    run = run_store.get_run(engine, run_id)
+    run = run_repository.get_run(engine, run_id)
     if run is None:
         raise NotFound(f"unknown run {run_id!r}")
     return run
@@ -304,8 +377,13 @@ def targets_page(path: Path, *, offset: int, limit: int) -> dict[str, Any]:
     total = lazy.select(pl.len()).collect().item()
     page = lazy.slice(offset, limit).collect()
     rows = page.with_columns(pl.col(pl.Datetime).dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
-    return {"offset": offset, "limit": limit, "total": total, "rows": rows,
-            "next_offset": offset + limit if offset + limit < total else None}
+    return {
+        "offset": offset,
+        "limit": limit,
+        "total": total,
+        "rows": rows,
+        "next_offset": offset + limit if offset + limit < total else None,
+    }
 
 
 def stream_file(path: Path, *, chunk: int = 1 << 16) -> Iterator[bytes]:
@@ -318,44 +396,67 @@ def report_path(settings: Settings, engine: Engine, run_id: str) -> Path:
     """The A/B report (HTML) the conversion analysis job wrote for the run."""
     get_run(engine, run_id)
     root = (Path(settings.var_dir) / "reports").resolve()
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-") or "report"  # jobs.job_functions._slug
-    path = (root / f"{slug}.html").resolve()
+    path = settings.report_base(run_id).with_suffix(".html").resolve()  # where the conversion analysis writes it
     if not path.is_relative_to(root) or not path.is_file():
         raise NotFound(f"run {run_id} has no A/B report yet (the conversion_analysis job writes it)")
     return path
 
 
-def explain(settings: Settings, engine: Engine, campaign_id: str, customer_id: str,
-            run_id: str | None = None) -> dict[str, Any]:
-    from campaigns.explain import RunNotFoundError, explain as explain_customer
+def explain(
+    settings: Settings, engine: Engine, campaign_id: str, customer_id: str, run_id: str | None = None
+) -> dict[str, Any]:
+    from campaigns.explain import explain as explain_customer
+    from campaigns.run_repository import RunNotFoundError
 
     _spec(settings, campaign_id)
     try:
         explanation = explain_customer(engine, campaign_id, customer_id, run_id=run_id)
     except RunNotFoundError as exc:
         raise NotFound(str(exc)) from None
-    return {"campaign_id": campaign_id, "customer_id": customer_id, "run": _run_summary(explanation.run),
-            "targeted": bool(explanation.targeted), "arm": explanation.arm, "rows": explanation.targeted,
-            "exclusions": [{"offer_id": offer, "rule_ids": rules} for offer, rules in explanation.exclusions],
-            "lines": explanation.lines()}
+    return {
+        "campaign_id": campaign_id,
+        "customer_id": customer_id,
+        "run": _run_summary(explanation.run),
+        "targeted": bool(explanation.targeted),
+        "arm": explanation.arm,
+        "rows": explanation.targeted,
+        "exclusions": [{"offer_id": offer, "rule_ids": rules} for offer, rules in explanation.exclusions],
+        "lines": explanation.lines(),
+    }
 
 
 def customer(settings: Settings, engine: Engine, customer_id: str) -> dict[str, Any]:
     """A customer's segment, eligibility per offer with reasons (as of each campaign's latest run) and contact
     history: nothing more about the customer."""
-    scan = pipeline.scan_all_specs(settings)
+    scan = campaign_service.scan_all_specs(settings)
     campaigns_seen = []
     for spec in scan.valid.values():
-        if run_store.latest_run(engine, spec.id) is None:
+        if run_repository.latest_run(engine, spec.id) is None:
             continue
         campaigns_seen.append(explain(settings, engine, spec.id, customer_id))
     with session_scope(engine) as s:
-        segment = s.scalar(select(RunAudience.segment).where(RunAudience.customer_id == customer_id)
-                           .order_by(desc(RunAudience.id)).limit(1))
-        contacts = [{"campaign_id": c.campaign_id, "run_id": c.run_id, "offer_id": c.offer_id, "channel": c.channel,
-                     "contacted_at": c.contacted_at, "contacted": c.contacted}
-                    for c in s.scalars(select(ContactHistory).where(ContactHistory.customer_id == customer_id)
-                                       .order_by(desc(ContactHistory.contacted_at)).limit(200))]
+        segment = s.scalar(
+            select(RunAudience.segment)
+            .where(RunAudience.customer_id == customer_id)
+            .order_by(desc(RunAudience.id))
+            .limit(1)
+        )
+        contacts = [
+            {
+                "campaign_id": c.campaign_id,
+                "run_id": c.run_id,
+                "offer_id": c.offer_id,
+                "channel": c.channel,
+                "contacted_at": c.contacted_at,
+                "contacted": c.contacted,
+            }
+            for c in s.scalars(
+                select(ContactHistory)
+                .where(ContactHistory.customer_id == customer_id)
+                .order_by(desc(ContactHistory.contacted_at))
+                .limit(200)
+            )
+        ]
     if segment is None:
         segment = next((row["segment"] for c in campaigns_seen for row in c["rows"]), None)
     return {"customer_id": customer_id, "segment": segment, "campaigns": campaigns_seen, "contacts": contacts}
@@ -365,10 +466,19 @@ def customer(settings: Settings, engine: Engine, customer_id: str) -> dict[str, 
 
 
 def model_versions(engine: Engine) -> list[dict[str, Any]]:
+    from campaigns.model_registry import list_versions
+
     with session_scope(engine) as s:
-        return [{"version": m.version, "name": m.kind, "trained_at": m.trained_at, "metrics": m.metrics,
-                 "is_active": m.is_active}
-                for m in s.scalars(select(ModelVersion).order_by(ModelVersion.kind, desc(ModelVersion.trained_at)))]
+        return [
+            {
+                "version": m.version,
+                "name": m.kind,
+                "trained_at": m.trained_at,
+                "metrics": m.metrics,
+                "is_active": m.is_active,
+            }
+            for m in list_versions(s)
+        ]
 
 
 def activate_model(engine: Engine, version: str) -> str:
@@ -384,12 +494,23 @@ def activate_model(engine: Engine, version: str) -> str:
 def job_history(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
     from jobs.runner import history_with_attempts
 
-    return [{"job": h.run.job_name, "fire_time": h.run.fire_time, "status": h.run.status,
-             "rows": h.run.rows_produced, "attempts": h.run.attempts, "error": h.run.error, "note": h.run.note,
-             "started_at": h.run.started_at, "finished_at": h.run.finished_at,
-             "retries": [{"attempt": a.attempt, "trigger": a.trigger, "status": a.status, "error": a.error}
-                         for a in h.attempts]}
-            for h in history_with_attempts(engine, limit=limit)]
+    return [
+        {
+            "job": h.run.job_name,
+            "fire_time": h.run.fire_time,
+            "status": h.run.status,
+            "rows": h.run.rows_produced,
+            "attempts": h.run.attempts,
+            "error": h.run.error,
+            "note": h.run.note,
+            "started_at": h.run.started_at,
+            "finished_at": h.run.finished_at,
+            "retries": [
+                {"attempt": a.attempt, "trigger": a.trigger, "status": a.status, "error": a.error} for a in h.attempts
+            ],
+        }
+        for h in history_with_attempts(engine, limit=limit)
+    ]
 
 
 def healthy(engine: Engine) -> bool:
@@ -399,6 +520,5 @@ def healthy(engine: Engine) -> bool:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
         return True
-    except Exception:  # noqa: BLE001 - any failure: not healthy
+    except Exception:
         return False
-

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 
-from web_helpers import ROOT, Web, make_web  # noqa: E402
+from web_helpers import ROOT, Web, make_web
 
 
 @pytest.fixture
@@ -32,5 +32,6 @@ def config_only(tmp_path, sqlite_engine) -> Web:
     shutil.copytree(ROOT / "config", config)
     (config / "settings.toml").write_text(
         f'database_url = "sqlite:///{tmp_path / "web.db"}"\ndata_dir = "{tmp_path / "world"}"\n'
-        f'var_dir = "{tmp_path / "var"}"\nthreads = 1\n')
+        f'var_dir = "{tmp_path / "var"}"\nthreads = 1\n'
+    )
     return make_web(config, sqlite_engine)

@@ -8,13 +8,14 @@ import logging
 from datetime import timedelta
 
 import polars as pl
-from web_helpers import make_web
 from sqlalchemy import func, select
 from test_scheduler_campaign import campaign_world
+from web_helpers import make_web
 
-from campaigns.db.models import CampaignRun, JobRun
+from campaigns.db.models import CampaignRun
 from campaigns.db.session import session_scope
 from jobs.demo import world_as_of
+from jobs.tables import JobRun
 
 
 def test_run_download_explain_and_pages_on_a_real_campaign(db_engine, tmp_path, caplog):
@@ -27,13 +28,16 @@ def test_run_download_explain_and_pages_on_a_real_campaign(db_engine, tmp_path, 
 
     listed = client.get("/api/campaigns", headers=crm).json()
     assert [(c["id"], c["channel"], c["schedule"], c["last_run"]) for c in listed] == [
-        ("every3s", "email", "*/3 * * * * *", None)]
+        ("every3s", "email", "*/3 * * * * *", None)
+    ]
     # run for a fire time: created once, the same fire time again returns the same run and writes nothing
     first = client.post("/api/campaigns/every3s/runs", json={"fire_time": fire_text}, headers=ops)
     assert first.status_code == 201, first.text
     run = first.json()
     assert run["created"] is True and run["run_id"] == f"every3s-{fire:%Y%m%dT%H%M%S}" and run["status"] == "succeeded"
-    again = client.post("/api/campaigns/every3s/runs", json={"fire_time": fire_text.replace("Z", "+00:00")}, headers=ops)
+    again = client.post(
+        "/api/campaigns/every3s/runs", json={"fire_time": fire_text.replace("Z", "+00:00")}, headers=ops
+    )
     assert again.status_code == 200 and again.json()["created"] is False and again.json()["run_id"] == run["run_id"]
     with session_scope(db_engine) as s:
         assert s.scalar(select(func.count()).select_from(CampaignRun)) == 1
@@ -71,10 +75,14 @@ def test_run_download_explain_and_pages_on_a_real_campaign(db_engine, tmp_path, 
     contacted = targets["customer_id"][0]
     explained = client.get(f"/api/customers/{contacted}/explain?campaign_id=every3s", headers=crm).json()
     assert explained["targeted"] is True and explained["run"]["run_id"] == run["run_id"]
-    assert {r["offer_id"] for r in explained["rows"]} == set(targets.filter(pl.col("customer_id") == contacted)["offer_id"])
+    assert {r["offer_id"] for r in explained["rows"]} == set(
+        targets.filter(pl.col("customer_id") == contacted)["offer_id"]
+    )
     held = pl.read_csv(directory / "control.csv")["customer_id"][0]
-    assert client.get(f"/api/customers/{held}/explain?campaign_id=every3s", headers=crm).json()["arm"] in ("control",
-                                                                                                           "popularity:holdout")
+    assert client.get(f"/api/customers/{held}/explain?campaign_id=every3s", headers=crm).json()["arm"] in (
+        "control",
+        "popularity:holdout",
+    )
     absent = client.get("/api/customers/NOBODY/explain?campaign_id=every3s", headers=crm).json()
     assert absent["targeted"] is False
 

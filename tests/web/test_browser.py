@@ -15,8 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from web_helpers import PASSWORD, ROOT
 from test_scheduler_campaign import campaign_world
+from web_helpers import PASSWORD, ROOT
 
 from jobs.demo import world_as_of
 from jobs.settings import load_settings
@@ -25,8 +25,7 @@ from jobs.web import services
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "var" / "screenshots"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
 
 
 def free_port() -> int:
@@ -42,40 +41,42 @@ def server(tmp_path, sqlite_engine):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MKTG_")}
     env["PYTHONPATH"] = str(ROOT)
-    process = subprocess.Popen([sys.executable, "-c", "from jobs.cli import main; main()", "--config", str(config),
-                                "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"))
+    command = [sys.executable, "-c", "from jobs.cli import main; main()", "--config", str(config), "serve"]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+    with (tmp_path / "serve.log").open("w") as log_file:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log_file
+        )
         try:
-            urllib.request.urlopen(url + "/healthz", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"mktg serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    try:
-        yield url, tmp_path, load_settings(config, environ={})
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/healthz", timeout=2)
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"mktg serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+                    time.sleep(0.3)
+            yield url, tmp_path, load_settings(config, environ={})
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
 
 
-def write_report(settings, engine, run_id: str, world_dir: Path) -> None:  # noqa: ANN001
+def write_report(settings, engine, run_id: str, world_dir: Path) -> None:
     """The run's A/B report as the demo writes it: conversions simulated from the world's ground truth."""
     import polars as pl
 
+    from campaigns.demo.simulate import simulate_for_run
     from campaigns.report_campaign import build_campaign_report, write_html
     from campaigns.report_data import load_run_assignments
-    from campaigns.simulate import simulate_for_run
-    from jobs.pipeline import load_spec
+    from jobs.campaign_service import load_spec
 
     spec = load_spec(settings, "every3s")
     loaded = load_run_assignments(engine, spec.id, run_id=run_id)
-    simulated = simulate_for_run(loaded.assignments, world_dir, seed=1, audience=loaded.audience,
-                                 campaign_offers=loaded.offers)
+    simulated = simulate_for_run(
+        loaded.assignments, world_dir, seed=1, audience=loaded.audience, campaign_offers=loaded.offers
+    )
     products = pl.read_parquet(world_dir / "products.parquet").select("product_id", "family")
     report = build_campaign_report(loaded, simulated, spec=spec, products=products, title=f"A/B report: {run_id}")
     write_html(report, settings.var_dir / "reports" / f"{run_id}.html")

@@ -7,19 +7,19 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from campaigns.db.models import JobRun
 from campaigns.db.session import session_scope
 from jobs.catch_up import CatchUp, Schedule, register_schedules
-from jobs.jobs_registry import JobDef, make_trigger
+from jobs.job_catalog import JobDef, make_trigger
 from jobs.runner import JobResult, JobRunner
 from jobs.scheduler import Dispatcher
+from jobs.tables import JobRun
 from jobs.web.models import SchedulePause
 
 EVERY_MINUTE = "* * * * *"
 calls: list[datetime] = []
 
 
-def count_call(ctx) -> JobResult:  # noqa: ANN001
+def count_call(ctx) -> JobResult:
     calls.append(ctx.fire_time)
     return JobResult(rows_produced=1)
 
@@ -31,8 +31,13 @@ def test_paused_schedule_records_fire_times_skipped_and_runs_none(sqlite_engine)
     now = datetime.utcnow().replace(second=0, microsecond=0)
     register_schedules(sqlite_engine, {name: Schedule(EVERY_MINUTE, "UTC", trigger)}, now=now - timedelta(minutes=3))
     runner = JobRunner(sqlite_engine)
-    catch_up = CatchUp(runner, {name: Schedule(EVERY_MINUTE, "UTC", trigger)}, grace=timedelta(minutes=10),
-                       coalesce=False, started_at=now - timedelta(minutes=3))
+    catch_up = CatchUp(
+        runner,
+        {name: Schedule(EVERY_MINUTE, "UTC", trigger)},
+        grace=timedelta(minutes=10),
+        coalesce=False,
+        started_at=now - timedelta(minutes=3),
+    )
     dispatcher = Dispatcher(runner, [JobDef(name, count_call, EVERY_MINUTE)], catch_up)
     with session_scope(sqlite_engine) as s:
         s.add(SchedulePause(job_name=name, paused_at=now, paused_by="user_ops"))

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from web_helpers import PASSWORD, ROLES, login
-from fastapi.routing import APIRoute
 from sqlalchemy import text
+from web_helpers import PASSWORD, ROLES, login
 
 from jobs.web import services
 
@@ -47,11 +45,16 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/logout"): EVERYONE,
 }
 ANONYMOUS = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login")}
-SAMPLE = {"campaign_id": "cc_cross_sell", "run_id": "cc_cross_sell-20261102T090000", "customer_id": "C00000001",
-          "version": "popularity-v1", "name": "targets.csv"}
+SAMPLE = {
+    "campaign_id": "cc_cross_sell",
+    "run_id": "cc_cross_sell-20261102T090000",
+    "customer_id": "C00000001",
+    "version": "popularity-v1",
+    "name": "targets.csv",
+}
 
 
-def routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def routes(app) -> list[tuple[str, str]]:
     found = []
     for route in app.routes:
         for method in sorted(getattr(route, "methods", None) or []):
@@ -60,16 +63,17 @@ def routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
     return found
 
 
-def call(client, method: str, path: str, headers=None):  # noqa: ANN001
+def call(client, method: str, path: str, headers=None):
     url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], path)
     query = {"campaign_id": "cc_cross_sell"} if "explain" in path else {}
     body = {"fire_time": "2026-11-02T09:00:00Z"} if method == "POST" and path.startswith("/api/") else None
     return client.request(method, url, headers=headers or {}, params=query, json=body)
 
 
-def refused(response) -> bool:  # noqa: ANN001
+def refused(response) -> bool:
     return response.status_code in (401, 403) or (
-        response.status_code == 303 and response.headers["location"].startswith("/login?next="))
+        response.status_code == 303 and response.headers["location"].startswith("/login?next=")
+    )
 
 
 def test_every_route_refuses_anonymous_and_each_role_gets_exactly_its_rights(config_only):
@@ -94,7 +98,9 @@ def test_every_route_refuses_anonymous_and_each_role_gets_exactly_its_rights(con
                 assert response.status_code == 403, (method, path, role)
     # the OpenAPI document lists the API routes (and no console page)
     schema = web.client.get("/api/openapi.json", headers=web.as_role("crm")).json()
-    assert {p for p in schema["paths"]} == {p for m, p in EXPECTED if p.startswith("/api/") and p != "/api/openapi.json"}
+    assert {p for p in schema["paths"]} == {
+        p for m, p in EXPECTED if p.startswith("/api/") and p != "/api/openapi.json"
+    }
 
 
 def test_healthz_is_anonymous_and_says_ok(config_only):
@@ -102,20 +108,40 @@ def test_healthz_is_anonymous_and_says_ok(config_only):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-BAD_IDS = ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e", "..", "x' OR '1'='1", "x;DROP TABLE users",
-           "cc_cross_sell-20261102T090000%2F..%2F..%2Fmanifest", "%00", "a" * 300, "C1%0Aforged log line"]
+BAD_IDS = [
+    "../../etc/passwd",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e",
+    "..",
+    "x' OR '1'='1",
+    "x;DROP TABLE users",
+    "cc_cross_sell-20261102T090000%2F..%2F..%2Fmanifest",
+    "%00",
+    "a" * 300,
+    "C1%0Aforged log line",
+]
 
 
 def test_ids_trying_traversal_or_injection_are_refused(config_only):
     web = config_only
     for bad in BAD_IDS:
-        for path in (f"/api/campaigns/{bad}", f"/api/campaigns/{bad}/runs", f"/api/runs/{bad}",
-                     f"/api/runs/{bad}/targets", f"/api/runs/{bad}/report",
-                     f"/api/customers/{bad}/explain?campaign_id=cc_cross_sell",
-                     f"/api/customers/C1/explain?campaign_id={bad}", f"/runs/cc_cross_sell-20261102T090000/files/{bad}",
-                     f"/runs/{bad}/files/targets.csv", f"/customers?customer_id={bad}"):
-            role = "crm" if any(w in path for w in ("targets", "explain", "files", "customers")) else (
-                "analyst" if "report" in path else "ops")
+        for path in (
+            f"/api/campaigns/{bad}",
+            f"/api/campaigns/{bad}/runs",
+            f"/api/runs/{bad}",
+            f"/api/runs/{bad}/targets",
+            f"/api/runs/{bad}/report",
+            f"/api/customers/{bad}/explain?campaign_id=cc_cross_sell",
+            f"/api/customers/C1/explain?campaign_id={bad}",
+            f"/runs/cc_cross_sell-20261102T090000/files/{bad}",
+            f"/runs/{bad}/files/targets.csv",
+            f"/customers?customer_id={bad}",
+        ):
+            role = (
+                "crm"
+                if any(w in path for w in ("targets", "explain", "files", "customers"))
+                else ("analyst" if "report" in path else "ops")
+            )
             response = web.client.get(path, headers=web.as_role(role))
             assert response.status_code in (404, 422), (path, response.status_code, response.text[:200])
     with web.engine.connect() as conn:  # the injection attempts left the tables alone
@@ -129,10 +155,18 @@ def test_a_run_whose_directory_lies_outside_the_export_root_is_not_served(config
     (outside / "targets.csv").write_text("secret\n")
     (outside / "manifest.json").write_text("{}")
     with web.engine.begin() as conn:  # a tampered row: export_dir outside <var>/exports
-        conn.execute(text("insert into campaign_runs (run_id, campaign_id, scheduled_for, status, started_at, export_dir)"
-                          " values ('cc_cross_sell-20261102T090000', 'cc_cross_sell', '2026-11-02 09:00:00',"
-                          " 'succeeded', '2026-11-02 09:00:00', :d)"), {"d": str(outside)})
-    for path in ("/api/runs/cc_cross_sell-20261102T090000/targets", "/runs/cc_cross_sell-20261102T090000/files/targets.csv"):
+        conn.execute(
+            text(
+                "insert into campaign_runs (run_id, campaign_id, scheduled_for, status, started_at, export_dir)"
+                " values ('cc_cross_sell-20261102T090000', 'cc_cross_sell', '2026-11-02 09:00:00',"
+                " 'succeeded', '2026-11-02 09:00:00', :d)"
+            ),
+            {"d": str(outside)},
+        )
+    for path in (
+        "/api/runs/cc_cross_sell-20261102T090000/targets",
+        "/runs/cc_cross_sell-20261102T090000/files/targets.csv",
+    ):
         response = web.client.get(path, headers=web.as_role("crm"))
         assert response.status_code == 404 and "secret" not in response.text
     assert web.client.get("/api/runs/cc_cross_sell-20261102T090000", headers=web.as_role("ops")).status_code == 404
@@ -212,10 +246,15 @@ def test_users_and_tokens_commands(tmp_path, monkeypatch, capsys):
 
     assert mktg("db", "upgrade")[0] == 0
     assert mktg("users", "add", "ann", "--roles", "ops,crm", "--password", PASSWORD) == (
-        0, "user ann added with roles ops, crm\n", "")
+        0,
+        "user ann added with roles ops, crm\n",
+        "",
+    )
     code, _, err = mktg("users", "add", "bob", "--roles", "ops,root", "--password", PASSWORD)
     assert code == 2 and err == "error: roles: root not known; choose from ops, crm, analyst, admin\n"
-    assert mktg("users", "add", "ann", "--roles", "ops", "--password", PASSWORD)[2] == "error: user 'ann' exists already\n"
+    assert (
+        mktg("users", "add", "ann", "--roles", "ops", "--password", PASSWORD)[2] == "error: user 'ann' exists already\n"
+    )
     code, secret, err = mktg("tokens", "create", "ann", "--name", "crm-sync")
     secret = secret.strip()
     assert code == 0 and secret.startswith("mktg_") and len(secret) > 40 and "not shown again" in err

@@ -27,7 +27,7 @@ class Web:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-def make_web(config: Path, engine) -> Web:  # noqa: ANN001
+def make_web(config: Path, engine) -> Web:
     settings = load_settings(config, environ={})
     tokens = {}
     for role in ROLES:
@@ -37,14 +37,15 @@ def make_web(config: Path, engine) -> Web:  # noqa: ANN001
     return Web(settings, engine, TestClient(app, follow_redirects=False), tokens)
 
 
-
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
     """Sign in through the form; returns the session's CSRF token (from a console page)."""
     import re
 
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    response = client.post("/login", data={"username": username, "password": password, "csrf_token": token, "next": "/"})
+    response = client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token, "next": "/"}
+    )
     assert response.status_code == 303, response.text
     home = client.get("/")
     return re.search(r'name="csrf_token" value="([^"]+)"', home.text).group(1)
