@@ -152,14 +152,23 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
             (time.perf_counter() - started) * 1000,
             principal.username if principal else "-",
         )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     def page(
         request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
-        return templates.TemplateResponse(
+        response = templates.TemplateResponse(
             request, name, {"me": principal, "csrf": csrf_token(request), **context}, status_code=status_code
         )
+        # console pages: no script at all, styles inline in the page, forms only to this server
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+        )
+        return response
 
     def is_api(request: Request) -> bool:
         return request.url.path.startswith("/api/")

@@ -261,3 +261,19 @@ def test_users_and_tokens_commands(tmp_path, monkeypatch, capsys):
     assert secret[:12] in mktg("tokens", "list")[1] and secret not in mktg("tokens", "list", "--json")[1]
     assert mktg("tokens", "revoke", secret[:12]) == (0, f"revoked 1 token(s) starting with {secret[:12]}\n", "")
     assert "no active token" in mktg("tokens", "revoke", secret[:12])[2]
+
+
+def test_pages_escape_what_campaign_files_say_and_forbid_scripts(config_only):
+    web = config_only
+    path = web.settings.config_dir / "campaigns" / "cc_cross_sell.toml"
+    text = path.read_text()
+    path.write_text(text.replace('name = "Credit-card cross-sell (SMS)"', 'name = "<script>alert(1)</script>"', 1))
+    for url in ("/", "/campaigns/cc_cross_sell"):
+        response = web.client.get(url, headers=web.as_role("ops"))
+        assert response.status_code == 200
+        assert (
+            "<script>alert(1)</script>" not in response.text
+            and "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+        )
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
