@@ -194,7 +194,7 @@ def create_app(settings: Settings, engine: Engine, *, secret_key: str, secure_co
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError) -> Response:
-        status = 404 if isinstance(exc, services.NotFound) else 422
+        status = 404 if isinstance(exc, services.NotFound) else 409 if isinstance(exc, services.Conflict) else 422
         message = " ".join(str(exc).split())
         if is_api(request):
             return JSONResponse({"detail": message}, status_code=status)

@@ -53,6 +53,10 @@ class NotFound(UserError):
     """The thing asked for does not exist (HTTP 404)."""
 
 
+class Conflict(UserError):
+    """The fire time is being run by another process right now (HTTP 409: ask again later)."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -314,7 +318,7 @@ def run_campaign(settings: Settings, engine: Engine, campaign_id: str, when: dat
         CAMPAIGN_JOB_PREFIX + campaign_id, when, campaign_job, {"campaign_id": campaign_id}, trigger="manual"
     )
     if report.outcome == Outcome.RUNNING_ELSEWHERE:
-        raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M:%S} is running in another process right now")
+        raise Conflict(f"{campaign_id} for {when:%Y-%m-%d %H:%M:%S} is running in another process right now")
     if report.exception is not None:
         raise report.exception
     run = run_repository.get_run(engine, report.run_id) if report.run_id else None
