@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from campaign_world import AS_OF, spec
-from test_runs import do_run
+from campaign_world import AS_OF, do_run, spec
 
 from campaigns.explain import RunNotFoundError, explain
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from probe_jobs import metadata, probe_rows
+from process_helpers import MKTG, ROOT, env, write_config
 from sqlalchemy import func, select
-from test_scheduler import MKTG, ROOT, env, write_config
 
 from campaigns.db.session import make_engine, upgrade
 

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 import polars as pl
+from process_helpers import make_config
 
 from campaigns.contracts import load_world
 from campaigns.db.session import make_engine, upgrade
@@ -18,7 +19,6 @@ from jobs.job_functions import campaign_job, conversion_analysis_job
 from jobs.pipeline_models import save_and_register, train_models
 from jobs.runner import JobRunner, Outcome
 from jobs.settings import load_events, load_settings
-from test_scheduler_campaign import make_config
 
 
 def test_conversion_analysis_writes_the_report_of_a_recent_run(tmp_path):

@@ -16,9 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from process_helpers import MKTG, SchedulerProcess, campaign_world, env, write_config
 from sqlalchemy import func, inspect, select
-from test_scheduler import MKTG, SchedulerProcess, env, write_config
-from test_scheduler_campaign import campaign_world
 
 from campaigns.db.models import CampaignRun, JobRun, TargetListRow
 from campaigns.db.session import SchemaError, current_revision, head_revision, make_engine, session_scope, upgrade
