@@ -67,7 +67,7 @@ def cli(capsys):
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
-            finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process, many calls)
+            finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process)
                 root.handlers[:] = handlers
                 root.setLevel(level)
         captured = capsys.readouterr()

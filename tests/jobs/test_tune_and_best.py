@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -48,13 +45,13 @@ def _config(tmp_path: Path, world: Path, *, refresh: str = "") -> Path:
     return config
 
 
-def mktg(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MKTG_CONFIG_DIR": str(config), "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+@pytest.fixture
+def mktg(cli):
+    """``mktg(config, *args)``: the CLI in this process with ``config`` as its configuration directory."""
+    return lambda config, *args: cli(*args, env={"MKTG_CONFIG_DIR": str(config), "COLUMNS": "250"})
 
 
-def test_tune_records_the_search_and_train_uses_the_winner(world, tmp_path):
+def test_tune_records_the_search_and_train_uses_the_winner(world, tmp_path, mktg):
     config = _config(tmp_path, world)
     assert mktg(config, "db", "upgrade").returncode == 0
     out = mktg(config, "tune", "--models", "popularity,ease", "--trials", "3", "--budget", "300",
