@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
-from process_helpers import MKTG, SchedulerProcess, database_url, env, wait_until, write_config
+from process_helpers import SchedulerProcess, database_url, wait_until, write_config
 from sqlalchemy import func, select
 
 from campaigns.db.models import JobRun, JobSchedule
@@ -42,6 +41,7 @@ def _probe_counts(engine) -> dict[datetime, int]:
     return {fire_time: n for fire_time, n in rows}
 
 
+@pytest.mark.slow  # scheduler processes
 def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_path):
     config = write_config(tmp_path / "cfg", database_url(engine))
     a = SchedulerProcess(config, "a", tmp_path / "a.log")
@@ -69,7 +69,8 @@ def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_pat
     assert "scheduler stopped" in a.text() and "scheduler stopped" in b.text()
 
 
-def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine, tmp_path):
+@pytest.mark.slow  # scheduler processes
+def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine, tmp_path, cli):
     config = write_config(tmp_path / "cfg", database_url(engine), schedule="*/2 * * * * *")
     marker = tmp_path / "started.txt"
     proc = SchedulerProcess(config, "a", tmp_path / "a.log", PROBE_SLEEP="600", PROBE_MARKER=str(marker))
@@ -81,8 +82,7 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert run.status == "running"  # nobody could record anything: the process is gone
 
-    history = subprocess.run([*MKTG, "--config", str(config), "jobs", "history", "--json"], cwd=config,
-                             capture_output=True, text=True, env=env(), timeout=60)
+    history = cli("--config", str(config), "jobs", "history", "--json", cwd=config)
     assert history.returncode == 0, history.stderr
     listed = {(r["job"], r["fire_time"].removesuffix("Z")): r for r in json.loads(history.stdout)}  # shown as UTC "Z"
     killed = listed[("probe", fire_time)]
@@ -90,8 +90,7 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     assert [(a["attempt"], a["status"], a["trigger"]) for a in killed["attempts"]] == [(1, "abandoned", "scheduler")]
 
     for expected in ("succeeded", "already succeeded"):
-        rerun = subprocess.run([*MKTG, "--config", str(config), "jobs", "run", "probe", "--at", fire_time], cwd=config,
-                               capture_output=True, text=True, env=env(), timeout=60)
+        rerun = cli("--config", str(config), "jobs", "run", "probe", "--at", fire_time, cwd=config)
         assert rerun.returncode == 0 and expected in rerun.stdout, rerun.stdout + rerun.stderr
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert (run.status, run.error, run.rows_produced, run.attempts) == ("succeeded", None, 1, 2)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from process_helpers import SchedulerProcess, campaign_world, wait_until
 from sqlalchemy import func, select
 
 from campaigns.db.models import CampaignRun, ContactHistory, JobRun, TargetListRow
 from campaigns.db.session import session_scope
+
+pytestmark = pytest.mark.slow  # two scheduler processes firing every 3 seconds
 
 
 def _succeeded(engine) -> int:
