@@ -90,7 +90,8 @@ def test_installed_package_init_and_demo_in_an_empty_directory(tmp_path):
     venv = _fresh_install(tmp_path)
     project = tmp_path / "project"
     project.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MKTG_") or k.startswith("MKTG_TEST_")}
+    env = {k: v for k, v in os.environ.items()  # no MKTG_* settings, no source tree on PYTHONPATH
+           if (not k.startswith("MKTG_") or k.startswith("MKTG_TEST_")) and k != "PYTHONPATH"}
 
     def mktg(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([venv / "bin" / "mktg", *args], cwd=project, capture_output=True, text=True, env=env,
