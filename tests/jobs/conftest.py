@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MKTG_SCRIPT = [sys.executable, "-c", "from jobs.cli import main; main()"]  # the console script, in a subprocess
+from process_helpers import ROOT
 
 
 @dataclass(frozen=True)

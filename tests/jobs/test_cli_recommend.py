@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
-from conftest import ROOT
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
+from process_helpers import ROOT
 
 from campaigns.contracts import load_world
 from campaigns.synthetic import generate_world

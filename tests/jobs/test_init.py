@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from process_helpers import ROOT
 
 from campaigns.eligibility import load_rule_sets
 from campaigns.specs import scan_campaigns

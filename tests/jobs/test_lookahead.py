@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from hypothesis import given, settings as hsettings
 from hypothesis import strategies as st
+from process_helpers import ROOT
 
 from campaigns import run_store
 from campaigns.contracts import load_world
