@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from campaign_world import AS_OF, do_run, spec
+from campaign_world import do_run
 
 from campaigns.explain import RunNotFoundError, explain
 
