@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from jobs.tables import JobAttempt, JobRun, JobSchedule
 
 RUNNING, SUCCEEDED, FAILED, GAVE_UP = "running", "succeeded", "failed", "gave_up"
+
+
+def _unchanged_since_read(row: JobRun) -> tuple[ColumnElement[bool], ...]:
+    """The row as it was read (same status and attempt count): an update under these conditions changes nothing
+    when another process got there first (optimistic concurrency on job_runs)."""
+    return JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts
 
 
 def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> int | None:
@@ -76,7 +82,7 @@ def reopen(engine: Engine, row: JobRun, *, claim_id: str, trigger: str, worker: 
         taken = (
             conn.execute(
                 update(JobRun)
-                .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
+                .where(*_unchanged_since_read(row))
                 .values(
                     status=RUNNING,
                     run_id=claim_id,
@@ -185,7 +191,7 @@ def record_recovered(
         return (
             conn.execute(
                 update(JobRun)
-                .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
+                .where(*_unchanged_since_read(row))
                 .values(
                     status=SUCCEEDED,
                     finished_at=now,
