@@ -215,8 +215,9 @@ def save_and_register(
     return paths
 
 
-def load_active_model(engine: Engine, name: str) -> RankingModel:
-    """The registry's active version of ``name``, loaded from disk."""
+def active_model_path(engine: Engine, name: str, *, what: str = "model", train_command: str = "mktg train") -> str:
+    """Where the registry's active version of ``name`` is saved; a one-line error naming ``train_command`` when
+    there is none."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import active_version
 
@@ -224,8 +225,13 @@ def load_active_model(engine: Engine, name: str) -> RankingModel:
         row = active_version(session, name)
         path = row.path if row is not None else None
     if path is None:
-        raise UserError(f"no active model '{name}' in the registry: run `mktg train` first")
-    return load_model(path)
+        raise UserError(f"no active {what} '{name}' in the registry: run `{train_command}` first")
+    return path
+
+
+def load_active_model(engine: Engine, name: str) -> RankingModel:
+    """The registry's active version of ``name``, loaded from disk."""
+    return load_model(active_model_path(engine, name))
 
 
 @dataclass
