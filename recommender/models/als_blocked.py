@@ -15,12 +15,14 @@ n_offers, shared), the normal equations ``(M + Y_S^T D_S Y_S) x = Y_S^T w_S`` of
     x = Z_S^T (I + D_S K_SS)^-1 w_S
 
 so a customer costs one |S| x |S| solve (|S| is ~13 of 40 offers here) instead of a k x k one. Customers are
-grouped by |S| and solved in blocks by a batched, vectorised Gaussian elimination (no pivoting: when every
-``|c| >= 1`` the matrix is similar to the SPD ``I + D^1/2 K D^1/2``; blocks with some ``|c| < 1`` go to
-LAPACK's pivoted solve). ``x`` for a block is one GEMM (block x n_offers) @ Z.
+grouped by |S| and solved in blocks by a batched, vectorised Gaussian elimination without pivoting (when every
+``|c| >= 1`` the matrix is similar to the SPD ``I + D^1/2 K D^1/2``; when all ``|c| <= 1`` it is ``E (E^-1 - K)``
+with ``E = -D`` and SPD ``E^-1 - K``; a system that meets a zero pivot goes to LAPACK's pivoted solve). The
+customer factors are kept as ``X = W Z`` with ``W`` (customers x offers) zero outside each customer's offers.
 
-Offer step. Offers are few, so each offer's k x k matrix ``X^T X + reg I + X_S^T D X_S`` is built explicitly
-by SYRK over that offer's customers (split by the sign of ``D``) and solved by Cholesky.
+Offer step. With ``X = W Z`` the offer's normal equations ``(Z^T H_i Z + reg I) y = Z^T v_i``, ``H_i = W^T C_i W``,
+have the solution ``y = Z^T (H_i Z Z^T + reg I)^-1 v_i`` (push-through identity): one SYRK over that offer's
+customers with r = min(offers, k) columns (40 instead of 64 here), split by the sign of ``D``.
 """
 
 from __future__ import annotations
@@ -71,18 +73,20 @@ class BlockedALSModel(FactorModel):
 # --- the solver (plain arrays, usable without the model contract) ---------------------------------------------
 def fit_factors(matrix: sp.csr_matrix, *, factors: int, regularization: float, alpha: float, iterations: int,
                 random_state: int = 42, threads: int = 1, callback=None) -> tuple[np.ndarray, np.ndarray]:
-    """(customer factors, offer factors) after ``iterations`` exact alternating steps (customers first)."""
+    """(customer factors, offer factors) after ``iterations`` exact alternating steps (customers first).
+
+    ``callback(iteration, customer_factors, offer_factors)`` after each iteration (customer factors are then
+    materialised, which costs one (customers x offers) @ (offers x k) GEMM)."""
     conf = _confidence(matrix, alpha)
     by_offer = conf.T.tocsr()
     rng = np.random.default_rng(random_state)
     offer_factors = rng.random((conf.shape[1], factors), dtype=np.float32) * np.float32(0.01)
-    customer_factors = np.zeros((conf.shape[0], factors), dtype=np.float32)
     for iteration in range(iterations):
-        customer_factors = update_customers(conf, offer_factors, regularization, threads=threads)
-        offer_factors = update_offers(by_offer, customer_factors, regularization, threads=threads)
+        coefficients, basis = customer_coefficients(conf, offer_factors, regularization, threads=threads)
+        offer_factors = update_offers(by_offer, coefficients, basis, regularization, threads=threads)
         if callback is not None:
-            callback(iteration, customer_factors, offer_factors)
-    return customer_factors, offer_factors
+            callback(iteration, coefficients @ basis, offer_factors)
+    return coefficients @ basis, offer_factors
 
 
 def _confidence(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
@@ -96,13 +100,21 @@ def _confidence(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
 def update_customers(conf: sp.csr_matrix, offer_factors: np.ndarray, regularization: float, *,
                      threads: int = 1) -> np.ndarray:
     """Exact customer factors for fixed offer factors (rows of ``conf`` are customers, values confidences)."""
+    coefficients, basis = customer_coefficients(conf, offer_factors, regularization, threads=threads)
+    return coefficients @ basis
+
+
+def customer_coefficients(conf: sp.csr_matrix, offer_factors: np.ndarray, regularization: float, *,
+                          threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The exact customer factors as ``(W, Z)`` with factors ``W @ Z``: ``W`` (customers x offers) is zero
+    outside each customer's offers and ``Z = Y (Y^T Y + reg I)^-1`` (offers x k)."""
     y = offer_factors.astype(np.float64)
     k = y.shape[1]
     m = y.T @ y + regularization * np.eye(k)
     z = sla.solve(m, y.T, assume_a="pos").T  # Y M^-1   (n_offers x k)
     gram = (z @ y.T).astype(np.float32)  # Y M^-1 Y^T (n_offers x n_offers)
     z = z.astype(np.float32)
-    out = np.zeros((conf.shape[0], k), dtype=np.float32)
+    out = np.zeros((conf.shape[0], gram.shape[0]), dtype=np.float32)
     counts = np.diff(conf.indptr)
     order = np.argsort(counts, kind="stable")
     sorted_counts = counts[order]
@@ -128,16 +140,16 @@ def update_customers(conf: sp.csr_matrix, offer_factors: np.ndarray, regularizat
         diag = np.arange(n)
         system[:, diag, diag] += np.float32(1)
         system[:, :, n] = w
-        if (d < 0).any():
-            sol = np.linalg.solve(system[:, :, :n], system[:, :, n:])[:, :, 0]
-        else:
-            sol = _solve_no_pivot(system)
+        sol = _solve_no_pivot(system.copy())
+        bad = ~np.isfinite(sol).all(axis=1)
+        if bad.any():  # a zero pivot without pivoting (mixed-sign confidences): LAPACK's pivoted solve
+            sol[bad] = np.linalg.solve(system[bad, :, :n], system[bad, :, n:])[:, :, 0]
         dense = np.zeros((rows.size, gram.shape[0]), dtype=np.float32)
         np.put_along_axis(dense, items, sol, axis=1)
-        out[rows] = dense @ z
+        out[rows] = dense
 
     _run(run, tasks, threads)
-    return out
+    return out, z
 
 
 def _solve_no_pivot(system: np.ndarray) -> np.ndarray:
@@ -153,36 +165,43 @@ def _solve_no_pivot(system: np.ndarray) -> np.ndarray:
     return x
 
 
-def update_offers(by_offer: sp.csr_matrix, customer_factors: np.ndarray, regularization: float, *,
-                  threads: int = 1) -> np.ndarray:
-    """Exact offer factors for fixed customer factors (rows of ``by_offer`` are offers, values confidences)."""
-    x = customer_factors
-    k = x.shape[1]
-    base = blas.ssyrk(1.0, x, trans=1).astype(np.float64)  # upper triangle of X^T X
-    base = np.triu(base) + np.triu(base, 1).T + regularization * np.eye(k)
-    out = np.zeros((by_offer.shape[0], k), dtype=np.float32)
+def update_offers(by_offer: sp.csr_matrix, coefficients: np.ndarray, basis: np.ndarray | None,
+                  regularization: float, *, threads: int = 1) -> np.ndarray:
+    """Exact offer factors for fixed customer factors ``X = coefficients @ basis`` (``basis`` None: identity,
+    i.e. ``coefficients`` are the factors). Rows of ``by_offer`` are offers, values confidences.
+
+    With ``X = W B`` the offer's normal equations ``(B^T H B + reg I) y = B^T v``, ``H = W^T C_i W``,
+    ``v = W^T (p c)``, have the solution ``y = B^T (H B B^T + reg I)^-1 v`` (push-through identity), so the
+    Gram matrix is r x r with r = min(offers, k) columns of ``W`` instead of k x k."""
+    w = coefficients
+    r = w.shape[1]
+    bbt = np.eye(r) if basis is None else basis.astype(np.float64) @ basis.T.astype(np.float64)
+    base = _gram(w).astype(np.float64)
+    out = np.zeros((by_offer.shape[0], r), dtype=np.float64)
 
     def run(item: int) -> None:
         lo, hi = by_offer.indptr[item], by_offer.indptr[item + 1]
-        if lo == hi:
-            out[item] = sla.solve(base, np.zeros(k), assume_a="pos")
-            return
-        users = by_offer.indices[lo:hi]
-        c = by_offer.data[lo:hi]
-        xs = x[users]
-        rhs = xs.T @ np.where(c > 0, c, np.float32(0))
-        d = np.abs(c) - np.float32(1)
-        a = base.copy()
-        for sign in (1.0, -1.0):
-            mask = d * sign > 0
-            if mask.any():
-                scaled = xs[mask] * np.sqrt(np.abs(d[mask]))[:, None]
-                upper = np.triu(blas.ssyrk(1.0, scaled, trans=1))
-                a += sign * (upper + np.triu(upper, 1).T)
-        out[item] = sla.solve(a, rhs.astype(np.float64), assume_a="pos")
+        h = base.copy()
+        v = np.zeros(r)
+        if lo < hi:
+            ws = w[by_offer.indices[lo:hi]]
+            c = by_offer.data[lo:hi]
+            v = (ws.T @ np.where(c > 0, c, np.float32(0))).astype(np.float64)
+            d = np.abs(c) - np.float32(1)
+            for sign in (1.0, -1.0):
+                mask = d * sign > 0
+                if mask.any():
+                    h += sign * _gram(ws[mask] * np.sqrt(np.abs(d[mask]))[:, None])
+        out[item] = np.linalg.solve(h @ bbt + regularization * np.eye(r), v)
 
     _run(run, list(range(by_offer.shape[0])), threads)
-    return out
+    return (out if basis is None else out @ basis.astype(np.float64)).astype(np.float32)
+
+
+def _gram(a: np.ndarray) -> np.ndarray:
+    """``a^T a`` by SYRK (symmetric, full)."""
+    upper = np.triu(blas.ssyrk(1.0, a, trans=1) if a.dtype == np.float32 else blas.dsyrk(1.0, a, trans=1))
+    return upper + np.triu(upper, 1).T
 
 
 def _run(fn, tasks: list, threads: int) -> None:
