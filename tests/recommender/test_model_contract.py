@@ -19,6 +19,7 @@ from recommender.ranking import rank_within_segments
 
 MODELS = {
     "als": ("als", {"factors": 2, "regularization": 0.1, "iterations": 20, "alpha": 1.0}),
+    "als_blocked": ("als_blocked", {"factors": 2, "regularization": 0.1, "iterations": 20, "alpha": 1.0}),
     "bpr": ("bpr", {"factors": 4, "learning_rate": 0.05, "iterations": 200}),
     "ease": ("ease", {"regularization": 1.0}),
     "itemknn_cosine": ("itemknn", {"similarity": "cosine", "neighbours": 8}),
