@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/als.py --data var/world1m --iterations 3 --threads 1 2
 
 The matrix is the nightly refresh's 1,000,000 x 40 interaction matrix of the generated world (``--data``, made by
-``benchmarks/als_matrix.py``'s ``build_matrix`` = ``jobs.pipeline_models.prepare``, cached under var/als/).
+``benchmarks/als_matrix.py``'s ``build_matrix`` = ``jobs.model_service.prepare``, cached under var/als/).
 A validation split holds out one random positive of ``--holdout`` random customers with >= 2 offers. For each
 thread count, implicit's ``AlternatingLeastSquares`` (use_cg=True, cg_steps=3, its default; BLAS at 1 thread,
 ``num_threads`` = threads) and ours (``recommender.models.als_blocked``, the same steps as ``fit_factors``; BLAS

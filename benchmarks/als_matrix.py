@@ -16,11 +16,11 @@ import scipy.sparse as sp
 
 
 def build_matrix(data: Path, out: Path) -> sp.csr_matrix:
-    """The refresh's matrix (``jobs.pipeline_models.prepare`` on ``data``), cached at ``out``."""
+    """The refresh's matrix (``jobs.model_service.prepare`` on ``data``), cached at ``out``."""
     if out.exists():
         return sp.load_npz(out).tocsr()
     from campaigns.contracts import load_world
-    from jobs.pipeline_models import load_segment_rules, prepare
+    from jobs.model_service import load_segment_rules, prepare
     from jobs.settings import load_events, load_settings
 
     started = time.perf_counter()
