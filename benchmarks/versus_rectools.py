@@ -68,9 +68,10 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
 
     from campaigns.contracts import load_world
     from campaigns.segments import assign_segments
-    from jobs.model_service import held_as_of, latest_event_time, load_segment_rules
+    from jobs.model_service import latest_event_time, load_segment_rules
     from jobs.settings import load_events, load_settings
     from recommender.columns import Columns
+    from recommender.history import held_at
     from recommender.interactions import weight_events
 
     settings = load_settings()
@@ -85,7 +86,7 @@ def prepare_inputs(world_dir: Path, workdir: Path) -> dict[str, Any]:
     product_ids = world.products[Columns.Product].cast(pl.String).unique().sort()
     segments = assign_segments(world.customers, rules, as_of=as_of).select(Columns.Customer, Columns.Segment)
     allowed = rules.allowed_offers(world.products).select(Columns.Segment, Columns.Offer)
-    held = held_as_of(world.holdings, as_of)
+    held = held_at(world.holdings, as_of)
     segment_names = pl.concat([segments[Columns.Segment], allowed[Columns.Segment]]).drop_nulls().unique().sort()
 
     def codes(values: pl.Series, ids: pl.Series) -> np.ndarray:

@@ -48,6 +48,7 @@ from campaigns.expressions import first_match
 from campaigns.segments import occupation_is_student
 from campaigns.specs import CHANNELS
 from recommender.columns import Columns
+from recommender.history import held_at
 
 ALL_CHANNELS = ("all", "*")
 TS = pl.Datetime("us")
@@ -327,12 +328,11 @@ def _held_masks(holdings: pl.DataFrame, offers: pl.DataFrame, as_of: datetime) -
     """Per customer with a holding as of ``as_of``: ``_held_families`` (bits of the families held) and
     ``_held_<w>`` words of held-product bits (64 products per word, positions from :func:`_offer_features`).
     Integer arithmetic per pair then replaces joining every pair with the holdings (the costliest step)."""
-    active = holdings.filter(
-        (pl.col("since") <= as_of) & (_col(holdings, "until", TS).is_null() | (_col(holdings, "until", TS) > as_of))
-    )
     words = _word_count(offers)
-    held = active.select(Columns.Customer, pl.col("product_id").alias(Columns.Offer)).join(
-        offers.select(Columns.Offer, "_offer_word", "_offer_bit", "_family_bit"), on=Columns.Offer
+    held = (
+        held_at(holdings, as_of)
+        .select(Columns.Customer, pl.col(Columns.Product).alias(Columns.Offer))
+        .join(offers.select(Columns.Offer, "_offer_word", "_offer_bit", "_family_bit"), on=Columns.Offer)
     )
     return held.group_by(Columns.Customer).agg(
         pl.col("_family_bit").bitwise_or().alias("_held_families"),

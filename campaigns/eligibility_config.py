@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from campaigns.tomlfile import read_toml
+from campaigns.tomlfile import read_toml, validation_message
 from recommender.errors import UserError
 
 MISSING, INVALID = "missing", "invalid"
@@ -212,14 +212,10 @@ def load_rule_sets(path: Path | str) -> dict[str, RuleSet]:
     for name, body in data.items():
         try:
             sets[name] = RuleSet.model_validate({"name": name, **body})
-        except (ValidationError, TypeError) as exc:
-            if isinstance(exc, ValidationError):
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                msg = first["msg"].removeprefix("Value error, ")
-            else:
-                where, msg = "", "must be a table"
-            raise EligibilityConfigError(f"{path}: {name}{'.' + where if where else ''}: {msg}") from exc
+        except ValidationError as exc:
+            raise EligibilityConfigError(validation_message(path, exc, model=RuleSet, prefix=(name,))) from exc
+        except TypeError as exc:
+            raise EligibilityConfigError(f"{path}: {name}: must be a table") from exc
     return sets
 
 

@@ -181,6 +181,33 @@ def _contacts_or_empty(engine: Engine, spec: CampaignSpec, rules: RuleSet, as_of
         return None
 
 
+def campaign_ranker(
+    settings: Settings,
+    spec: CampaignSpec,
+    models: dict[str, RankingModel] | None,
+    *,
+    engine: Engine,
+    world: World,
+    as_of: datetime,
+    allow_future_models: bool,
+) -> tuple[Ranker, dict[str, str]]:
+    """The ranker of every arm strategy as of ``as_of`` (ranking models, and the uplift model where an arm uses
+    it) and the version of each model it uses, for previews and runs alike."""
+    from jobs.uplift_service import uplift_ranker_for
+
+    chosen = models_for(settings, spec, models, engine=engine, as_of=as_of, allow_future_models=allow_future_models)
+    ranker, uplift_versions = uplift_ranker_for(
+        model_ranker(chosen),
+        settings,
+        spec,
+        engine=engine,
+        world=world,
+        as_of=as_of,
+        allow_future_models=allow_future_models,
+    )
+    return ranker, {**{name: _version(model) for name, model in chosen.items()}, **uplift_versions}
+
+
 def preview(
     settings: Settings,
     events: EventConfig,
@@ -196,17 +223,8 @@ def preview(
     spec = load_spec(settings, campaign_id)
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=at)
-    chosen = models_for(settings, spec, models, engine=engine, as_of=at, allow_future_models=allow_future_models)
-    from jobs.uplift_service import uplift_ranker_for
-
-    ranker, _ = uplift_ranker_for(
-        model_ranker(chosen),
-        settings,
-        spec,
-        engine=engine,
-        world=inputs.world,
-        as_of=at,
-        allow_future_models=allow_future_models,
+    ranker, _ = campaign_ranker(
+        settings, spec, models, engine=engine, world=inputs.world, as_of=at, allow_future_models=allow_future_models
     )
     return plan_campaign(
         spec,
@@ -244,15 +262,10 @@ def run(
     rules = rules_for(settings, spec)
     inputs = load_inputs(settings, events, data_dir=data_dir, as_of=scheduled_for, world=world, stage=stage)
     with stage("load models"):
-        chosen = models_for(
-            settings, spec, models, engine=engine, as_of=scheduled_for, allow_future_models=allow_future_models
-        )
-        from jobs.uplift_service import uplift_ranker_for
-
-        ranker, uplift_versions = uplift_ranker_for(
-            model_ranker(chosen),
+        ranker, model_versions = campaign_ranker(
             settings,
             spec,
+            models,
             engine=engine,
             world=inputs.world,
             as_of=scheduled_for,
@@ -268,7 +281,7 @@ def run(
         export_root=settings.export_dir,
         scheduled_for=scheduled_for,
         allowed=inputs.allowed,
-        model_versions={**{name: _version(model) for name, model in chosen.items()}, **uplift_versions},
+        model_versions=model_versions,
         stage=stage,
     )
 

@@ -24,14 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Row
 
 from campaigns.times import to_utc_naive
+from jobs import repository as job_runs
 from jobs.logging import bind, event
 from jobs.runner import MISSED, SKIPPED, JobRunner
-from jobs.tables import JobSchedule
 
 log = logging.getLogger("mktg.scheduler")
 MAX_SCAN = 10_000  # fire times examined per job and call (a per-second schedule after a long outage is cut here)
@@ -70,32 +68,15 @@ def fire_times(
 def register_schedules(engine: Engine, schedules: Mapping[str, Schedule], *, now: datetime) -> None:
     """Record every job's schedule: a new or changed one starts ``since`` now; rows of jobs no longer scheduled
     are removed (so a job re-enabled later does not catch up on the time it was off)."""
-    dialect = postgresql if engine.url.get_backend_name() == "postgresql" else sqlite
-    with engine.begin() as conn:
-        stored = {row.job_name: row for row in conn.execute(select(JobSchedule.__table__))}
-        gone = set(stored) - set(schedules)
-        if gone:
-            conn.execute(delete(JobSchedule).where(JobSchedule.job_name.in_(gone)))
-        for name, schedule in schedules.items():
-            row = stored.get(name)
-            if row is not None and (row.schedule, row.timezone) == (schedule.text, schedule.timezone):
-                continue
-            values = dict(schedule=schedule.text, timezone=schedule.timezone, since=now, checked_until=now)
-            if row is None:
-                conn.execute(
-                    dialect.insert(JobSchedule)
-                    .values(job_name=name, **values)
-                    .on_conflict_do_nothing(index_elements=["job_name"])
-                )
-            else:
-                conn.execute(update(JobSchedule).where(JobSchedule.job_name == name).values(**values))
-                event(
-                    log,
-                    "schedule changed: fire times are counted from now",
-                    job=name,
-                    schedule=schedule.text,
-                    previous=row.schedule,
-                )
+    changed = job_runs.store_schedules(engine, {name: (s.text, s.timezone) for name, s in schedules.items()}, now=now)
+    for name, previous in changed:
+        event(
+            log,
+            "schedule changed: fire times are counted from now",
+            job=name,
+            schedule=schedules[name].text,
+            previous=previous,
+        )
 
 
 class CatchUp:
@@ -117,11 +98,10 @@ class CatchUp:
         self.coalesce = coalesce
         self.started_at = started_at
 
-    def _stored(self, name: str) -> JobSchedule | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return session.get(JobSchedule, name)
+    def _stored(self, name: str) -> Row | None:
+        return job_runs.stored_schedule(self.engine, name)
 
-    def _since(self, name: str, stored: JobSchedule | None) -> datetime:
+    def _since(self, name: str, stored) -> datetime:
         schedule = self.schedules[name]
         if stored is None or (stored.schedule, stored.timezone) != (schedule.text, schedule.timezone):
             return self.started_at  # another scheduler registered another schedule: count from our own start
@@ -150,16 +130,8 @@ class CatchUp:
         start, end = max(stored.checked_until, stored.since), now - self.grace
         if end <= start:
             return 0
-        with self.engine.begin() as conn:  # compare-and-set: one scheduler records each stretch
-            if (
-                conn.execute(
-                    update(JobSchedule)
-                    .where(JobSchedule.job_name == name, JobSchedule.checked_until == stored.checked_until)
-                    .values(checked_until=end)
-                ).rowcount
-                != 1
-            ):
-                return 0
+        if not job_runs.advance_checked_until(self.engine, name, previous=stored.checked_until, to=end):
+            return 0  # another scheduler records this stretch
         scanned, cut = fire_times(schedule.trigger, start, end)
         recorded = self.runner.recorded(name, since=start, until=end)
         missed = [t for t in scanned if t not in recorded]

@@ -23,7 +23,7 @@ from recommender.columns import Columns
 from recommender.comparison import paired_difference
 from recommender.errors import UserError
 from recommender.evaluation import EvaluationResult, evaluate, graded_ndcg, per_customer_metrics, time_split
-from recommender.history import EventHistory
+from recommender.history import EventHistory, held_at
 from recommender.idmap import IdMap
 from recommender.interactions import InteractionMatrix, build_interactions
 from recommender.models import RankingModel, build_model, load_model
@@ -113,14 +113,6 @@ def latest_event_time(world: World) -> datetime:
     if value is None:
         raise UserError("table 'events' is empty: nothing to train on")
     return value
-
-
-def held_as_of(holdings: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """(customer_id, product_id) held at ``as_of``: since <= as_of and not closed by then."""
-    held = holdings.filter(pl.col("since") <= as_of)
-    if "until" in held.columns:
-        held = held.filter(pl.col("until").is_null() | (pl.col("until") > as_of))
-    return held.select(Columns.Customer, Columns.Product).unique()
 
 
 @dataclass(frozen=True)
@@ -223,8 +215,9 @@ def save_and_register(
     return paths
 
 
-def load_active_model(engine: Engine, name: str) -> RankingModel:
-    """The registry's active version of ``name``, loaded from disk."""
+def active_model_path(engine: Engine, name: str, *, what: str = "model", train_command: str = "mktg train") -> str:
+    """Where the registry's active version of ``name`` is saved; a one-line error naming ``train_command`` when
+    there is none."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import active_version
 
@@ -232,8 +225,13 @@ def load_active_model(engine: Engine, name: str) -> RankingModel:
         row = active_version(session, name)
         path = row.path if row is not None else None
     if path is None:
-        raise UserError(f"no active model '{name}' in the registry: run `mktg train` first")
-    return load_model(path)
+        raise UserError(f"no active {what} '{name}' in the registry: run `{train_command}` first")
+    return path
+
+
+def load_active_model(engine: Engine, name: str) -> RankingModel:
+    """The registry's active version of ``name``, loaded from disk."""
+    return load_model(active_model_path(engine, name))
 
 
 @dataclass
@@ -323,7 +321,7 @@ def evaluate_models(
     cutoff = end - timedelta(days=test_days or config.test_days)
     split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
     data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
-    held = held_as_of(world.holdings, cutoff)
+    held = held_at(world.holdings, cutoff)
     relevant = split.test_pairs.join(
         held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
     )
@@ -434,7 +432,7 @@ def recommend_for(
         model,
         customers=segments,
         allowed=rules.allowed_offers(world.products),
-        held=held_as_of(world.holdings, as_of),
+        held=held_at(world.holdings, as_of),
         k=k,
     )
     return recs, model

@@ -27,7 +27,6 @@ from sqlalchemy import Engine
 from campaigns.contracts import World
 from jobs.model_service import (
     Progress,
-    held_as_of,
     latest_event_time,
     load_models_config,
     load_segment_rules,
@@ -37,6 +36,7 @@ from jobs.settings import EventConfig, Settings
 from recommender.columns import Columns
 from recommender.errors import UserError
 from recommender.evaluation import time_split
+from recommender.history import held_at
 from recommender.models.champion import SegmentChampion
 from recommender.tuning import SearchResult, ValidationTask, search, segment_champions
 
@@ -77,7 +77,7 @@ def validation_task(
     events = world.events.filter(pl.col(Columns.EventTime) < pl.lit(end).cast(pl.Datetime("us")))
     split = time_split(events, cutoff=cutoff, positive=events_cfg.positive)
     data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
-    held = held_as_of(world.holdings, cutoff)
+    held = held_at(world.holdings, cutoff)
     relevant = split.test_pairs.join(
         held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
     )

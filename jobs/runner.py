@@ -37,14 +37,14 @@ from enum import StrEnum
 from time import perf_counter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from campaigns.times import to_utc_naive, utcnow
+from jobs import repository as job_runs
 from jobs.locks import LivenessLocks
 from jobs.logging import bind, event
-from jobs.tables import JobAttempt, JobRun
+from jobs.tables import JobRun
 
 log = logging.getLogger("mktg.jobs")
 
@@ -146,21 +146,8 @@ def lock_key(job_name: str, fire_time: datetime) -> str:
     return f"job:{job_name}@{fire_time.isoformat()}"
 
 
-def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> int | None:
-    """INSERT ... ON CONFLICT (job_name, fire_time) DO NOTHING; the new row's id, or None when it existed."""
-    dialect = postgresql if conn.engine.url.get_backend_name() == "postgresql" else sqlite
-    statement = (
-        dialect.insert(JobRun)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["job_name", "fire_time"])
-        .returning(JobRun.id)
-    )
-    return conn.execute(statement).scalar_one_or_none()
-
-
 def _load(engine: Engine, job_name: str, fire_time: datetime) -> JobRun | None:
-    with Session(engine) as session:
-        return session.scalars(select(JobRun).where(JobRun.job_name == job_name, JobRun.fire_time == fire_time)).first()
+    return job_runs.load(engine, job_name, fire_time)
 
 
 def _load_existing(engine: Engine, job_name: str, fire_time: datetime) -> JobRun:
@@ -225,16 +212,11 @@ class JobRunner:
 
     def _claim(self, job_name: str, fire_time: datetime, *, trigger: str) -> _Claim | RunReport:
         claim_id, now = uuid.uuid4().hex, utcnow()
-        with self.engine.begin() as conn:
-            row_id = _insert_if_absent(
-                conn,
-                dict(
-                    job_name=job_name, fire_time=fire_time, started_at=now, status=RUNNING, run_id=claim_id, attempts=1
-                ),
-            )
-            if row_id is not None:
-                self._insert_attempt(conn, row_id, 1, claim_id, trigger, now)
-                return _Claim(row_id, claim_id, 1, trigger)
+        row_id = job_runs.claim_new(
+            self.engine, job_name, fire_time, claim_id=claim_id, trigger=trigger, worker=self.worker, now=now
+        )
+        if row_id is not None:
+            return _Claim(row_id, claim_id, 1, trigger)
         row = _load_existing(self.engine, job_name, fire_time)
         if row.status == RUNNING:  # we hold its liveness lock, so whoever runs it is gone
             self._abandon(row)
@@ -277,26 +259,7 @@ class JobRunner:
             return RunReport(Outcome.CLOSED, job_name, fire_time, error=row.error, note=row.note)
         attempt = row.attempts + 1
         trigger = trigger if manual or row.status != FAILED else "retry"
-        with self.engine.begin() as conn:
-            taken = (
-                conn.execute(
-                    update(JobRun)
-                    .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
-                    .values(
-                        status=RUNNING,
-                        run_id=claim_id,
-                        attempts=attempt,
-                        finished_at=None,
-                        next_attempt_at=None,
-                        note=None,
-                        rows_produced=None,
-                        model_versions=None,
-                    )
-                ).rowcount
-                == 1
-            )
-            if taken:
-                self._insert_attempt(conn, row.id, attempt, claim_id, trigger, now)
+        taken = job_runs.reopen(self.engine, row, claim_id=claim_id, trigger=trigger, worker=self.worker, now=now)
         if not taken:  # pragma: no cover - only reachable if the lock were bypassed
             return RunReport(Outcome.RUNNING_ELSEWHERE, job_name, fire_time)
         event(
@@ -307,21 +270,6 @@ class JobRunner:
             trigger=trigger,
         )
         return _Claim(row.id, claim_id, attempt, trigger)
-
-    def _insert_attempt(
-        self, conn: Connection, row_id: int, attempt: int, claim_id: str, trigger: str, now: datetime
-    ) -> None:
-        conn.execute(
-            insert(JobAttempt).values(
-                job_run_id=row_id,
-                attempt=attempt,
-                claim_id=claim_id,
-                trigger=trigger,
-                worker=self.worker,
-                status=RUNNING,
-                started_at=now,
-            )
-        )
 
     def _execute(
         self,
@@ -334,7 +282,7 @@ class JobRunner:
         event(log, "job started", trigger=claim.trigger, late_seconds=round((utcnow() - fire_time).total_seconds(), 1))
         started = perf_counter()
         try:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with job_runs.work_session(self.engine) as session:
                 ctx = JobContext(
                     job_name=job_name,
                     fire_time=fire_time,
@@ -399,31 +347,17 @@ class JobRunner:
         )
 
     def _record_success(self, session: Session, claim: _Claim, result: JobResult) -> None:
-        now = utcnow()
-        done = (
-            session.connection()
-            .execute(  # a Core statement on the session's transaction (CursorResult)
-                update(JobRun)
-                .where(JobRun.id == claim.row_id, JobRun.run_id == claim.claim_id, JobRun.status == RUNNING)
-                .values(
-                    status=SUCCEEDED,
-                    finished_at=now,
-                    rows_produced=result.rows_produced,
-                    error=None,
-                    model_versions=result.model_versions,
-                    run_id=result.run_id or claim.claim_id,
-                    note=result.note,
-                )
-            )
-            .rowcount
-        )
-        if done != 1:
+        if not job_runs.record_success(
+            session,
+            row_id=claim.row_id,
+            claim_id=claim.claim_id,
+            now=utcnow(),
+            rows_produced=result.rows_produced,
+            model_versions=result.model_versions,
+            run_id=result.run_id,
+            note=result.note,
+        ):
             raise RuntimeError("lost the claim on this run (it was taken over); its writes were rolled back")
-        session.execute(
-            update(JobAttempt)
-            .where(JobAttempt.job_run_id == claim.row_id, JobAttempt.claim_id == claim.claim_id)
-            .values(status=SUCCEEDED, finished_at=now, rows_produced=result.rows_produced, note=result.note)
-        )
 
     def _fail(self, claim: _Claim, *, error: str, attempt_status: str = FAILED) -> tuple[str, datetime | None]:
         """Record the attempt failed and the fire time failed (next attempt after the backoff) or given up."""
@@ -438,24 +372,17 @@ class JobRunner:
             status, next_at, note = GAVE_UP, None, f"gave up after {claim.attempt} attempts"
         else:
             status, next_at, note = FAILED, now + self.policy.delay(claim.attempt), None
-        with self.engine.begin() as conn:
-            owned = (
-                conn.execute(
-                    update(JobRun)
-                    .where(JobRun.id == claim.row_id, JobRun.status == RUNNING, JobRun.run_id == claim.claim_id)
-                    .values(status=status, finished_at=now, error=_short(error), next_attempt_at=next_at, note=note)
-                ).rowcount
-                == 1
-            )
-            conn.execute(
-                update(JobAttempt)
-                .where(
-                    JobAttempt.job_run_id == claim.row_id,
-                    JobAttempt.claim_id == claim.claim_id,
-                    JobAttempt.status == RUNNING,
-                )
-                .values(status=attempt_status, finished_at=now, error=_short(error))
-            )
+        owned = job_runs.record_failure(
+            self.engine,
+            row_id=claim.row_id,
+            claim_id=claim.claim_id,
+            now=now,
+            status=status,
+            error=_short(error),
+            next_attempt_at=next_at,
+            note=note,
+            attempt_status=attempt_status,
+        )
         return (status, next_at) if owned else (RUNNING, None)
 
     # --- crashed processes and committed work --------------------------------------------------------------
@@ -463,10 +390,7 @@ class JobRunner:
     def _abandon(self, row: JobRun) -> None:
         """Record a ``running`` row whose process is gone (call holding its lock): attempt abandoned, fire time
         failed (retried after the backoff, unless it was started by hand) or given up."""
-        with Session(self.engine) as session:
-            trigger = session.scalars(
-                select(JobAttempt.trigger).where(JobAttempt.job_run_id == row.id, JobAttempt.claim_id == row.run_id)
-            ).first()
+        trigger = job_runs.attempt_trigger(self.engine, row.id, row.run_id)
         claim = _Claim(row.id, row.run_id or "", row.attempts, trigger or "scheduler")
         status, _ = self._fail(claim, error=ABANDONED_ERROR, attempt_status=ABANDONED)
         if status != RUNNING:
@@ -487,24 +411,15 @@ class JobRunner:
         if result is None:
             return None
         note = result.note or "recovered: its work was found committed"
-        with self.engine.begin() as conn:
-            done = (
-                conn.execute(
-                    update(JobRun)
-                    .where(JobRun.id == row.id, JobRun.status == row.status, JobRun.attempts == row.attempts)
-                    .values(
-                        status=SUCCEEDED,
-                        finished_at=utcnow(),
-                        rows_produced=result.rows_produced,
-                        error=None,
-                        model_versions=result.model_versions,
-                        run_id=result.run_id,
-                        next_attempt_at=None,
-                        note=note,
-                    )
-                ).rowcount
-                == 1
-            )
+        done = job_runs.record_recovered(
+            self.engine,
+            row,
+            now=utcnow(),
+            rows_produced=result.rows_produced,
+            model_versions=result.model_versions,
+            run_id=result.run_id,
+            note=note,
+        )
         if not done:  # pragma: no cover - only reachable if the lock were bypassed
             return None
         event(
@@ -549,111 +464,36 @@ class JobRunner:
     def reap_abandoned(self) -> int:
         """Record every ``running`` row whose process is gone (its liveness lock is free) as abandoned, recovering
         committed work at once (e.g. a campaign run committed just before its process was killed)."""
-        with Session(self.engine) as session:
-            rows = session.execute(select(JobRun.job_name, JobRun.fire_time).where(JobRun.status == RUNNING)).all()
+        rows = job_runs.fire_times_with_status(self.engine, (RUNNING,))
         return self._settle(rows)[0]
 
     def reconcile(self) -> tuple[int, int]:
         """Record dead ``running`` rows as abandoned and recover the committed work of every fire time not
         recorded succeeded, so the job record and the job's own writes agree after any crash (start-up).
         Returns (abandoned, recovered)."""
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(JobRun.job_name, JobRun.fire_time).where(JobRun.status.in_((RUNNING, FAILED, GAVE_UP)))
-            ).all()
+        rows = job_runs.fire_times_with_status(self.engine, (RUNNING, FAILED, GAVE_UP))
         return self._settle(rows)
 
     # --- what the scheduler asks ---------------------------------------------------------------------------
 
     def recorded(self, job_name: str, *, since: datetime, until: datetime) -> dict[datetime, str]:
         """fire time -> status of the job's rows with since <= fire time <= until."""
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(JobRun.fire_time, JobRun.status).where(
-                    JobRun.job_name == job_name, JobRun.fire_time >= since, JobRun.fire_time <= until
-                )
-            ).all()
-        return {fire_time: status for fire_time, status in rows}
+        return job_runs.recorded(self.engine, job_name, since=since, until=until)
 
     def due_retries(self, job_name: str, *, now: datetime) -> list[datetime]:
         """Fire times of ``job_name`` whose next attempt is due, oldest first."""
-        with Session(self.engine) as session:
-            return list(
-                session.scalars(
-                    select(JobRun.fire_time)
-                    .where(JobRun.job_name == job_name, JobRun.status == FAILED, JobRun.next_attempt_at <= now)
-                    .order_by(JobRun.fire_time)
-                )
-            )
+        return job_runs.due_retries(self.engine, job_name, now=now)
 
     def give_up_overdue(self, *, now: datetime, grace: timedelta) -> int:
         """Give up fire times whose next attempt was due more than ``grace`` ago (no scheduler ran it in time):
         like a first attempt, a retry never runs later than the catch-up window."""
-        limit = now - grace
-        with self.engine.begin() as conn:
-            return conn.execute(
-                update(JobRun)
-                .where(JobRun.status == FAILED, JobRun.next_attempt_at < limit)
-                .values(
-                    status=GAVE_UP,
-                    next_attempt_at=None,
-                    note=f"gave up: its retry was not run within the catch-up window ({grace.total_seconds():g} s)",
-                )
-            ).rowcount
+        return job_runs.give_up_due_before(
+            self.engine,
+            now - grace,
+            note=f"gave up: its retry was not run within the catch-up window ({grace.total_seconds():g} s)",
+        )
 
     def close(self, job_name: str, fire_times: Iterable[datetime], *, status: str, note: str) -> int:
         """Record fire times that will not run (``missed``, ``skipped``) unless they have a row; how many were new."""
         assert status in (MISSED, SKIPPED)
-        now, inserted = utcnow(), 0
-        with self.engine.begin() as conn:
-            for fire_time in fire_times:
-                inserted += (
-                    _insert_if_absent(
-                        conn,
-                        dict(
-                            job_name=job_name,
-                            fire_time=fire_time,
-                            started_at=now,
-                            finished_at=now,
-                            status=status,
-                            attempts=0,
-                            note=note,
-                        ),
-                    )
-                    is not None
-                )
-        return inserted
-
-
-@dataclass(frozen=True)
-class FireTimeHistory:
-    """A fire time's record and its attempts (oldest first)."""
-
-    run: JobRun
-    attempts: list[JobAttempt]
-
-
-def history(engine: Engine, *, job: str | None = None, limit: int = 50) -> list[JobRun]:
-    """Past fire times, newest first."""
-    query = select(JobRun).order_by(JobRun.fire_time.desc(), JobRun.id.desc()).limit(limit)
-    if job:
-        query = query.where(JobRun.job_name == job)
-    with Session(engine) as session:
-        return list(session.scalars(query))
-
-
-def history_with_attempts(engine: Engine, *, job: str | None = None, limit: int = 50) -> list[FireTimeHistory]:
-    """Past fire times, newest first, each with its attempts."""
-    runs = history(engine, job=job, limit=limit)
-    with Session(engine) as session:
-        attempts = (
-            session.scalars(
-                select(JobAttempt).where(JobAttempt.job_run_id.in_([r.id for r in runs])).order_by(JobAttempt.attempt)
-            ).all()
-            if runs
-            else []
-        )
-    by_run: dict[int, list[JobAttempt]] = {}
-    for attempt in attempts:
-        by_run.setdefault(attempt.job_run_id, []).append(attempt)
-    return [FireTimeHistory(run, by_run.get(run.id, [])) for run in runs]
+        return job_runs.close(self.engine, job_name, fire_times, status=status, note=note, now=utcnow())

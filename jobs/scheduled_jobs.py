@@ -249,16 +249,15 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
 def conversion_analysis_job(ctx: JobContext) -> JobResult:
     """Write the A/B report (JSON + HTML under ``<var_dir>/reports/``) of every succeeded campaign run whose
     conversion window was still open a day ago, from the conversions in ``data_dir``."""
-    from campaigns.contracts import find_table
-    from campaigns.report_campaign import report_run, write_html, write_json
-    from campaigns.report_data import read_conversions, read_products
+    from campaigns.report_campaign import write_html, write_json
     from campaigns.specs import load_campaigns
+    from jobs.report_service import campaign_report, default_report_base, find_report_inputs
 
     settings = ctx.settings
     directory = Path(settings.config_dir) / "campaigns"
     specs = load_campaigns(directory) if directory.is_dir() else {}
-    conversions_path = find_table(Path(settings.data_dir), "conversions")
-    if not specs or conversions_path is None:
+    inputs = find_report_inputs(settings) if specs else None
+    if inputs is None:
         note = (
             "nothing to analyse: no campaign files"
             if not specs
@@ -266,9 +265,6 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
         )
         event(log, note)
         return JobResult(rows_produced=0, note=note)
-    conversions = read_conversions(conversions_path)
-    products_path = find_table(Path(settings.data_dir), "products")
-    products = read_products(products_path) if products_path else None
     written = 0
     for spec in specs.values():
         if not any(arm.is_control for arm in spec.arms) and spec.holdout == 0 and not any(a.holdout for a in spec.arms):
@@ -278,8 +274,8 @@ def conversion_analysis_job(ctx: JobContext) -> JobResult:
             ctx.engine, campaign_ids=[spec.id], scheduled_from=since, scheduled_until=ctx.fire_time
         )
         for _, run_id, _ in runs:
-            result = report_run(ctx.engine, spec, conversions, run_id=run_id, products=products)
-            base = settings.report_base(run_id)
+            result = campaign_report(ctx.engine, spec, inputs, run_id=run_id)
+            base = default_report_base(settings, result)
             write_json(result, base.with_suffix(".json"))
             write_html(result, base.with_suffix(".html"))
             written += 1

@@ -33,7 +33,7 @@ from campaigns.uplift.history import (
 )
 from campaigns.uplift.targeting import UPLIFT_STRATEGY as UPLIFT_STRATEGY
 from campaigns.uplift.targeting import uplift_ranker
-from jobs.model_service import load_models_config, load_segment_rules
+from jobs.model_service import active_model_path, load_models_config, load_segment_rules
 from jobs.settings import Settings
 from recommender.columns import Columns
 from recommender.errors import UserError
@@ -217,15 +217,10 @@ def save_and_register(
 
 
 def load_active_uplift(engine: Engine, name: str = "uplift") -> UpliftModel:
-    from campaigns.db.session import session_scope
-    from campaigns.model_registry import active_version
+    """The registry's active uplift model ``name``, loaded from disk."""
     from campaigns.uplift.models import load_uplift_model
 
-    with session_scope(engine) as session:
-        row = active_version(session, name)
-        path = row.path if row is not None else None
-    if path is None:
-        raise UserError(f"no active uplift model '{name}' in the registry: run `mktg uplift train` first")
+    path = active_model_path(engine, name, what="uplift model", train_command="mktg uplift train")
     return load_uplift_model(path)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -90,21 +89,8 @@ class FeatureSpace:
         scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0).astype(np.float32)
         return sp.csr_matrix(sp.diags(scale) @ matrix, dtype=np.float32)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id_column": self.id_column, "columns": list(self.columns), "has_identity": self.identity is not None}
-
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}_tags": self.tags.save()}
         if self.identity is not None:
             out[f"{prefix}_identity"] = self.identity.save()
         return out
-
-    @classmethod
-    def from_saved(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> FeatureSpace:
-        identity = IdMap.load(arrays[f"{prefix}_identity"], name=meta["id_column"]) if meta["has_identity"] else None
-        return cls(
-            id_column=meta["id_column"],
-            columns=tuple(meta["columns"]),
-            identity=identity,
-            tags=IdMap.load(arrays[f"{prefix}_tags"], name="feature"),
-        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """The one engine of this process for ``url`` (created on first use by :func:`make_engine`, then reused).
+
+    Application code gets its engine here (the CLI from the settings' ``database_url``), so a process holds one
+    connection pool per database however many commands, jobs or requests use it. Tests may call
+    :func:`make_engine` for engines of their own (and dispose them).
+    """
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url)
+        return engine
 
 
 @contextmanager

@@ -33,9 +33,9 @@ class AppContext:
     @cached_property
     def engine(self) -> Engine:
         """The one engine of this process (schema not checked: listings work on an empty database too)."""
-        from campaigns.db.session import make_engine
+        from campaigns.db.session import engine_for
 
-        return make_engine(self.settings.database_url)
+        return engine_for(self.settings.database_url)
 
     def database(self) -> Engine:
         """:attr:`engine` after checking its schema is current (one-line error telling to run `mktg db upgrade`)."""

@@ -15,7 +15,8 @@ from jobs.cli.context import app_context
 from jobs.cli.output import console, print_json
 from jobs.job_catalog import build_jobs, find_job, make_trigger, scan_jobs
 from jobs.logging import configure_logging
-from jobs.runner import Outcome, history, history_with_attempts
+from jobs.repository import history, history_with_attempts
+from jobs.runner import Outcome
 from jobs.settings import SchedulerSettings, parse_model
 from jobs.tables import JobRun
 from recommender.errors import UserError

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from campaigns.contracts import find_table
 from campaigns.specs import DEFAULT_ALPHA
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
+from jobs.report_service import campaign_report, default_report_base, find_report_inputs
 from recommender.errors import UserError
 
 if TYPE_CHECKING:  # the report stack (scipy.stats, matplotlib) is imported when a report is made
@@ -179,7 +179,6 @@ def register(app: typer.Typer) -> None:
         out = err_console if as_json else console  # with --json, stdout holds the JSON document only
         if (campaign is None) == (assignments is None):
             raise ReportOptionError("give either a CAMPAIGN or --assignments FILE (not both)")
-        product_frame = read_products(products) if products else None
         if assignments is not None:
             if run is not None:
                 raise ReportOptionError("--run needs a CAMPAIGN")
@@ -191,12 +190,11 @@ def register(app: typer.Typer) -> None:
                 control_arm=control,
                 traffic_shares=parse_shares(shares) if shares else None,
                 window_days=window_days,
-                products=product_frame,
+                products=read_products(products) if products else None,
                 alpha=alpha,
                 title=title or f"A/B report: {assignments.name}",
             )
             print_json(to_dict(result)) if as_json else print_result(result)
-            name = assignments.stem
             file_writers = {"html": write_html, "json": write_json, "csv": write_csv}
 
             def write(kind: str, path: Path) -> Path:
@@ -211,28 +209,18 @@ def register(app: typer.Typer) -> None:
                 )
             assert campaign is not None  # one of the two, checked above
             spec = find_campaign(settings.config_dir / "campaigns", campaign)
-            if conversions is None:
-                conversions = find_table(Path(settings.data_dir), "conversions")
-                if conversions is None:
-                    raise ReportOptionError(f"no conversions file in {settings.data_dir}: pass --conversions FILE")
-            if product_frame is None and (found := find_table(Path(settings.data_dir), "products")):
-                product_frame = read_products(found)
-            run_result = report_campaign.report_run(
-                context.database(),
-                spec,
-                read_conversions(conversions),
-                run_id=run,
-                products=product_frame,
-                window_days=window_days,
-                alpha=alpha,
-                title=title,
+            inputs = find_report_inputs(settings, conversions=conversions, products=products)
+            if inputs is None:
+                raise ReportOptionError(f"no conversions file in {settings.data_dir}: pass --conversions FILE")
+            run_result = campaign_report(
+                context.database(), spec, inputs, run_id=run, window_days=window_days, alpha=alpha, title=title
             )
             out.print(
                 f"run {run_result.run_id} of campaign {campaign} "
-                f"(fire time {run_result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), conversions from {conversions}"
+                f"(fire time {run_result.scheduled_for:%Y-%m-%dT%H:%M:%SZ}), conversions from {inputs.conversions_path}"
             )
             print_json(report_campaign.to_dict(run_result)) if as_json else print_campaign_result(run_result)
-            name = run_result.run_id if run_result.run_id.startswith(campaign) else f"{campaign}-{run_result.run_id}"
+            default_base = default_report_base(settings, run_result)
             run_writers = {
                 "html": report_campaign.write_html,
                 "json": report_campaign.write_json,
@@ -243,7 +231,7 @@ def register(app: typer.Typer) -> None:
                 return run_writers[kind](run_result, path)
 
         if html is None and json_out is None and csv_out is None:
-            base = settings.report_base(name)
+            base = settings.report_base(assignments.stem) if assignments is not None else default_base
             html, json_out = base.with_suffix(".html"), base.with_suffix(".json")
         for path, kind in ((html, "html"), (json_out, "json"), (csv_out, "csv")):
             if path is not None:

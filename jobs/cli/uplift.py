@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from jobs.cli.context import app_context
+from jobs.cli.context import AppContext, app_context
 from recommender.errors import UserError
+
+if TYPE_CHECKING:
+    import polars as pl
+    from sqlalchemy import Engine
+
+    from jobs.uplift_service import UpliftFit
 
 console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True)
@@ -56,6 +63,34 @@ def _history(
         progress=lambda m: status.update(m),
     )
     return context, engine, table, when
+
+
+def _fit_from_history(
+    ctx: typer.Context,
+    data: Path | None,
+    conversions: Path | None,
+    as_of: datetime | None,
+    campaigns: str | None,
+    kind: str | None,
+    outcome: str,
+    draws: int,
+) -> tuple[AppContext, Engine, pl.DataFrame, datetime, list[UpliftFit]]:
+    """Read the completed runs' history, then fit and evaluate each kind (all three by default) on it."""
+    from campaigns.uplift.models import KINDS
+    from jobs.uplift_service import fit_and_evaluate
+
+    with err_console.status("reading campaign history") as status:
+        context, engine, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
+        fits = fit_and_evaluate(
+            table,
+            kinds=_names(kind) or list(KINDS),
+            data_as_of=when,
+            outcome=outcome,
+            threads=context.settings.threads,
+            draws=draws,
+            progress=lambda m: status.update(m),
+        )
+    return context, engine, table, when, fits
 
 
 def _table(fits, title: str) -> Table:
@@ -115,20 +150,11 @@ def train_cmd(
     activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version active."),
 ) -> None:
     """Learn uplift from completed runs' randomised comparisons, evaluate on held-out customers, save and register."""
-    from campaigns.uplift.models import KINDS
-    from jobs.uplift_service import fit_and_evaluate, save_and_register
+    from jobs.uplift_service import save_and_register
 
-    with err_console.status("reading campaign history") as status:
-        context, engine, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
-        fits = fit_and_evaluate(
-            table,
-            kinds=_names(kind) or list(KINDS),
-            data_as_of=when,
-            outcome=outcome,
-            threads=context.settings.threads,
-            draws=draws,
-            progress=lambda m: status.update(m),
-        )
+    context, engine, table, when, fits = _fit_from_history(
+        ctx, data, conversions, as_of, campaigns, kind, outcome, draws
+    )
     best = max(fits, key=lambda f: f.evaluation.qini.value)
     path = save_and_register(best, context.settings, engine=engine, name=name, outcome=outcome, activate=activate)
     console.print(
@@ -154,20 +180,7 @@ def evaluate_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON."),
 ) -> None:
     """Fit each kind on the training part and print Qini, AUUC and uplift@k on held-out customers; registers nothing."""
-    from campaigns.uplift.models import KINDS
-    from jobs.uplift_service import fit_and_evaluate
-
-    with err_console.status("reading campaign history") as status:
-        context, _, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
-        fits = fit_and_evaluate(
-            table,
-            kinds=_names(kind) or list(KINDS),
-            data_as_of=when,
-            outcome=outcome,
-            threads=context.settings.threads,
-            draws=draws,
-            progress=lambda m: status.update(m),
-        )
+    _, _, table, when, fits = _fit_from_history(ctx, data, conversions, as_of, campaigns, kind, outcome, draws)
     console.print(
         _table(
             fits,

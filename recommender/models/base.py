@@ -312,6 +312,7 @@ def _aligned(frame: pl.DataFrame | None, ids: IdMap, id_col: str) -> pl.DataFram
 
 def model_kinds() -> dict[str, type[RankingModel]]:
     from recommender.models.als import ALSModel
+    from recommender.models.als_blocked import BlockedALSModel
     from recommender.models.bpr import BPRModel
     from recommender.models.ease import EASEModel
     from recommender.models.itemknn import ItemKNNModel
@@ -319,7 +320,16 @@ def model_kinds() -> dict[str, type[RankingModel]]:
     from recommender.models.popularity import PopularityModel
     from recommender.models.propensity import PropensityModel
 
-    kinds = (ALSModel, BPRModel, EASEModel, ItemKNNModel, LightFMModel, PopularityModel, PropensityModel)
+    kinds = (
+        ALSModel,
+        BlockedALSModel,
+        BPRModel,
+        EASEModel,
+        ItemKNNModel,
+        LightFMModel,
+        PopularityModel,
+        PropensityModel,
+    )
     return {cls.kind: cls for cls in kinds}
 
 

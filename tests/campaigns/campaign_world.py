@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from campaigns.campaign_run import ranker_from_frames, run_campaign
 from campaigns.contracts import TABLES, World
 from campaigns.eligibility import load_rule_set
 from campaigns.specs import parse_campaign
@@ -114,4 +115,39 @@ def ranked_all(ids: list[str], offers: list[str], *, segment: str = "mass") -> p
     frame = pl.DataFrame(rows, schema=["customer_id", "segment", "offer_id", "score"], orient="row")
     return frame.with_columns(
         pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.Int32).alias("rank")
+    )
+
+
+IDS = [f"C{i:03d}" for i in range(60)]
+OFFERS = ["CARD", "SAVE", "LOAN"]
+
+
+def base_world(ids=IDS):
+    frames = tables(ids)
+    # C000-C009 are excluded from everything (no consent), C010-C014 are students (no CARD/LOAN)
+    frames["consents"] = frames["consents"].with_columns((pl.col("customer_id") >= pl.lit("C010")).alias("granted"))
+    frames["customers"] = frames["customers"].with_columns(
+        pl.col("customer_id").is_between(pl.lit("C010"), pl.lit("C014")).alias("is_student")
+    )
+    return world(frames)
+
+
+def inputs(ids=IDS):
+    segments = pl.DataFrame({"customer_id": ids, "segment": "mass"})
+    return dict(
+        world=base_world(ids),
+        segments=segments,
+        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
+        rules=default_rules(),
+    )
+
+
+def do_run(engine, tmp_path, campaign=None, at=AS_OF, **extra):
+    return run_campaign(
+        campaign or spec(),
+        engine=engine,
+        export_root=tmp_path / "exports",
+        scheduled_for=at,
+        now=AS_OF,
+        **{**inputs(), **extra},
     )

@@ -278,7 +278,7 @@ def test_rule_file_errors_name_file_rule_and_field(tmp_path):
     bad = tmp_path / "eligibility.toml"
     bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "risk_fresh"\n')
     with pytest.raises(
-        EligibilityConfigError, match=r"eligibility.toml: strict.rules.0: .*needs parameter 'max_age_days'"
+        EligibilityConfigError, match=r"eligibility.toml: strict.rules\[1\]: .*needs parameter 'max_age_days'"
     ):
         load_rule_sets(bad)
     bad.write_text('[strict]\n[[strict.rules]]\nid = "x"\ncheck = "horoscope"\n')

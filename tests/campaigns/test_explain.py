@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_runs import do_run
+from campaign_world import do_run
 
 from campaigns.explain import explain
 from campaigns.run_repository import RunNotFoundError

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
-from campaign_world import AS_OF, default_rules, ranked_all, spec, tables, world
+from campaign_world import AS_OF, OFFERS, default_rules, do_run, inputs, ranked_all, spec, tables, world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -15,29 +15,6 @@ from campaigns import export
 from campaigns.campaign_run import plan_campaign, ranker_from_frames, run_campaign
 from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
 
-IDS = [f"C{i:03d}" for i in range(60)]
-OFFERS = ["CARD", "SAVE", "LOAN"]
-
-
-def base_world(ids=IDS):
-    frames = tables(ids)
-    # C000-C009 are excluded from everything (no consent), C010-C014 are students (no CARD/LOAN)
-    frames["consents"] = frames["consents"].with_columns((pl.col("customer_id") >= pl.lit("C010")).alias("granted"))
-    frames["customers"] = frames["customers"].with_columns(
-        pl.col("customer_id").is_between(pl.lit("C010"), pl.lit("C014")).alias("is_student")
-    )
-    return world(frames)
-
-
-def inputs(ids=IDS):
-    segments = pl.DataFrame({"customer_id": ids, "segment": "mass"})
-    return dict(
-        world=base_world(ids),
-        segments=segments,
-        ranker=ranker_from_frames({"model_a": ranked_all(ids, OFFERS)}),
-        rules=default_rules(),
-    )
-
 
 def counts(engine):
     with engine.connect() as conn:
@@ -45,17 +22,6 @@ def counts(engine):
             t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
             for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory, RunAudience)
         }
-
-
-def do_run(engine, tmp_path, campaign=None, at=AS_OF, **extra):
-    return run_campaign(
-        campaign or spec(),
-        engine=engine,
-        export_root=tmp_path / "exports",
-        scheduled_for=at,
-        now=AS_OF,
-        **{**inputs(), **extra},
-    )
 
 
 def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, tmp_path):

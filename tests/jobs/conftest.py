@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MKTG_SCRIPT = [sys.executable, "-c", "from jobs.cli import main; main()"]  # the console script, in a subprocess
+from process_helpers import ROOT
 
 
 @dataclass(frozen=True)
@@ -19,6 +16,19 @@ class Result:
     code: int
     out: str
     err: str
+
+    # the names of subprocess.CompletedProcess, so a test reads the same either way
+    @property
+    def returncode(self) -> int:
+        return self.code
+
+    @property
+    def stdout(self) -> str:
+        return self.out
+
+    @property
+    def stderr(self) -> str:
+        return self.err
 
 
 @pytest.fixture
@@ -32,24 +42,31 @@ def project(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    """``cli(*args)`` runs ``mktg`` in this process (much faster than a subprocess) -> Result(code, out, err)."""
+def cli(capsys):
+    """``cli(*args)`` runs ``mktg`` in this process (much faster than a subprocess) -> Result(code, out, err).
+
+    As for a subprocess, ``env`` (variables added to this environment) and ``cwd`` apply to this call only, and the
+    root logging handlers and level are restored after it. Tests that need a real process (signals, kill -9, the
+    installed console script, shell completion, several schedulers) run ``process_helpers.MKTG`` instead."""
     from jobs.cli import main
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        for key, value in (env or {}).items():
-            monkeypatch.setenv(key, value)
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
         capsys.readouterr()
         root = logging.getLogger()
         handlers, level = root.handlers[:], root.level
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process, many calls)
-            root.handlers[:] = handlers
-            root.setLevel(level)
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:  # `jobs run` configures logging onto this call's captured stderr: undo it (one process)
+                root.handlers[:] = handlers
+                root.setLevel(level)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import MKTG_SCRIPT, ROOT
+from process_helpers import MKTG, ROOT
 
 EXAMPLES = ("cc_cross_sell", "cc_uplift", "instalment_push", "savings_wealth_email")
 
@@ -157,7 +157,7 @@ def test_help_texts_name_only_campaigns_that_exist():
 
 def _subprocess(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*MKTG_SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, **env}
+        [*MKTG, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, **env}
     )
 
 
@@ -181,7 +181,7 @@ def test_a_narrow_pipe_still_gets_every_value_whole(tmp_path):
     text = (config / "campaigns" / "instalment_push.toml").read_text().replace('"instalment_push"', f'"{long_id}"')
     (config / "campaigns" / f"{long_id}.toml").write_text(text)
     result = subprocess.run(
-        [*MKTG_SCRIPT, "--config", str(config), "campaign", "list"],
+        [*MKTG, "--config", str(config), "campaign", "list"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

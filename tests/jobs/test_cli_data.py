@@ -1,22 +1,19 @@
-"""`mktg data` through the real console script: exit codes and one-line errors."""
+"""`mktg data` through the console entry point: exit codes and one-line errors."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]
-
+import pytest
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
-def mktg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MKTG_CONFIG_DIR": str(CONFIG)}  # validation reads events.toml; cwd has no ./config
-    return subprocess.run([*MKTG, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env)
+@pytest.fixture
+def mktg(cli):
+    """``mktg(*args, cwd=...)``: the CLI in this process; validation reads events.toml and cwd has no ./config."""
+    return lambda *args, cwd: cli(*args, cwd=cwd, env={"MKTG_CONFIG_DIR": str(CONFIG)})
 
 
-def test_generate_then_validate(tmp_path):
+def test_generate_then_validate(tmp_path, mktg):
     out = tmp_path / "w"
     gen = mktg("data", "generate", "--out", str(out), "--customers", "800", "--format", "csv", cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr
@@ -26,7 +23,7 @@ def test_generate_then_validate(tmp_path):
     assert "customers" in ok.stdout and "800" in ok.stdout
 
 
-def test_validate_failure_is_one_line_and_exit_2(tmp_path):
+def test_validate_failure_is_one_line_and_exit_2(tmp_path, mktg):
     out = tmp_path / "w"
     assert (
         mktg("data", "generate", "--out", str(out), "--customers", "300", "--format", "csv", cwd=tmp_path).returncode
@@ -41,6 +38,6 @@ def test_validate_failure_is_one_line_and_exit_2(tmp_path):
     assert "table 'products', column 'product_id'" in bad.stderr and "duplicate key" in bad.stderr
 
 
-def test_bad_config_dir_is_one_line(tmp_path):
+def test_bad_config_dir_is_one_line(tmp_path, mktg):
     res = mktg("--config", str(tmp_path / "nope"), "data", "validate", str(tmp_path), cwd=tmp_path)
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr

@@ -1,8 +1,6 @@
 """`mktg data validate` fails closed (issue 10): unreadable tables are errors, rule inputs the data lacks are warned."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -11,16 +9,13 @@ import pytest
 from campaigns.demo.synthetic import generate_world
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
-MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]
 
 
-def validate(directory: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*MKTG, "--config", str(CONFIG), "data", "validate", str(directory), *extra],
-        capture_output=True,
-        text=True,
-        cwd=directory,
-        timeout=120,
+@pytest.fixture
+def validate(cli):
+    """``validate(directory, *extra)``: `mktg data validate` in this process, run in ``directory``."""
+    return lambda directory, *extra: cli(
+        "--config", str(CONFIG), "data", "validate", str(directory), *extra, cwd=directory
     )
 
 
@@ -31,7 +26,7 @@ def world_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_a_rule_column_the_data_lacks_is_named_with_its_rule_and_campaigns(world_dir, tmp_path):
+def test_a_rule_column_the_data_lacks_is_named_with_its_rule_and_campaigns(world_dir, tmp_path, validate):
     # finding: a risk table without kyc_ok excluded everyone and `mktg data validate` said nothing
     for f in world_dir.iterdir():
         (tmp_path / f.name).symlink_to(f)
@@ -50,7 +45,7 @@ def test_a_rule_column_the_data_lacks_is_named_with_its_rule_and_campaigns(world
     ]
 
 
-def test_an_unreadable_suppression_file_fails_validation(world_dir, tmp_path):
+def test_an_unreadable_suppression_file_fails_validation(world_dir, tmp_path, validate):
     # finding: a broken suppression link was "no suppressions" and validate said "all tables valid"
     for f in world_dir.iterdir():
         if f.name != "suppression.csv":
@@ -61,7 +56,7 @@ def test_an_unreadable_suppression_file_fails_validation(world_dir, tmp_path):
     assert "table 'suppression'" in res.stderr and "cannot be read" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_an_unterminated_quote_is_one_short_line(world_dir, tmp_path):
+def test_an_unterminated_quote_is_one_short_line(world_dir, tmp_path, validate):
     # finding: 9,001 lines of customer rows went to stderr (and into the job history)
     for f in world_dir.iterdir():
         if f.name != "customers.csv":

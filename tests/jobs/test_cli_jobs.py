@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from probe_jobs import metadata, probe_rows
+from process_helpers import ROOT, write_config
 from sqlalchemy import func, select
-from test_scheduler import MKTG, ROOT, env, write_config
 
 from campaigns.db.session import make_engine, upgrade
 
 
-def mktg(config, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*MKTG, "--config", str(config), *args],
-        cwd=config,
-        capture_output=True,
-        text=True,
-        env=env(**extra_env),
-        timeout=120,
-    )
+@pytest.fixture
+def mktg(cli):
+    """``mktg(config, *args, **env)``: the CLI in this process, in and on the config directory."""
+    return lambda config, *args, **extra_env: cli("--config", str(config), *args, cwd=config, env=extra_env)
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def config(tmp_path):
     )
 
 
-def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config):
+def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config, mktg):
     text = (config / "settings.toml").read_text().replace("[scheduler]\n", '[scheduler]\ntimezone = "Europe/Madrid"\n')
     (config / "settings.toml").write_text(text)
     before = datetime.now(UTC)
@@ -62,7 +56,7 @@ def test_list_shows_next_fire_times_in_the_scheduler_time_zone(config):
     assert jobs["probe"]["last_status"] is None
 
 
-def test_run_failure_retry_and_history(config):
+def test_run_failure_retry_and_history(config, mktg):
     at = "2025-03-01T06:00:00"
     failed = mktg(config, "jobs", "run", "probe", "--at", at, PROBE_FAIL="1")
     assert failed.returncode == 1 and "failed: RuntimeError: probe failure" in failed.stdout
@@ -101,7 +95,7 @@ def test_run_failure_retry_and_history(config):
     assert "RuntimeError: probe" in table.stdout  # the failed attempt's own error, on its line
 
 
-def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
+def test_a_job_with_nothing_to_do_says_so_in_its_record(config, mktg):
     """The conversion analysis without a conversions file succeeds with a note, shown by run and history."""
     shutil.copytree(ROOT / "config" / "campaigns", config / "campaigns")
     text = (
@@ -127,7 +121,7 @@ def test_a_job_with_nothing_to_do_says_so_in_its_record(config):
         (("scheduler", "start", "--instance", "Bad Name"), "--instance: instance"),
     ],
 )
-def test_user_errors_are_one_line_with_exit_2(config, args, message):
+def test_user_errors_are_one_line_with_exit_2(config, mktg, args, message):
     result = mktg(config, *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -20,24 +18,26 @@ def world(tmp_path_factory):
     return path
 
 
-def mktg(tmp_path, *args):
-    env = {
-        "MKTG_VAR_DIR": str(tmp_path / "var"),
-        "MKTG_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'm.db'}",
-        "MKTG_THREADS": "1",
-        "PATH": "/usr/bin:/bin",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from jobs.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+@pytest.fixture
+def mktg(cli, monkeypatch):
+    """``mktg(tmp_path, *args)``: the CLI in this process on a database and var/ under ``tmp_path``, with none of
+    this environment's MKTG_* settings."""
+    for name in ("MKTG_CONFIG_DIR", "MKTG_DATA_DIR", "MKTG_DATABASE_URL", "MKTG_VAR_DIR", "MKTG_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(tmp_path, *args):
+        env = {
+            "MKTG_VAR_DIR": str(tmp_path / "var"),
+            "MKTG_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'm.db'}",
+            "MKTG_THREADS": "1",
+            "COLUMNS": "200",
+        }
+        return cli(*args, env=env)
+
+    return run
 
 
-def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_active_model(world, tmp_path):
+def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_active_model(world, tmp_path, mktg):
     refused = mktg(tmp_path, "train", "--data", str(world), "--models", FAST_MODELS)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "has no mktg schema: run `mktg db upgrade`" in refused.stderr
@@ -53,7 +53,7 @@ def test_train_needs_a_migrated_database_then_registers_and_recommend_uses_activ
     assert "als-" in rec.stdout and rec.stdout.count("C00000005") == 3
 
 
-def test_recommend_errors_are_one_line(world, tmp_path):
+def test_recommend_errors_are_one_line(world, tmp_path, mktg):
     assert mktg(tmp_path, "db", "upgrade").returncode == 0
     none = mktg(tmp_path, "recommend", "--data", str(world), "--customer", "C00000005", "--model", "als")
     assert none.returncode == 2 and "run `mktg train` first" in none.stderr and "Traceback" not in none.stderr
@@ -62,7 +62,7 @@ def test_recommend_errors_are_one_line(world, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "NOPE" in bad.stderr
 
 
-def test_evaluate_prints_table_and_writes_json(world, tmp_path):
+def test_evaluate_prints_table_and_writes_json(world, tmp_path, mktg):
     target = tmp_path / "eval.json"
     out = mktg(
         tmp_path, "evaluate", "--data", str(world), "--models", FAST_MODELS, "--k", "5", "--json-file", str(target)
@@ -80,13 +80,13 @@ def test_evaluate_prints_table_and_writes_json(world, tmp_path):
     assert "popularity" in out.stdout
 
 
-def test_unknown_model_name_is_a_config_error(world, tmp_path):
+def test_unknown_model_name_is_a_config_error(world, tmp_path, mktg):
     assert mktg(tmp_path, "db", "upgrade").returncode == 0
     out = mktg(tmp_path, "train", "--data", str(world), "--models", "nonsense")
     assert out.returncode == 2 and "unknown model 'nonsense'" in out.stderr
 
 
-def test_evaluate_warns_when_k_covers_every_candidate(world, tmp_path):
+def test_evaluate_warns_when_k_covers_every_candidate(world, tmp_path, mktg):
     """With k at least each test customer's number of candidate offers, every model returns all of them and
     precision/recall are equal for all models: the command says so instead of printing equal figures silently."""
     wide = mktg(tmp_path, "evaluate", "--data", str(world), "--models", "popularity", "--k", "100", "--json")

@@ -14,10 +14,10 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
-from conftest import ROOT
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from process_helpers import ROOT
 
 from campaigns.contracts import load_world
 from campaigns.demo.synthetic import generate_world

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -33,37 +34,26 @@ CONTROL = "No E-Mail"
 DECIMALS = 4
 
 
-def mktg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real console script in a subprocess (exit codes, stderr)."""
-    import os
-
+def console_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The real console script in a subprocess (exit codes, stderr of a fresh interpreter)."""
     return subprocess.run(
-        [*MKTG, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=180,
-        env={**os.environ, "COLUMNS": "160", **(env or {})},
+        [*MKTG, *args], capture_output=True, text=True, cwd=cwd, timeout=180, env={**os.environ, "COLUMNS": "160"}
     )
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """``main()`` in this process (much faster than a subprocess): returns (exit code, stdout, stderr)."""
-    from jobs.cli import main
+def mktg(cli):
+    """``mktg(*args, cwd=...)``: the CLI in this process -> Result (returncode, stdout, stderr)."""
+    return lambda *args, cwd, env=None: cli(*args, cwd=cwd, env={"COLUMNS": "160", **(env or {})})
+
+
+@pytest.fixture
+def run_cli(cli):
+    """``run_cli(*args, cwd=...)``: the CLI in this process -> (exit code, stdout, stderr)."""
 
     def run(*args: str, cwd: Path, env: dict | None = None) -> tuple[int, str, str]:
-        monkeypatch.chdir(cwd)
-        for key, value in (env or {}).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(sys, "argv", ["mktg", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        result = cli(*args, cwd=cwd, env=env)
+        return result.code, result.out, result.err
 
     return run
 
@@ -90,7 +80,7 @@ def hillstrom(tmp_path_factory):
 
 
 @pytest.mark.parametrize("outcome,file", [("conversion", "conversions"), ("visit", "visits")])
-def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file):
+def test_hillstrom_end_to_end_matches_statsmodels(hillstrom, outcome, file, mktg):
     out, paths, raw = hillstrom
     result = mktg(
         "report",
@@ -209,7 +199,7 @@ def test_file_form_errors_are_one_line(tmp_path, run_cli):
 
 
 def test_one_line_error_from_the_real_console_script(tmp_path):
-    result = mktg(
+    result = console_script(
         "report",
         "--assignments",
         str(tmp_path / "missing.csv"),

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 
 import polars as pl
-from test_scheduler_campaign import make_config
+from process_helpers import make_config
 
 from campaigns.contracts import load_world
 from campaigns.db.session import make_engine, upgrade

@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from process_helpers import ROOT
 
 from campaigns.eligibility import load_rule_sets
 from campaigns.specs import scan_campaigns
@@ -132,7 +132,11 @@ def test_installed_package_init_and_demo_in_an_empty_directory(tmp_path):
     venv = _fresh_install(tmp_path)
     project = tmp_path / "project"
     project.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MKTG_") or k.startswith("MKTG_TEST_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()  # no MKTG_* settings, no source tree on PYTHONPATH
+        if (not k.startswith("MKTG_") or k.startswith("MKTG_TEST_")) and k != "PYTHONPATH"
+    }
 
     def mktg(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(

@@ -7,7 +7,7 @@ import logging
 import shutil
 
 import pytest
-from conftest import ROOT
+from process_helpers import ROOT
 
 from jobs.job_catalog import build_jobs, find_job, scan_jobs
 from jobs.settings import ConfigError, load_settings

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from process_helpers import ROOT
 
 from campaigns import run_repository
 from campaigns.contracts import load_world

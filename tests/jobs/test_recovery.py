@@ -16,9 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from process_helpers import SchedulerProcess, campaign_world, env, write_config
 from sqlalchemy import func, inspect, select
-from test_scheduler import MKTG, SchedulerProcess, env, write_config
-from test_scheduler_campaign import campaign_world
 
 from campaigns.db.models import CampaignRun, TargetListRow
 from campaigns.db.session import SchemaError, current_revision, head_revision, make_engine, session_scope, upgrade
@@ -32,10 +31,10 @@ FIRE = datetime(2026, 11, 2, 9, 0, 0)
 JOB = "campaign:every3s"
 
 
-def mktg(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*MKTG, "--config", str(config), *args], cwd=config, capture_output=True, text=True, env=env(), timeout=120
-    )
+@pytest.fixture
+def mktg(cli):
+    """``mktg(config, *args)``: the CLI in this process, in and on the config directory."""
+    return lambda config, *args: cli("--config", str(config), *args, cwd=config)
 
 
 def _job_run(engine) -> JobRun:
@@ -62,7 +61,8 @@ runner.run({JOB!r}, datetime.fromisoformat({FIRE.isoformat()!r}), campaign_then_
 """
 
 
-def test_kill_between_the_campaign_commit_and_the_job_commit_is_reconciled_at_start_up(db_engine, tmp_path):
+@pytest.mark.slow  # a process killed with SIGKILL, then a scheduler process
+def test_kill_between_the_campaign_commit_and_the_job_commit_is_reconciled_at_start_up(db_engine, tmp_path, mktg):
     config = campaign_world(tmp_path, db_engine, customers=300)
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_CAMPAIGN_COMMIT, str(config)],
@@ -98,7 +98,7 @@ def test_kill_between_the_campaign_commit_and_the_job_commit_is_reconciled_at_st
         assert s.scalar(select(func.count()).select_from(TargetListRow)) == campaign_run.row_count
 
 
-def test_campaign_run_by_hand_is_a_manual_attempt_in_jobs_history_with_its_note(db_engine, tmp_path):
+def test_campaign_run_by_hand_is_a_manual_attempt_in_jobs_history_with_its_note(db_engine, tmp_path, mktg):
     config = campaign_world(tmp_path, db_engine, customers=300)
     first = mktg(config, "campaign", "run", "every3s", "--at", FIRE.isoformat())
     assert first.returncode == 0 and "every3s ran: run every3s-20261102T090000" in first.stdout, first.stderr
@@ -141,7 +141,7 @@ def test_stale_staging_directories_are_removed_at_start_up_unless_a_live_process
     assert live.exists() and foreign.exists() and published.exists()
 
 
-def test_scheduler_and_manual_runs_refuse_an_old_schema_and_migrate_nothing(tmp_path):
+def test_scheduler_and_manual_runs_refuse_an_old_schema_and_migrate_nothing(tmp_path, mktg):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)
     upgrade(engine, "0002")  # one revision behind this version of mktg

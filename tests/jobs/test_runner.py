@@ -13,7 +13,8 @@ from sqlalchemy import func, select, update
 
 from campaigns.db.models import CampaignRun, ModelVersion
 from campaigns.db.session import session_scope
-from jobs.runner import ABANDONED_ERROR, JobResult, JobRunner, Outcome, RetryPolicy, history_with_attempts, lock_key
+from jobs.repository import history_with_attempts
+from jobs.runner import ABANDONED_ERROR, JobResult, JobRunner, Outcome, RetryPolicy, lock_key
 from jobs.scheduled_jobs import Candidate, keep_previous, model_refresh_job, recover_committed
 from jobs.settings import Settings
 from jobs.tables import JobAttempt, JobRun

@@ -6,19 +6,15 @@ changed schedules. Every wait is on a condition with a deadline, never a fixed s
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 from probe_jobs import metadata, probe_rows, write_probe_row
-from sqlalchemy import func, select, text
+from process_helpers import SchedulerProcess, database_url, wait_until, write_config
+from sqlalchemy import func, select
 
 from campaigns.db.session import session_scope
 from jobs.catch_up import Schedule, register_schedules
@@ -27,81 +23,11 @@ from jobs.scheduler import SWEEP_JOB, build_scheduler, make_runner, prepare
 from jobs.settings import Settings
 from jobs.tables import JobRun, JobSchedule
 
-TESTS_JOBS = Path(__file__).resolve().parent
-ROOT = TESTS_JOBS.parents[1]
-MKTG = [sys.executable, "-c", "from jobs.cli import main; main()"]
-
-
-def database_url(engine) -> str:
-    """A URL a subprocess can use for the fixture's database (PostgreSQL: its schema via search_path)."""
-    url = engine.url.render_as_string(hide_password=False)
-    if engine.url.get_backend_name() == "postgresql":
-        with engine.connect() as conn:
-            schema = conn.execute(text("select current_schema()")).scalar_one()
-        url += f"?options=-csearch_path%3D{schema}"
-    return url
-
-
-def write_config(
-    directory: Path, url: str, *, schedule: str = "*/2 * * * * *", grace: int = 30, extra: str = "", scheduler: str = ""
-) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "settings.toml").write_text(
-        f'database_url = "{url}"\nvar_dir = "{directory / "var"}"\n'
-        f'[scheduler]\nmisfire_grace_seconds = {grace}\nmodel_refresh = ""\nconversion_analysis = ""\n'
-        f"sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}"
-        f'[scheduler.extra_jobs.probe]\nfunc = "probe_jobs:write_probe_row"\nschedule = "{schedule}"\n'
-        f"kwargs = {{ sleep = 0.3 }}\n{extra}"
-    )
-    return directory
-
-
-def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_JOBS), str(ROOT)]), **extra}
-
-
-class SchedulerProcess:
-    def __init__(self, config: Path, instance: str, log: Path, **extra_env: str) -> None:
-        self.log = log
-        self.handle = log.open("w")
-        self.proc = subprocess.Popen(
-            [*MKTG, "--config", str(config), "scheduler", "start", "--instance", instance],
-            cwd=config,
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            env=env(**extra_env),
-        )
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_for(self, needle: str, timeout: float = 60) -> None:
-        wait_until(lambda: needle in self.text(), timeout=timeout, alive=self, what=f"log line {needle!r}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=120)  # a clean stop waits for running jobs; generous under load
-        self.handle.close()
-        return code
-
 
 @pytest.fixture
 def engine(db_engine):
     metadata.create_all(db_engine)
     return db_engine
-
-
-def wait_until(condition, *, timeout: float = 60, alive: SchedulerProcess | None = None, what: str = "condition"):
-    """Poll ``condition`` until it is true (returning its value), failing after ``timeout`` seconds or as soon as
-    the ``alive`` process exits."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if alive is not None:
-            assert alive.proc.poll() is None, f"scheduler exited early:\n{alive.text()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (f":\n{alive.text()}" if alive else "")
-        time.sleep(0.1)
-    return value
 
 
 def _runs(engine, job: str = "probe") -> list[JobRun]:
@@ -115,6 +41,7 @@ def _probe_counts(engine) -> dict[datetime, int]:
     return {fire_time: n for fire_time, n in rows}
 
 
+@pytest.mark.slow  # scheduler processes
 def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_path):
     config = write_config(tmp_path / "cfg", database_url(engine))
     a = SchedulerProcess(config, "a", tmp_path / "a.log")
@@ -145,7 +72,8 @@ def test_two_scheduler_processes_run_each_fire_time_exactly_once(engine, tmp_pat
     assert "scheduler stopped" in a.text() and "scheduler stopped" in b.text()
 
 
-def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine, tmp_path):
+@pytest.mark.slow  # scheduler processes
+def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine, tmp_path, cli):
     config = write_config(tmp_path / "cfg", database_url(engine), schedule="*/2 * * * * *")
     marker = tmp_path / "started.txt"
     proc = SchedulerProcess(config, "a", tmp_path / "a.log", PROBE_SLEEP="600", PROBE_MARKER=str(marker))
@@ -157,14 +85,7 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert run.status == "running"  # nobody could record anything: the process is gone
 
-    history = subprocess.run(
-        [*MKTG, "--config", str(config), "jobs", "history", "--json"],
-        cwd=config,
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=60,
-    )
+    history = cli("--config", str(config), "jobs", "history", "--json", cwd=config)
     assert history.returncode == 0, history.stderr
     listed = {(r["job"], r["fire_time"].removesuffix("Z")): r for r in json.loads(history.stdout)}  # shown as UTC "Z"
     killed = listed[("probe", fire_time)]
@@ -172,14 +93,7 @@ def test_killed_run_is_recorded_abandoned_and_completed_once_by_jobs_run(engine,
     assert [(a["attempt"], a["status"], a["trigger"]) for a in killed["attempts"]] == [(1, "abandoned", "scheduler")]
 
     for expected in ("succeeded", "already succeeded"):
-        rerun = subprocess.run(
-            [*MKTG, "--config", str(config), "jobs", "run", "probe", "--at", fire_time],
-            cwd=config,
-            capture_output=True,
-            text=True,
-            env=env(),
-            timeout=60,
-        )
+        rerun = cli("--config", str(config), "jobs", "run", "probe", "--at", fire_time, cwd=config)
         assert rerun.returncode == 0 and expected in rerun.stdout, rerun.stdout + rerun.stderr
     [run] = [r for r in _runs(engine) if r.fire_time.isoformat() == fire_time]
     assert (run.status, run.error, run.rows_produced, run.attempts) == ("succeeded", None, 1, 2)

@@ -3,56 +3,17 @@ flow) every 3 seconds against one database: exactly one campaign run and one tar
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+import pytest
+from process_helpers import SchedulerProcess, campaign_world, wait_until
 from sqlalchemy import func, select
-from test_scheduler import SchedulerProcess, database_url, wait_until
 
-from campaigns.contracts import load_world
 from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
 from campaigns.db.session import session_scope
-from campaigns.demo.synthetic import generate_world
-from jobs.demo import world_as_of
-from jobs.model_service import save_and_register, train_models
-from jobs.settings import load_events, load_settings
 from jobs.tables import JobRun
 
-ROOT = Path(__file__).resolve().parents[2]
-
-CAMPAIGN = """
-id = "every3s"
-name = "Deposits every three seconds (test)"
-families = ["deposit", "wealth"]
-channel = "email"
-max_audience = 200
-salt = "test"
-schedule = "*/3 * * * * *"
-conversion_window_days = 14
-eligibility = "default"
-contact_cap = { max_contacts = 1000, window_days = 1 }  # a run every 3 s must not cap everyone (control included)
-
-[[arms]]
-name = "control"
-share = 0.2
-
-[[arms]]
-name = "popularity"
-share = 0.8
-"""
-
-
-def make_config(tmp_path: Path, url: str, *, scheduler: str = "") -> Path:
-    config = tmp_path / "cfg"
-    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("campaigns", "settings.toml"))
-    (config / "campaigns").mkdir()
-    (config / "campaigns" / "every3s.toml").write_text(CAMPAIGN)
-    (config / "settings.toml").write_text(
-        f'database_url = "{url}"\ndata_dir = "{tmp_path / "world"}"\nvar_dir = "{tmp_path / "var"}"\nthreads = 1\n'
-        '[scheduler]\nmisfire_grace_seconds = 30\nmodel_refresh = ""\nconversion_analysis = ""\n'
-        f"sweep_seconds = 1\nretry_backoff_seconds = 1\n{scheduler}"
-    )
-    return config
+pytestmark = pytest.mark.slow  # two scheduler processes firing every 3 seconds
 
 
 def _succeeded(engine) -> int:
@@ -62,22 +23,6 @@ def _succeeded(engine) -> int:
             .select_from(JobRun)
             .where(JobRun.job_name == "campaign:every3s", JobRun.status == "succeeded")
         )
-
-
-def campaign_world(tmp_path: Path, engine, *, customers: int = 600, seed: int = 5, scheduler: str = "") -> Path:
-    """A generated world, a config with the every-3-seconds campaign on ``engine``'s database, and its popularity
-    model trained and registered; returns the config directory."""
-    generate_world(tmp_path / "world", customers=customers, seed=seed)
-    config = make_config(tmp_path, database_url(engine), scheduler=scheduler)
-    settings = load_settings(config, environ={})
-    events = load_events(settings)
-    world = load_world(settings.data_dir, event_types=events.event_types)
-    save_and_register(
-        train_models(world, settings, events, as_of=world_as_of(settings.data_dir), names=["popularity"]),
-        settings,
-        engine=engine,
-    )
-    return config
 
 
 def test_two_schedulers_run_a_real_campaign_once_per_fire_time(db_engine, tmp_path):

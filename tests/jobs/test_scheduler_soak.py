@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 from probe_jobs import metadata, probe_rows
+from process_helpers import SchedulerProcess, campaign_world, wait_until
 from sqlalchemy import func, select
-from test_scheduler import SchedulerProcess, wait_until
-from test_scheduler_campaign import campaign_world
 
 from campaigns.db.models import CampaignRun, ContactHistory, TargetListRow
 from campaigns.db.session import session_scope

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from checkerboard import N_OFFERS, _offer, checkerboard
 
 from recommender.columns import Columns
 from recommender.interactions import InteractionMatrix
 from recommender.models import build_model
 from recommender.models.champion import SegmentChampion
 from recommender.ranking import rank_within_segments
-from tests.recommender.test_model_contract import N_OFFERS, _offer, checkerboard
 
 
 def test_each_segment_is_ranked_by_its_champion_and_unknown_segments_by_the_overall_one():

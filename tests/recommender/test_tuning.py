@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from checkerboard import N_OFFERS, _offer, checkerboard
 
 from recommender.columns import Columns
 from recommender.errors import UserError
 from recommender.interactions import InteractionMatrix
 from recommender.tuning import Param, ValidationTask, parse_space, search, segment_champions
-from tests.recommender.test_model_contract import N_OFFERS, _offer, checkerboard
 
 
 @pytest.fixture(scope="module")
