@@ -2,7 +2,7 @@
 a large target list for a fixed time, then stop by themselves. Prints errors, page latency percentiles and the
 server's peak resident memory.
 
-The world is a generated bank with a real campaign run (tests/jobs/test_scheduler_campaign.py's set-up); its
+The world is a generated bank with a real campaign run (tests/jobs/process_helpers.py's set-up); its
 published ``targets.csv`` is then grown to ``--rows`` rows by repeating its rows (the serving path only streams
 the file, so what the rows say does not matter to the figures; the manifest's byte count is updated to match).
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "jobs"))
 
-from test_scheduler_campaign import campaign_world  # noqa: E402
+from process_helpers import campaign_world  # noqa: E402
 
 from campaigns.db.session import make_engine, upgrade  # noqa: E402
 from jobs.demo import world_as_of  # noqa: E402

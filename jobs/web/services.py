@@ -496,7 +496,7 @@ def activate_model(engine: Engine, version: str) -> str:
 
 
 def job_history(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
-    from jobs.runner import history_with_attempts
+    from jobs.repository import history_with_attempts
 
     return [
         {

@@ -56,10 +56,11 @@ def test_migrated_schema_matches_the_models_of_both_packages(db_engine):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    import jobs.tables  # noqa: F401 - registers the jobs tables
+    import jobs.tables
+    import jobs.web.models  # noqa: F401 - registers the web console's tables (users, tokens, audit log, pauses)
     from campaigns.db.models import Base
 
-    assert {"job_runs", "job_attempts", "job_schedules", "campaign_runs", "target_list_rows"} <= set(
+    assert {"job_runs", "job_attempts", "job_schedules", "campaign_runs", "target_list_rows", "users"} <= set(
         Base.metadata.tables
     )
     with db_engine.connect() as conn:

@@ -1,5 +1,5 @@
 """Web test fixtures: an app over a project copy of config/ with one user (and API token) per role; the world
-with a registered model and a campaign comes from tests/jobs/test_scheduler_campaign.py."""
+with a registered model and a campaign comes from tests/jobs/process_helpers.py."""
 
 from __future__ import annotations
 

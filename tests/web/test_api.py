@@ -8,8 +8,8 @@ import logging
 from datetime import timedelta
 
 import polars as pl
+from process_helpers import campaign_world
 from sqlalchemy import func, select
-from test_scheduler_campaign import campaign_world
 from web_helpers import make_web
 
 from campaigns.db.models import CampaignRun

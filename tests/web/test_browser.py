@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_scheduler_campaign import campaign_world
+from process_helpers import campaign_world
 from web_helpers import PASSWORD, ROOT
 
 from jobs.demo import world_as_of
