@@ -242,3 +242,30 @@ def run_for_report(
         pl.DataFrame([tuple(r) for r in targets], schema=TARGET_SCHEMA, orient="row"),
         pl.DataFrame([tuple(r) for r in audience], schema=AUDIENCE_SCHEMA, orient="row"),
     )
+
+
+def customer_segment(engine: Engine, customer_id: str) -> str | None:
+    """The customer's segment in the latest run audience that holds them (None when no run saw them)."""
+    query = (
+        select(RunAudience.segment)
+        .join(CampaignRun, CampaignRun.run_id == RunAudience.run_id)
+        .where(RunAudience.customer_id == customer_id)
+        .order_by(CampaignRun.scheduled_for.desc(), RunAudience.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        segment: str | None = conn.execute(query).scalar()
+    return segment
+
+
+def customer_contacts(engine: Engine, customer_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """The customer's contact history, newest first: campaign, run, offer, channel, when, contacted or not."""
+    ch = table_of(ContactHistory)
+    query = (
+        select(ch.c.campaign_id, ch.c.run_id, ch.c.offer_id, ch.c.channel, ch.c.contacted_at, ch.c.contacted)
+        .where(ch.c.customer_id == customer_id)
+        .order_by(ch.c.contacted_at.desc(), ch.c.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -18,7 +18,6 @@ from sqlalchemy import Engine, delete, desc, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns import run_repository
-from campaigns.db.models import ContactHistory, RunAudience
 from campaigns.db.session import session_scope
 from jobs import campaign_service
 from jobs.settings import Settings, load_events
@@ -438,29 +437,8 @@ def customer(settings: Settings, engine: Engine, customer_id: str) -> dict[str, 
         if run_repository.latest_run(engine, spec.id) is None:
             continue
         campaigns_seen.append(explain(settings, engine, spec.id, customer_id))
-    with session_scope(engine) as s:
-        segment = s.scalar(
-            select(RunAudience.segment)
-            .where(RunAudience.customer_id == customer_id)
-            .order_by(desc(RunAudience.id))
-            .limit(1)
-        )
-        contacts = [
-            {
-                "campaign_id": c.campaign_id,
-                "run_id": c.run_id,
-                "offer_id": c.offer_id,
-                "channel": c.channel,
-                "contacted_at": c.contacted_at,
-                "contacted": c.contacted,
-            }
-            for c in s.scalars(
-                select(ContactHistory)
-                .where(ContactHistory.customer_id == customer_id)
-                .order_by(desc(ContactHistory.contacted_at))
-                .limit(200)
-            )
-        ]
+    segment = run_repository.customer_segment(engine, customer_id)
+    contacts = run_repository.customer_contacts(engine, customer_id)
     if segment is None:
         segment = next((row["segment"] for c in campaigns_seen for row in c["rows"]), None)
     return {"customer_id": customer_id, "segment": segment, "campaigns": campaigns_seen, "contacts": contacts}

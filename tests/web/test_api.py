@@ -99,7 +99,9 @@ def test_run_download_explain_and_pages_on_a_real_campaign(db_engine, tmp_path, 
     assert f"{manifest['rows_contacted']} to contact" in page and "targets.csv" in page
     assert "TARGETED" in client.get(f"/runs/{run['run_id']}/explain?customer_id={contacted}", headers=crm).text
     lookup = client.get(f"/customers?customer_id={contacted}", headers=crm).text
-    assert "Segment: <strong>" in lookup and run["run_id"] in lookup
+    segment = targets.filter(pl.col("customer_id") == contacted)["segment"][0]
+    assert f"Segment: <strong>{segment}</strong>" in lookup and run["run_id"] in lookup
+    assert lookup.count("<td>yes</td>") == targets.filter(pl.col("customer_id") == contacted).height  # contacts
     preview = client.get(f"/campaigns/every3s/preview?at={fire_text}", headers=ops)
     assert preview.status_code == 200 and "Eligibility funnel" in preview.text
     assert "popularity" in client.get("/models", headers=crm).text
