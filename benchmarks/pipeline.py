@@ -132,8 +132,9 @@ def bench_config(work: Path, *, campaign: str, customers: int, audience_share: f
         als = tomllib.load(fh)["models"]["als"]
     start = models.index("[models.als]")
     end = models.index("\n[", start + 1)
+    settings = {k: v for k, v in als.items() if not isinstance(v, dict)}  # [models.als.search] stays its own table
     body = "\n".join(
-        f"{k} = {json.dumps(v)}" for k, v in {**als, "factors": ALS_FACTORS, "iterations": ALS_ITERATIONS}.items()
+        f"{k} = {json.dumps(v)}" for k, v in {**settings, "factors": ALS_FACTORS, "iterations": ALS_ITERATIONS}.items()
     )
     (config / "models.toml").write_text(models[:start] + "[models.als]\n" + body + "\n" + models[end:])
 

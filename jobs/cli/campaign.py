@@ -19,6 +19,7 @@ from campaigns.times import iso_utc, now_utc, parse_time
 from jobs import campaign_service
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, frame_records, print_json, table
+from jobs.cli.progress import reporting
 from jobs.settings import CONFIG_DIR_ENV, CONFIG_DIR_NAME
 from recommender.errors import UserError
 
@@ -222,7 +223,8 @@ def preview_cmd(
     context = app_context(ctx)
     settings = context.settings
     when = parse_at(at)
-    with err_console.status(f"planning {campaign_id} as of {iso_utc(when)}"):
+    with reporting("mktg campaign preview") as progress:
+        progress.stage(f"planning {campaign_id} as of {iso_utc(when)}")
         plan = campaign_service.preview(
             settings,
             context.events,
@@ -284,7 +286,8 @@ def run_cmd(
     engine = context.database()
     when = parse_at(at)
     job_name = CAMPAIGN_JOB_PREFIX + campaign_id
-    with console.status(f"running {campaign_id} for {iso_utc(when)}"):
+    with reporting("mktg campaign run") as progress:
+        progress.stage(f"running {campaign_id} for {iso_utc(when)}")
         report = make_runner(engine, settings).run(
             job_name,
             when,

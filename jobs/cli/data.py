@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from campaigns.contracts import World, load_world
@@ -15,29 +14,16 @@ from campaigns.eligibility import data_warnings, load_rule_sets
 from campaigns.specs import load_campaigns
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
+from jobs.cli.progress import reporting
 from recommender.errors import UserError
 
 app = typer.Typer(help="Input data: generate a synthetic world, validate a data directory.", no_args_is_help=True)
 
 
 def generate_with_progress(out: Path, *, customers: int, seed: int, fmt: Literal["parquet", "csv"]) -> dict[str, int]:
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:
-        task = progress.add_task("generating customers", total=customers)
-        return generate_world(
-            out,
-            customers=customers,
-            seed=seed,
-            fmt=fmt,
-            progress=lambda done, _total: progress.update(task, completed=done),
-        )
+    with reporting("mktg data generate") as progress:
+        progress.stage("generating customers")
+        return generate_world(out, customers=customers, seed=seed, fmt=fmt, progress=progress.advance)
 
 
 def counts_table(title: str, counts: dict[str, int]) -> Table:

@@ -14,6 +14,7 @@ from campaigns.contracts import load_world
 from campaigns.times import iso_utc, parse_time
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
+from jobs.cli.progress import reporting
 from jobs.model_service import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from jobs.model_tuning import tune_train_register, tuned_params
 from recommender.evaluation import METRICS
@@ -51,14 +52,14 @@ def register(app: typer.Typer) -> None:
         when = parse_time(as_of, option="--as-of") if as_of else latest_event_time(world)
         chosen = _names(models) or load_models_config(context.settings).train
         params = tuned_params(engine, chosen) if tuned else {}
-        with err_console.status("training") as status:
+        with reporting("mktg train") as status:
             fitted = train_models(
                 world,
                 context.settings,
                 context.events,
                 as_of=when,
                 names=chosen,
-                progress=lambda msg: status.update(msg),
+                progress=status.stage,
                 params=params,
             )
             paths = save_and_register(fitted, context.settings, engine=engine, activate=activate)
@@ -116,7 +117,7 @@ def register(app: typer.Typer) -> None:
         world = load_world(directory, event_types=context.events.event_types)
         chosen = _names(models) or load_models_config(context.settings).train
         params = tuned_params(context.database(), chosen) if tuned else None
-        with err_console.status("evaluating") as status:
+        with reporting("mktg evaluate") as status:
             results, info = evaluate_models(
                 world,
                 context.settings,
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
                 k=k,
                 test_days=test_days,
                 world_dir=directory,
-                progress=lambda msg: status.update(msg),
+                progress=status.stage,
                 params=params,
             )
         document = {
@@ -207,7 +208,7 @@ def register(app: typer.Typer) -> None:
         context = app_context(ctx)
         engine = context.database()
         world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
-        with err_console.status("tuning") as status:
+        with reporting("mktg tune") as status:
             run, fitted = tune_train_register(
                 world,
                 context.settings,
@@ -217,7 +218,7 @@ def register(app: typer.Typer) -> None:
                 trials=trials,
                 budget_seconds=budget,
                 activate=activate,
-                progress=lambda msg: status.update(msg),
+                progress=status.stage,
             )
         document = {
             "run_id": run.run_id,

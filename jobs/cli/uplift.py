@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.cli.context import AppContext, app_context
+from jobs.cli.progress import reporting
 from recommender.errors import UserError
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _history(
         conversions=read_conversions(conversions),
         as_of=when,
         campaign_ids=_names(campaigns),
-        progress=lambda m: status.update(m),
+        progress=status.stage,
     )
     return context, engine, table, when
 
@@ -79,7 +80,8 @@ def _fit_from_history(
     from campaigns.uplift.models import KINDS
     from jobs.uplift_service import fit_and_evaluate
 
-    with err_console.status("reading campaign history") as status:
+    with reporting("mktg uplift") as status:
+        status.stage("reading campaign history")
         context, engine, table, when = _history(ctx, data, conversions, as_of, campaigns, status)
         fits = fit_and_evaluate(
             table,
@@ -88,7 +90,7 @@ def _fit_from_history(
             outcome=outcome,
             threads=context.settings.threads,
             draws=draws,
-            progress=lambda m: status.update(m),
+            progress=status.stage,
         )
     return context, engine, table, when, fits
 

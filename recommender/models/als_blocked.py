@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -37,14 +37,16 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import blas
 
-from recommender.models.factors import FactorModel
+from recommender.models.als import ALSModel
 
 _Task = TypeVar("_Task")
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of one batch of |S| x (|S|+1) systems (8 MiB in float32)
 
 
-class BlockedALSModel(FactorModel):
+class BlockedALSModel(ALSModel):
+    """implicit's ALS objective and parameters (:class:`ALSModel`), solved exactly by the blocked solver below."""
+
     kind = "als_blocked"
 
     def __init__(
@@ -56,26 +58,17 @@ class BlockedALSModel(FactorModel):
         iterations: int = 15,
         random_state: int = 42,
     ) -> None:
-        super().__init__()
-        self.factors = int(factors)
-        self.regularization = float(regularization)
-        self.alpha = float(alpha)
-        self.iterations = int(iterations)
-        self.random_state = int(random_state)
+        super().__init__(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=random_state,
+        )
         if self.factors < 1 or self.iterations < 1 or self.regularization < 0:
             from recommender.models.base import ModelConfigError
 
             raise ModelConfigError("als_blocked: factors and iterations must be >= 1, regularization >= 0")
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "alpha": self.alpha,
-            "iterations": self.iterations,
-            "random_state": self.random_state,
-        }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         self.customer_factors, self.offer_factors = fit_factors(
