@@ -20,9 +20,11 @@ Several scheduler processes may run against one database: each fires every job, 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,10 +57,6 @@ SWEEP_JOB = "mktg:sweep"
 
 class SchedulerError(UserError):
     """The scheduler cannot start."""
-
-
-class _Stop(BaseException):
-    """Raised in the main thread by the SIGTERM handler to leave the blocking main loop."""
 
 
 def make_runner(engine: Engine, settings: Settings, *, label: str = "cli") -> JobRunner:
@@ -231,8 +229,30 @@ def run_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, ins
             start = prepare(settings, jobs, runner=runner)
             scheduler = build_scheduler(settings, jobs, runner=runner)
 
-            def stop(signum, _frame):
-                raise _Stop(signal.Signals(signum).name)
+            # A signal only sets a flag: raising from the handler could land inside APScheduler's own code, which
+            # catches and logs it (a SIGTERM right at start-up was swallowed that way and the scheduler ran on).
+            # A stopper thread stops the dispatcher and shuts the scheduler down, waiting for running jobs;
+            # the blocking start() then returns in the main thread.
+            stop_requested = threading.Event()
+            received: list[str] = []
+
+            def stop(signum: int, _frame: object) -> None:
+                received.append(signal.Signals(signum).name)
+                stop_requested.set()
+
+            def stopper() -> None:
+                stop_requested.wait()
+                event(log, "stopping: waiting for running jobs to finish", signal=received[0] if received else "")
+                scheduler.mktg_dispatcher.stop()
+                while not scheduler.running and not stopped.is_set():  # a signal during start-up: wait for it
+                    time.sleep(0.05)
+                if scheduler.running:
+                    scheduler.shutdown(wait=True)
+
+            stopped = threading.Event()
+            threading.Thread(
+                target=contextvars.copy_context().run, args=(stopper,), name="mktg-stop", daemon=True
+            ).start()
 
             def started(_event) -> None:
                 for job in scheduler.get_jobs():
@@ -256,10 +276,10 @@ def run_scheduler(settings: Settings, jobs: list[JobDef], *, engine: Engine, ins
             scheduler.add_listener(started, EVENT_SCHEDULER_START)
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
-                scheduler.start()  # blocks until a signal
-            except (_Stop, KeyboardInterrupt) as stop_signal:
-                event(log, "stopping: waiting for running jobs to finish", signal=str(stop_signal) or "SIGINT")
+                if not stop_requested.is_set():
+                    scheduler.start()  # blocks until the stopper shuts it down
             finally:
+                stopped.set()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
                 scheduler.mktg_dispatcher.stop()
