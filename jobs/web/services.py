@@ -441,7 +441,48 @@ def customer(settings: Settings, engine: Engine, customer_id: str) -> dict[str, 
     contacts = run_repository.customer_contacts(engine, customer_id)
     if segment is None:
         segment = next((row["segment"] for c in campaigns_seen for row in c["rows"]), None)
-    return {"customer_id": customer_id, "segment": segment, "campaigns": campaigns_seen, "contacts": contacts}
+    return {
+        "customer_id": customer_id,
+        "segment": segment,
+        "now": eligibility_now(settings, engine, customer_id),
+        "campaigns": campaigns_seen,
+        "contacts": contacts,
+    }
+
+
+def eligibility_now(settings: Settings, engine: Engine, customer_id: str) -> dict[str, Any]:
+    """Every offer the active model ranks for the customer, eligible or not with the rule ids that exclude it,
+    judged now by the ``default`` rule set without a channel (what ``mktg recommend --all`` shows); the error
+    as one line when it cannot be judged (no active model, no data)."""
+    from campaigns.model_registry import active_versions
+    from jobs.model_service import load_models_config
+
+    try:
+        config = load_models_config(settings)
+        with session_scope(engine) as s:
+            active = sorted(name for name in active_versions(s) if name in config.models)
+        if not active:
+            raise UserError("no active ranking model in the registry: run `mktg train` first")
+        result = campaign_service.recommend(
+            settings,
+            load_events(settings),
+            data_dir=settings.data_dir,
+            customer_ids=[customer_id],
+            k=10_000,  # every offer of the catalogue
+            engine=engine,
+            model_name=config.default if config.default in active else active[0],
+            show_all=True,
+        )
+    except UserError as exc:
+        return {"error": str(exc)}
+    offers = result.offers.sort("rank").select("offer_id", "eligible", "excluded_by").to_dicts()
+    return {
+        "as_of": result.as_of,
+        "model": result.model.version,
+        "rule_set": result.rule_set,
+        "skipped_checks": result.skipped_checks,
+        "offers": offers,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- models, jobs

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import tomllib
 from datetime import timedelta
 
 import polars as pl
@@ -102,6 +104,14 @@ def test_run_download_explain_and_pages_on_a_real_campaign(db_engine, tmp_path, 
     segment = targets.filter(pl.col("customer_id") == contacted)["segment"][0]
     assert f"Segment: <strong>{segment}</strong>" in lookup and run["run_id"] in lookup
     assert lookup.count("<td>yes</td>") == targets.filter(pl.col("customer_id") == contacted).height  # contacts
+    now = lookup[lookup.index("Eligibility now") : lookup.index("Eligibility per campaign")]
+    assert "rule set default" in now, now
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(eligible|not eligible)</td><td>([^<]*)</td></tr>", now)
+    rule_ids = {r["id"] for r in tomllib.loads((config / "eligibility.toml").read_text())["default"]["rules"]}
+    assert rows and all((verdict == "eligible") == (reasons == "") for _, verdict, reasons in rows)
+    assert all(set(reasons.split(", ")) <= rule_ids for _, _, reasons in rows if reasons)  # the default rules' ids
+    stranger = client.get("/customers?customer_id=NOBODY", headers=crm).text
+    assert "unknown customer id(s) [&#39;NOBODY&#39;]" in stranger  # judged from the data: not a customer
     preview = client.get(f"/campaigns/every3s/preview?at={fire_text}", headers=ops)
     assert preview.status_code == 200 and "Eligibility funnel" in preview.text
     assert "popularity" in client.get("/models", headers=crm).text
