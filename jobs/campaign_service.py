@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine
@@ -443,3 +444,24 @@ def _contacts_before(engine: Engine, rules: RuleSet, *, channel: str, as_of: dat
         )
     except DBAPIError:  # no schema yet: no committed contacts either
         return None
+
+
+RUN_SUMMARY_KEYS = (
+    "run_id",
+    "campaign_id",
+    "scheduled_for",
+    "status",
+    "row_count",
+    "control_count",
+    "audience_count",
+    "generated_at",
+    "model_versions",
+    "error",
+)
+
+
+def run_summary(run: dict[str, Any], *, with_export_dir: bool = False) -> dict[str, Any]:
+    """What ``campaign show`` and the console/API say about a run row (the CLI also names its export directory;
+    the web never shows server paths)."""
+    keys = (*RUN_SUMMARY_KEYS, "export_dir") if with_export_dir else RUN_SUMMARY_KEYS
+    return {key: run.get(key) for key in keys}

@@ -102,22 +102,6 @@ def list_cmd(
         raise typer.Exit(1)
 
 
-def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "run_id",
-        "scheduled_for",
-        "status",
-        "row_count",
-        "control_count",
-        "audience_count",
-        "generated_at",
-        "export_dir",
-        "model_versions",
-        "error",
-    )
-    return {key: run.get(key) for key in keys}
-
-
 @app.command("show")
 def show_cmd(
     ctx: typer.Context,
@@ -141,7 +125,7 @@ def show_cmd(
                 "spec": spec.model_dump(mode="json"),
                 "file": spec.source,
                 "strategies": spec.strategies,
-                "runs": [_run_summary(run) for run in runs],
+                "runs": [campaign_service.run_summary(run, with_export_dir=True) for run in runs],
             }
         )
         return
@@ -338,7 +322,7 @@ def explain_cmd(
             {
                 "campaign_id": campaign_id,
                 "customer_id": customer,
-                "run": _run_summary(explanation.run),
+                "run": campaign_service.run_summary(explanation.run, with_export_dir=True),
                 "targeted": bool(explanation.targeted),
                 "arm": explanation.arm,
                 "rows": explanation.targeted,

@@ -225,7 +225,7 @@ def list_campaigns(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
                 "next_fire_time": None
                 if is_paused or not spec.enabled
                 else _next_fire(spec.schedule, settings.scheduler.timezone),
-                "last_run": _run_summary(last[0]) if last else None,
+                "last_run": campaign_service.run_summary(last[0]) if last else None,
                 "error": None,
             }
         )
@@ -258,25 +258,9 @@ def campaign(settings: Settings, engine: Engine, campaign_id: str) -> dict[str, 
     }
 
 
-def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "run_id",
-        "campaign_id",
-        "scheduled_for",
-        "status",
-        "row_count",
-        "control_count",
-        "audience_count",
-        "generated_at",
-        "model_versions",
-        "error",
-    )
-    return {key: run.get(key) for key in keys}
-
-
 def campaign_runs(settings: Settings, engine: Engine, campaign_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
     _spec(settings, campaign_id)
-    return [_run_summary(r) for r in run_repository.list_runs(engine, campaign_id, limit=limit)]
+    return [campaign_service.run_summary(r) for r in run_repository.list_runs(engine, campaign_id, limit=limit)]
 
 
 def frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -324,7 +308,7 @@ def run_campaign(settings: Settings, engine: Engine, campaign_id: str, when: dat
     if run is None:
         raise UserError(f"{campaign_id} for {when:%Y-%m-%d %H:%M:%S}: {report.outcome.value}, but no campaign run")
     created = report.outcome == Outcome.SUCCEEDED and bool(getattr(report.value, "created", False))
-    return RunOutcome(_run_summary(run), created)
+    return RunOutcome(campaign_service.run_summary(run), created)
 
 
 def set_paused(settings: Settings, engine: Engine, campaign_id: str, username: str, paused: bool) -> None:
@@ -361,7 +345,7 @@ def manifest(settings: Settings, engine: Engine, run_id: str) -> dict[str, Any]:
     run = get_run(engine, run_id)
     directory = run_dir(settings, run)
     document = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-    return {"run": _run_summary(run), "manifest": document}
+    return {"run": campaign_service.run_summary(run), "manifest": document}
 
 
 def run_file(settings: Settings, engine: Engine, run_id: str, name: str) -> Path:
@@ -419,7 +403,7 @@ def explain(
     return {
         "campaign_id": campaign_id,
         "customer_id": customer_id,
-        "run": _run_summary(explanation.run),
+        "run": campaign_service.run_summary(explanation.run),
         "targeted": bool(explanation.targeted),
         "arm": explanation.arm,
         "rows": explanation.targeted,
