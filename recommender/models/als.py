@@ -29,6 +29,10 @@ class ALSModel(FactorModel):
         self.alpha = float(alpha)
         self.iterations = int(iterations)
         self.random_state = int(random_state)
+        if self.factors < 1 or self.iterations < 1 or self.regularization < 0:
+            from recommender.models.base import ModelConfigError
+
+            raise ModelConfigError(f"{self.kind}: factors and iterations must be >= 1, regularization >= 0")
 
     @property
     def params(self) -> dict[str, Any]:

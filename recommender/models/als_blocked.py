@@ -49,27 +49,6 @@ class BlockedALSModel(ALSModel):
 
     kind = "als_blocked"
 
-    def __init__(
-        self,
-        *,
-        factors: int = 64,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        iterations: int = 15,
-        random_state: int = 42,
-    ) -> None:
-        super().__init__(
-            factors=factors,
-            regularization=regularization,
-            alpha=alpha,
-            iterations=iterations,
-            random_state=random_state,
-        )
-        if self.factors < 1 or self.iterations < 1 or self.regularization < 0:
-            from recommender.models.base import ModelConfigError
-
-            raise ModelConfigError("als_blocked: factors and iterations must be >= 1, regularization >= 0")
-
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
         self.customer_factors, self.offer_factors = fit_factors(
             matrix,

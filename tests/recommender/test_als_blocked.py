@@ -124,3 +124,13 @@ def test_planted_low_rank_ranking_as_good_as_implicit():
     base = _precision_at(5, np.ones((train.shape[0], 1)), popularity[:, None], train, held)
     assert theirs > base * 1.2  # the world has structure a factor model finds
     assert ours >= theirs - 0.01, (ours, theirs)
+
+
+@pytest.mark.parametrize("kind", ["als", "als_blocked"])
+@pytest.mark.parametrize("bad", [{"factors": 0}, {"iterations": 0}, {"regularization": -0.1}])
+def test_both_als_kinds_refuse_impossible_settings_in_one_line(kind, bad):
+    from recommender.models import build_model
+    from recommender.models.base import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match=f"^{kind}: factors and iterations must be >= 1, regularization >= 0$"):
+        build_model(kind, bad)
