@@ -30,13 +30,14 @@ from __future__ import annotations
 import codecs
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from campaigns.snapshots import SnapshotStore
 from recommender.errors import UserError
 
 TIMESTAMP = pl.Datetime("us")  # naive UTC everywhere
@@ -426,15 +427,60 @@ def validate(
     ``source`` (the file) lets a read failure name the offending row. ``in_memory``: ``lf`` is an
     in-memory table, so its converted columns are computed once and kept instead of recomputed per check.
     """
+    return validate_table(lf, spec, event_types=event_types, references=references, source=source, in_memory=in_memory)[
+        0
+    ]
+
+
+def validate_table(
+    lf: pl.LazyFrame,
+    spec: TableSpec,
+    *,
+    event_types: Iterable[str] | None = None,
+    references: References | None = None,
+    source: Path | None = None,
+    in_memory: bool = False,
+) -> tuple[pl.LazyFrame, frozenset[str]]:
+    """:func:`validate`, also returning the id columns that had to be stripped of padding (what a snapshot
+    certificate records: :func:`converted` rebuilds the same frame from them without the checks)."""
     try:
         return _validate(lf, spec, event_types=event_types, references=references or {}, in_memory=in_memory)
     except _READ_ERRORS as exc:
         raise read_failure(spec.name, source, exc) from exc
 
 
+def _conversions(lf: pl.LazyFrame, spec: TableSpec, lazy_strip: set[str]) -> dict[str, pl.Expr]:
+    """Per contract column present in ``lf``: the expression converting it to its canonical type and value.
+
+    Ids lose surrounding whitespace, categories are also lower-cased. Id columns in ``lazy_strip`` are left
+    as they are (see :func:`_validate`)."""
+    schema = lf.collect_schema()
+    present = {c: t for c, t in spec.columns.items() if c in schema}
+    converted = {c: _convert(c, t, schema[c]) for c, t in present.items()}
+    for c in present:
+        if is_id(c) and c not in lazy_strip:
+            converted[c] = converted[c].str.strip_chars()
+        elif c in spec.categorical:
+            converted[c] = _normalised(lf, converted[c])
+    return converted
+
+
+def converted(lf: pl.LazyFrame, spec: TableSpec, *, references: Iterable[str], stripped: Iterable[str]) -> pl.LazyFrame:
+    """The lazy frame :func:`validate` returns for a file that already passed validation, without the checks:
+    ``references`` are the referencing columns validated against another table, ``stripped`` those of them that
+    had padded ids (from :func:`validate_table`)."""
+    schema = lf.collect_schema()
+    lazy_strip = {c for c in references if c in schema and c not in spec.key}
+    conversions = _conversions(lf, spec, lazy_strip)
+    for c in set(stripped) & set(conversions):
+        conversions[c] = conversions[c].str.strip_chars()
+    extras = [c for c in schema if c not in conversions]
+    return lf.select(*(expr.alias(c) for c, expr in conversions.items()), *extras)
+
+
 def _validate(
     lf: pl.LazyFrame, spec: TableSpec, *, event_types: Iterable[str] | None, references: References, in_memory: bool
-) -> pl.LazyFrame:
+) -> tuple[pl.LazyFrame, frozenset[str]]:
     table = spec.name
     schema = lf.collect_schema()
     missing = [c for c in spec.required if c not in schema]
@@ -445,16 +491,10 @@ def _validate(
 
     present = {c: t for c, t in spec.columns.items() if c in schema}
     references = {c: target for c, target in references.items() if c in present}
-    converted = {c: _convert(c, t, schema[c]) for c, t in present.items()}
-    # Ids lose surrounding whitespace, categories are also lower-cased. An id column that references another
-    # table and is not part of the key (the events' ids: tens of millions) is only stripped when a padded id is
-    # found, through the reference check below, so clean files pay nothing for it.
+    # An id column that references another table and is not part of the key (the events' ids: tens of millions)
+    # is only stripped when a padded id is found, through the reference check below, so clean files pay nothing.
     lazy_strip = {c for c in references if c not in spec.key}
-    for c in present:
-        if is_id(c) and c not in lazy_strip:
-            converted[c] = converted[c].str.strip_chars()
-        elif c in spec.categorical:
-            converted[c] = _normalised(lf, converted[c])
+    converted = _conversions(lf, spec, lazy_strip)
     indexed = lf.with_row_index("_row", offset=1).with_columns(**{f"_typed_{c}": expr for c, expr in converted.items()})
     if in_memory:
         indexed = indexed.collect().lazy()
@@ -538,27 +578,55 @@ def _validate(
     extras = [c for c in schema if c not in present]
     if in_memory:
         typed_columns = {c: pl.col(f"_typed_{c}") for c in converted}
-        return indexed.select(
+        frame = indexed.select(
             *((e.str.strip_chars() if c in stripped else e).alias(c) for c, e in typed_columns.items()), *extras
         )
+        return frame, frozenset(stripped)
     for c in stripped:
         converted[c] = converted[c].str.strip_chars()
-    return lf.select(*(expr.alias(c) for c, expr in converted.items()), *extras)
+    return lf.select(*(expr.alias(c) for c, expr in converted.items()), *extras), frozenset(stripped)
 
 
-@dataclass
 class World:
-    """Validated input tables. ``events`` stays lazy (it can hold tens of millions of rows)."""
+    """Validated input tables. ``events`` stays lazy (it can hold tens of millions of rows).
 
-    customers: pl.DataFrame
-    products: pl.DataFrame
-    events: pl.LazyFrame
-    consents: pl.DataFrame
-    risk: pl.DataFrame
-    holdings: pl.DataFrame
-    suppression: pl.DataFrame
-    conversions: pl.DataFrame
-    sources: dict[str, Path]
+    ``events`` may be given as a function returning the validated frame: it is then called on first use only,
+    so work that never reads the events (a campaign run, a preview) never reads or validates them.
+    """
+
+    def __init__(
+        self,
+        *,
+        customers: pl.DataFrame,
+        products: pl.DataFrame,
+        events: pl.LazyFrame | Callable[[], pl.LazyFrame],
+        consents: pl.DataFrame,
+        risk: pl.DataFrame,
+        holdings: pl.DataFrame,
+        suppression: pl.DataFrame,
+        conversions: pl.DataFrame,
+        sources: dict[str, Path],
+    ):
+        self.customers = customers
+        self.products = products
+        self._events = events
+        self.consents = consents
+        self.risk = risk
+        self.holdings = holdings
+        self.suppression = suppression
+        self.conversions = conversions
+        self.sources = sources
+
+    @property
+    def events(self) -> pl.LazyFrame:
+        if not isinstance(self._events, pl.LazyFrame):
+            self._events = self._events()
+        return self._events
+
+    def replace(self, **changes: Any) -> World:
+        """A copy with some tables replaced (``events`` stays deferred unless replaced)."""
+        tables: dict[str, Any] = {name: getattr(self, name) for name in TABLES if name != "events"}
+        return World(**{**tables, "events": self._events, "sources": self.sources, **changes})
 
     def row_counts(self) -> dict[str, int]:
         counts = {}
@@ -614,42 +682,93 @@ def _check_readable(table: str, path: Path) -> None:
         raise ContractError(table, None, f"file '{path.name}' exists but cannot be read ({exc.strerror})") from exc
 
 
-def load_world(directory: Path | str, *, event_types: Iterable[str]) -> World:
+def load_world(
+    directory: Path | str,
+    *,
+    event_types: Iterable[str],
+    snapshots: Path | None = None,
+    defer_events: bool = False,
+) -> World:
     """Load and validate every contract table in ``directory`` (CSV or Parquet, by extension).
 
     customers, products and events are required; the others default to empty tables, which downstream
     rules treat as "no consent / no risk data" (fail closed). A table file that exists but cannot be read is
     an error, never "absent".
+
+    ``snapshots``: a directory of validated snapshots (:mod:`campaigns.snapshots`): unchanged files are not
+    validated again. ``defer_events``: the events file is found and checked for readability now, but read and
+    validated only when ``World.events`` is first used (campaign runs and previews never use it).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"data directory '{directory}' does not exist")
-    frames: dict[str, pl.LazyFrame] = {}
+    store = SnapshotStore(snapshots, directory) if snapshots is not None else None
     eager: dict[str, pl.DataFrame] = {}
+    keys: dict[str, str] = {}
     sources: dict[str, Path] = {}
+    events: pl.LazyFrame | Callable[[], pl.LazyFrame] | None = None
     for name, spec in TABLES.items():
         path = find_table(directory, name)
         if path is None:
             if name in REQUIRED_TABLES:
                 raise ContractError(name, None, f"file {name}.parquet or {name}.csv not found in '{directory}'")
             eager[name] = spec.empty()
+            keys[name] = "absent"
             continue
         sources[name] = path
         # Every referenced table comes earlier in TABLES, so references are checked in the same pass.
-        references = {
-            column: (target, eager[target][TABLES[target].key[0]])
-            for (table, column), target in REFERENCES.items()
-            if table == name
-        }
+        targets = {column: target for (table, column), target in REFERENCES.items() if table == name}
+        references = {column: (target, eager[target][TABLES[target].key[0]]) for column, target in targets.items()}
+        extra: list[object] = [keys[t] for t in targets.values()]
         if name == "events":  # tens of millions of rows: stays lazy
-            frames[name] = validate(scan_file(path), spec, event_types=event_types, references=references, source=path)
-        else:  # read once, then validated and converted in memory
-            eager[name] = validate(
-                _read(path, name), spec, references=references, source=path, in_memory=True
-            ).collect()
-            if name in NON_EMPTY_TABLES and eager[name].height == 0:
-                raise ContractError(name, None, "the file has a header but no rows")
-    return World(events=frames["events"], sources=sources, **eager)
+            extra.append(sorted(set(event_types)))
+            key = store.key(name, spec, path, extra) if store else ""
+            events = _events_loader(path, spec, set(event_types), references, store, key)
+            if not defer_events:
+                events = events()
+            continue
+        key = store.key(name, spec, path, extra) if store else ""
+        keys[name] = key
+        cached = store.read_frame(name, key) if store else None
+        if cached is not None:
+            eager[name] = cached
+            continue
+        # read once, then validated and converted in memory
+        eager[name] = validate(_read(path, name), spec, references=references, source=path, in_memory=True).collect()
+        if name in NON_EMPTY_TABLES and eager[name].height == 0:
+            raise ContractError(name, None, "the file has a header but no rows")
+        if store:
+            store.write_frame(name, key, eager[name])
+    if events is None:  # pragma: no cover - events is a required table
+        raise AssertionError("events table missing")
+    return World(events=events, sources=sources, **eager)
+
+
+def _events_loader(
+    path: Path,
+    spec: TableSpec,
+    event_types: set[str],
+    references: References,
+    store: SnapshotStore | None,
+    key: str,
+) -> Callable[[], pl.LazyFrame]:
+    """The validated events, from a certificate when this exact file already passed validation."""
+
+    def load() -> pl.LazyFrame:
+        stripped = store.read_certificate("events", key) if store else None
+        if stripped is not None:
+            try:
+                return converted(scan_file(path), spec, references=references, stripped=stripped)
+            except _READ_ERRORS as exc:
+                raise read_failure(spec.name, path, exc) from exc
+        frame, stripped = validate_table(
+            scan_file(path), spec, event_types=event_types, references=references, source=path
+        )
+        if store:
+            store.write_certificate("events", key, stripped)
+        return frame
+
+    return load
 
 
 def _read(path: Path, table: str) -> pl.LazyFrame:

@@ -31,6 +31,7 @@ from campaigns.eligibility_config import RuleSet
 from campaigns.segments import assign_segments
 from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
 from campaigns.times import iso_utc
+from jobs.inputs import load_data
 from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
 from jobs.model_tuning import BEST, champion_model
 from jobs.settings import EventConfig, Settings, load_events
@@ -86,7 +87,7 @@ def load_inputs(
     stage: Stage = no_stage,
 ) -> CampaignInputs:
     with stage("load + validate"):
-        world = world or load_world(data_dir, event_types=events.event_types)
+        world = world or load_data(settings, events, data_dir, defer_events=True)
     with stage("segments"):
         rules = load_segment_rules(settings)
         segments = assign_segments(world.customers, rules, as_of=as_of)
@@ -370,7 +371,7 @@ def recommend(
     customer be offered", not "may we message them". By default only eligible offers are ranked (top ``k``);
     ``show_all`` shows the model's top ``k`` with the excluded ones marked and the rule ids that excluded them.
     """
-    world = world or load_world(data_dir, event_types=events.event_types)
+    world = world or load_data(settings, events, data_dir, defer_events=True)
     spec = load_spec(settings, campaign_id) if campaign_id else None
     if spec is not None:
         if channel is not None and channel != spec.channel:

@@ -125,12 +125,12 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
     up to the latest one and save it under ``<var_dir>/models/<version>/``. With ``tuning`` (a search record whose
     validation window ended before the test window) its winner is evaluated and trained, and the record is kept
     with the metrics."""
-    from campaigns.contracts import load_world
+    from jobs.inputs import load_data
     from jobs.model_service import evaluate_models, latest_event_time, train_models
     from jobs.settings import load_events
 
     events = load_events(settings)
-    world = load_world(Path(settings.data_dir), event_types=events.event_types)
+    world = load_data(settings, events, Path(settings.data_dir))
     params = {name: dict(tuning["best_params"])} if tuning else None
     evaluations, _info = evaluate_models(world, settings, events, names=[name], params=params)
     evaluation = evaluations[0]
@@ -152,13 +152,13 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
 def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
     """One search of every model within ``[refresh] tune_budget_seconds`` (jobs.model_tuning); the registry's
     earlier searches tell how long each model's trial takes, so a model that cannot fit is not searched."""
-    from campaigns.contracts import load_world
     from campaigns.model_registry import latest_tuning
+    from jobs.inputs import load_data
     from jobs.model_tuning import tune_models
     from jobs.settings import load_events
 
     events = load_events(settings)
-    world = load_world(Path(settings.data_dir), event_types=events.event_types)
+    world = load_data(settings, events, Path(settings.data_dir))
     previous = {name: record for name in names if (record := latest_tuning(session, name)) is not None}
     run = tune_models(
         world, settings, events, names=names, budget_seconds=settings.refresh.tune_budget_seconds, previous=previous

@@ -170,6 +170,11 @@ class Settings(BaseModel):
     def model_dir(self) -> Path:
         return self.var_dir / "models"
 
+    @property
+    def snapshot_dir(self) -> Path:
+        """Validated snapshots of the input tables (:mod:`campaigns.snapshots`)."""
+        return self.var_dir / "cache" / "inputs"
+
     def report_base(self, name: str) -> Path:
         """Where the report named ``name`` goes by default: ``<var_dir>/reports/<slug>`` (+ ``.html``, ``.json``),
         for ``mktg report`` and the nightly conversion analysis alike."""

@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,6 +81,28 @@ class Exclusion(Base):
     customer_id: Mapped[str] = mapped_column(String(64))
     offer_id: Mapped[str | None] = mapped_column(String(64))
     rule_ids: Mapped[str] = mapped_column(Text)
+
+
+class ExclusionBlock(Base):
+    """A block of a run's exclusions, in customer-id order: a Parquet file (customer_id, offer_id or null for every
+    offer, rule_ids) of the customers from ``first_customer_id`` to ``last_customer_id`` (migration 0005).
+
+    A million-customer run excludes millions of pairs: one row per pair cost the SQLite write most of a run's
+    time. Blocks are written in a few milliseconds each, and a lookup of one customer reads the block(s) whose
+    range holds the id (:mod:`campaigns.run_repository`). Runs written before 0005 keep their rows in
+    ``exclusions``; readers look in both.
+    """
+
+    __tablename__ = "exclusion_blocks"
+    __table_args__ = (UniqueConstraint("run_id", "block", name="uq_exclusion_blocks_run_block"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    block: Mapped[int] = mapped_column(Integer)
+    first_customer_id: Mapped[str] = mapped_column(String(64))
+    last_customer_id: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class RunAudience(Base):

@@ -10,11 +10,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from campaigns.contracts import load_world
 from campaigns.times import iso_utc, parse_time
 from jobs.cli.context import app_context
 from jobs.cli.output import console, err_console, print_json
 from jobs.cli.progress import reporting
+from jobs.inputs import load_data
 from jobs.model_service import evaluate_models, latest_event_time, load_models_config, save_and_register, train_models
 from jobs.model_tuning import tune_train_register, tuned_params
 from recommender.evaluation import METRICS
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """Train the configured models, save them under <var_dir>/models/<version>/ and register them."""
         context = app_context(ctx)
         engine = context.database()  # before the training: a database that cannot register fails fast
-        world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
+        world = load_data(context.settings, context.events, _data_dir(ctx, data))
         when = parse_time(as_of, option="--as-of") if as_of else latest_event_time(world)
         chosen = _names(models) or load_models_config(context.settings).train
         params = tuned_params(engine, chosen) if tuned else {}
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         per-customer NDCG (and MAP) difference; "yes" under "beats popularity" only when it excludes 0."""
         context = app_context(ctx)
         directory = _data_dir(ctx, data)
-        world = load_world(directory, event_types=context.events.event_types)
+        world = load_data(context.settings, context.events, directory)
         chosen = _names(models) or load_models_config(context.settings).train
         params = tuned_params(context.database(), chosen) if tuned else None
         with reporting("mktg evaluate") as status:
@@ -207,7 +207,7 @@ def register(app: typer.Typer) -> None:
         fit the winners on all events and register them with their search (docs/ranking.md)."""
         context = app_context(ctx)
         engine = context.database()
-        world = load_world(_data_dir(ctx, data), event_types=context.events.event_types)
+        world = load_data(context.settings, context.events, _data_dir(ctx, data))
         with reporting("mktg tune") as status:
             run, fitted = tune_train_register(
                 world,

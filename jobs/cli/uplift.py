@@ -41,8 +41,9 @@ def _history(
     campaigns: str | None,
     status,
 ):
-    from campaigns.contracts import find_table, load_world
+    from campaigns.contracts import find_table
     from campaigns.report_data import read_conversions
+    from jobs.inputs import load_data
     from jobs.uplift_service import training_table
 
     context = app_context(ctx)
@@ -52,7 +53,7 @@ def _history(
         conversions = find_table(Path(directory), "conversions")
         if conversions is None:
             raise UserError(f"no conversions file in {directory}: pass --conversions FILE")
-    world = load_world(directory, event_types=context.events.event_types)
+    world = load_data(context.settings, context.events, Path(directory))
     when = as_of or datetime.now(UTC).replace(tzinfo=None)
     table = training_table(
         context.settings,

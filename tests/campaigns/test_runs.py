@@ -13,14 +13,15 @@ from sqlalchemy import func, select
 
 from campaigns import export
 from campaigns.campaign_run import plan_campaign, ranker_from_frames, run_campaign
-from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, TargetListRow
+from campaigns.db.models import CampaignRun, ContactHistory, ExclusionBlock, RunAudience, TargetListRow
+from campaigns.run_repository import exclusion_rows
 
 
 def counts(engine):
     with engine.connect() as conn:
         return {
             t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
-            for t in (CampaignRun, TargetListRow, Exclusion, ContactHistory, RunAudience)
+            for t in (CampaignRun, TargetListRow, ExclusionBlock, ContactHistory, RunAudience)
         }
 
 
@@ -38,7 +39,8 @@ def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, t
     assert stored["contact_history"] == first.row_count  # control rows are virtual contacts (contacted = False)
     assert real == first.row_count - first.control_count
     assert stored["run_audience"] == 50 and first.control_count > 0
-    assert stored["exclusions"] == 10 + 5 * 2  # 10 customer-level rows, 5 students x (CARD, LOAN)
+    assert stored["exclusion_blocks"] == 1
+    assert exclusion_rows(db_engine, first.run_id).height == 10 + 5 * 2  # 10 customer-level, 5 students x 2
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.export_dir.iterdir()}
 
     second = do_run(db_engine, tmp_path)
@@ -110,16 +112,11 @@ def test_frequency_cap_counts_only_earlier_committed_contacts(db_engine, tmp_pat
     assert backfill.row_count == first.row_count  # contacts after the fire time do not count
     later = do_run(db_engine, tmp_path, campaign=capped, at=AS_OF + timedelta(days=1), rules=rules)
     with db_engine.connect() as conn:
-        excluded = dict(
-            conn.execute(
-                select(Exclusion.customer_id, Exclusion.rule_ids).where(
-                    Exclusion.run_id == later.run_id, Exclusion.offer_id.is_(None)
-                )
-            ).all()
-        )
         targeted = set(
             conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == later.run_id)).scalars()
         )
+    stored = exclusion_rows(db_engine, later.run_id).filter(pl.col("offer_id").is_null())
+    excluded = dict(stored.select("customer_id", "rule_ids").iter_rows())
     # the backfill contacted people too, but at AS_OF - 1 day: inside the window of the later run as well
     assert contacted & targeted == set()
     assert all("contact_cap" in excluded[c] for c in contacted)

@@ -3,7 +3,6 @@ oracle), and pools, treatment, propensity and outcomes follow the randomised des
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -83,7 +82,7 @@ def test_nothing_after_the_fire_time_changes_a_feature(world, segments, baseline
             ),
         ]
     )
-    perturbed = replace(world, events=events.lazy(), holdings=holdings, risk=risk)
+    perturbed = world.replace(events=events.lazy(), holdings=holdings, risk=risk)
     assert customer_features(perturbed, segments, as_of=AS_OF).equals(baseline)
 
 

@@ -8,7 +8,6 @@ not by calling the eligibility code.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import date, datetime, timedelta
 
@@ -111,7 +110,7 @@ def test_no_offer_shown_breaks_a_rule_and_all_marks_every_one_that_does(
             [holdings, extra.cast({k: v for k, v in holdings.schema.items() if k in extra.columns})],
             how="diagonal_relaxed",
         )
-    perturbed = dataclasses.replace(world, customers=customers, risk=risk, holdings=holdings)
+    perturbed = world.replace(customers=customers, risk=risk, holdings=holdings)
     age = _age(born, AT)
     catalogue = {row["product_id"]: row for row in products.iter_rows(named=True)}
 
