@@ -48,7 +48,7 @@ from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import Eligibility, compact_exclusions, evaluate, exclusion_counts
+from campaigns.eligibility import Eligibility, compact_eligibility, evaluate, exclusion_counts
 from campaigns.eligibility_config import RuleSet
 from campaigns.specs import CampaignSpec, CampaignSpecError
 from campaigns.times import utcnow
@@ -110,11 +110,16 @@ class Plan:
     offers: list[str]
     audience: pl.DataFrame  # customer_id, segment, arm, selected, contacted: the eligible audience the arms split
     targets: pl.DataFrame  # customer_id, offer_id, offer_rank, score, segment, arm (``<arm>:holdout`` if held out)
-    exclusions: pl.DataFrame  # customer_id, offer_id, rule_ids (list): eligibility, all rule ids per pair
+    eligibility: Eligibility  # its exclusions: every rule id per excluded pair
     unallocated: pl.DataFrame  # customer_id, arm, reasons (list): eligible but no offer after allocation
     rule_set: RuleSet
     config_hash: str
     candidates: int = 0  # customers of the target segments before eligibility
+
+    @property
+    def exclusions(self) -> pl.DataFrame:
+        """customer_id, offer_id, rule_ids (list): eligibility's exclusions, all rule ids per pair."""
+        return self.eligibility.exclusions
 
     def summary(self) -> dict[str, pl.DataFrame]:
         """The eligibility funnel (``preview`` prints it): candidates -> exclusions per rule -> audience per arm
@@ -182,9 +187,9 @@ def _capacities(spec: CampaignSpec, products: pl.DataFrame, offers: list[str]) -
 
 def eligible_audience(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
     """Customers (customer_id) with a pair that no rule but the contact-frequency cap excludes (step 2 above)."""
-    cap_ids = [r.id for r in rules.rules if r.check == CAP_CHECK]
-    capped_only = eligibility.exclusions.filter(
-        pl.col("rule_ids").list.eval(pl.element().is_in(cap_ids)).list.all()
+    cap_bits = eligibility.mask_of(r.id for r in rules.rules if r.check == CAP_CHECK)
+    capped_only = eligibility.excluded.filter(
+        (pl.col("_mask") & pl.lit(~cap_bits & (2**64 - 1), dtype=pl.UInt64)) == 0
     ).select(Columns.Customer)
     return pl.concat([eligibility.eligible.select(Columns.Customer), capped_only]).unique()
 
@@ -245,7 +250,7 @@ def plan_campaign(
             audience[Columns.Customer], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms]
         )
         audience = audience.join(arms, on=Columns.Customer, how="left")
-    held = eligibility.exclusions.select(Columns.Customer, pl.col(Columns.Offer).alias("product_id"))
+    held = eligibility.excluded.select(Columns.Customer, pl.col(Columns.Offer).alias("product_id"))
     caps = _capacities(spec, world.products, offers)
     shares = [a.share for a in spec.arms]
     arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
@@ -312,7 +317,7 @@ def plan_campaign(
         offers=offers,
         audience=audience,
         targets=targets,
-        exclusions=eligibility.exclusions,
+        eligibility=eligibility,
         unallocated=pl.concat(unallocated).select(Columns.Customer, "arm", "reasons"),
         rule_set=rules,
         config_hash=spec.config_hash({"eligibility": rules.model_dump(mode="json")}),
@@ -384,7 +389,7 @@ def target_rows(plan: Plan, *, run_id: str, generated_at: datetime) -> pl.DataFr
 
 def stored_exclusions(plan: Plan) -> pl.DataFrame:
     """Eligibility exclusions in storage form plus one row per customer left without an offer by allocation."""
-    rows = compact_exclusions(plan.exclusions, plan.rule_set)
+    rows = compact_eligibility(plan.eligibility, plan.rule_set)
     left = plan.unallocated.select(
         Columns.Customer,
         pl.lit(None, dtype=pl.String).alias(Columns.Offer),

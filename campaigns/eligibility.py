@@ -22,8 +22,10 @@ known; else the student rule's value is missing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TypeVar
 
 import polars as pl
@@ -58,10 +60,39 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class Eligibility:
-    """``eligible``: (customer_id, offer_id). ``exclusions``: (customer_id, offer_id, rule_ids list[str])."""
+    """``eligible``: (customer_id, offer_id). ``excluded``: (customer_id, offer_id, ``_mask`` UInt64), bit ``b`` of
+    the mask set when reason code ``codes[b]`` excluded the pair; :attr:`exclusions` spells them out."""
 
     eligible: pl.DataFrame
-    exclusions: pl.DataFrame
+    excluded: pl.DataFrame
+    codes: tuple[str, ...]
+
+    @cached_property
+    def exclusions(self) -> pl.DataFrame:
+        """(customer_id, offer_id, rule_ids list[str]): every reason code of each excluded pair, in rule-set order
+        (built on first use: a campaign run stores and counts the masks without it)."""
+        return self.excluded.select(Columns.Customer, Columns.Offer, mask_lists(self.excluded["_mask"], self.codes))
+
+    def mask_of(self, codes: Iterable[str]) -> int:
+        """The bits of ``codes`` (those of this rule set)."""
+        wanted = set(codes)
+        return sum(1 << b for b, code in enumerate(self.codes) if code in wanted)
+
+
+def mask_lists(masks: pl.Series, codes: Sequence[str]) -> pl.Series:
+    """``rule_ids`` (list[str]) of each bit mask: one list per distinct mask, gathered."""
+    distinct = masks.unique().sort()
+    lookup = pl.Series(
+        [[c for b, c in enumerate(codes) if m >> b & 1] for m in distinct.to_list()], dtype=pl.List(pl.String)
+    )
+    return lookup.gather(distinct.search_sorted(masks)).alias("rule_ids")
+
+
+def mask_text(masks: pl.Series, codes: Sequence[str]) -> pl.Series:
+    """``rule_ids`` as comma-separated text (the storage form) of each bit mask."""
+    distinct = masks.unique().sort()
+    lookup = pl.Series([",".join(c for b, c in enumerate(codes) if m >> b & 1) for m in distinct.to_list()])
+    return lookup.gather(distinct.search_sorted(masks)).alias("rule_ids")
 
 
 def _param(value: _T | None) -> _T:
@@ -443,17 +474,9 @@ def evaluate(
     )
     mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
     judged = pairs.select(Columns.Customer, Columns.Offer, mask.alias("_mask"))
-    masks = judged["_mask"].unique().sort()
-    codes = rules.codes
-    lookup = pl.Series(
-        [[c for b, c in enumerate(codes) if m >> b & 1] for m in masks.to_list()], dtype=pl.List(pl.String)
-    )
     excluded = judged.filter(pl.col("_mask") != 0)
-    excluded = excluded.select(
-        Columns.Customer, Columns.Offer, lookup.gather(masks.search_sorted(excluded["_mask"])).alias("rule_ids")
-    )
     eligible = judged.filter(pl.col("_mask") == 0).select(Columns.Customer, Columns.Offer)
-    return Eligibility(eligible=eligible, exclusions=excluded)
+    return Eligibility(eligible=eligible, excluded=excluded, codes=tuple(rules.codes))
 
 
 _PAIR_COLUMNS = ("age", "credit_score", "dti")  # the customer data that rules on offer data read
@@ -502,6 +525,19 @@ def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame
         .fill_null(0)
         .alias("_mask"),
     )
+    return _compact_masked(masked, [names[b] for b in sorted(names)], customer_bits).sort(
+        Columns.Customer, Columns.Offer, nulls_last=False
+    )
+
+
+def compact_eligibility(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
+    """:func:`compact_exclusions` of an evaluation, straight from its bit masks (rows in no particular order)."""
+    return _compact_masked(eligibility.excluded, list(eligibility.codes), eligibility.mask_of(rules.customer_level_ids))
+
+
+def _compact_masked(masked: pl.DataFrame, codes: list[str], customer_bits: int) -> pl.DataFrame:
+    """Rows (customer_id, offer_id, ``_mask``) split into one every-offer row per customer (its customer-level
+    bits) and one row per pair with the other bits; masks spelled out as text (bit ``b`` = ``codes[b]``)."""
     per_customer = (
         masked.select(Columns.Customer, (pl.col("_mask") & customer_bits).alias("_mask"))
         .filter(pl.col("_mask") != 0)
@@ -513,13 +549,7 @@ def compact_exclusions(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame
         Columns.Customer, Columns.Offer, (pl.col("_mask") & ~pl.lit(customer_bits, dtype=pl.UInt64)).alias("_mask")
     ).filter(pl.col("_mask") != 0)
     rows = pl.concat([per_customer, per_pair])
-    masks = rows["_mask"].unique().sort()
-    text = pl.Series(
-        [",".join(names[b] for b in sorted(names) if m >> b & 1) for m in masks.to_list()], dtype=pl.String
-    )
-    return rows.select(
-        Columns.Customer, Columns.Offer, text.gather(masks.search_sorted(rows["_mask"])).alias("rule_ids")
-    ).sort(Columns.Customer, Columns.Offer, nulls_last=False)
+    return rows.select(Columns.Customer, Columns.Offer, mask_text(rows["_mask"], codes))
 
 
 def _compact_exploded(exclusions: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:

@@ -35,6 +35,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHARE_TOLERANCE = 1e-9
 # Upper limits: beyond these a value is a typo, not a campaign (a bank has at most ~10^8 customers).
 MAX_AUDIENCE = 100_000_000
+UPLIFT_STRATEGY = "uplift"  # the arm strategy that targets by learnt uplift (campaigns/uplift/targeting.py)
 MAX_OFFERS_PER_CUSTOMER = 100
 MAX_WINDOW_DAYS = 366  # contact-cap and conversion windows: at most a year
 MAX_CONTACTS = 1_000

@@ -29,7 +29,14 @@ from campaigns.contracts import World, load_world
 from campaigns.eligibility import evaluate, load_rules_for
 from campaigns.eligibility_config import RuleSet
 from campaigns.segments import assign_segments
-from campaigns.specs import CampaignScan, CampaignSpec, find_campaign, load_campaigns, scan_campaigns
+from campaigns.specs import (
+    UPLIFT_STRATEGY,
+    CampaignScan,
+    CampaignSpec,
+    find_campaign,
+    load_campaigns,
+    scan_campaigns,
+)
 from campaigns.times import iso_utc
 from jobs.inputs import load_data
 from jobs.model_service import load_active_model, load_models_config, load_segment_rules, recommend_for
@@ -121,12 +128,12 @@ def models_for(
 
     With ``as_of``, a model trained on data after it is refused (:func:`check_no_look_ahead`).
     """
-    from jobs.uplift_service import UPLIFT_STRATEGY, ranking_strategy  # lazy: keeps start-up light
-
     configured = load_models_config(settings).models
     chosen: dict[str, Scorer] = {}
     for strategy in spec.strategies:
         if strategy == UPLIFT_STRATEGY:  # its offers come from a ranking model (jobs/uplift_service.py)
+            from jobs.uplift_service import ranking_strategy  # lazy: the uplift stack loads only for uplift arms
+
             strategy = ranking_strategy(settings, spec)
         if models and strategy in models:
             chosen[strategy] = models[strategy]
@@ -195,9 +202,12 @@ def campaign_ranker(
 ) -> tuple[Ranker, dict[str, str]]:
     """The ranker of every arm strategy as of ``as_of`` (ranking models, and the uplift model where an arm uses
     it) and the version of each model it uses, for previews and runs alike."""
+    chosen = models_for(settings, spec, models, engine=engine, as_of=as_of, allow_future_models=allow_future_models)
+    versions = {name: _version(model) for name, model in chosen.items()}
+    if UPLIFT_STRATEGY not in spec.strategies:  # the uplift stack (scipy.stats, LightGBM) loads only when used
+        return model_ranker(chosen), versions
     from jobs.uplift_service import uplift_ranker_for
 
-    chosen = models_for(settings, spec, models, engine=engine, as_of=as_of, allow_future_models=allow_future_models)
     ranker, uplift_versions = uplift_ranker_for(
         model_ranker(chosen),
         settings,
@@ -207,7 +217,7 @@ def campaign_ranker(
         as_of=as_of,
         allow_future_models=allow_future_models,
     )
-    return ranker, {**{name: _version(model) for name, model in chosen.items()}, **uplift_versions}
+    return ranker, {**versions, **uplift_versions}
 
 
 def preview(

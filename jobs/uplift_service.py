@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from campaigns.arms import buckets
 from campaigns.contracts import World
 from campaigns.segments import assign_segments
-from campaigns.specs import CampaignSpec, UpliftOptions, load_campaigns
+from campaigns.specs import UPLIFT_STRATEGY, CampaignSpec, UpliftOptions, load_campaigns
 from campaigns.uplift.history import (
     OUTCOMES,
     RunDesign,
@@ -31,7 +31,6 @@ from campaigns.uplift.history import (
     succeeded_runs,
     training_rows,
 )
-from campaigns.uplift.targeting import UPLIFT_STRATEGY as UPLIFT_STRATEGY
 from campaigns.uplift.targeting import uplift_ranker
 from jobs.model_service import active_model_path, load_models_config, load_segment_rules
 from jobs.settings import Settings

@@ -22,13 +22,13 @@ import numpy as np
 import polars as pl
 
 from campaigns.contracts import World
+from campaigns.specs import UPLIFT_STRATEGY
 from campaigns.uplift.history import customer_features, model_features, pair_features
 from recommender.columns import Columns
 
 if TYPE_CHECKING:
     from campaigns.uplift.models import UpliftModel
 
-UPLIFT_STRATEGY = "uplift"
 RANK_STEP = 1e-9  # relative decrease per rank that keeps the ranking model's order among equal values
 
 BaseRank = Callable[..., pl.DataFrame]

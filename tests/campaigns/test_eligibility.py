@@ -8,7 +8,13 @@ import polars as pl
 import pytest
 from campaign_world import AS_OF, default_rules, tables, world
 
-from campaigns.eligibility import EligibilityConfigError, compact_exclusions, evaluate, load_rule_sets
+from campaigns.eligibility import (
+    EligibilityConfigError,
+    compact_eligibility,
+    compact_exclusions,
+    evaluate,
+    load_rule_sets,
+)
 
 # Without a risk row every rule that reads risk data fails closed with its own ":missing" code (issue 10: before,
 # the credit rules recorded their ordinary code and fraud/blacklist let a missing flag pass).
@@ -272,6 +278,8 @@ def test_compact_storage_keeps_customer_level_rules_once():
     result = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
     stored = compact_exclusions(result.exclusions, default_rules())
     assert stored.rows() == [("A", None, "fraud"), ("A", "CARD", "credit_score")]
+    from_masks = compact_eligibility(result, default_rules())  # what a run stores: straight from the bit masks
+    assert from_masks.sort("customer_id", "offer_id", nulls_last=False).rows() == stored.rows()
 
 
 def test_rule_file_errors_name_file_rule_and_field(tmp_path):

@@ -343,6 +343,9 @@ def test_storage_keeps_missing_and_invalid_codes_and_customer_level_ones_once():
     from campaigns.eligibility import _compact_exploded
 
     assert _compact_exploded(result.exclusions, rules).rows() == stored.rows()
+    from campaigns.eligibility import compact_eligibility
+
+    assert compact_eligibility(result, rules).sort("customer_id", "offer_id", nulls_last=False).rows() == stored.rows()
 
 
 def test_data_warnings_group_rules_per_missing_input_and_name_unknown_families():
