@@ -194,14 +194,14 @@ def delete_run(database_url: str, run_id: str, export_dir: str | None) -> dict[s
     """Delete one run's rows and files; return how many rows each table held for it."""
     from sqlalchemy import delete
 
-    from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, ExclusionBlock, RunAudience, TargetListRow
+    from campaigns.db.models import CampaignRun, ContactHistory, Exclusion, RunAudience, RunBlock, TargetListRow
     from campaigns.db.session import make_engine
 
     engine = make_engine(database_url)
     counts = {}
     try:
         with engine.begin() as conn:
-            for table in (ContactHistory, ExclusionBlock, Exclusion, TargetListRow, RunAudience, CampaignRun):
+            for table in (ContactHistory, RunBlock, Exclusion, TargetListRow, RunAudience, CampaignRun):
                 result = conn.execute(delete(table.__table__).where(table.__table__.c.run_id == run_id))
                 counts[table.__tablename__] = result.rowcount
     finally:

@@ -17,15 +17,16 @@ from campaigns.db.models import (
     CampaignRun,
     ContactHistory,
     Exclusion,
-    ExclusionBlock,
     RunAudience,
+    RunBlock,
     TargetListRow,
     table_of,
 )
 from recommender.errors import UserError
 
 SUCCEEDED = "succeeded"
-EXCLUSION_BLOCK_ROWS = 100_000  # rows per exclusion block: a one-customer lookup decodes at most ~1 MB
+BLOCK_ROWS = 100_000  # rows per block of a run's exclusions or audience: a one-customer lookup decodes ~1 MB
+EXCLUSIONS, AUDIENCE = "exclusions", "audience"  # the kinds of run blocks
 EXCLUSION_SCHEMA = pl.Schema({"customer_id": pl.String(), "offer_id": pl.String(), "rule_ids": pl.String()})
 
 
@@ -120,27 +121,27 @@ def insert_run(
 ) -> None:
     """Insert the run row first (the unique key makes a concurrent second writer fail here), then its rows.
 
-    Exclusions (customer_id, offer_id or null for every offer, rule_ids text) go in blocks of
-    :data:`EXCLUSION_BLOCK_ROWS` rows in customer-id order (:class:`~campaigns.db.models.ExclusionBlock`): a
+    The exclusions (customer_id, offer_id or null for every offer, rule_ids text) and the eligible audience go
+    in blocks of :data:`BLOCK_ROWS` rows in customer-id order (:class:`~campaigns.db.models.RunBlock`): a
     million-customer run excludes millions of pairs, and one row per pair was most of the run's time. Contacts
     go in customer order: their index leads with the customer id, and appending to a B-tree is several times
     faster than inserting at random places.
     """
     conn.execute(table_of(CampaignRun).insert().values(**run))
     insert_frame(conn, table_of(TargetListRow), targets)
-    insert_frame(conn, table_of(RunAudience), audience)
-    blocks = exclusion_blocks(exclusions, rows=EXCLUSION_BLOCK_ROWS)
+    blocks = [
+        *({"kind": AUDIENCE, **b} for b in row_blocks(audience.select(list(AUDIENCE_SCHEMA)), rows=BLOCK_ROWS)),
+        *({"kind": EXCLUSIONS, **b} for b in row_blocks(exclusions.select(list(EXCLUSION_SCHEMA)), rows=BLOCK_ROWS)),
+    ]
     if blocks:
-        conn.execute(table_of(ExclusionBlock).insert(), [{"run_id": run["run_id"], **block} for block in blocks])
+        conn.execute(table_of(RunBlock).insert(), [{"run_id": run["run_id"], **block} for block in blocks])
     insert_frame(conn, table_of(ContactHistory), contacts.sort("customer_id", "contacted_at", maintain_order=True))
 
 
-def exclusion_blocks(exclusions: pl.DataFrame, *, rows: int = EXCLUSION_BLOCK_ROWS) -> list[dict[str, Any]]:
-    """``exclusions`` in customer-id order (a customer's every-offer row first), cut into blocks of ``rows`` rows:
-    block number, first and last customer id, row count and the block as Parquet (zstd)."""
-    ordered = exclusions.select(
-        pl.col("customer_id").cast(pl.String), pl.col("offer_id").cast(pl.String), pl.col("rule_ids").cast(pl.String)
-    ).sort("customer_id", "offer_id", nulls_last=False, maintain_order=True)
+def row_blocks(frame: pl.DataFrame, *, rows: int = BLOCK_ROWS) -> list[dict[str, Any]]:
+    """``frame`` (customer_id first) in customer-id order, then by its other columns (nulls first), cut into
+    blocks of ``rows`` rows: block number, first and last customer id, row count and the block as Parquet."""
+    ordered = frame.sort(frame.columns, nulls_last=False, maintain_order=True)
     out = []
     for number, start in enumerate(range(0, ordered.height, rows)):
         part = ordered.slice(start, rows)
@@ -159,6 +160,29 @@ def exclusion_blocks(exclusions: pl.DataFrame, *, rows: int = EXCLUSION_BLOCK_RO
     return out
 
 
+def _blocks(
+    conn: Connection, run_id: str, kind: str, schema: pl.Schema, customer_id: str | None = None
+) -> pl.DataFrame | None:
+    """A run's rows of ``kind`` from its blocks (only the blocks that can hold ``customer_id`` when given, and only
+    that customer's rows), or None when the run has no blocks of that kind (written before migration 0005)."""
+    blocks = table_of(RunBlock)
+    ranges = conn.execute(
+        select(blocks.c.id, blocks.c.first_customer_id, blocks.c.last_customer_id).where(
+            blocks.c.run_id == run_id, blocks.c.kind == kind
+        )
+    ).all()
+    if not ranges:
+        return None
+    # Python compares strings by code point, the order Polars sorted the block by (UTF-8 bytes): the range test
+    # is done here, not in SQL, where a database collation could order ids differently.
+    wanted = [i for i, first, last in ranges if customer_id is None or first <= customer_id <= last]
+    if not wanted:
+        return pl.DataFrame(schema=schema)
+    data = conn.execute(select(blocks.c.data).where(blocks.c.id.in_(wanted)).order_by(blocks.c.block)).scalars()
+    frame = pl.concat([pl.read_parquet(io.BytesIO(blob)) for blob in data]).cast(schema)
+    return frame.filter(pl.col("customer_id") == customer_id) if customer_id is not None else frame
+
+
 def target_rows(engine: Engine, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
     """A run's target-list rows (every column), optionally of one customer."""
     return _run_rows(engine, table_of(TargetListRow), run_id, customer_id)
@@ -167,23 +191,12 @@ def target_rows(engine: Engine, run_id: str, customer_id: str | None = None) -> 
 def exclusion_rows(engine: Engine, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
     """A run's exclusions (customer_id, offer_id or null for every offer, rule_ids), optionally of one customer,
     in customer-id order. Runs written before migration 0005 have them as rows, later ones in blocks."""
-    blocks = table_of(ExclusionBlock)
     with engine.connect() as conn:
-        ranges = conn.execute(
-            select(blocks.c.id, blocks.c.first_customer_id, blocks.c.last_customer_id)
-            .where(blocks.c.run_id == run_id)
-            .order_by(blocks.c.block)
-        ).all()
-        # Python compares strings by code point, the order Polars sorted the block by (UTF-8 bytes): the range
-        # test is done here, not in SQL, where a database collation could order ids differently.
-        wanted = [i for i, first, last in ranges if customer_id is None or first <= customer_id <= last]
-        data = conn.execute(select(blocks.c.data).where(blocks.c.id.in_(wanted)).order_by(blocks.c.block)).scalars()
-        parts = [pl.read_parquet(io.BytesIO(blob)) for blob in data] if wanted else []
-    if not ranges:
-        legacy = _run_rows(engine, table_of(Exclusion), run_id, customer_id)
-        return legacy.select(list(EXCLUSION_SCHEMA)) if legacy.height else pl.DataFrame(schema=EXCLUSION_SCHEMA)
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema=EXCLUSION_SCHEMA)
-    return frame.filter(pl.col("customer_id") == customer_id) if customer_id is not None else frame
+        stored = _blocks(conn, run_id, EXCLUSIONS, EXCLUSION_SCHEMA, customer_id)
+    if stored is not None:
+        return stored
+    legacy = _run_rows(engine, table_of(Exclusion), run_id, customer_id)
+    return legacy.select(list(EXCLUSION_SCHEMA)) if legacy.height else pl.DataFrame(schema=EXCLUSION_SCHEMA)
 
 
 def _run_rows(engine: Engine, table: Table, run_id: str, customer_id: str | None = None) -> pl.DataFrame:
@@ -279,34 +292,54 @@ def run_for_report(
                 TargetListRow.score,
             ).where(TargetListRow.run_id == run["run_id"])
         ).all()
-        audience = connection.execute(
-            select(
-                RunAudience.customer_id,
-                RunAudience.arm,
-                RunAudience.segment,
-                RunAudience.selected,
-                RunAudience.contacted,
-            ).where(RunAudience.run_id == run["run_id"])
-        ).all()
+        audience = _blocks(connection, run["run_id"], AUDIENCE, AUDIENCE_SCHEMA)
+        if audience is None:  # a run written before migration 0005
+            legacy = connection.execute(
+                select(
+                    RunAudience.customer_id,
+                    RunAudience.arm,
+                    RunAudience.segment,
+                    RunAudience.selected,
+                    RunAudience.contacted,
+                ).where(RunAudience.run_id == run["run_id"])
+            ).all()
+            audience = pl.DataFrame([tuple(r) for r in legacy], schema=AUDIENCE_SCHEMA, orient="row")
     return (
         dict(run),
         pl.DataFrame([tuple(r) for r in targets], schema=TARGET_SCHEMA, orient="row"),
-        pl.DataFrame([tuple(r) for r in audience], schema=AUDIENCE_SCHEMA, orient="row"),
+        audience.select(list(AUDIENCE_SCHEMA)),
     )
 
 
 def customer_segment(engine: Engine, customer_id: str) -> str | None:
     """The customer's segment in the latest run audience that holds them (None when no run saw them)."""
-    query = (
-        select(RunAudience.segment)
+    blocks = table_of(RunBlock)
+    legacy = (
+        select(CampaignRun.scheduled_for, RunAudience.segment)
         .join(CampaignRun, CampaignRun.run_id == RunAudience.run_id)
         .where(RunAudience.customer_id == customer_id)
         .order_by(CampaignRun.scheduled_for.desc(), RunAudience.id.desc())
         .limit(1)
     )
+    ranges = (
+        select(CampaignRun.run_id, CampaignRun.scheduled_for, blocks.c.first_customer_id, blocks.c.last_customer_id)
+        .join(CampaignRun, CampaignRun.run_id == blocks.c.run_id)
+        .where(blocks.c.kind == AUDIENCE)
+        .order_by(CampaignRun.scheduled_for.desc())
+    )
     with engine.connect() as conn:
-        segment: str | None = conn.execute(query).scalar()
-    return segment
+        found = conn.execute(legacy).first()
+        checked = set()
+        for run_id, scheduled_for, first, last in conn.execute(ranges).all():
+            if found is not None and scheduled_for <= found[0]:
+                break
+            if run_id in checked or not first <= customer_id <= last:
+                continue
+            checked.add(run_id)
+            rows = _blocks(conn, run_id, AUDIENCE, AUDIENCE_SCHEMA, customer_id)
+            if rows is not None and rows.height:
+                return str(rows["segment"][0])
+    return None if found is None else str(found[1])
 
 
 def customer_contacts(engine: Engine, customer_id: str, *, limit: int = 200) -> list[dict[str, Any]]:

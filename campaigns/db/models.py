@@ -83,21 +83,22 @@ class Exclusion(Base):
     rule_ids: Mapped[str] = mapped_column(Text)
 
 
-class ExclusionBlock(Base):
-    """A block of a run's exclusions, in customer-id order: a Parquet file (customer_id, offer_id or null for every
-    offer, rule_ids) of the customers from ``first_customer_id`` to ``last_customer_id`` (migration 0005).
+class RunBlock(Base):
+    """A block of one of a run's large row sets (``kind``: ``exclusions`` or ``audience``), in customer-id order: a
+    Parquet file of the customers from ``first_customer_id`` to ``last_customer_id`` (migration 0005).
 
-    A million-customer run excludes millions of pairs: one row per pair cost the SQLite write most of a run's
-    time. Blocks are written in a few milliseconds each, and a lookup of one customer reads the block(s) whose
-    range holds the id (:mod:`campaigns.run_repository`). Runs written before 0005 keep their rows in
-    ``exclusions``; readers look in both.
+    A million-customer run excludes millions of pairs and has hundreds of thousands of audience customers: one
+    database row each cost most of a run's time. Blocks are written in milliseconds each, and a lookup of one
+    customer reads only the block(s) whose range holds the id (:mod:`campaigns.run_repository`). Runs written
+    before 0005 keep their rows in ``exclusions`` and ``run_audience``; readers look in both.
     """
 
-    __tablename__ = "exclusion_blocks"
-    __table_args__ = (UniqueConstraint("run_id", "block", name="uq_exclusion_blocks_run_block"),)
+    __tablename__ = "run_blocks"
+    __table_args__ = (UniqueConstraint("run_id", "kind", "block", name="uq_run_blocks_run_kind_block"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.run_id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
     block: Mapped[int] = mapped_column(Integer)
     first_customer_id: Mapped[str] = mapped_column(String(64))
     last_customer_id: Mapped[str] = mapped_column(String(64))

@@ -13,15 +13,15 @@ from sqlalchemy import func, select
 
 from campaigns import export
 from campaigns.campaign_run import plan_campaign, ranker_from_frames, run_campaign
-from campaigns.db.models import CampaignRun, ContactHistory, ExclusionBlock, RunAudience, TargetListRow
-from campaigns.run_repository import exclusion_rows
+from campaigns.db.models import CampaignRun, ContactHistory, RunAudience, RunBlock, TargetListRow
+from campaigns.run_repository import exclusion_rows, run_for_report
 
 
 def counts(engine):
     with engine.connect() as conn:
         return {
             t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
-            for t in (CampaignRun, TargetListRow, ExclusionBlock, ContactHistory, RunAudience)
+            for t in (CampaignRun, TargetListRow, RunBlock, ContactHistory, RunAudience)
         }
 
 
@@ -38,8 +38,8 @@ def test_run_writes_files_and_rows_then_the_same_key_writes_nothing(db_engine, t
         real = conn.execute(select(func.count()).where(ContactHistory.contacted.is_(True))).scalar_one()
     assert stored["contact_history"] == first.row_count  # control rows are virtual contacts (contacted = False)
     assert real == first.row_count - first.control_count
-    assert stored["run_audience"] == 50 and first.control_count > 0
-    assert stored["exclusion_blocks"] == 1
+    assert run_for_report(db_engine, "test_campaign")[2].height == 50 and first.control_count > 0
+    assert stored["run_blocks"] == 2  # the audience and the exclusions, one block each
     assert exclusion_rows(db_engine, first.run_id).height == 10 + 5 * 2  # 10 customer-level, 5 students x 2
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.export_dir.iterdir()}
 
@@ -297,13 +297,7 @@ def test_control_and_holdouts_count_toward_their_own_campaigns_cap_only(db_engin
         again = set(
             conn.execute(select(TargetListRow.customer_id).where(TargetListRow.run_id == second.run_id)).scalars()
         )
-        audience = dict(
-            conn.execute(
-                select(RunAudience.arm, func.count())
-                .where(RunAudience.run_id == second.run_id)
-                .group_by(RunAudience.arm)
-            ).all()
-        )
+    audience = dict(run_for_report(db_engine, "test_campaign", second.run_id)[2].group_by("arm").len().iter_rows())
     assert again.isdisjoint(arms)  # nobody of run 1, control and holdouts included, is offered again in the window
     assert sum(audience.values()) == 50  # capped customers stay in the eligible audience the arms split
     other = do_run(
@@ -347,16 +341,7 @@ def test_exposure_is_the_fire_time_not_when_the_files_were_written(db_engine, tm
 
 def test_unselected_customers_stay_in_their_arm_share(db_engine, tmp_path):
     result = do_run(db_engine, tmp_path, campaign=spec(max_audience=20))
-    with db_engine.connect() as conn:
-        audience = pl.DataFrame(
-            conn.execute(
-                select(RunAudience.customer_id, RunAudience.arm, RunAudience.selected, RunAudience.contacted).where(
-                    RunAudience.run_id == result.run_id
-                )
-            ).all(),
-            schema=["customer_id", "arm", "selected", "contacted"],
-            orient="row",
-        )
+    audience = run_for_report(db_engine, "test_campaign", result.run_id)[2]
     assert audience.height == 50 and int(audience["selected"].sum()) == 20
     assert audience.filter(pl.col("arm") == "control")["contacted"].sum() == 0
     assert audience.filter(pl.col("contacted"))["selected"].all()

@@ -1,4 +1,4 @@
-"""exclusions stored in blocks (Parquet per range of customer ids) instead of one row per pair
+"""a run's exclusions and eligible audience stored in blocks (Parquet per range of customer ids)
 
 Revision ID: 0005
 Revises: 0004
@@ -16,9 +16,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "exclusion_blocks",
+        "run_blocks",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("block", sa.Integer(), nullable=False),
         sa.Column("first_customer_id", sa.String(length=64), nullable=False),
         sa.Column("last_customer_id", sa.String(length=64), nullable=False),
@@ -26,9 +27,9 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["campaign_runs.run_id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("run_id", "block", name="uq_exclusion_blocks_run_block"),
+        sa.UniqueConstraint("run_id", "kind", "block", name="uq_run_blocks_run_kind_block"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("exclusion_blocks")
+    op.drop_table("run_blocks")
