@@ -48,7 +48,7 @@ from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import Eligibility, compact_eligibility, evaluate, exclusion_counts
+from campaigns.eligibility import CUSTOMER_ROW, Eligibility, compact_eligibility, evaluate, exclusion_counts
 from campaigns.eligibility_config import RuleSet
 from campaigns.specs import CampaignSpec, CampaignSpecError
 from campaigns.times import utcnow
@@ -185,6 +185,15 @@ def _capacities(spec: CampaignSpec, products: pl.DataFrame, offers: list[str]) -
     return {o: c for o, c in caps.items() if o in offers}
 
 
+def _customer_rows(ids: pl.Series, world: World) -> pl.Series:
+    """Each id's row in ``world.customers`` (what eligibility joins on): segments are usually assigned to the
+    customers table as it is, in its order, and then the rows are just 0, 1, 2, ..."""
+    customers = world.customers[Columns.Customer]
+    if ids.len() == customers.len() and ids.equals(customers):
+        return pl.arange(0, ids.len(), dtype=pl.UInt32, eager=True).alias(CUSTOMER_ROW)
+    return world.rows_for(ids).alias(CUSTOMER_ROW)
+
+
 def eligible_audience(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
     """Customers (customer_id) with a pair that no rule but the contact-frequency cap excludes (step 2 above)."""
     cap_bits = eligibility.mask_of(r.id for r in rules.rules if r.check == CAP_CHECK)
@@ -230,10 +239,13 @@ def plan_campaign(
             allowed.select(Columns.Segment, Columns.Offer).join(offer_frame, on=Columns.Offer, how="semi").unique()
         )
     with stage("eligibility"):
-        candidates = (
-            targeted.select(Columns.Customer, Columns.Segment)
-            .join(allowed_pairs, on=Columns.Segment, how="inner")
-            .select(Columns.Customer, Columns.Offer)
+        with_rows = segments.select(Columns.Customer, Columns.Segment).with_columns(
+            _customer_rows(segments[Columns.Customer], world)
+        )
+        if spec.segments:
+            with_rows = with_rows.filter(pl.col(Columns.Segment).is_in(spec.segments))
+        candidates = with_rows.join(allowed_pairs, on=Columns.Segment, how="inner").select(
+            Columns.Customer, Columns.Offer, CUSTOMER_ROW
         )
         eligibility = evaluate(
             candidates,

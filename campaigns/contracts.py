@@ -606,6 +606,7 @@ class World:
         suppression: pl.DataFrame,
         conversions: pl.DataFrame,
         sources: dict[str, Path],
+        customer_rows: dict[str, pl.Series] | None = None,
     ):
         self.customers = customers
         self.products = products
@@ -616,6 +617,8 @@ class World:
         self.suppression = suppression
         self.conversions = conversions
         self.sources = sources
+        self._rows = dict(customer_rows or {})
+        self._index: pl.DataFrame | None = None
 
     @property
     def events(self) -> pl.LazyFrame:
@@ -626,7 +629,24 @@ class World:
     def replace(self, **changes: Any) -> World:
         """A copy with some tables replaced (``events`` stays deferred unless replaced)."""
         tables: dict[str, Any] = {name: getattr(self, name) for name in TABLES if name != "events"}
-        return World(**{**tables, "events": self._events, "sources": self.sources, **changes})
+        rows = {name: r for name, r in self._rows.items() if name not in changes and "customers" not in changes}
+        return World(**{**tables, "events": self._events, "sources": self.sources, "customer_rows": rows, **changes})
+
+    def rows_for(self, ids: pl.Series) -> pl.Series:
+        """UInt32: the row in ``customers`` of each id (null when the id is not a customer)."""
+        if self._index is None:
+            self._index = self.customers.select(pl.col("customer_id").alias("_id")).with_row_index("_row")
+        found = pl.DataFrame({"_id": ids.cast(pl.String)}).join(
+            self._index, on="_id", how="left", maintain_order="left"
+        )
+        return found["_row"]
+
+    def customer_rows(self, table: str) -> pl.Series:
+        """:meth:`rows_for` of the customer ids of ``table`` (one per row), computed once (and kept with the
+        snapshots, :mod:`campaigns.snapshots`): joins on integer rows instead of id strings are ~10x faster."""
+        if table not in self._rows:
+            self._rows[table] = self.rows_for(getattr(self, table)["customer_id"])
+        return self._rows[table]
 
     def row_counts(self) -> dict[str, int]:
         counts = {}
@@ -705,6 +725,7 @@ def load_world(
     store = SnapshotStore(snapshots, directory) if snapshots is not None else None
     eager: dict[str, pl.DataFrame] = {}
     keys: dict[str, str] = {}
+    rows: dict[str, pl.Series] = {}
     sources: dict[str, Path] = {}
     events: pl.LazyFrame | Callable[[], pl.LazyFrame] | None = None
     for name, spec in TABLES.items():
@@ -732,16 +753,32 @@ def load_world(
         cached = store.read_frame(name, key) if store else None
         if cached is not None:
             eager[name] = cached
-            continue
-        # read once, then validated and converted in memory
-        eager[name] = validate(_read(path, name), spec, references=references, source=path, in_memory=True).collect()
-        if name in NON_EMPTY_TABLES and eager[name].height == 0:
-            raise ContractError(name, None, "the file has a header but no rows")
-        if store:
-            store.write_frame(name, key, eager[name])
+        else:  # read once, then validated and converted in memory
+            eager[name] = validate(
+                _read(path, name), spec, references=references, source=path, in_memory=True
+            ).collect()
+            if name in NON_EMPTY_TABLES and eager[name].height == 0:
+                raise ContractError(name, None, "the file has a header but no rows")
+            if store:
+                store.write_frame(name, key, eager[name])
+        if store and targets.get("customer_id") == "customers":  # its key covers the customers file too
+            rows[name] = _customer_rows(store, name, key, eager)
     if events is None:  # pragma: no cover - events is a required table
         raise AssertionError("events table missing")
-    return World(events=events, sources=sources, **eager)
+    return World(events=events, sources=sources, customer_rows=rows, **eager)
+
+
+def _customer_rows(store: SnapshotStore, name: str, key: str, eager: dict[str, pl.DataFrame]) -> pl.Series:
+    """The customers' rows of table ``name``'s customer ids (see :meth:`World.customer_rows`), from its snapshot."""
+    cached = store.read_frame(f"{name}.rows", key)
+    if cached is not None and cached.height == eager[name].height:
+        return cached["_row"]
+    index = eager["customers"].select(pl.col("customer_id").alias("_id")).with_row_index("_row")
+    found = (
+        eager[name].select(pl.col("customer_id").alias("_id")).join(index, on="_id", how="left", maintain_order="left")
+    )
+    store.write_frame(f"{name}.rows", key, found.select("_row"))
+    return found["_row"]
 
 
 def _events_loader(

@@ -427,3 +427,30 @@ def test_compact_storage_matches_the_exploded_form_and_keeps_unknown_ids():
         ("C", "LOAN", "dti"),
     ]
     assert stored.rows() == _compact_exploded(exclusions, default_rules()).rows()
+
+
+def test_candidates_with_their_customer_rows_are_judged_as_without():
+    """A campaign run passes each candidate's row in the customers table (integer joins); an unknown customer,
+    a suppression or consent row of an id that is no customer must still be judged exactly as by id."""
+    from campaigns.eligibility import CUSTOMER_ROW
+
+    frames = tables(["A", "B", "C"])
+    frames["suppression"] = pl.DataFrame(
+        {"customer_id": ["B", "ghost"], "reason": ["dnc", "dnc"], "channel": [None, None]},
+        schema={"customer_id": pl.String, "reason": pl.String, "channel": pl.String},
+    )
+    w = world(frames)
+    candidates = pl.DataFrame(
+        [(c, o) for c in ("C", "ghost", "A", "B") for o in ("CARD", "SAVE")],
+        schema=["customer_id", "offer_id"],
+        orient="row",
+    )
+    plain = evaluate(candidates, world=w, rules=default_rules(), channel="sms", as_of=AS_OF)
+    with_rows = candidates.with_columns(w.rows_for(candidates["customer_id"]).alias(CUSTOMER_ROW))
+    assert with_rows[CUSTOMER_ROW].null_count() == 2  # the ghost's two pairs
+    fast = evaluate(with_rows, world=w, rules=default_rules(), channel="sms", as_of=AS_OF)
+    key = ["customer_id", "offer_id"]
+    assert fast.exclusions.sort(key).rows() == plain.exclusions.sort(key).rows()
+    assert fast.eligible.sort(key).rows() == plain.eligible.sort(key).rows()
+    ghost = dict(((o, r) for c, o, r in plain.exclusions.iter_rows() if c == "ghost"))
+    assert all("unknown_customer" in r and "suppressed" in r for r in ghost.values()), ghost
