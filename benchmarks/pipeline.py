@@ -87,7 +87,9 @@ def maxrss_mb() -> float:
 
 
 class StageRecorder:
-    """``with recorder("name"): ...`` records wall seconds and peak RSS; also a ``campaigns.campaign_run.Stage``."""
+    """``with recorder("name"): ...`` records wall seconds, CPU seconds (user + system, every thread of the process)
+    and peak RSS; also a ``campaigns.campaign_run.Stage``. CPU seconds tell a stage's cost when other jobs share
+    the cores and stretch the wall time."""
 
     def __init__(self, interval: float = 0.005):
         self.stages: list[dict[str, Any]] = []
@@ -108,14 +110,22 @@ class StageRecorder:
     def __call__(self, name: str) -> Iterator[None]:
         start_rss, high_before = rss_mb(), maxrss_mb()
         self._peak = start_rss
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         yield
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_started
         peak = max(self._peak, rss_mb())
         high_after = maxrss_mb()
         if high_after > high_before:
             peak = max(peak, high_after)
-        self.stages.append({"stage": name, "seconds": seconds, "peak_rss_mb": peak, "start_rss_mb": start_rss})
+        self.stages.append(
+            {"stage": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "start_rss_mb": start_rss}
+        )
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 # --- setup (parent) ----------------------------------------------------------------------------------------
@@ -231,7 +241,7 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
     events = load_events(settings)
     config = load_models_config(settings)
     record = StageRecorder()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     with record("load + validate"):
         world = load_world(data, event_types=events.event_types)
     with record("interactions"):
@@ -275,12 +285,13 @@ def child_refresh(data: Path, started: float) -> dict[str, Any]:
         with record("evaluation"):
             evaluations, _info = evaluate_models(world, settings, events, names=list(models))
         metrics = {e.name: {"k": e.result.k, **e.result.overall} for e in evaluations}
-    total = time.perf_counter() - t0
+    total, total_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     als = models["als"]
     record.close()
     return {
         "imports_seconds": imports,
         "total_seconds": total,
+        "cpu_seconds": total_cpu,
         "peak_rss_mb": maxrss_mb(),
         "stages": record.stages,
         "interactions": {"customers": matrix.shape[0], "offers": matrix.shape[1], "nnz": int(matrix.nnz)},
@@ -302,7 +313,7 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
     events = load_events(settings)
     engine = make_engine(settings.database_url)
     record = StageRecorder()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     result = run(
         settings,
         events,
@@ -312,7 +323,7 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
         engine=engine,
         stage=record,
     )
-    total = time.perf_counter() - t0
+    total, total_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     record.close()
     engine.dispose()
     if not result.created:
@@ -328,6 +339,7 @@ def child_campaign(data: Path, started: float, campaign_id: str) -> dict[str, An
     return {
         "imports_seconds": imports,
         "total_seconds": total,
+        "cpu_seconds": total_cpu,
         "peak_rss_mb": maxrss_mb(),
         "stages": record.stages,
         "run_id": result.run_id,
@@ -357,6 +369,7 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
         seconds = med([s["seconds"] for s in rows]) * (len(rows) / len(runs))  # several per run: summed
         stages[name] = {
             "seconds": seconds,
+            "cpu_seconds": med([s.get("cpu_seconds", 0.0) for s in rows]) * (len(rows) / len(runs)),
             "peak_rss_mb": med([s["peak_rss_mb"] for s in rows]),
             "share": seconds / total if total and name not in extra else None,
             "runs": [s["seconds"] for s in rows],
@@ -364,6 +377,7 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
     counted = sum(v["seconds"] for k, v in stages.items() if k not in extra)
     stages["other"] = {
         "seconds": max(total - counted, 0.0),
+        "cpu_seconds": None,
         "peak_rss_mb": None,
         "share": max(total - counted, 0.0) / total if total else None,
         "runs": [],
@@ -371,6 +385,7 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
     return {
         "total_seconds": total,
         "total_runs": [r["total_seconds"] for r in runs],
+        "cpu_seconds": med([r.get("cpu_seconds", 0.0) for r in runs]),
         "peak_rss_mb": med([r["peak_rss_mb"] for r in runs]),
         "imports_seconds": med([r["imports_seconds"] for r in runs]),
         "stages": stages,
@@ -385,6 +400,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
     for column, justify in (
         ("stage", "left"),
         ("median s", "right"),
+        ("CPU s", "right"),
         ("share", "right"),
         ("peak RSS MiB", "right"),
         ("runs (s)", "left"),
@@ -394,6 +410,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
         table.add_row(
             name,
             f"{s['seconds']:.2f}",
+            f"{s['cpu_seconds']:.2f}" if s.get("cpu_seconds") is not None else "-",
             f"{s['share']:.0%}" if s["share"] is not None else "-",
             f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] is not None else "-",
             ", ".join(f"{v:.2f}" for v in s["runs"]),
@@ -401,6 +418,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
     table.add_row(
         "total",
         f"{summary['total_seconds']:.2f}",
+        f"{summary.get('cpu_seconds', 0.0):.2f}",
         "100%",
         f"{summary['peak_rss_mb']:,.0f}",
         ", ".join(f"{v:.2f}" for v in summary["total_runs"]),
