@@ -139,14 +139,15 @@ def insert_run(
 
 
 def row_blocks(frame: pl.DataFrame, *, rows: int = BLOCK_ROWS) -> list[dict[str, Any]]:
-    """``frame`` (customer_id first) in customer-id order, then by its other columns (nulls first), cut into
-    blocks of ``rows`` rows: block number, first and last customer id, row count and the block as Parquet."""
-    ordered = frame.sort(frame.columns, nulls_last=False, maintain_order=True)
+    """``frame`` in customer-id order (a customer's rows in their order in ``frame``), cut into blocks of ``rows``
+    rows: block number, first and last customer id, row count and the block as Parquet (LZ4: several times
+    faster to write than zstd, for blocks about twice the size)."""
+    ordered = frame.sort("customer_id", maintain_order=True)
     out = []
     for number, start in enumerate(range(0, ordered.height, rows)):
         part = ordered.slice(start, rows)
         buffer = io.BytesIO()
-        part.write_parquet(buffer, compression="zstd", statistics=False)
+        part.write_parquet(buffer, compression="lz4", statistics=False)
         ids = part["customer_id"]
         out.append(
             {
