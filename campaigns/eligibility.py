@@ -520,19 +520,6 @@ def evaluate(
         ).alias("_applies"),
         *[_in_scope(r, pl.col("family"), rules).alias(f"_scope_{i}") for i, r in scoped],
     )
-    pairs = (
-        pl.concat(
-            [candidates.select(Columns.Customer, Columns.Offer), per_customer.select(pl.all().gather(rows.candidates))],
-            how="horizontal",
-        )
-        .join(offers, on=Columns.Offer, how="left", maintain_order="left")
-        .with_columns(
-            pl.col("_applies").fill_null(all_customer_bits),
-            pl.col("_family_bit", "_offer_bit").fill_null(0),
-            pl.col("_offer_word").fill_null(0),
-            *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped],
-        )
-    )
     pair_mask = _sum(
         [
             pl.when(pl.col(f"_scope_{i}"))
@@ -544,13 +531,37 @@ def evaluate(
         ]
     )
     mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
-    judged = pairs.select(Columns.Customer, Columns.Offer, mask.alias("_mask"))
+
+    def judge(start: int, stop: int) -> pl.DataFrame:
+        pairs = (
+            pl.concat(
+                [
+                    candidates.slice(start, stop - start).select(Columns.Customer, Columns.Offer),
+                    per_customer.select(pl.all().gather(rows.candidates.slice(start, stop - start))),
+                ],
+                how="horizontal",
+            )
+            .join(offers, on=Columns.Offer, how="left", maintain_order="left")
+            .with_columns(
+                pl.col("_applies").fill_null(all_customer_bits),
+                pl.col("_family_bit", "_offer_bit").fill_null(0),
+                pl.col("_offer_word").fill_null(0),
+                *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped],
+            )
+        )
+        return pairs.select(Columns.Customer, Columns.Offer, mask.alias("_mask"))
+
+    # In slices: every pair row carries some twenty customer and offer columns while it is judged, which at tens
+    # of millions of pairs would be most of a run's memory; only (customer, offer, mask) is kept.
+    slices = range(0, max(candidates.height, 1), PAIR_SLICE)
+    judged = pl.concat([judge(start, min(start + PAIR_SLICE, candidates.height)) for start in slices])
     excluded = judged.filter(pl.col("_mask") != 0)
     eligible = judged.filter(pl.col("_mask") == 0).select(Columns.Customer, Columns.Offer)
     return Eligibility(eligible=eligible, excluded=excluded, codes=tuple(rules.codes))
 
 
 _PAIR_COLUMNS = ("age", "credit_score", "dti")  # the customer data that rules on offer data read
+PAIR_SLICE = 2_000_000  # candidate pairs judged at once
 
 
 def _sum(parts: list[pl.Expr]) -> pl.Expr:

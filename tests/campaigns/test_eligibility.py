@@ -454,3 +454,19 @@ def test_candidates_with_their_customer_rows_are_judged_as_without():
     assert fast.eligible.sort(key).rows() == plain.eligible.sort(key).rows()
     ghost = dict(((o, r) for c, o, r in plain.exclusions.iter_rows() if c == "ghost"))
     assert all("unknown_customer" in r and "suppressed" in r for r in ghost.values()), ghost
+
+
+def test_pairs_judged_in_slices_give_the_same_verdicts(monkeypatch):
+    import campaigns.eligibility as eligibility
+
+    frames = tables(["A", "B", "C"])
+    candidates = pl.DataFrame(
+        [(c, o) for c in ("A", "B", "C", "ghost") for o in ("CARD", "SAVE")],
+        schema=["customer_id", "offer_id"],
+        orient="row",
+    )
+    whole = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
+    monkeypatch.setattr(eligibility, "PAIR_SLICE", 3)  # 8 pairs: slices of 3, 3 and 2
+    sliced = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
+    assert sliced.excluded.rows() == whole.excluded.rows() and sliced.eligible.rows() == whole.eligible.rows()
+    assert whole.excluded.height + whole.eligible.height == 8
