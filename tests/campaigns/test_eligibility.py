@@ -460,6 +460,14 @@ def test_pairs_judged_in_slices_give_the_same_verdicts(monkeypatch):
     import campaigns.eligibility as eligibility
 
     frames = tables(["A", "B", "C"])
+    frames["risk"] = frames["risk"].with_columns(  # B fails the card's score floor, C has no score at all
+        pl.when(pl.col("customer_id") == "B")
+        .then(500.0)
+        .when(pl.col("customer_id") == "C")
+        .then(None)
+        .otherwise(pl.col("credit_score"))
+        .alias("credit_score")
+    )
     candidates = pl.DataFrame(
         [(c, o) for c in ("A", "B", "C", "ghost") for o in ("CARD", "SAVE")],
         schema=["customer_id", "offer_id"],
@@ -470,3 +478,4 @@ def test_pairs_judged_in_slices_give_the_same_verdicts(monkeypatch):
     sliced = evaluate(candidates, world=world(frames), rules=default_rules(), channel="sms", as_of=AS_OF)
     assert sliced.excluded.rows() == whole.excluded.rows() and sliced.eligible.rows() == whole.eligible.rows()
     assert whole.excluded.height + whole.eligible.height == 8
+    assert len({tuple(r) for _, _, r in whole.exclusions.iter_rows()}) >= 3  # the customers are judged differently
