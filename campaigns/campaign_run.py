@@ -46,7 +46,7 @@ from sqlalchemy.exc import IntegrityError
 
 from campaigns import export, run_repository
 from campaigns.allocation import allocate, apportion
-from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, arm_frame, contacted_expr, held_out, holdout_label
+from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, assign_arms, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
 from campaigns.eligibility import CUSTOMER_ROW, Eligibility, compact_eligibility, evaluate, exclusion_counts
 from campaigns.eligibility_config import RuleSet
@@ -196,11 +196,14 @@ def _customer_rows(ids: pl.Series, world: World) -> pl.Series:
 
 def eligible_audience(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
     """Customers (customer_id) with a pair that no rule but the contact-frequency cap excludes (step 2 above)."""
-    cap_bits = eligibility.mask_of(r.id for r in rules.rules if r.check == CAP_CHECK)
-    capped_only = eligibility.excluded.filter(
-        (pl.col("_mask") & pl.lit(~cap_bits & (2**64 - 1), dtype=pl.UInt64)) == 0
-    ).select(Columns.Customer)
+    capped_only = _capped_only(eligibility, rules).select(Columns.Customer)
     return pl.concat([eligibility.eligible.select(Columns.Customer), capped_only]).unique()
+
+
+def _capped_only(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
+    """The excluded pairs that only the contact-frequency cap excludes."""
+    cap_bits = eligibility.mask_of(r.id for r in rules.rules if r.check == CAP_CHECK)
+    return eligibility.excluded.filter((pl.col("_mask") & pl.lit(~cap_bits & (2**64 - 1), dtype=pl.UInt64)) == 0)
 
 
 def plan_campaign(
@@ -239,13 +242,12 @@ def plan_campaign(
             allowed.select(Columns.Segment, Columns.Offer).join(offer_frame, on=Columns.Offer, how="semi").unique()
         )
     with stage("eligibility"):
-        with_rows = segments.select(Columns.Customer, Columns.Segment).with_columns(
-            _customer_rows(segments[Columns.Customer], world)
-        )
-        if spec.segments:
-            with_rows = with_rows.filter(pl.col(Columns.Segment).is_in(spec.segments))
-        candidates = with_rows.join(allowed_pairs, on=Columns.Segment, how="inner").select(
-            Columns.Customer, Columns.Offer, CUSTOMER_ROW
+        # Each customer's row in world.customers: eligibility and the steps below join on it, not on id strings.
+        targeted = targeted.with_columns(_customer_rows(targeted[Columns.Customer], world))
+        candidates = (
+            targeted.select(Columns.Customer, Columns.Segment, CUSTOMER_ROW)
+            .join(allowed_pairs, on=Columns.Segment, how="inner")
+            .select(Columns.Customer, Columns.Offer, CUSTOMER_ROW)
         )
         eligibility = evaluate(
             candidates,
@@ -257,12 +259,24 @@ def plan_campaign(
             contact_history=contact_history,
         )
     with stage("arms"):
-        audience = targeted.join(eligible_audience(eligibility, rules), on=Columns.Customer, how="semi")
-        arms = arm_frame(
-            audience[Columns.Customer], salt=spec.salt, campaign_id=spec.id, arms=[(a.name, a.share) for a in spec.arms]
+        eligible_rows = eligibility.eligible[CUSTOMER_ROW].unique()
+        audience = targeted.filter(
+            pl.col(CUSTOMER_ROW).is_in(
+                pl.concat([eligible_rows, _capped_only(eligibility, rules)[CUSTOMER_ROW]]).implode()
+            )
         )
-        audience = audience.join(arms, on=Columns.Customer, how="left")
-    held = eligibility.excluded.select(Columns.Customer, pl.col(Columns.Offer).alias("product_id"))
+        audience = audience.with_columns(
+            assign_arms(
+                audience[Columns.Customer],
+                salt=spec.salt,
+                campaign_id=spec.id,
+                arms=[(a.name, a.share) for a in spec.arms],
+            ),
+            pl.col(CUSTOMER_ROW).is_in(eligible_rows.implode()).alias("_has_eligible"),
+        )
+    # pairs as integer keys (customer row, offer position), to keep only eligible pairs of a ranking below
+    offer_code = pl.col(Columns.Offer).cast(pl.Enum(offers)).to_physical()
+    eligible_keys = eligibility.eligible.select(CUSTOMER_ROW, offer_code.alias("_offer"))
     caps = _capacities(spec, world.products, offers)
     shares = [a.share for a in spec.arms]
     arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
@@ -272,21 +286,28 @@ def plan_campaign(
     with stage("rank"):
         for strategy in spec.strategies:
             arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
-            customers = audience.filter(pl.col("arm").is_in(arm_names)).join(
-                eligibility.eligible.select(Columns.Customer), on=Columns.Customer, how="semi"
+            customers = audience.filter(pl.col("arm").is_in(arm_names) & pl.col("_has_eligible"))
+            held = eligibility.excluded.filter(pl.col(CUSTOMER_ROW).is_in(customers[CUSTOMER_ROW].implode())).select(
+                Columns.Customer, pl.col(Columns.Offer).alias("product_id")
             )
             ranked = ranker(
                 strategy,
-                customers=customers.drop("arm"),
+                customers=customers.drop("arm", "_has_eligible", CUSTOMER_ROW),
                 allowed=allowed_pairs,
-                held=held.join(customers.select(Columns.Customer), on=Columns.Customer, how="semi"),
+                held=held,
                 k=len(offers),
             )
             # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
             ranked_by_strategy[strategy] = (
                 ranked.select(Columns.Customer, Columns.Offer, pl.col("score").cast(pl.Float64))
-                .join(eligibility.eligible, on=[Columns.Customer, Columns.Offer], how="semi")
-                .join(customers.select(Columns.Customer, Columns.Segment, "arm"), on=Columns.Customer, how="inner")
+                .join(
+                    customers.select(Columns.Customer, Columns.Segment, "arm", CUSTOMER_ROW),
+                    on=Columns.Customer,
+                    how="inner",
+                )
+                .filter(pl.col(Columns.Offer).is_in(offers))
+                .join(eligible_keys, left_on=[CUSTOMER_ROW, offer_code], right_on=[CUSTOMER_ROW, "_offer"], how="semi")
+                .drop(CUSTOMER_ROW)
             )
     selected, unallocated = [], []
     with stage("allocation"):

@@ -532,11 +532,13 @@ def evaluate(
     )
     mask = (pl.col("_customer_mask") & pl.col("_applies")) | pair_mask
 
+    keep = [CUSTOMER_ROW] if CUSTOMER_ROW in candidates.columns else []  # given rows stay with the verdicts
+
     def judge(start: int, stop: int) -> pl.DataFrame:
         pairs = (
             pl.concat(
                 [
-                    candidates.slice(start, stop - start).select(Columns.Customer, Columns.Offer),
+                    candidates.slice(start, stop - start).select(Columns.Customer, Columns.Offer, *keep),
                     per_customer.select(pl.all().gather(rows.candidates.slice(start, stop - start))),
                 ],
                 how="horizontal",
@@ -549,14 +551,14 @@ def evaluate(
                 *[pl.col(f"_scope_{i}").fill_null(True) for i, _ in scoped],
             )
         )
-        return pairs.select(Columns.Customer, Columns.Offer, mask.alias("_mask"))
+        return pairs.select(Columns.Customer, Columns.Offer, *keep, mask.alias("_mask"))
 
     # In slices: every pair row carries some twenty customer and offer columns while it is judged, which at tens
     # of millions of pairs would be most of a run's memory; only (customer, offer, mask) is kept.
     slices = range(0, max(candidates.height, 1), PAIR_SLICE)
     judged = pl.concat([judge(start, min(start + PAIR_SLICE, candidates.height)) for start in slices])
     excluded = judged.filter(pl.col("_mask") != 0)
-    eligible = judged.filter(pl.col("_mask") == 0).select(Columns.Customer, Columns.Offer)
+    eligible = judged.filter(pl.col("_mask") == 0).select(Columns.Customer, Columns.Offer, *keep)
     return Eligibility(eligible=eligible, excluded=excluded, codes=tuple(rules.codes))
 
 
