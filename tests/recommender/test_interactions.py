@@ -150,3 +150,45 @@ def test_unknown_ids_with_both_id_maps_raise_or_are_skipped():
         unknown="skip",
     )
     np.testing.assert_allclose(m.matrix.toarray(), [[4.0], [0.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("sorted_ids", [True, False])
+def test_a_matrix_built_in_chunks_of_customers_is_the_same_matrix(monkeypatch, sorted_ids):
+    import recommender.interactions as interactions
+
+    rng = np.random.default_rng(11)
+    many = events(
+        [
+            (
+                f"c{rng.integers(0, 300)}",
+                f"p{rng.integers(0, 12)}",
+                str(rng.choice(["impression", "click", "application", "activation"])),
+                AS_OF - timedelta(minutes=int(rng.integers(0, 500_000))),
+            )
+            for _ in range(4_000)
+        ]
+    )
+    names = [f"c{i}" for i in range(310)]
+    customers = IdMap.from_sorted(pl.Series(names)) if sorted_ids else IdMap.from_values(names[::-1])
+    products = IdMap.from_values([f"p{i}" for i in range(13)])
+
+    def build(**kw):
+        return build_interactions(
+            many, weights=WEIGHTS, half_life_days=45, as_of=AS_OF, customers=customers, products=products, **kw
+        )
+
+    whole = build()
+    monkeypatch.setattr(interactions, "CHUNK_CELLS", 13 * 47)  # chunks of 47 customers: 7 chunks
+    chunked = build()
+    assert chunked.matrix.shape == whole.matrix.shape and chunked.matrix.nnz == whole.matrix.nnz > 1_000
+    assert chunked.fingerprint() == whole.fingerprint()
+    assert (chunked.strength != whole.strength).nnz == 0
+    with pytest.raises(UnknownIdError):  # an event of no customer still raises when chunked
+        build_interactions(
+            pl.concat([many, events([("stranger", "p1", "click", AS_OF)])]),
+            weights=WEIGHTS,
+            half_life_days=45,
+            as_of=AS_OF,
+            customers=customers,
+            products=products,
+        )
