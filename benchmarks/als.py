@@ -29,7 +29,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from als_matrix import build_matrix  # noqa: E402
+from als_matrix import build_matrix, build_time_split  # noqa: E402
 from common import machine_info  # noqa: E402
 
 
@@ -47,16 +47,25 @@ def holdout(matrix: sp.csr_matrix, customers: int, seed: int) -> tuple[sp.csr_ma
 
 
 def metrics(x: np.ndarray, y: np.ndarray, train: sp.csr_matrix, rows: np.ndarray, held: np.ndarray, k: int = 5):
-    scores = x[rows].astype(np.float32) @ y.T.astype(np.float32)
-    sub = train[rows]
-    scores[np.repeat(np.arange(rows.size), np.diff(sub.indptr)), sub.indices] = -np.inf
+    """Top-k metrics over the customers in ``rows`` against their relevant offers (``rows[j]`` -> ``held[j]``,
+    a customer may repeat); training offers excluded from the ranking."""
+    customers, inverse = np.unique(rows, return_inverse=True)
+    relevant = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (inverse, held)), shape=(customers.size, y.shape[0])
+    )
+    relevant.data[:] = 1.0  # duplicates summed: count once
+    scores = x[customers].astype(np.float32) @ y.T.astype(np.float32)
+    sub = train[customers]
+    scores[np.repeat(np.arange(customers.size), np.diff(sub.indptr)), sub.indices] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    hit = top == held[:, None]
-    ndcg = float(np.mean((hit / np.log2(np.arange(2, k + 2))).sum(axis=1)))
+    hit = np.asarray(relevant[np.arange(customers.size)[:, None], top].todense()) > 0
+    n_rel = np.diff(relevant.indptr)
+    discount = 1 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
     return {
         f"hit_rate@{k}": float(hit.any(axis=1).mean()),
-        f"precision@{k}": float(hit.any(axis=1).mean() / k),
-        f"ndcg@{k}": ndcg,
+        f"precision@{k}": float(hit.sum(axis=1).mean() / k),
+        f"ndcg@{k}": float(np.mean((hit * discount).sum(axis=1) / ideal)),
     }
 
 
@@ -83,47 +92,31 @@ def run_implicit(train, *, factors, regularization, alpha, iterations, threads, 
 def run_ours(train, *, factors, regularization, alpha, iterations, threads, seed):
     from threadpoolctl import threadpool_limits
 
-    from recommender.models.als_blocked import _confidence, customer_coefficients, update_offers
+    from recommender.models.als_blocked import BlockedSolver, _confidence
 
     times: list[float] = []
     with threadpool_limits(1, "blas"):
         started = time.perf_counter()
-        conf = _confidence(train, alpha)
-        by_offer = conf.T.tocsr()
-        y = np.random.default_rng(seed).random((conf.shape[1], factors), dtype=np.float32) * np.float32(0.01)
+        solver = BlockedSolver(_confidence(train, alpha))  # index structures, once per fit
+        y = np.random.default_rng(seed).random((train.shape[1], factors), dtype=np.float32) * np.float32(0.01)
         for _ in range(iterations):
             t = time.perf_counter()
-            w, z = customer_coefficients(conf, y, regularization, threads=threads)
-            y = update_offers(by_offer, w, z, regularization, threads=threads)
+            w, z = solver.customer_step(y, regularization, threads=threads)
+            y = solver.offer_step(w, z, regularization, threads=threads)
             times.append(time.perf_counter() - t)
         x = w @ z
         total = time.perf_counter() - started
     return x, y, times, total
 
 
-def flop_estimates(matrix: sp.csr_matrix, k: int, cg_steps: int = 3) -> dict[str, dict[str, float]]:
-    """Per-iteration floating-point operations and memory traffic (bytes) of the two solvers."""
-    users, items = matrix.shape
-    nnz = matrix.nnz
-    counts = np.diff(matrix.indptr).astype(np.float64)
-    passes = cg_steps + 1  # initial residual + one A.p product per CG step, each side
-    implicit = {
-        # per row and pass: (Y^T Y) p (2k^2) + per non-zero a dot and an axpy (4k); plus the k x k Gram of the
-        # other side (2 k^2 per row)
-        "flop": passes * (2 * k * k * (users + items) + 2 * 4 * k * nnz) + 2 * k * k * (users + items),
-        # the offer side gathers a customer factor row (4k bytes) per non-zero and pass (40 offer rows stay in
-        # cache on the customer side); plus reading/writing both factor matrices and the two CSR matrices
-        "bytes": passes * nnz * 4 * k + 3 * users * 4 * k + 2 * nnz * 8,
-    }
-    r = min(items, k)
-    ours = {
-        # customers: gather K_SS (n^2), scale, Gaussian elimination (2/3 n^3 + 2 n^2), scatter; the offer step
-        # uses SYRK over each offer's customers with r columns (r(r+1) per non-zero) and W^T W (r(r+1) per row)
-        "flop": float(np.sum(2 / 3 * counts**3 + 4 * counts**2)) + r * (r + 1) * (nnz + users),
-        # W (customers x r, float32) written once, read once whole and once gathered per non-zero; CSR twice
-        "bytes": users * r * 4 * 2 + nnz * r * 4 + 2 * nnz * 8 + float(np.sum(counts**2)) * 4 * 3,
-    }
-    return {"implicit_cg3": implicit, "ours_exact": ours}
+def flop_estimates(matrix: sp.csr_matrix, k: int) -> dict[str, dict[str, float]]:
+    """Per-iteration floating-point operations and memory traffic (bytes) of the two solvers (als_floor.py)."""
+    from als_floor import exact_counts, implicit_cg_counts
+
+    out = {}
+    for name, counts in (("implicit_cg3", implicit_cg_counts(matrix, k)), ("ours_exact", exact_counts(matrix, k))):
+        out[name] = {key: sum(step[key] for step in counts.values()) for key in ("flop", "bytes")}
+    return out
 
 
 def main() -> None:
@@ -135,6 +128,13 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--regularization", type=float, default=0.01)
     parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument(
+        "--split",
+        choices=("time", "random"),
+        default="time",
+        help="time: mktg evaluate's split (train before last event - 60 days, new positives after); random: "
+        "one random positive held out of --holdout customers of the refresh matrix",
+    )
     parser.add_argument("--holdout", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "als" / "benchmark.json")
@@ -145,11 +145,16 @@ def main() -> None:
     if cache is None:
         size = json.loads((args.data / "ground_truth.json").read_text()).get("customers", "world")
         cache = ROOT / "var" / "als" / f"matrix-{size}.npz"
-    matrix = build_matrix(args.data, cache)
-    train, rows, held = holdout(matrix, min(args.holdout, matrix.shape[0] // 2), args.seed)
+    if args.split == "time":
+        train, rows, held = build_time_split(args.data, cache.with_name(cache.name.replace("matrix-", "timesplit-")))
+        what = f"{np.unique(rows).size:,} customers with {rows.size:,} new positives after the cutoff"
+    else:
+        matrix = build_matrix(args.data, cache)
+        train, rows, held = holdout(matrix, min(args.holdout, matrix.shape[0] // 2), args.seed)
+        what = f"{rows.size:,} held out"
     print(
-        f"matrix {train.shape[0]:,} x {train.shape[1]}, {train.nnz:,} training non-zeros, {rows.size:,} held out; "
-        f"load {info['load_average']}",
+        f"{args.split} split: matrix {train.shape[0]:,} x {train.shape[1]}, {train.nnz:,} training non-zeros, "
+        f"{what}; load {info['load_average']}",
         flush=True,
     )
     params = {
@@ -180,15 +185,16 @@ def main() -> None:
                 flush=True,
             )
     estimates = flop_estimates(train, args.factors)
-    print("\n| threads | solver | median s/iteration | ratio implicit/ours | hit rate@5 | NDCG@5 |")
-    print("|---|---|---|---|---|---|")
+    print("\n| threads | solver | median s/iteration | implicit / ours | whole fit s | hit rate@5 | NDCG@5 |")
+    print("|---|---|---|---|---|---|---|")
     for threads in args.threads:
         pair = [r for r in results if r["threads"] == threads]
         ratio = pair[0]["median_iteration_seconds"] / pair[1]["median_iteration_seconds"]
         for r in pair:
             print(
                 f"| {threads} | {r['solver']} | {r['median_iteration_seconds']:.2f} | "
-                f"{ratio if r is pair[1] else 1.0:.2f} | {r['hit_rate@5']:.4f} | {r['ndcg@5']:.4f} |"
+                f"{ratio if r is pair[1] else 1.0:.2f} | {r['fit_seconds']:.1f} | {r['hit_rate@5']:.4f} | "
+                f"{r['ndcg@5']:.4f} |"
             )
     for name, e in estimates.items():
         print(f"{name}: {e['flop'] / 1e9:.1f} GFLOP, {e['bytes'] / 1e9:.1f} GB memory traffic per iteration")
@@ -200,7 +206,9 @@ def main() -> None:
                 "params": params,
                 "shape": list(train.shape),
                 "nnz": int(train.nnz),
-                "held_out": int(rows.size),
+                "split": args.split,
+                "test_customers": int(np.unique(rows).size),
+                "test_pairs": int(rows.size),
                 "results": results,
                 "estimates": estimates,
             },

@@ -15,14 +15,21 @@ n_offers, shared), the normal equations ``(M + Y_S^T D_S Y_S) x = Y_S^T w_S`` of
     x = Z_S^T (I + D_S K_SS)^-1 w_S
 
 so a customer costs one |S| x |S| solve (|S| is ~13 of 40 offers here) instead of a k x k one. Customers are
-grouped by |S| and solved in blocks by a batched, vectorised Gaussian elimination without pivoting (when every
-``|c| >= 1`` the matrix is similar to the SPD ``I + D^1/2 K D^1/2``; when all ``|c| <= 1`` it is ``E (E^-1 - K)``
-with ``E = -D`` and SPD ``E^-1 - K``; a system that meets a zero pivot goes to LAPACK's pivoted solve). The
-customer factors are kept as ``X = W Z`` with ``W`` (customers x offers) zero outside each customer's offers.
+grouped by |S| and solved in blocks of ~1 MiB by Gaussian elimination without pivoting, vectorised across the
+customers of a block (the systems are stored (|S|, |S|, customers), so every elimination step is one contiguous
+numpy operation over all of them). Each customer's offers are ordered with ``d >= 0`` first: the leading block
+is then similar to the SPD ``I + E K E`` (``E = |D|^1/2``, pivots >= 1) and the Schur complement of the rest
+(``-1 < d < 0`` as ``|c| > 0``) is negative definite, so no pivot is ever zero (a non-finite solution would
+still go to LAPACK's pivoted solve). The customer factors are kept as ``X = W Z`` with ``W`` (customers x
+offers) zero outside each customer's offers.
 
 Offer step. With ``X = W Z`` the offer's normal equations ``(Z^T H_i Z + reg I) y = Z^T v_i``, ``H_i = W^T C_i W``,
-have the solution ``y = Z^T (H_i Z Z^T + reg I)^-1 v_i`` (push-through identity): one SYRK over that offer's
-customers with r = min(offers, k) columns (40 instead of 64 here), split by the sign of ``D``.
+have the solution ``y = Z^T (H_i Z Z^T + reg I)^-1 v_i`` (push-through identity): ``H_i = W^T W + W_i^T D_i W_i``
+by one SYRK over that offer's customers' rows of ``W`` with r = offers columns (40 instead of 64 here), gathered
+in cache-sized chunks and split by the sign of ``D`` (with more offers than factors the step works on ``X``).
+
+The index structures (customers grouped by |S|, offers' customer lists) depend only on the matrix and are built
+once per fit (:class:`BlockedSolver`). Measured against implicit: benchmarks/als.py, benchmarks/als_floor.py.
 """
 
 from __future__ import annotations
@@ -37,11 +44,10 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import blas
 
+from recommender.models._threads import single_threaded_blas
 from recommender.models.als import ALSModel
 
 _Task = TypeVar("_Task")
-
-_BLOCK_ELEMENTS = 1 << 21  # elements of one batch of |S| x (|S|+1) systems (8 MiB in float32)
 
 
 class BlockedALSModel(ALSModel):
@@ -50,18 +56,185 @@ class BlockedALSModel(ALSModel):
     kind = "als_blocked"
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
-        self.customer_factors, self.offer_factors = fit_factors(
-            matrix,
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.random_state,
-            threads=threads,
-        )
+        with single_threaded_blas():  # our own worker threads; BLAS calls are small
+            self.customer_factors, self.offer_factors = fit_factors(
+                matrix,
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.random_state,
+                threads=threads,
+            )
 
 
 # --- the solver (plain arrays, usable without the model contract) ---------------------------------------------
+_CUSTOMER_BLOCK = 1 << 18  # elements of one block of n x n systems (n * n * customers; 1 MiB in float32)
+_GATHER_CHUNK = 1 << 13  # customer rows gathered at a time in the offer step (1.25 MiB at 40 offers)
+
+# customers with n offers: (n, customer rows, offer ids (n, m), d = |c| - 1 (n, m), right-hand side (n, m))
+_Group = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class BlockedSolver:
+    """The exact steps for one confidence matrix; the index structures are built once and reused.
+
+    ``conf``: customers x offers, values confidences (``alpha * r``; a stored entry's ``|c|`` is its confidence,
+    preference 1 where ``c > 0``). Customer factors are kept as coefficients ``W`` (customers x offers, dense,
+    zero outside each customer's offers) with factors ``W @ Z``."""
+
+    def __init__(self, conf: sp.csr_matrix) -> None:
+        conf = sp.csr_matrix(conf, dtype=np.float32, copy=True)
+        conf.sum_duplicates()
+        conf.eliminate_zeros()
+        self.shape = conf.shape
+        c = conf.data
+        d_all = np.abs(c) - np.float32(1)
+        counts = np.diff(conf.indptr)
+        rows_of = np.repeat(np.arange(conf.shape[0], dtype=np.int64), counts)
+        # Within each customer, offers with d >= 0 first: then elimination without pivoting on I + D K_SS meets
+        # pivots >= 1 on the first block and a negative definite Schur complement on the second (|d| < 1 there,
+        # K's eigenvalues < 1), so no pivot is ever zero.
+        order = np.argsort(rows_of * 2 + (d_all < 0), kind="stable")  # rows are sorted by offer already
+        items_sorted = conf.indices[order].astype(np.int32)
+        d_sorted = d_all[order]
+        w_sorted = np.where(c > 0, c, np.float32(0))[order]
+        # customers grouped by n = |S|, each group stored offer-position-major: (n, customers of the group)
+        self.groups: list[_Group] = []
+        by_count = np.argsort(counts, kind="stable")
+        sorted_counts = counts[by_count]
+        for n in np.unique(sorted_counts):
+            if n == 0:
+                continue
+            lo, hi = np.searchsorted(sorted_counts, [n, n + 1])
+            rows = by_count[lo:hi].astype(np.int64)
+            pos = (conf.indptr[rows][None, :] + np.arange(n)[:, None]).astype(np.int64)  # (n, customers)
+            self.groups.append(
+                (
+                    int(n),
+                    rows,
+                    items_sorted[pos],
+                    np.ascontiguousarray(d_sorted[pos]),
+                    np.ascontiguousarray(w_sorted[pos]),
+                )
+            )
+        # offer side: each offer's customers, d >= 0 first, with sqrt|d| and the right-hand-side weights
+        by_offer = conf.T.tocsr()
+        self.offers: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        for i in range(conf.shape[1]):
+            lo, hi = by_offer.indptr[i], by_offer.indptr[i + 1]
+            ci = by_offer.data[lo:hi]
+            di = np.abs(ci) - np.float32(1)
+            o = np.argsort(di < 0, kind="stable")
+            self.offers.append(
+                (
+                    by_offer.indices[lo:hi][o].astype(np.int64),
+                    np.sqrt(np.abs(di[o])).astype(np.float32),
+                    np.where(ci > 0, ci, np.float32(0))[o].astype(np.float32),
+                    int(np.count_nonzero(di >= 0)),
+                )
+            )
+
+    # --- customer step ----------------------------------------------------------------------------------------
+    def customer_step(
+        self, offer_factors: np.ndarray, regularization: float, *, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact customer factors for fixed offer factors, as ``(W, Z)`` with factors ``W @ Z``."""
+        y = offer_factors.astype(np.float64)
+        k = y.shape[1]
+        m = y.T @ y + regularization * np.eye(k)
+        z = sla.solve(m, y.T, assume_a="pos").T  # Y M^-1   (offers x k)
+        gram = np.ascontiguousarray((z @ y.T).astype(np.float32)).ravel()  # K = Y M^-1 Y^T, flattened
+        offers = y.shape[0]
+        out = np.zeros((self.shape[0], offers), dtype=np.float32)
+        flat_out = out.reshape(-1)
+        tasks: list[tuple[_Group, int, int]] = []
+        for group in self.groups:
+            n, rows = group[0], group[1]
+            block = max(16, _CUSTOMER_BLOCK // (n * n))
+            tasks.extend((group, s, min(s + block, rows.size)) for s in range(0, rows.size, block))
+
+        def system(it: np.ndarray, d: np.ndarray) -> np.ndarray:
+            """I + D K_SS for the customers along the last axis: (n, n, customers)."""
+            n = it.shape[0]
+            a: np.ndarray = np.take(gram, it[:, None, :] * offers + it[None, :, :])
+            a *= d[:, None, :]
+            a.reshape(n * n, -1)[:: n + 1] += np.float32(1)
+            return a
+
+        def run(task: tuple[_Group, int, int]) -> None:
+            (n, rows, items, d, w), s, e = task
+            it = items[:, s:e]
+            with np.errstate(all="ignore"):  # a zero pivot is caught below
+                sol = _eliminate(system(it, d[:, s:e]), w[:, s:e].copy())
+            bad = ~np.isfinite(sol).all(axis=0)
+            if bad.any():  # not expected (see __init__), but never return non-finite factors silently
+                again = system(it[:, bad], d[:, s:e][:, bad]).transpose(2, 0, 1).astype(np.float64)
+                sol[:, bad] = np.linalg.solve(again, w[:, s:e][:, bad].T[:, :, None])[:, :, 0].T
+            flat_out[rows[None, s:e] * offers + it] = sol
+
+        _run(run, tasks, threads)
+        return out, z.astype(np.float32)
+
+    # --- offer step -------------------------------------------------------------------------------------------
+    def offer_step(
+        self, coefficients: np.ndarray, basis: np.ndarray | None, regularization: float, *, threads: int = 1
+    ) -> np.ndarray:
+        """Exact offer factors for fixed customer factors ``X = coefficients @ basis`` (``basis`` None: the
+        identity, i.e. ``coefficients`` are the factors)."""
+        if basis is not None and basis.shape[0] > basis.shape[1]:  # more offers than factors: work in k-space
+            coefficients, basis = coefficients @ basis, None
+        w = np.ascontiguousarray(coefficients, dtype=np.float32)
+        r = w.shape[1]
+        bbt = np.eye(r) if basis is None else basis.astype(np.float64) @ basis.T.astype(np.float64)
+        base = _sym(blas.ssyrk(1.0, w.T)).astype(np.float64)  # W^T W (w.T is Fortran-ordered: no copy)
+        out = np.zeros((len(self.offers), r), dtype=np.float64)
+
+        def run(item: int) -> None:
+            customers, scale, rhs, split = self.offers[item]
+            pos = np.zeros((r, r), dtype=np.float32, order="F")
+            neg = np.zeros((r, r), dtype=np.float32, order="F")
+            v = np.zeros(r, dtype=np.float64)
+            for s in range(0, customers.size, _GATHER_CHUNK):
+                e = min(s + _GATHER_CHUNK, customers.size)
+                g = np.take(w, customers[s:e], axis=0)
+                v += g.T @ rhs[s:e]
+                g *= scale[s:e, None]
+                if s < split:
+                    pos = blas.ssyrk(1.0, g[: min(split, e) - s].T, beta=1.0, c=pos, overwrite_c=1)
+                if e > split:
+                    neg = blas.ssyrk(1.0, g[max(split - s, 0) :].T, beta=1.0, c=neg, overwrite_c=1)
+            h = base + _sym(pos) - _sym(neg)
+            out[item] = np.linalg.solve(h @ bbt + regularization * np.eye(r), v)
+
+        _run(run, list(range(len(self.offers))), threads)
+        return (out if basis is None else out @ basis.astype(np.float64)).astype(np.float32)
+
+
+def _eliminate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``a[:, :, j] x[:, j] = b[:, j]`` for every j (systems along the last axis) by Gaussian elimination
+    without pivoting, in place; ``a`` is (n, n, m), ``b`` (n, m)."""
+    n = a.shape[0]
+    for j in range(n):
+        inv = np.float32(1) / a[j, j]
+        a[j, j + 1 :] *= inv
+        b[j] *= inv
+        if j + 1 < n:
+            col = a[j + 1 :, j]
+            a[j + 1 :, j + 1 :] -= col[:, None, :] * a[j, None, j + 1 :]
+            b[j + 1 :] -= col * b[j]
+    for j in range(n - 2, -1, -1):
+        b[j] -= np.einsum("lm,lm->m", a[j, j + 1 :], b[j + 1 :])
+    return b
+
+
+def _sym(upper: np.ndarray) -> np.ndarray:
+    """The full symmetric matrix from BLAS SYRK's upper triangle."""
+    u = np.triu(upper)
+    full: np.ndarray = u + np.triu(u, 1).T
+    return full
+
+
 def fit_factors(
     matrix: sp.csr_matrix,
     *,
@@ -77,13 +250,12 @@ def fit_factors(
 
     ``callback(iteration, customer_factors, offer_factors)`` after each iteration (customer factors are then
     materialised, which costs one (customers x offers) @ (offers x k) GEMM)."""
-    conf = _confidence(matrix, alpha)
-    by_offer = conf.T.tocsr()
+    solver = BlockedSolver(_confidence(matrix, alpha))
     rng = np.random.default_rng(random_state)
-    offer_factors = rng.random((conf.shape[1], factors), dtype=np.float32) * np.float32(0.01)
+    offer_factors = rng.random((matrix.shape[1], factors), dtype=np.float32) * np.float32(0.01)
     for iteration in range(iterations):
-        coefficients, basis = customer_coefficients(conf, offer_factors, regularization, threads=threads)
-        offer_factors = update_offers(by_offer, coefficients, basis, regularization, threads=threads)
+        coefficients, basis = solver.customer_step(offer_factors, regularization, threads=threads)
+        offer_factors = solver.offer_step(coefficients, basis, regularization, threads=threads)
         if callback is not None:
             callback(iteration, coefficients @ basis, offer_factors)
     return coefficients @ basis, offer_factors
@@ -111,61 +283,7 @@ def customer_coefficients(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact customer factors as ``(W, Z)`` with factors ``W @ Z``: ``W`` (customers x offers) is zero
     outside each customer's offers and ``Z = Y (Y^T Y + reg I)^-1`` (offers x k)."""
-    y = offer_factors.astype(np.float64)
-    k = y.shape[1]
-    m = y.T @ y + regularization * np.eye(k)
-    z = sla.solve(m, y.T, assume_a="pos").T  # Y M^-1   (n_offers x k)
-    gram = (z @ y.T).astype(np.float32)  # Y M^-1 Y^T (n_offers x n_offers)
-    z = z.astype(np.float32)
-    out = np.zeros((conf.shape[0], gram.shape[0]), dtype=np.float32)
-    counts = np.diff(conf.indptr)
-    order = np.argsort(counts, kind="stable")
-    sorted_counts = counts[order]
-    bounds = np.flatnonzero(np.diff(sorted_counts)) + 1
-    tasks: list[tuple[np.ndarray, int]] = []
-    for rows in np.split(order, bounds):
-        n = int(counts[rows[0]]) if rows.size else 0
-        if n == 0:
-            continue
-        block = max(1, _BLOCK_ELEMENTS // (n * (n + 1)))
-        tasks.extend((rows[s : s + block], n) for s in range(0, rows.size, block))
-
-    def run(task: tuple[np.ndarray, int]) -> None:
-        rows, n = task
-        pos = conf.indptr[rows][:, None] + np.arange(n)
-        items = conf.indices[pos]
-        c = conf.data[pos]
-        w = np.where(c > 0, c, np.float32(0))
-        d = np.abs(c) - np.float32(1)
-        system = np.empty((rows.size, n, n + 1), dtype=np.float32)
-        system[:, :, :n] = gram[items[:, :, None], items[:, None, :]]
-        system[:, :, :n] *= d[:, :, None]
-        diag = np.arange(n)
-        system[:, diag, diag] += np.float32(1)
-        system[:, :, n] = w
-        sol = _solve_no_pivot(system.copy())
-        bad = ~np.isfinite(sol).all(axis=1)
-        if bad.any():  # a zero pivot without pivoting (mixed-sign confidences): LAPACK's pivoted solve
-            sol[bad] = np.linalg.solve(system[bad, :, :n], system[bad, :, n:])[:, :, 0]
-        dense = np.zeros((rows.size, gram.shape[0]), dtype=np.float32)
-        np.put_along_axis(dense, items, sol, axis=1)
-        out[rows] = dense
-
-    _run(run, tasks, threads)
-    return out, z
-
-
-def _solve_no_pivot(system: np.ndarray) -> np.ndarray:
-    """Solve a batch of augmented systems ``[A | b]`` (B x n x n+1) in place by Gaussian elimination."""
-    n = system.shape[1]
-    for j in range(n):
-        system[:, j, j + 1 :] /= system[:, j, j, None]
-        if j + 1 < n:
-            system[:, j + 1 :, j + 1 :] -= system[:, j + 1 :, j, None] * system[:, j, None, j + 1 :]
-    x = np.empty(system.shape[:2], dtype=system.dtype)
-    for j in range(n - 1, -1, -1):
-        x[:, j] = system[:, j, n] - np.einsum("bl,bl->b", system[:, j, j + 1 : n], x[:, j + 1 :])
-    return x
+    return BlockedSolver(conf).customer_step(offer_factors, regularization, threads=threads)
 
 
 def update_offers(
@@ -181,37 +299,8 @@ def update_offers(
 
     With ``X = W B`` the offer's normal equations ``(B^T H B + reg I) y = B^T v``, ``H = W^T C_i W``,
     ``v = W^T (p c)``, have the solution ``y = B^T (H B B^T + reg I)^-1 v`` (push-through identity), so the
-    Gram matrix is r x r with r = min(offers, k) columns of ``W`` instead of k x k."""
-    w = coefficients
-    r = w.shape[1]
-    bbt = np.eye(r) if basis is None else basis.astype(np.float64) @ basis.T.astype(np.float64)
-    base = _gram(w).astype(np.float64)
-    out = np.zeros((by_offer.shape[0], r), dtype=np.float64)
-
-    def run(item: int) -> None:
-        lo, hi = by_offer.indptr[item], by_offer.indptr[item + 1]
-        h = base.copy()
-        v = np.zeros(r)
-        if lo < hi:
-            ws = w[by_offer.indices[lo:hi]]
-            c = by_offer.data[lo:hi]
-            v = (ws.T @ np.where(c > 0, c, np.float32(0))).astype(np.float64)
-            d = np.abs(c) - np.float32(1)
-            for sign in (1.0, -1.0):
-                mask = d * sign > 0
-                if mask.any():
-                    h += sign * _gram(ws[mask] * np.sqrt(np.abs(d[mask]))[:, None])
-        out[item] = np.linalg.solve(h @ bbt + regularization * np.eye(r), v)
-
-    _run(run, list(range(by_offer.shape[0])), threads)
-    return (out if basis is None else out @ basis.astype(np.float64)).astype(np.float32)
-
-
-def _gram(a: np.ndarray) -> np.ndarray:
-    """``a^T a`` by SYRK (symmetric, full)."""
-    upper: np.ndarray = np.triu(blas.ssyrk(1.0, a, trans=1) if a.dtype == np.float32 else blas.dsyrk(1.0, a, trans=1))
-    full: np.ndarray = upper + np.triu(upper, 1).T
-    return full
+    Gram matrix is r x r with r = the columns of ``W`` instead of k x k."""
+    return BlockedSolver(by_offer.T.tocsr()).offer_step(coefficients, basis, regularization, threads=threads)
 
 
 def _run(fn: Callable[[_Task], object], tasks: Sequence[_Task], threads: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from recommender.models.als_blocked import (
+    BlockedSolver,
     customer_coefficients,
     fit_factors,
     loss,
@@ -64,6 +65,51 @@ def test_one_offer_step_equals_closed_form_solve(offers, factors):
     np.testing.assert_allclose(
         update_offers(conf.T.tocsr(), x.astype(np.float32), None, 0.05), expected, rtol=2e-3, atol=1e-3
     )
+
+
+def _lstsq_rows(conf: np.ndarray, fixed: np.ndarray, reg: float) -> np.ndarray:
+    """Row r: the weighted ridge problem as one dense least-squares system, solved by np.linalg.lstsq:
+    minimise |sqrt(c) * (p - F x)|^2 + reg |x|^2  <=>  [sqrt(c) F; sqrt(reg) I] x ~ [sqrt(c) p; 0]."""
+    k = fixed.shape[1]
+    out = []
+    for row in conf:
+        c = np.where(row != 0, np.abs(row), 1.0)
+        p = (row > 0).astype(float)
+        a = np.vstack([np.sqrt(c)[:, None] * fixed, np.sqrt(reg) * np.eye(k)])
+        b = np.concatenate([np.sqrt(c) * p, np.zeros(k)])
+        out.append(np.linalg.lstsq(a, b, rcond=None)[0])
+    return np.array(out)
+
+
+def test_reused_solver_steps_equal_dense_least_squares_with_every_kind_of_confidence():
+    """One BlockedSolver (index structures built once) over two alternating steps: confidences below 1, above 1
+    (up to 60), exactly 1 and negative (preference 0) mixed within customers, up to all 40 offers per customer."""
+    rng = np.random.default_rng(21)
+    customers, offers, k, reg = 250, 40, 16, 0.05
+    mask = rng.random((customers, offers)) < rng.uniform(0.02, 0.9, (customers, 1))  # |S| from 0 to 40
+    values = np.choose(
+        rng.integers(0, 4, (customers, offers)),
+        [
+            rng.uniform(0.01, 0.99, (customers, offers)),
+            rng.uniform(1.01, 60.0, (customers, offers)),
+            np.ones((customers, offers)),
+            -rng.uniform(0.05, 3.0, (customers, offers)),
+        ],
+    )
+    dense = np.where(mask, values, 0.0).astype(np.float32)
+    dense[3] = rng.uniform(0.01, 0.99, offers)  # every offer, all below 1
+    dense[4] = rng.uniform(1.5, 60.0, offers)  # every offer, all above 1
+    conf = sp.csr_matrix(dense)
+    solver = BlockedSolver(conf)
+    y = rng.normal(size=(offers, k)).astype(np.float32)
+    for _ in range(2):
+        w, z = solver.customer_step(y, reg)
+        x = (w @ z).astype(float)
+        np.testing.assert_allclose(x, _lstsq_rows(dense.astype(float), y.astype(float), reg), rtol=5e-3, atol=5e-4)
+        assert np.all(w[np.asarray(dense) == 0] == 0.0)  # coefficients only on each customer's offers
+        y = solver.offer_step(w, z, reg)
+        expected = _lstsq_rows(dense.T.astype(float), x, reg)
+        np.testing.assert_allclose(y, expected, rtol=5e-3, atol=2e-3 * np.abs(expected).max())
 
 
 def test_objective_decreases_monotonically():
