@@ -42,7 +42,6 @@ import numpy as np
 import polars as pl
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.linalg import blas
 
 from recommender.models._threads import single_threaded_blas
 from recommender.models.als import ALSModel
@@ -187,13 +186,13 @@ class BlockedSolver:
         w = np.ascontiguousarray(coefficients, dtype=np.float32)
         r = w.shape[1]
         bbt = np.eye(r) if basis is None else basis.astype(np.float64) @ basis.T.astype(np.float64)
-        base = _sym(blas.ssyrk(1.0, w.T)).astype(np.float64)  # W^T W (w.T is Fortran-ordered: no copy)
+        base = (w.T @ w).astype(np.float64)  # W^T W (numpy calls SYRK for a.T @ a and releases the GIL)
         out = np.zeros((len(self.offers), r), dtype=np.float64)
 
         def run(item: int) -> None:
             customers, scale, rhs, split = self.offers[item]
-            pos = np.zeros((r, r), dtype=np.float32, order="F")
-            neg = np.zeros((r, r), dtype=np.float32, order="F")
+            pos = np.zeros((r, r), dtype=np.float32)
+            neg = np.zeros((r, r), dtype=np.float32)
             v = np.zeros(r, dtype=np.float64)
             for s in range(0, customers.size, _GATHER_CHUNK):
                 e = min(s + _GATHER_CHUNK, customers.size)
@@ -201,10 +200,12 @@ class BlockedSolver:
                 v += g.T @ rhs[s:e]
                 g *= scale[s:e, None]
                 if s < split:
-                    pos = blas.ssyrk(1.0, g[: min(split, e) - s].T, beta=1.0, c=pos, overwrite_c=1)
+                    part = g[: min(split, e) - s]
+                    pos += part.T @ part
                 if e > split:
-                    neg = blas.ssyrk(1.0, g[max(split - s, 0) :].T, beta=1.0, c=neg, overwrite_c=1)
-            h = base + _sym(pos) - _sym(neg)
+                    part = g[max(split - s, 0) :]
+                    neg += part.T @ part
+            h = base + pos - neg
             out[item] = np.linalg.solve(h @ bbt + regularization * np.eye(r), v)
 
         _run(run, list(range(len(self.offers))), threads)
@@ -226,13 +227,6 @@ def _eliminate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for j in range(n - 2, -1, -1):
         b[j] -= np.einsum("lm,lm->m", a[j, j + 1 :], b[j + 1 :])
     return b
-
-
-def _sym(upper: np.ndarray) -> np.ndarray:
-    """The full symmetric matrix from BLAS SYRK's upper triangle."""
-    u = np.triu(upper)
-    full: np.ndarray = u + np.triu(u, 1).T
-    return full
 
 
 def fit_factors(
