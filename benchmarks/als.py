@@ -69,11 +69,14 @@ def metrics(x: np.ndarray, y: np.ndarray, train: sp.csr_matrix, rows: np.ndarray
     }
 
 
-def run_implicit(train, *, factors, regularization, alpha, iterations, threads, seed):
+def run_implicit(train, *, factors, regularization, alpha, iterations, threads, seed, evaluate=None):
+    """implicit's fit; ``evaluate(x, y)`` after every iteration when given (its time is not counted)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     times: list[float] = []
+    curve: list[dict[str, float]] = []
+    spent = [0.0]
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
             factors=factors,
@@ -83,18 +86,29 @@ def run_implicit(train, *, factors, regularization, alpha, iterations, threads, 
             random_state=seed,
             num_threads=threads,
         )
+
+        def callback(iteration: int, elapsed: float, loss: object) -> None:
+            times.append(elapsed)  # implicit's own timing of the two steps
+            if evaluate is not None:
+                t = time.perf_counter()
+                curve.append(evaluate(model.user_factors, model.item_factors))
+                spent[0] += time.perf_counter() - t
+
         started = time.perf_counter()
-        model.fit(train, show_progress=False, callback=lambda it, elapsed, loss: times.append(elapsed))
-        total = time.perf_counter() - started
-    return model.user_factors, model.item_factors, times, total
+        model.fit(train, show_progress=False, callback=callback)
+        total = time.perf_counter() - started - spent[0]
+    return model.user_factors, model.item_factors, times, total, curve
 
 
-def run_ours(train, *, factors, regularization, alpha, iterations, threads, seed):
+def run_ours(train, *, factors, regularization, alpha, iterations, threads, seed, evaluate=None):
+    """Our exact solver, the steps of ``fit_factors``; ``evaluate(x, y)`` after every iteration when given."""
     from threadpoolctl import threadpool_limits
 
     from recommender.models.als_blocked import BlockedSolver, _confidence
 
     times: list[float] = []
+    curve: list[dict[str, float]] = []
+    spent = 0.0
     with threadpool_limits(1, "blas"):
         started = time.perf_counter()
         solver = BlockedSolver(_confidence(train, alpha))  # index structures, once per fit
@@ -104,9 +118,13 @@ def run_ours(train, *, factors, regularization, alpha, iterations, threads, seed
             w, z = solver.customer_step(y, regularization, threads=threads)
             y = solver.offer_step(w, z, regularization, threads=threads)
             times.append(time.perf_counter() - t)
+            if evaluate is not None:
+                t = time.perf_counter()
+                curve.append(evaluate(w @ z, y))
+                spent += time.perf_counter() - t
         x = w @ z
-        total = time.perf_counter() - started
-    return x, y, times, total
+        total = time.perf_counter() - started - spent
+    return x, y, times, total, curve
 
 
 def flop_estimates(matrix: sp.csr_matrix, k: int) -> dict[str, dict[str, float]]:
@@ -136,6 +154,7 @@ def main() -> None:
         "one random positive held out of --holdout customers of the refresh matrix",
     )
     parser.add_argument("--holdout", type=int, default=100_000)
+    parser.add_argument("--curve", action="store_true", help="validation metrics after every iteration")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "als" / "benchmark.json")
     args = parser.parse_args()
@@ -167,7 +186,8 @@ def main() -> None:
     results = []
     for threads in args.threads:
         for name, fn in (("implicit ALS (CG, 3 steps)", run_implicit), ("ours, exact blocked", run_ours)):
-            x, y, times, total = fn(train, threads=threads, **params)
+            evaluate = (lambda x, y: metrics(x, y, train, rows, held)) if args.curve else None
+            x, y, times, total, curve = fn(train, threads=threads, evaluate=evaluate, **params)
             row = {
                 "solver": name,
                 "threads": threads,
@@ -175,6 +195,7 @@ def main() -> None:
                 "median_iteration_seconds": statistics.median(times),
                 "fit_seconds": total,
                 **metrics(x, y, train, rows, held),
+                "curve": curve,
                 "load_after": list(__import__("os").getloadavg()),
             }
             results.append(row)
@@ -184,6 +205,9 @@ def main() -> None:
                 f"ndcg@5 {row['ndcg@5']:.4f}",
                 flush=True,
             )
+            if curve:
+                values = " ".join(f"{c['ndcg@5']:.4f}" for c in curve)
+                print(f"    NDCG@5 by iteration: {values}", flush=True)
     estimates = flop_estimates(train, args.factors)
     print("\n| threads | solver | median s/iteration | implicit / ours | whole fit s | hit rate@5 | NDCG@5 |")
     print("|---|---|---|---|---|---|---|")
