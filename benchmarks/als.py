@@ -1,17 +1,20 @@
 """ALS close to the hardware: implicit's CPU ALS (conjugate gradient, 3 steps) vs our exact blocked ALS, side by side.
 
-    .venv/bin/python benchmarks/als.py --data var/world1m --iterations 3 --threads 1 2
+    .venv/bin/python benchmarks/als.py --data var/world1m --iterations 3 --threads 1 2 [--curve] [--split random]
 
-The matrix is the nightly refresh's 1,000,000 x 40 interaction matrix of the generated world (``--data``, made by
-``benchmarks/als_matrix.py``'s ``build_matrix`` = ``jobs.model_service.prepare``, cached under var/als/).
-A validation split holds out one random positive of ``--holdout`` random customers with >= 2 offers. For each
-thread count, implicit's ``AlternatingLeastSquares`` (use_cg=True, cg_steps=3, its default; BLAS at 1 thread,
-``num_threads`` = threads) and ours (``recommender.models.als_blocked``, the same steps as ``fit_factors``; BLAS
-at 1 thread, a pool of ``threads`` workers) fit the same training matrix with the same factors /
-regularisation / alpha for ``--iterations`` iterations; the time of every iteration is recorded (implicit: its
-own per-iteration callback; ours: the customer and offer steps), medians reported. Validation metrics (hit
-rate@5 = 5 x precision@5 with one held-out offer, NDCG@5) after the same number of iterations, training offers
-excluded. Table on stdout, JSON under var/als/ (not in git).
+Validation split (``--split``): ``time`` (default) is ``mktg evaluate``'s split: the interaction matrix of the
+events before last event - 60 days (built as the refresh builds it, ``jobs.model_service.prepare``), tested on
+the new positive pairs after the cutoff (neither in that matrix nor held then); ``random`` holds out one random
+positive of ``--holdout`` random customers with >= 2 offers of the refresh's matrix. Matrices are cached under
+var/als/ by ``benchmarks/als_matrix.py``. For each thread count, implicit's ``AlternatingLeastSquares``
+(use_cg=True, cg_steps=3, its default; BLAS at 1 thread, ``num_threads`` = threads) and ours
+(``recommender.models.als_blocked.BlockedSolver``, the steps of ``fit_factors``; BLAS at 1 thread, a pool of
+``threads`` workers) fit the same training matrix with the same factors / regularisation / alpha for
+``--iterations`` iterations; the time of every iteration is recorded (implicit: its own per-iteration
+callback; ours: the customer and offer steps), medians reported; "whole fit" includes our once-per-fit index
+structures. Validation metrics (hit rate@5, precision@5, NDCG@5; training offers excluded from the ranking)
+after the last iteration, and with ``--curve`` after every iteration (not timed). FLOP / byte estimates from
+``benchmarks/als_floor.py``. Table on stdout, JSON under var/als/ (not in git).
 """
 
 from __future__ import annotations
