@@ -83,21 +83,28 @@ class BlockedSolver:
     zero outside each customer's offers) with factors ``W @ Z``."""
 
     def __init__(self, conf: sp.csr_matrix) -> None:
-        conf = sp.csr_matrix(conf, dtype=np.float32, copy=True)
-        conf.sum_duplicates()
-        conf.eliminate_zeros()
+        conf = sp.csr_matrix(conf, dtype=np.float32)  # no copy when it is float32 CSR already
+        if not conf.has_canonical_format or not conf.data.all():  # duplicates / explicit zeros: fix a copy
+            conf = conf.copy()
+            conf.sum_duplicates()
+            conf.eliminate_zeros()
         self.shape = conf.shape
         c = conf.data
         d_all = np.abs(c) - np.float32(1)
         counts = np.diff(conf.indptr)
-        rows_of = np.repeat(np.arange(conf.shape[0], dtype=np.int64), counts)
+        key = np.repeat(np.arange(conf.shape[0], dtype=np.int32 if conf.shape[0] < 2**30 else np.int64), counts)
+        key *= 2
+        key += d_all < 0
         # Within each customer, offers with d >= 0 first: then elimination without pivoting on I + D K_SS meets
         # pivots >= 1 on the first block and a negative definite Schur complement on the second (|d| < 1 there,
         # K's eigenvalues < 1), so no pivot is ever zero.
-        order = np.argsort(rows_of * 2 + (d_all < 0), kind="stable")  # rows are sorted by offer already
+        order = np.argsort(key, kind="stable")  # within a customer the offers are sorted already
+        del key
         items_sorted = conf.indices[order].astype(np.int32)
         d_sorted = d_all[order]
-        w_sorted = np.where(c > 0, c, np.float32(0))[order]
+        del d_all
+        w_sorted = np.maximum(c[order], np.float32(0))
+        del order
         # customers grouped by n = |S|, each group stored offer-position-major: (n, customers of the group)
         self.groups: list[_Group] = []
         by_count = np.argsort(counts, kind="stable")
@@ -117,8 +124,10 @@ class BlockedSolver:
                     np.ascontiguousarray(w_sorted[pos]),
                 )
             )
+        del items_sorted, d_sorted, w_sorted
         # offer side: each offer's customers, d >= 0 first, with sqrt|d| and the right-hand-side weights
         by_offer = conf.T.tocsr()
+        index_type = np.int32 if conf.shape[0] < 2**31 else np.int64
         self.offers: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         for i in range(conf.shape[1]):
             lo, hi = by_offer.indptr[i], by_offer.indptr[i + 1]
@@ -127,7 +136,7 @@ class BlockedSolver:
             o = np.argsort(di < 0, kind="stable")
             self.offers.append(
                 (
-                    by_offer.indices[lo:hi][o].astype(np.int64),
+                    by_offer.indices[lo:hi][o].astype(index_type),
                     np.sqrt(np.abs(di[o])).astype(np.float32),
                     np.where(ci > 0, ci, np.float32(0))[o].astype(np.float32),
                     int(np.count_nonzero(di >= 0)),

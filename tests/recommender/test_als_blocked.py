@@ -112,6 +112,36 @@ def test_reused_solver_steps_equal_dense_least_squares_with_every_kind_of_confid
         np.testing.assert_allclose(y, expected, rtol=5e-3, atol=2e-3 * np.abs(expected).max())
 
 
+def test_duplicates_and_explicit_zeros_read_as_summed_and_absent_without_touching_the_input():
+    rng = np.random.default_rng(8)
+    dense = np.where(rng.random((60, 9)) < 0.4, rng.uniform(0.05, 4.0, (60, 9)), 0.0).astype(np.float32)
+    canonical = sp.csr_matrix(dense)
+    # every stored entry as two halves (duplicates within a row), plus an explicit zero on each row's first
+    # absent offer: CSR arrays written directly (scipy's constructors would sum the duplicates themselves)
+    data, indices, indptr = [], [], [0]
+    for r in range(dense.shape[0]):
+        for col in np.flatnonzero(dense[r]):
+            data += [dense[r, col] / 2, dense[r, col] / 2]
+            indices += [col, col]
+        zeros = np.flatnonzero(dense[r] == 0)
+        if zeros.size:
+            data.append(0.0)
+            indices.append(zeros[0])
+        indptr.append(len(data))
+    messy = sp.csr_matrix(
+        (np.array(data, np.float32), np.array(indices, np.int32), np.array(indptr, np.int32)), shape=dense.shape
+    )
+    assert not messy.has_canonical_format and (messy.data == 0).any()
+    before = (messy.data.copy(), messy.indices.copy(), messy.indptr.copy())
+    y = rng.normal(size=(9, 5)).astype(np.float32)
+    got_w, got_z = BlockedSolver(messy).customer_step(y, 0.1)
+    want_w, want_z = BlockedSolver(canonical).customer_step(y, 0.1)
+    np.testing.assert_allclose(got_w @ got_z, want_w @ want_z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(want_w @ want_z, _lstsq_rows(dense.astype(float), y.astype(float), 0.1), atol=2e-4)
+    for a, b in zip(before, (messy.data, messy.indices, messy.indptr)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_objective_decreases_monotonically():
     matrix = _random_matrix(500, 20, low=0.02, high=5.0, seed=11)
     losses = []
