@@ -80,7 +80,8 @@ class BlockedSolver:
 
     ``conf``: customers x offers, values confidences (``alpha * r``; a stored entry's ``|c|`` is its confidence,
     preference 1 where ``c > 0``). Customer factors are kept as coefficients ``W`` (customers x offers, dense,
-    zero outside each customer's offers) with factors ``W @ Z``."""
+    zero outside each customer's offers) with factors ``W @ Z``. Duplicate entries are summed and explicit zeros
+    read as absent pairs (confidence 1), as ``InteractionMatrix`` builds them; the input is never modified."""
 
     def __init__(self, conf: sp.csr_matrix) -> None:
         conf = sp.csr_matrix(conf, dtype=np.float32)  # no copy when it is float32 CSR already
