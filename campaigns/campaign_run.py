@@ -45,12 +45,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from campaigns import export, run_repository
-from campaigns.allocation import allocate, apportion
+from campaigns.allocation import Allocation, allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, assign_arms, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
 from campaigns.eligibility import CUSTOMER_ROW, Eligibility, compact_eligibility, evaluate, exclusion_counts
 from campaigns.eligibility_config import RuleSet
-from campaigns.specs import CampaignSpec, CampaignSpecError
+from campaigns.specs import ArmSpec, CampaignSpec, CampaignSpecError
 from campaigns.times import utcnow
 from recommender.columns import Columns
 from recommender.errors import UserError
@@ -206,7 +206,73 @@ def _capped_only(eligibility: Eligibility, rules: RuleSet) -> pl.DataFrame:
     return eligibility.excluded.filter((pl.col("_mask") & pl.lit(~cap_bits & (2**64 - 1), dtype=pl.UInt64)) == 0)
 
 
-def plan_campaign(
+@dataclass(frozen=True)
+class CustomerPlan:
+    """The per-customer part of a plan (steps 1-4 up to ranking): every row depends on one customer's data only,
+    so it can be computed on any split of the customers and the parts concatenated (``jobs.spark`` does)."""
+
+    offers: list[str]
+    audience: pl.DataFrame  # customer_id, segment, arm: the eligible audience the arms split
+    eligibility: Eligibility
+    ranked: pl.DataFrame  # customer_id, offer_id, score (Float64), segment, arm: each arm's eligible ranked pairs
+    candidates: int  # customers of the target segments before eligibility
+
+
+@dataclass(frozen=True)
+class ArmLimits:
+    """One arm's share of the campaign's caps (audience size and per-offer capacities split by arm shares)."""
+
+    offers_per_customer: int
+    capacity: dict[str, int]
+    max_audience: int | None
+    min_score: float | None
+
+
+def arm_limits(spec: CampaignSpec, products: pl.DataFrame, offers: list[str]) -> list[ArmLimits]:
+    """The limits of every arm, in ``spec.arms`` order."""
+    caps = _capacities(spec, products, offers)
+    shares = [a.share for a in spec.arms]
+    arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
+    arm_audience = apportion(spec.max_audience, shares)
+    return [
+        ArmLimits(
+            offers_per_customer=spec.offers_per_customer,
+            capacity={o: parts[index] for o, parts in arm_caps.items()},
+            max_audience=arm_audience[index],
+            min_score=arm.min_score if arm.min_score is not None else spec.min_score,
+        )
+        for index, arm in enumerate(spec.arms)
+    ]
+
+
+def allocate_arm(pool: pl.DataFrame, limits: ArmLimits) -> Allocation:
+    """The greedy allocation of one arm's ranked pairs under its limits."""
+    return allocate(
+        pool,
+        offers_per_customer=limits.offers_per_customer,
+        capacity=limits.capacity,
+        max_audience=limits.max_audience,
+        min_score=limits.min_score,
+    )
+
+
+def label_holdouts(spec: CampaignSpec, arm: ArmSpec, chosen: pl.DataFrame) -> pl.DataFrame:
+    """``chosen`` with the arm of its held-out customers relabelled ``<arm>:holdout`` (step 5 above)."""
+    holdout = spec.holdout_of(arm)
+    if holdout <= 0:
+        return chosen
+    ids = chosen[Columns.Customer].unique()
+    out = pl.DataFrame([ids, held_out(ids, salt=spec.salt, campaign_id=spec.id, share=holdout)])
+    return (
+        chosen.join(out, on=Columns.Customer, how="left")
+        .with_columns(
+            pl.when(pl.col("held_out")).then(pl.lit(holdout_label(arm.name))).otherwise(pl.col("arm")).alias("arm")
+        )
+        .drop("held_out")
+    )
+
+
+def plan_customers(
     spec: CampaignSpec,
     *,
     world: World,
@@ -217,14 +283,8 @@ def plan_campaign(
     allowed: pl.DataFrame | None = None,
     contact_history: pl.DataFrame | None = None,
     stage: Stage = no_stage,
-) -> Plan:
-    """The target list of ``spec`` as of ``as_of``; pure (reads its inputs, writes nothing). See the module docstring.
-
-    ``segments``: customer_id, segment (+ tag columns the ranking models use). ``allowed``: (segment,
-    offer_id) allow-list; None allows every campaign offer in every segment. ``contact_history``: committed
-    contacts that count toward this campaign's cap (other campaigns' real contacts, this campaign's real and
-    virtual ones).
-    """
+) -> CustomerPlan:
+    """Steps 1-4 of :func:`plan_campaign` up to each arm's ranked eligible pairs (see there for the arguments)."""
     offers = spec.resolve_offers(world.products)
     targeted = segments if not spec.segments else segments.filter(pl.col(Columns.Segment).is_in(spec.segments))
     offer_frame = pl.DataFrame({Columns.Offer: offers}, schema={Columns.Offer: pl.String})
@@ -277,12 +337,8 @@ def plan_campaign(
     # pairs as integer keys (customer row, offer position), to keep only eligible pairs of a ranking below
     offer_code = pl.col(Columns.Offer).cast(pl.Enum(offers)).to_physical()
     eligible_keys = eligibility.eligible.select(CUSTOMER_ROW, offer_code.alias("_offer"))
-    caps = _capacities(spec, world.products, offers)
-    shares = [a.share for a in spec.arms]
-    arm_caps = {o: apportion(c, shares) for o, c in caps.items()}
-    arm_audience = apportion(spec.max_audience, shares)
 
-    ranked_by_strategy: dict[str, pl.DataFrame] = {}
+    ranked_by_strategy: list[pl.DataFrame] = []
     with stage("rank"):
         for strategy in spec.strategies:
             arm_names = [a.name for a in spec.arms if spec.strategy_of(a) == strategy]
@@ -298,7 +354,7 @@ def plan_campaign(
                 k=len(offers),
             )
             # Never trust the ranker with eligibility: keep only eligible pairs (and the customer's own segment).
-            ranked_by_strategy[strategy] = (
+            ranked_by_strategy.append(
                 ranked.select(Columns.Customer, Columns.Offer, pl.col("score").cast(pl.Float64))
                 .join(
                     customers.select(Columns.Customer, Columns.Segment, "arm", CUSTOMER_ROW),
@@ -309,53 +365,92 @@ def plan_campaign(
                 .join(eligible_keys, left_on=[CUSTOMER_ROW, offer_code], right_on=[CUSTOMER_ROW, "_offer"], how="semi")
                 .drop(CUSTOMER_ROW)
             )
-    selected, unallocated = [], []
-    with stage("allocation"):
-        for index, arm in enumerate(spec.arms):
-            pool = ranked_by_strategy[spec.strategy_of(arm)].filter(pl.col("arm") == arm.name)
-            result = allocate(
-                pool,
-                offers_per_customer=spec.offers_per_customer,
-                capacity={o: parts[index] for o, parts in arm_caps.items()},
-                max_audience=arm_audience[index],
-                min_score=arm.min_score if arm.min_score is not None else spec.min_score,
-            )
-            chosen = result.selected
-            holdout = spec.holdout_of(arm)
-            if holdout > 0:
-                ids = chosen[Columns.Customer].unique()
-                out = pl.DataFrame([ids, held_out(ids, salt=spec.salt, campaign_id=spec.id, share=holdout)])
-                chosen = (
-                    chosen.join(out, on=Columns.Customer, how="left")
-                    .with_columns(
-                        pl.when(pl.col("held_out"))
-                        .then(pl.lit(holdout_label(arm.name)))
-                        .otherwise(pl.col("arm"))
-                        .alias("arm")
-                    )
-                    .drop("held_out")
-                )
-            selected.append(chosen)
-            unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
+    ranked_schema = {
+        Columns.Customer: pl.String,
+        Columns.Offer: pl.String,
+        "score": pl.Float64,
+        Columns.Segment: pl.String,
+        "arm": pl.String,
+    }
+    return CustomerPlan(
+        offers=offers,
+        audience=audience.select(Columns.Customer, Columns.Segment, "arm"),
+        eligibility=eligibility,
+        ranked=pl.concat(ranked_by_strategy) if ranked_by_strategy else pl.DataFrame(schema=ranked_schema),
+        candidates=targeted[Columns.Customer].n_unique(),
+    )
+
+
+def finish_plan(
+    spec: CampaignSpec,
+    customer_plan: CustomerPlan,
+    *,
+    selected: list[pl.DataFrame],
+    unallocated: list[pl.DataFrame],
+    rules: RuleSet,
+) -> Plan:
+    """The :class:`Plan` from the per-customer part and every arm's selection (holdouts labelled) and unallocated
+    customers (customer_id, reasons, arm)."""
     targets = pl.concat(selected).select(Columns.Customer, Columns.Offer, "offer_rank", "score", Columns.Segment, "arm")
     per_customer = targets.group_by(Columns.Customer).agg(contacted_expr("arm").first().alias("contacted"))
     audience = (
-        audience.select(Columns.Customer, Columns.Segment, "arm")
+        customer_plan.audience.select(Columns.Customer, Columns.Segment, "arm")
         .join(per_customer.with_columns(pl.lit(True).alias("selected")), on=Columns.Customer, how="left")
         .with_columns(pl.col("selected").fill_null(False), pl.col("contacted").fill_null(False))
         .sort(Columns.Customer)
     )
     return Plan(
         spec=spec,
-        offers=offers,
+        offers=customer_plan.offers,
         audience=audience,
         targets=targets,
-        eligibility=eligibility,
+        eligibility=customer_plan.eligibility,
         unallocated=pl.concat(unallocated).select(Columns.Customer, "arm", "reasons"),
         rule_set=rules,
         config_hash=spec.config_hash({"eligibility": rules.model_dump(mode="json")}),
-        candidates=targeted[Columns.Customer].n_unique(),
+        candidates=customer_plan.candidates,
     )
+
+
+def plan_campaign(
+    spec: CampaignSpec,
+    *,
+    world: World,
+    segments: pl.DataFrame,
+    ranker: Ranker,
+    rules: RuleSet,
+    as_of: datetime,
+    allowed: pl.DataFrame | None = None,
+    contact_history: pl.DataFrame | None = None,
+    stage: Stage = no_stage,
+) -> Plan:
+    """The target list of ``spec`` as of ``as_of``; pure (reads its inputs, writes nothing). See the module docstring.
+
+    ``segments``: customer_id, segment (+ tag columns the ranking models use). ``allowed``: (segment,
+    offer_id) allow-list; None allows every campaign offer in every segment. ``contact_history``: committed
+    contacts that count toward this campaign's cap (other campaigns' real contacts, this campaign's real and
+    virtual ones).
+
+    :func:`plan_customers` is the per-customer part; the allocation below is the global part.
+    """
+    part = plan_customers(
+        spec,
+        world=world,
+        segments=segments,
+        ranker=ranker,
+        rules=rules,
+        as_of=as_of,
+        allowed=allowed,
+        contact_history=contact_history,
+        stage=stage,
+    )
+    selected, unallocated = [], []
+    with stage("allocation"):
+        for arm, limits in zip(spec.arms, arm_limits(spec, world.products, part.offers)):
+            result = allocate_arm(part.ranked.filter(pl.col("arm") == arm.name), limits)
+            selected.append(label_holdouts(spec, arm, result.selected))
+            unallocated.append(result.unallocated.with_columns(pl.lit(arm.name).alias("arm")))
+    return finish_plan(spec, part, selected=selected, unallocated=unallocated, rules=rules)
 
 
 @dataclass(frozen=True)
@@ -467,6 +562,32 @@ def run_campaign(
         contact_history=contacts,
         stage=stage,
     )
+    return commit_plan(
+        plan,
+        engine=engine,
+        export_root=export_root,
+        scheduled_for=scheduled_for,
+        started_at=started_at,
+        generated_at=generated_at,
+        model_versions=model_versions,
+        stage=stage,
+    )
+
+
+def commit_plan(
+    plan: Plan,
+    *,
+    engine: Engine,
+    export_root: Path,
+    scheduled_for: datetime,
+    started_at: datetime,
+    generated_at: datetime,
+    model_versions: dict[str, str] | None = None,
+    stage: Stage = no_stage,
+) -> RunResult:
+    """Steps 3-4 of :func:`run_campaign`: stage the files, then one transaction writes the run and publishes them.
+    A concurrent run of the same key that committed first wins (its run is returned, nothing is written)."""
+    spec = plan.spec
     run_id = make_run_id(spec.id, scheduled_for)
     with stage("export"):
         rows = target_rows(plan, run_id=run_id, generated_at=generated_at)
