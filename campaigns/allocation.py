@@ -126,6 +126,20 @@ def greedy_status(
     return taken_all, reason, rounds
 
 
+def refusal_reasons(
+    customers: np.ndarray, offers: np.ndarray, taken: np.ndarray, *, per_customer: int, capacity: np.ndarray
+) -> np.ndarray:
+    """Why each pair (in walk order) was left out, by the sequential definition: the first full cap, checked in
+    the order customer (``offers_per_customer``), offer (``capacity``), audience, counting the pairs taken before
+    it. A function of the walk's result alone (not of how the rounds decided it), so any exact method of
+    computing the walk gives the same reasons. Taken pairs get -1."""
+    count_c = _Groups(customers).before(taken)
+    count_o = _Groups(offers).before(taken)
+    reason = np.where(count_c >= per_customer, 1, np.where(count_o >= capacity, 2, 3)).astype(np.int8)
+    reason[taken] = -1
+    return reason
+
+
 def _codes(values: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Integer codes in sorted order of the distinct values (so ties break by id, whatever the row order)."""
     distinct = values.unique().sort()
@@ -155,12 +169,15 @@ def allocate(
     pc, po = customer_codes[keep.to_numpy()], offer_codes[keep.to_numpy()]
     order = np.lexsort((po, pc, -score))  # last key is primary: score desc, then customer id, then offer id
     cap_by_code = np.array([capacity.get(o, NO_CAP) for o in offer_ids.to_list()], dtype=np.int64)
-    taken, reason, rounds = greedy_status(
+    taken, _, rounds = greedy_status(
         pc[order],
         po[order],
         per_customer=offers_per_customer,
         capacity=cap_by_code[po[order]],
         max_audience=max_audience,
+    )
+    reason = refusal_reasons(
+        pc[order], po[order], taken, per_customer=offers_per_customer, capacity=cap_by_code[po[order]]
     )
     chosen = order[taken]
     offer_rank = _Groups(pc[chosen]).before(np.ones(chosen.size, dtype=bool)) + 1

@@ -109,3 +109,52 @@ def test_apportion_splits_caps_by_share_exactly():
     assert sum(apportion(4001, [0.1, 0.45, 0.45])) == 4001
     assert apportion(None, [0.5, 0.5]) == [None, None]
     assert apportion(0, [0.5, 0.5]) == [0, 0]
+
+
+def test_reasons_follow_the_sequential_definition_when_several_caps_are_full():
+    # (a,X,.9) taken: X (capacity 1) and the audience (1) are both full from then on. b's X pair meets a full
+    # offer first (checked before the audience); b's Y pair only the full audience: reasons capacity + audience.
+    df = frame([("a", "X", 0.9), ("b", "X", 0.8), ("b", "Y", 0.7), ("c", "Y", 0.6)])
+    result = allocate(df, capacity={"X": 1}, max_audience=1)
+    assert picked(result) == [("a", "X", 1)]
+    assert result.unallocated.rows() == [("b", ["capacity", "audience"]), ("c", ["audience"])]
+
+
+def sequential_reasons(df, *, m, cap, audience, min_score):
+    """The reasons by definition, one pair at a time: min_score, else the first full cap (customer, offer, audience)."""
+    names = ("min_score", "offers_per_customer", "capacity", "audience")
+    df = df.sort(["score", "customer_id", "offer_id"], descending=[True, False, False])
+    per_c, per_o, members, why = {}, {}, set(), {}
+    for c, o, s in df.iter_rows():
+        if min_score is not None and s < min_score:
+            why.setdefault(c, set()).add(0)
+        elif per_c.get(c, 0) >= m:
+            why.setdefault(c, set()).add(1)
+        elif per_o.get(o, 0) >= cap.get(o, 1 << 62):
+            why.setdefault(c, set()).add(2)
+        elif c not in members and audience is not None and len(members) >= audience:
+            why.setdefault(c, set()).add(3)
+        else:
+            per_c[c] = per_c.get(c, 0) + 1
+            per_o[o] = per_o.get(o, 0) + 1
+            members.add(c)
+    return sorted((c, [names[i] for i in sorted(r)]) for c, r in why.items() if c not in members)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_unallocated_reasons_equal_the_sequential_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    df = frame(
+        [
+            (f"c{i:02d}", f"o{j}", float(rng.integers(0, 6)) / 5)
+            for i in range(n)
+            for j in range(4)
+            if rng.random() < 0.7
+        ]
+    )
+    cap = {f"o{j}": int(rng.integers(0, 8)) for j in range(int(rng.integers(0, 5)))}
+    m, audience = int(rng.integers(1, 3)), [None, int(rng.integers(0, 20))][int(rng.integers(0, 2))]
+    min_score = [None, 0.4][int(rng.integers(0, 2))]
+    result = allocate(df, offers_per_customer=m, capacity=cap, max_audience=audience, min_score=min_score)
+    assert result.unallocated.rows() == sequential_reasons(df, m=m, cap=cap, audience=audience, min_score=min_score)
