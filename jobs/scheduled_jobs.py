@@ -32,22 +32,44 @@ class JobUnavailableError(UserError):
 # --- campaign ------------------------------------------------------------------------------------------------
 
 
-def campaign_job(ctx: JobContext, *, campaign_id: str, allow_future_models: bool = False) -> JobResult:
+def campaign_job(
+    ctx: JobContext,
+    *,
+    campaign_id: str,
+    allow_future_models: bool = False,
+    engine: str = "local",
+    master: str | None = None,
+    partitions: int | None = None,
+) -> JobResult:
     """Run one campaign for this fire time; the campaign run flow is idempotent on (campaign, scheduled_for).
 
-    ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``."""
-    try:
-        pipeline = importlib.import_module("jobs.campaign_service")
-        run_campaign = pipeline.run_scheduled_campaign
-    except (ImportError, AttributeError) as exc:
-        raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
-    run = run_campaign(
-        ctx.settings,
-        campaign_id=campaign_id,
-        scheduled_for=ctx.fire_time,
-        engine=ctx.engine,
-        allow_future_models=allow_future_models,
-    )
+    ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``; ``engine``
+    ``spark`` (with ``master``, ``partitions``) from ``--engine spark`` (:mod:`jobs.spark.run`)."""
+    if engine == "spark":
+        from jobs.spark.run import run_scheduled_campaign as run_spark
+
+        run = run_spark(
+            ctx.settings,
+            campaign_id=campaign_id,
+            scheduled_for=ctx.fire_time,
+            engine=ctx.engine,
+            allow_future_models=allow_future_models,
+            master=master,
+            partitions=partitions,
+        )
+    else:
+        try:
+            pipeline = importlib.import_module("jobs.campaign_service")
+            run_campaign = pipeline.run_scheduled_campaign
+        except (ImportError, AttributeError) as exc:
+            raise JobUnavailableError(f"campaign runs are not available: {exc}") from exc
+        run = run_campaign(
+            ctx.settings,
+            campaign_id=campaign_id,
+            scheduled_for=ctx.fire_time,
+            engine=ctx.engine,
+            allow_future_models=allow_future_models,
+        )
     if getattr(run, "status", "succeeded") != "succeeded":
         raise RuntimeError(f"campaign run {run.run_id} is {run.status}")
     rows = getattr(run, "row_count", None)

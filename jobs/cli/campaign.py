@@ -252,12 +252,24 @@ def run_cmd(
     allow_future_models: bool = typer.Option(
         False, "--allow-future-models", help="Use models trained on data after --at (look-ahead)."
     ),
+    engine_name: str = typer.Option(
+        "local", "--engine", help="local (this machine) or spark (needs `pip install 'mktg[spark]'` and Java 17+)."
+    ),
+    master: str | None = typer.Option(None, "--master", help="Spark master URL (--engine spark; default local[2])."),
+    partitions: int | None = typer.Option(
+        None, "--partitions", min=1, help="Customer partitions (--engine spark; default 8)."
+    ),
 ) -> None:
     """Run once for a fire time: files under <var>/exports/<campaign>/<run>/ and the run in the database.
 
     It is the job campaign:<id> run by hand (same claim as the scheduler's; it shows in `mktg jobs history`).
-    The same (campaign, --at) again returns the existing run and writes nothing.
+    The same (campaign, --at) again returns the existing run and writes nothing. ``--engine spark`` computes the
+    same target list on Apache Spark (docs/scale.md).
     """
+    if engine_name not in ("local", "spark"):
+        raise UserError(f"--engine {engine_name}: choose local or spark")
+    if engine_name == "local" and (master is not None or partitions is not None):
+        raise UserError("--master and --partitions need --engine spark")
     from jobs.runner import Outcome
     from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.scheduler import make_runner
@@ -276,7 +288,8 @@ def run_cmd(
             job_name,
             when,
             campaign_job,
-            {"campaign_id": campaign_id, "allow_future_models": allow_future_models},
+            {"campaign_id": campaign_id, "allow_future_models": allow_future_models}
+            | ({"engine": "spark", "master": master, "partitions": partitions} if engine_name == "spark" else {}),
             trigger="manual",
         )
     if report.outcome == Outcome.RUNNING_ELSEWHERE:

@@ -562,3 +562,29 @@ def run(
         model_versions=versions,
         stage=stage,
     )
+
+
+def run_scheduled_campaign(
+    settings: Settings,
+    *,
+    campaign_id: str,
+    scheduled_for: datetime,
+    engine: Engine,
+    allow_future_models: bool = False,
+    master: str | None = None,
+    partitions: int | None = None,
+) -> RunResult:
+    """``mktg campaign run --engine spark``: the campaign on ``settings.data_dir`` with the active models."""
+    from jobs.settings import load_events
+
+    return run(
+        settings,
+        load_events(settings),
+        campaign_id=campaign_id,
+        data_dir=settings.data_dir,
+        scheduled_for=scheduled_for,
+        engine=engine,
+        master=master or DEFAULT_MASTER,
+        partitions=partitions or DEFAULT_PARTITIONS,
+        allow_future_models=allow_future_models,
+    )
