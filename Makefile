@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# SPARK=1: also the optional Spark extra (pyspark; Java 17+ needed at run time). .ci/run sets it.
+SPARK  ?= 0
+comma  := ,
+EXTRAS := $(if $(filter 1,$(SPARK)),dev$(comma)spark,dev)
 
 .PHONY: venv demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
