@@ -106,6 +106,7 @@ class SparkStats:
     """What a run measured: per-partition costs (seconds, customers) and the allocation's pruning."""
 
     partitions: list[dict[str, float]] = field(default_factory=list)
+    collected: dict[str, int] = field(default_factory=dict)  # rows brought to the driver, by kind
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -211,14 +212,17 @@ def _plan_task(broadcast: Any) -> Callable[[Iterator[Any]], Iterator[Any]]:
     def task(batches: Iterator[Any]) -> Iterator[Any]:
         from threadpoolctl import threadpool_limits
 
+        begun = time.perf_counter()
         frame = _collect(batches)
         if frame is None:
             return
-        started = time.perf_counter()
+        read = time.perf_counter()
         shared: Shared = broadcast.value
+        started = time.perf_counter()
         with threadpool_limits(1):
             plan, parts = partition_plan(shared, frame)
         seconds = time.perf_counter() - started
+        timing = {"read_seconds": read - begun, "broadcast_seconds": started - read}
         excluded = plan.eligibility.excluded.select(
             Columns.Customer, Columns.Offer, pl.col("_mask").reinterpret(signed=True).alias("mask")
         )
@@ -229,6 +233,7 @@ def _plan_task(broadcast: Any) -> Callable[[Iterator[Any]], Iterator[Any]]:
                 _out("excluded", excluded),
                 _out("stats", pl.DataFrame({"n": [plan.candidates], "score": [seconds]})),
                 _out("rows", pl.DataFrame({"n": [parts["customers"].height], "score": [float(frame.height)]})),
+                _out("timing", pl.DataFrame({"arm": list(timing), "score": list(timing.values())})),
             ]
         )
 
@@ -353,12 +358,17 @@ def spark_plan(
                 .persist(StorageLevel.MEMORY_AND_DISK)
             )
             cached.append(out)
-            small = _to_polars(out.filter(F.col("kind").isin("stats", "rows")))
+            small = _to_polars(out.filter(F.col("kind").isin("stats", "rows", "timing")))
         per_task = small.filter(pl.col("kind") == "stats")
         rows = small.filter(pl.col("kind") == "rows")
+        timing = small.filter(pl.col("kind") == "timing")
+        reads = timing.filter(pl.col("arm") == "read_seconds")["score"].to_list()
+        loads = timing.filter(pl.col("arm") == "broadcast_seconds")["score"].to_list()
         stats.partitions = [
-            {"seconds": s, "customers": float(c), "input_rows": r}
-            for s, c, r in zip(per_task["score"].to_list(), rows["n"].to_list(), rows["score"].to_list())
+            {"seconds": s, "customers": float(c), "input_rows": r, "read_seconds": rd, "broadcast_seconds": bl}
+            for s, c, r, rd, bl in zip(
+                per_task["score"].to_list(), rows["n"].to_list(), rows["score"].to_list(), reads, loads
+            )
         ]
         with stage("collect"):
             audience = _to_polars(
@@ -375,6 +385,7 @@ def spark_plan(
         excluded = excluded.select(
             Columns.Customer, Columns.Offer, pl.col("mask").cast(pl.Int64).reinterpret(signed=False).alias("_mask")
         )
+        stats.collected = {"audience": audience.height, "excluded": excluded.height}
         offers = spec.resolve_offers(world.products)
         customer_part = CustomerPlan(
             offers=offers,
