@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -407,6 +407,7 @@ def read_failure(table: str, path: Path | None, exc: Exception) -> ContractError
 _READ_ERRORS = (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError, OSError)
 
 References = dict[str, tuple[str, pl.Series]]  # column -> (target table, its key values)
+_T = TypeVar("_T")
 
 
 def validate(
@@ -427,26 +428,19 @@ def validate(
     ``source`` (the file) lets a read failure name the offending row. ``in_memory``: ``lf`` is an
     in-memory table, so its converted columns are computed once and kept instead of recomputed per check.
     """
-    return validate_table(lf, spec, event_types=event_types, references=references, source=source, in_memory=in_memory)[
-        0
-    ]
+    return _checked_read(
+        spec.name,
+        source,
+        lambda: _validate(lf, spec, event_types=event_types, references=references or {}, in_memory=in_memory),
+    )[0]
 
 
-def validate_table(
-    lf: pl.LazyFrame,
-    spec: TableSpec,
-    *,
-    event_types: Iterable[str] | None = None,
-    references: References | None = None,
-    source: Path | None = None,
-    in_memory: bool = False,
-) -> tuple[pl.LazyFrame, frozenset[str]]:
-    """:func:`validate`, also returning the id columns that had to be stripped of padding (what a snapshot
-    certificate records: :func:`converted` rebuilds the same frame from them without the checks)."""
+def _checked_read(table: str, source: Path | None, run: Callable[[], _T]) -> _T:
+    """``run()``, a read failure of ``source`` turned into a one-line :class:`ContractError`."""
     try:
-        return _validate(lf, spec, event_types=event_types, references=references or {}, in_memory=in_memory)
+        return run()
     except _READ_ERRORS as exc:
-        raise read_failure(spec.name, source, exc) from exc
+        raise read_failure(table, source, exc) from exc
 
 
 def _conversions(lf: pl.LazyFrame, spec: TableSpec, lazy_strip: set[str]) -> dict[str, pl.Expr]:
@@ -468,7 +462,7 @@ def _conversions(lf: pl.LazyFrame, spec: TableSpec, lazy_strip: set[str]) -> dic
 def converted(lf: pl.LazyFrame, spec: TableSpec, *, references: Iterable[str], stripped: Iterable[str]) -> pl.LazyFrame:
     """The lazy frame :func:`validate` returns for a file that already passed validation, without the checks:
     ``references`` are the referencing columns validated against another table, ``stripped`` those of them that
-    had padded ids (from :func:`validate_table`)."""
+    had padded ids (recorded by the events certificate)."""
     schema = lf.collect_schema()
     lazy_strip = {c for c in references if c in schema and c not in spec.key}
     conversions = _conversions(lf, spec, lazy_strip)
@@ -794,12 +788,14 @@ def _events_loader(
     def load() -> pl.LazyFrame:
         stripped = store.read_certificate("events", key) if store else None
         if stripped is not None:
-            try:
-                return converted(scan_file(path), spec, references=references, stripped=stripped)
-            except _READ_ERRORS as exc:
-                raise read_failure(spec.name, path, exc) from exc
-        frame, stripped = validate_table(
-            scan_file(path), spec, event_types=event_types, references=references, source=path
+            known = stripped
+            return _checked_read(
+                spec.name, path, lambda: converted(scan_file(path), spec, references=references, stripped=known)
+            )
+        frame, stripped = _checked_read(
+            spec.name,
+            path,
+            lambda: _validate(scan_file(path), spec, event_types=event_types, references=references, in_memory=False),
         )
         if store:
             store.write_certificate("events", key, stripped)
