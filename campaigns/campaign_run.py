@@ -318,6 +318,7 @@ def plan_customers(
             purpose=spec.consent_purpose,
             contact_history=contact_history,
         )
+        del candidates  # tens of millions of pairs at bank scale; the verdicts keep what is needed
     with stage("arms"):
         eligible_rows = eligibility.eligible[CUSTOMER_ROW].unique()
         audience = targeted.filter(
@@ -365,6 +366,7 @@ def plan_customers(
                 .join(eligible_keys, left_on=[CUSTOMER_ROW, offer_code], right_on=[CUSTOMER_ROW, "_offer"], how="semi")
                 .drop(CUSTOMER_ROW)
             )
+            del held, ranked  # before the next strategy's ranking is built
     ranked_schema = {
         Columns.Customer: pl.String,
         Columns.Offer: pl.String,
