@@ -304,17 +304,21 @@ def evaluate_models(
     progress: Progress | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     resamples: int = 2000,
+    baseline: bool = True,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
     Every model is compared with the best popularity model by a paired bootstrap over the test customers
     (a popularity-in-segment baseline is added when no popularity model is among ``names``). With a
     synthetic world's ground truth in ``world_dir``, also graded NDCG against true conversion
-    probabilities over each customer's candidates. ``params[name]`` overrides configured defaults."""
+    probabilities over each customer's candidates. ``params[name]`` overrides configured defaults.
+    ``baseline=False`` (the nightly refresh) skips the baseline and the bootstrap. A model's ``meta["refit_params"]``
+    (e.g. the epochs LightFM's early stopping chose) is kept in ``extra["refit_params"]``; each fitted model is
+    released once scored, so at most one is held at a time."""
     config = load_models_config(settings)
     chosen = list(names) if names else config.train
     models = {name: config.build(name, (params or {}).get(name)) for name in chosen}
-    if not any(model.kind == "popularity" for model in models.values()):
+    if baseline and not any(model.kind == "popularity" for model in models.values()):
         models[BASELINE_NAME] = build_model("popularity", {"by_segment": True})
     rules = load_segment_rules(settings)
     end = latest_event_time(world)
@@ -338,7 +342,8 @@ def evaluate_models(
         "warnings": cutoff_warnings(customers, allowed, held, k=k),
     }
     results = []
-    for name, model in models.items():
+    for name in list(models):
+        model = models.pop(name)  # released after scoring: one fitted model in memory at a time
         if progress:
             progress(f"training and evaluating {name}")
         model.fit(
@@ -358,11 +363,13 @@ def evaluate_models(
                 gt,
                 model.meta["train_seconds"],
                 kind=model.kind,
-                per_customer=per_customer_metrics(recs, relevant, k=k),
+                per_customer=per_customer_metrics(recs, relevant, k=k) if baseline else None,
+                extra={"refit_params": dict(model.meta["refit_params"])} if "refit_params" in model.meta else {},
             )
         )
         info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
-    info["baseline"] = compare_with_popularity(results, resamples=resamples)
+        del model, recs
+    info["baseline"] = compare_with_popularity(results, resamples=resamples) if baseline else None
     return results, info
 
 

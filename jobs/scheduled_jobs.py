@@ -143,32 +143,87 @@ def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
 
 
 def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None = None) -> Candidate:
-    """Rebuild interactions from ``data_dir``, evaluate ``name`` on a time split (metrics), then fit it on all events
-    up to the latest one and save it under ``<var_dir>/models/<version>/``. With ``tuning`` (a search record whose
-    validation window ended before the test window) its winner is evaluated and trained, and the record is kept
-    with the metrics."""
+    """One model through :func:`_refresh_candidates` (the refresh trains all of them in one pass)."""
+    return _refresh_candidates(settings, [name], {name: tuning})[name]
+
+
+def _refresh_candidates(
+    settings: Any, names: list[str], tunings: dict[str, dict[str, Any] | None], *, world: Any = None
+) -> dict[str, Candidate]:
+    """Evaluate every model in ``names`` on a time split (metrics), then fit each on all events up to the latest one
+    and save it under ``<var_dir>/models/<version>/``. The inputs are read once, the split's and the full data's
+    matrices are built once each (not once per model), and a model's evaluation fit hands its refit parameters on
+    (LightFM's early-stopped epoch count: the production fit does not search again). Models are fitted, saved
+    and released one at a time. With ``tunings[name]`` (a search record whose validation window ended before the
+    test window) its winner is evaluated and trained, and the record is kept with the metrics."""
+    import gc
+    import time
+
     from jobs.inputs import load_data
-    from jobs.model_service import evaluate_models, latest_event_time, train_models
+    from jobs.model_service import (
+        evaluate_models,
+        latest_event_time,
+        load_models_config,
+        load_segment_rules,
+        prepare,
+    )
     from jobs.settings import load_events
 
     events = load_events(settings)
-    world = load_data(settings, events, Path(settings.data_dir))
-    params = {name: dict(tuning["best_params"])} if tuning else None
-    evaluations, _info = evaluate_models(world, settings, events, names=[name], params=params)
-    evaluation = evaluations[0]
-    model = train_models(world, settings, events, as_of=latest_event_time(world), names=[name], params=params)[name]
-    path = model.save(Path(settings.model_dir) / model.fitted_version)
-    extra = {"tuning": tuning} if tuning else {}
-    return Candidate(
-        version=model.fitted_version,
-        kind=name,
-        params={"kind": model.kind, **model.params},
-        data_hash=model.meta["data_hash"],
-        metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
-        trained_at=datetime.fromisoformat(model.meta["trained_at"]),
-        train_seconds=float(model.meta["train_seconds"]),
-        path=str(Path(path).resolve()),
+    started = time.perf_counter()
+    if world is None:
+        world = load_data(settings, events, Path(settings.data_dir))
+    event(log, "refresh: inputs loaded", seconds=round(time.perf_counter() - started, 1))
+    params = {name: dict(t["best_params"]) for name, t in tunings.items() if t}
+    clock = {"at": time.perf_counter()}
+
+    def progress(message: str) -> None:
+        now = time.perf_counter()
+        event(log, f"refresh: {message}", previous_step_seconds=round(now - clock["at"], 1))
+        clock["at"] = now
+
+    evaluations, _info = evaluate_models(
+        world, settings, events, names=names, params=params, baseline=False, progress=progress
     )
+    by_name = {e.name: e for e in evaluations}
+    progress("evaluation done; building the training data")
+    gc.collect()
+    config = load_models_config(settings)
+    data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
+    out: dict[str, Candidate] = {}
+    for name in names:
+        evaluation = by_name[name]
+        refit = {**params.get(name, {}), **evaluation.extra.get("refit_params", {})}
+        progress(
+            f"training {name}"
+            + (f" with {evaluation.extra['refit_params']}" if "refit_params" in evaluation.extra else "")
+        )
+        model = config.build(name, refit)
+        model.fit(
+            data.interactions,
+            customers=data.segments,
+            offers=data.products,
+            threads=settings.threads,
+            history=data.history,
+        )
+        model.meta["data_as_of"] = data.as_of.isoformat()
+        path = model.save(Path(settings.model_dir) / model.fitted_version)
+        tuning = tunings.get(name)
+        extra = {"tuning": tuning} if tuning else {}
+        out[name] = Candidate(
+            version=model.fitted_version,
+            kind=name,
+            params={"kind": model.kind, **model.params},
+            data_hash=model.meta["data_hash"],
+            metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
+            trained_at=datetime.fromisoformat(model.meta["trained_at"]),
+            train_seconds=float(model.meta["train_seconds"]),
+            path=str(Path(path).resolve()),
+        )
+        del model
+        gc.collect()
+    progress("all models trained and saved")
+    return out
 
 
 def _tune_within_budget(settings: Any, names: list[str], session: Any) -> Any:
@@ -227,12 +282,16 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
         else None
     )
     active: dict[str, str] = {}
+    batch: dict[str, Candidate] = {}
+    if trainer is None:  # this run's search, else the latest recorded winner (`mktg tune`), else the defaults
+        tunings = {
+            name: (run.record(name) if run and (name in run.results or name in run.skipped) else None)
+            or latest_tuning(ctx.session, name)
+            for name in names
+        }
+        batch = _refresh_candidates(ctx.settings, names, tunings)
     for name in names:
-        if trainer is None:  # this run's search, else the latest recorded winner (`mktg tune`), else the defaults
-            record = run.record(name) if run and (name in run.results or name in run.skipped) else None
-            candidate = train(ctx.settings, name, tuning=record or latest_tuning(ctx.session, name))
-        else:
-            candidate = train(ctx.settings, name)
+        candidate = batch[name] if trainer is None else train(ctx.settings, name)
         previous = active_version(ctx.session, candidate.kind)
         old_metric = _metric(previous.metrics, refresh.metric) if previous else None
         new_metric = _metric(candidate.metrics, refresh.metric)

@@ -63,3 +63,36 @@ def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, t
     assert Path(new.path, "model.json").exists()
     assert active.version == (previous_version if kept else new_version)
     assert new.is_active is (not kept)
+
+
+def test_refresh_registers_every_configured_model_from_one_read_of_the_inputs(world, tmp_path, monkeypatch):
+    """The configured `train` list, each evaluated on the time split and registered; the inputs are read once for
+    all of them, and LightFM's production fit uses the epoch count its early stopping chose in the evaluation."""
+    import jobs.inputs
+    from jobs.model_service import load_models_config
+
+    config = tmp_path / "cfg"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
+    (config / "settings.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
+        "threads = 1\n"
+    )
+    settings = load_settings(config, environ={})
+    names = load_models_config(settings).train
+    reads = []
+    original = jobs.inputs.load_data
+    monkeypatch.setattr(jobs.inputs, "load_data", lambda *a, **kw: reads.append(1) or original(*a, **kw))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
+    assert report.outcome == Outcome.SUCCEEDED, report.error
+    assert len(reads) == 1
+    with session_scope(engine) as session:
+        rows = {name: active_version(session, name) for name in names}
+        active = {name: (row.version, dict(row.params), dict(row.metrics)) for name, row in rows.items() if row}
+    engine.dispose()
+    assert sorted(active) == sorted(names)
+    for name, (_version, _params, metrics) in active.items():
+        assert 0 < metrics["ndcg"] <= 1, name
+    lightfm = active["lightfm_warp"][1]
+    assert lightfm["patience"] == 0 and 1 <= lightfm["epochs"] <= 20
