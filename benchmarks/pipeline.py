@@ -91,7 +91,8 @@ class StageRecorder:
     and peak RSS; also a ``campaigns.campaign_run.Stage``. CPU seconds tell a stage's cost when other jobs share
     the cores and stretch the wall time."""
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.005, *, echo: bool = False):
+        self.echo = echo
         self.stages: list[dict[str, Any]] = []
         self._peak = 0.0
         self._stop = threading.Event()
@@ -121,6 +122,8 @@ class StageRecorder:
         self.stages.append(
             {"stage": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "start_rss_mb": start_rss}
         )
+        if self.echo:  # one line per stage as it ends (a long run shows where it is)
+            print(f"  {name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:,.0f} MiB", flush=True)
 
 
 def cpu_seconds() -> float:

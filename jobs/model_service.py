@@ -6,6 +6,7 @@ Plain functions used by ``mktg train|evaluate|recommend`` and by the demo and ca
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,10 @@ from recommender.ranking import rank_within_segments
 from recommender.tuning import Param, parse_space
 
 Progress = Callable[[str], None]
+
+
+def _no_stage(name: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 class TuningConfig(BaseModel):
@@ -305,6 +310,7 @@ def evaluate_models(
     params: dict[str, dict[str, Any]] | None = None,
     resamples: int = 2000,
     baseline: bool = True,
+    stage: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
@@ -314,24 +320,26 @@ def evaluate_models(
     probabilities over each customer's candidates. ``params[name]`` overrides configured defaults.
     ``baseline=False`` (the nightly refresh) skips the baseline and the bootstrap. A model's ``meta["refit_params"]``
     (e.g. the epochs LightFM's early stopping chose) is kept in ``extra["refit_params"]``; each fitted model is
-    released once scored, so at most one is held at a time."""
+    released once scored, so at most one is held at a time. ``stage(name)`` wraps each step (benchmarks time them)."""
+    stage = stage or _no_stage
     config = load_models_config(settings)
     chosen = list(names) if names else config.train
     models = {name: config.build(name, (params or {}).get(name)) for name in chosen}
     if baseline and not any(model.kind == "popularity" for model in models.values()):
         models[BASELINE_NAME] = build_model("popularity", {"by_segment": True})
     rules = load_segment_rules(settings)
-    end = latest_event_time(world)
-    cutoff = end - timedelta(days=test_days or config.test_days)
-    split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
-    data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
-    held = held_at(world.holdings, cutoff)
-    relevant = split.test_pairs.join(
-        held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
-    )
-    customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
-    allowed = rules.allowed_offers(world.products)
-    truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
+    with stage("evaluation: time split"):
+        end = latest_event_time(world)
+        cutoff = end - timedelta(days=test_days or config.test_days)
+        split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
+        data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
+        held = held_at(world.holdings, cutoff)
+        relevant = split.test_pairs.join(
+            held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
+        )
+        customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
+        allowed = rules.allowed_offers(world.products)
+        truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
     info = {
         "cutoff": cutoff.isoformat(),
         "end": end.isoformat(),
@@ -343,32 +351,33 @@ def evaluate_models(
     }
     results = []
     for name in list(models):
-        model = models.pop(name)  # released after scoring: one fitted model in memory at a time
-        if progress:
-            progress(f"training and evaluating {name}")
-        model.fit(
-            data.interactions,
-            customers=data.segments,
-            offers=data.products,
-            threads=settings.threads,
-            history=data.history,
-        )
-        recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
-        result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
-        gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
-        results.append(
-            ModelEvaluation(
-                name,
-                result,
-                gt,
-                model.meta["train_seconds"],
-                kind=model.kind,
-                per_customer=per_customer_metrics(recs, relevant, k=k) if baseline else None,
-                extra={"refit_params": dict(model.meta["refit_params"])} if "refit_params" in model.meta else {},
+        with stage(f"evaluate {name}"):
+            model = models.pop(name)  # released after scoring: one fitted model in memory at a time
+            if progress:
+                progress(f"training and evaluating {name}")
+            model.fit(
+                data.interactions,
+                customers=data.segments,
+                offers=data.products,
+                threads=settings.threads,
+                history=data.history,
             )
-        )
-        info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
-        del model, recs
+            recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
+            result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
+            gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
+            results.append(
+                ModelEvaluation(
+                    name,
+                    result,
+                    gt,
+                    model.meta["train_seconds"],
+                    kind=model.kind,
+                    per_customer=per_customer_metrics(recs, relevant, k=k) if baseline else None,
+                    extra={key: model.meta[key] for key in ("refit_params", "early_stopping") if key in model.meta},
+                )
+            )
+            info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
+            del model, recs
     info["baseline"] = compare_with_popularity(results, resamples=resamples) if baseline else None
     return results, info
 

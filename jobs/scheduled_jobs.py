@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -148,14 +149,20 @@ def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None 
 
 
 def _refresh_candidates(
-    settings: Any, names: list[str], tunings: dict[str, dict[str, Any] | None], *, world: Any = None
+    settings: Any,
+    names: list[str],
+    tunings: dict[str, dict[str, Any] | None],
+    *,
+    world: Any = None,
+    stage: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Candidate]:
     """Evaluate every model in ``names`` on a time split (metrics), then fit each on all events up to the latest one
     and save it under ``<var_dir>/models/<version>/``. The inputs are read once, the split's and the full data's
     matrices are built once each (not once per model), and a model's evaluation fit hands its refit parameters on
     (LightFM's early-stopped epoch count: the production fit does not search again). Models are fitted, saved
     and released one at a time. With ``tunings[name]`` (a search record whose validation window ended before the
-    test window) its winner is evaluated and trained, and the record is kept with the metrics."""
+    test window) its winner is evaluated and trained, and the record is kept with the metrics. ``stage(name)``
+    wraps each step (benchmarks/refresh.py times them)."""
     import gc
     import time
 
@@ -169,10 +176,12 @@ def _refresh_candidates(
     )
     from jobs.settings import load_events
 
+    stage = stage or (lambda name: nullcontext())
     events = load_events(settings)
     started = time.perf_counter()
     if world is None:
-        world = load_data(settings, events, Path(settings.data_dir))
+        with stage("load + validate"):
+            world = load_data(settings, events, Path(settings.data_dir))
     event(log, "refresh: inputs loaded", seconds=round(time.perf_counter() - started, 1))
     params = {name: dict(t["best_params"]) for name, t in tunings.items() if t}
     clock = {"at": time.perf_counter()}
@@ -183,13 +192,14 @@ def _refresh_candidates(
         clock["at"] = now
 
     evaluations, _info = evaluate_models(
-        world, settings, events, names=names, params=params, baseline=False, progress=progress
+        world, settings, events, names=names, params=params, baseline=False, progress=progress, stage=stage
     )
     by_name = {e.name: e for e in evaluations}
     progress("evaluation done; building the training data")
     gc.collect()
     config = load_models_config(settings)
-    data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
+    with stage("interactions"):
+        data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
     out: dict[str, Candidate] = {}
     for name in names:
         evaluation = by_name[name]
@@ -198,18 +208,21 @@ def _refresh_candidates(
             f"training {name}"
             + (f" with {evaluation.extra['refit_params']}" if "refit_params" in evaluation.extra else "")
         )
-        model = config.build(name, refit)
-        model.fit(
-            data.interactions,
-            customers=data.segments,
-            offers=data.products,
-            threads=settings.threads,
-            history=data.history,
-        )
-        model.meta["data_as_of"] = data.as_of.isoformat()
-        path = model.save(Path(settings.model_dir) / model.fitted_version)
+        with stage(f"train {name}"):
+            model = config.build(name, refit)
+            model.fit(
+                data.interactions,
+                customers=data.segments,
+                offers=data.products,
+                threads=settings.threads,
+                history=data.history,
+            )
+            model.meta["data_as_of"] = data.as_of.isoformat()
+            path = model.save(Path(settings.model_dir) / model.fitted_version)
         tuning = tunings.get(name)
         extra = {"tuning": tuning} if tuning else {}
+        if "early_stopping" in evaluation.extra:  # how the production fit's epochs were chosen
+            extra["early_stopping"] = evaluation.extra["early_stopping"]
         out[name] = Candidate(
             version=model.fitted_version,
             kind=name,

@@ -143,6 +143,8 @@ class LightFMModel(RankingModel):
             stopping = self._early_stopping(user_x, item_x, threads=threads)
             self.meta["early_stopping"] = stopping
             epochs = int(stopping["best_epochs"])
+            # a refit on more recent data (the nightly refresh) reuses the epoch count instead of searching again
+            self.meta["refit_params"] = {"epochs": epochs, "patience": 0}
         model = self._new_lightfm()
         with single_threaded_blas():
             model.fit(positives.tocoo(), user_features=user_x, item_features=item_x, epochs=epochs, num_threads=threads)
