@@ -68,6 +68,7 @@ class LightFMModel(RankingModel):
         validation_days: float = 60.0,
         min_delta: float = 0.001,
         validation_customers: int = 20_000,
+        finetune_epochs: int = 0,
     ) -> None:
         super().__init__()
         if loss not in ("warp", "bpr", "logistic", "warp-kos"):
@@ -91,6 +92,9 @@ class LightFMModel(RankingModel):
         self.validation_days = float(validation_days)
         self.min_delta = float(min_delta)
         self.validation_customers = int(validation_customers)
+        # > 0: after early stopping, continue that model for this many epochs on all the data instead of refitting
+        # from scratch with the best epoch count (the early-stopped model has already seen all but the window)
+        self.finetune_epochs = int(finetune_epochs)
         self.customer_repr: npt.NDArray[np.float32] | None = None  # (n_customers, d + 1): embedding and bias
         self.offer_repr: npt.NDArray[np.float32] | None = None  # (n_offers, d + 1)
         self.tag_repr: npt.NDArray[np.float32] | None = None  # (n_tags, d + 1) customer tag embeddings and biases
@@ -122,6 +126,7 @@ class LightFMModel(RankingModel):
             "validation_days": self.validation_days,
             "min_delta": self.min_delta,
             "validation_customers": self.validation_customers,
+            "finetune_epochs": self.finetune_epochs,
         }
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
@@ -140,15 +145,38 @@ class LightFMModel(RankingModel):
         self._warm = np.diff(positives.indptr) > 0
         epochs = self.epochs
         if self.patience > 0 and self._history is not None:
-            stopping = self._early_stopping(user_x, item_x, threads=threads)
+            stopping, early = self._early_stopping(user_x, item_x, threads=threads)
             self.meta["early_stopping"] = stopping
             epochs = int(stopping["best_epochs"])
             # a refit on more recent data (the nightly refresh) reuses the epoch count instead of searching again
             self.meta["refit_params"] = {"epochs": epochs, "patience": 0}
+            if self.finetune_epochs > 0 and early is not None:
+                with single_threaded_blas():
+                    early.fit_partial(
+                        positives.tocoo(),
+                        user_features=user_x,
+                        item_features=item_x,
+                        epochs=self.finetune_epochs,
+                        num_threads=threads,
+                    )
+                self.meta["epochs_fitted"] = int(stopping["epochs_run"]) + self.finetune_epochs
+                self.meta["finetuned_epochs"] = self.finetune_epochs
+                self._store(early, user_x, item_x, cust_space, offer_space)
+                return
         model = self._new_lightfm()
         with single_threaded_blas():
             model.fit(positives.tocoo(), user_features=user_x, item_features=item_x, epochs=epochs, num_threads=threads)
         self.meta["epochs_fitted"] = epochs
+        self._store(model, user_x, item_x, cust_space, offer_space)
+
+    def _store(
+        self,
+        model: Any,
+        user_x: sp.csr_matrix,
+        item_x: sp.csr_matrix,
+        cust_space: FeatureSpace,
+        offer_space: FeatureSpace,
+    ) -> None:
         user_table = np.hstack([model.user_embeddings, model.user_biases[:, None]]).astype(np.float32)
         item_table = np.hstack([model.item_embeddings, model.item_biases[:, None]]).astype(np.float32)
         self.customer_repr = np.asarray(user_x @ user_table, dtype=np.float32)
@@ -171,7 +199,9 @@ class LightFMModel(RankingModel):
             random_state=np.random.RandomState(self.random_state),
         )
 
-    def _early_stopping(self, user_x: sp.csr_matrix, item_x: sp.csr_matrix, *, threads: int) -> dict[str, Any]:
+    def _early_stopping(
+        self, user_x: sp.csr_matrix, item_x: sp.csr_matrix, *, threads: int
+    ) -> tuple[dict[str, Any], Any]:
         """How many epochs to fit: train on the events before ``as_of - validation_days`` one epoch at a time and
         measure NDCG@10 on the positive events of the validation window ``[as_of - validation_days, as_of)``
         (products held at the window's start neither ranked nor counted, as in the evaluation; at most ``validation_customers`` customers, a fixed
@@ -202,7 +232,7 @@ class LightFMModel(RankingModel):
         labels.eliminate_zeros()
         rows = np.nonzero(np.diff(labels.indptr) > 0)[0]
         if train.nnz == 0 or rows.size == 0:  # nothing to validate on: the configured epochs
-            return {"best_epochs": self.epochs, "epochs_run": 0, "validation": [], "reason": "no validation data"}
+            return {"best_epochs": self.epochs, "epochs_run": 0, "validation": [], "reason": "no validation data"}, None
         if rows.size > self.validation_customers:
             rng = np.random.default_rng(self.random_state)
             rows = np.sort(rng.choice(rows, self.validation_customers, replace=False))
@@ -232,7 +262,7 @@ class LightFMModel(RankingModel):
             "validation_start": start.isoformat(),
             "validation_customers": int(rows.size),
             "metric": "ndcg@10",
-        }
+        }, model
 
     def _scores(self, customer_repr: np.ndarray) -> np.ndarray:
         d = self.no_components

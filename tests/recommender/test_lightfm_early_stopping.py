@@ -114,3 +114,14 @@ def test_without_patience_fits_exactly_the_configured_epochs(world):
     model = _fit(*world, epochs=3)
     assert "early_stopping" not in model.meta
     assert model.meta["epochs_fitted"] == 3
+
+
+def test_finetuning_continues_the_early_stopped_model_on_all_the_data(world):
+    events, customers, offers = world
+    model = _fit(events, customers, offers, epochs=60, patience=2, finetune_epochs=2)
+    stopping = model.meta["early_stopping"]
+    assert model.meta["epochs_fitted"] == stopping["epochs_run"] + 2
+    assert model.meta["refit_params"] == {"epochs": stopping["best_epochs"], "patience": 0}
+    scores = model.score(customers)
+    favourite = np.array([i % N_OFFERS for i in range(customers.height)])
+    assert (scores.argmax(axis=1) == favourite).mean() > 0.9  # chance: 1/8
