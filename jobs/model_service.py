@@ -164,11 +164,14 @@ def fit_models(
     for name, model in models.items():
         if progress:
             progress(f"training {name}")
-        model.fit(
-            data.interactions, customers=data.segments, offers=data.products, threads=threads, history=data.history
-        )
-        model.meta["data_as_of"] = data.as_of.isoformat()  # the training data's cut-off: no look-ahead (pipeline.py)
+        fit_model(model, data, threads=threads)
     return models
+
+
+def fit_model(model: RankingModel, data: TrainingData, *, threads: int) -> None:
+    """Fit ``model`` on ``data`` and record the training data's cut-off (no look-ahead: campaign_service)."""
+    model.fit(data.interactions, customers=data.segments, offers=data.products, threads=threads, history=data.history)
+    model.meta["data_as_of"] = data.as_of.isoformat()
 
 
 def train_models(
@@ -355,13 +358,7 @@ def evaluate_models(
             model = models.pop(name)  # released after scoring: one fitted model in memory at a time
             if progress:
                 progress(f"training and evaluating {name}")
-            model.fit(
-                data.interactions,
-                customers=data.segments,
-                offers=data.products,
-                threads=settings.threads,
-                history=data.history,
-            )
+            fit_model(model, data, threads=settings.threads)
             recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=k)
             result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
             gt = graded_ndcg(recs, truth, k=k) if truth is not None else None

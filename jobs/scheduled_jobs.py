@@ -169,6 +169,7 @@ def _refresh_candidates(
     from jobs.inputs import load_data
     from jobs.model_service import (
         evaluate_models,
+        fit_model,
         latest_event_time,
         load_models_config,
         load_segment_rules,
@@ -210,14 +211,7 @@ def _refresh_candidates(
         )
         with stage(f"train {name}"):
             model = config.build(name, refit)
-            model.fit(
-                data.interactions,
-                customers=data.segments,
-                offers=data.products,
-                threads=settings.threads,
-                history=data.history,
-            )
-            model.meta["data_as_of"] = data.as_of.isoformat()
+            fit_model(model, data, threads=settings.threads)
             path = model.save(Path(settings.model_dir) / model.fitted_version)
         tuning = tunings.get(name)
         extra = {"tuning": tuning} if tuning else {}
