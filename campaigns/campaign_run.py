@@ -48,7 +48,14 @@ from campaigns import export, run_repository
 from campaigns.allocation import Allocation, allocate, apportion
 from campaigns.arms import CONTROL, HOLDOUT_SUFFIX, assign_arms, contacted_expr, held_out, holdout_label
 from campaigns.contracts import World
-from campaigns.eligibility import CUSTOMER_ROW, Eligibility, compact_eligibility, evaluate, exclusion_counts
+from campaigns.eligibility import (
+    CUSTOMER_ROW,
+    Eligibility,
+    compact_eligibility,
+    evaluate,
+    exclusion_counts,
+    merged_by_customer,
+)
 from campaigns.eligibility_config import RuleSet
 from campaigns.specs import ArmSpec, CampaignSpec, CampaignSpecError
 from campaigns.times import utcnow
@@ -525,7 +532,7 @@ def stored_exclusions(plan: Plan) -> pl.DataFrame:
         pl.lit(None, dtype=pl.String).alias(Columns.Offer),
         pl.col("reasons").list.eval(pl.lit(ALLOCATION_PREFIX) + pl.element()).list.join(",").alias("rule_ids"),
     )
-    return pl.concat([rows, left])
+    return merged_by_customer(rows, left.sort(Columns.Customer), sorted_input=rows[Columns.Customer].is_sorted())
 
 
 def run_campaign(

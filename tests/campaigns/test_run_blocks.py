@@ -2,6 +2,7 @@
 segment) gives back exactly what was written, whatever the ids (non-ASCII, prefixes of each other) and wherever
 the block boundaries fall; runs stored as rows before migration 0005 still read."""
 
+import io
 import itertools
 from datetime import datetime
 
@@ -168,3 +169,27 @@ def test_a_customer_segment_from_rows_before_0005_or_blocks_whichever_is_later(d
     assert run_repository.customer_segment(db_engine, "c1") == "family"
     _, _, old = run_repository.run_for_report(db_engine, "old")
     assert old.rows() == [("c1", "a", "young", True, True)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(first=st.lists(IDS, max_size=15), second=st.lists(IDS, max_size=15), presorted=st.booleans())
+def test_exclusion_rows_merged_in_customer_order_without_a_sort(first, second, presorted):
+    from campaigns.eligibility import merged_by_customer
+
+    if presorted:
+        first, second = sorted(first), sorted(second)
+    a = pl.DataFrame(
+        {"customer_id": first, "offer_id": [None] * len(first), "rule_ids": ["x"] * len(first)},
+        schema=run_repository.EXCLUSION_SCHEMA,
+    )
+    b = pl.DataFrame(
+        {"customer_id": second, "offer_id": ["CARD"] * len(second), "rule_ids": ["y"] * len(second)},
+        schema=run_repository.EXCLUSION_SCHEMA,
+    )
+    merged = merged_by_customer(a, b, sorted_input=presorted)
+    assert sorted(merged.rows(), key=repr) == sorted(a.rows() + b.rows(), key=repr)  # every row, once
+    if presorted:
+        assert merged["customer_id"].is_sorted()
+    blocks = run_repository.row_blocks(merged, rows=4)
+    ids = [i for blk in blocks for i in pl.read_parquet(io.BytesIO(blk["data"]))["customer_id"].to_list()]
+    assert ids == sorted(first + second)  # blocks are in customer-id order either way
