@@ -638,8 +638,9 @@ class World:
     def customer_rows(self, table: str) -> pl.Series:
         """:meth:`rows_for` of the customer ids of ``table`` (one per row), computed once (and kept with the
         snapshots, :mod:`campaigns.snapshots`): joins on integer rows instead of id strings are ~10x faster."""
-        if table not in self._rows:
-            self._rows[table] = self.rows_for(getattr(self, table)["customer_id"])
+        frame = getattr(self, table)
+        if table not in self._rows or self._rows[table].len() != frame.height:  # a table replaced on the object
+            self._rows[table] = self.rows_for(frame["customer_id"])
         return self._rows[table]
 
     def row_counts(self) -> dict[str, int]:
