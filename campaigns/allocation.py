@@ -14,6 +14,12 @@ The walk is computed exactly but in vectorised rounds (no per-pair Python loop):
 customer, offer and audience counts *including every still-undecided earlier pair* are below their caps is
 certainly taken; a pair whose counts of *already taken* earlier pairs reach a cap is certainly left out. The
 first undecided pair is always decided, and in practice a handful of rounds decide millions of pairs.
+
+Before the rounds, pairs that cannot be taken whatever the others do are set aside (``out_of_reach``): a pair
+with ``offers_per_customer`` or more of its customer's earlier pairs on offers *without* a capacity. Each of
+those earlier pairs was either taken (the customer is then full) or refused because the customer was full or
+the audience was full with the customer outside it, and both stay so for the rest of the walk. Refused pairs
+never count towards any cap, so the walk over the remaining pairs takes exactly the same pairs.
 """
 
 from __future__ import annotations
@@ -126,6 +132,12 @@ def greedy_status(
     return taken_all, reason, rounds
 
 
+def out_of_reach(customers: np.ndarray, capacity: np.ndarray, *, per_customer: int) -> np.ndarray:
+    """Pairs (in walk order) that the walk certainly refuses: ``per_customer`` or more earlier pairs of the same
+    customer on offers without a capacity (see the module docstring for why)."""
+    return _Groups(customers).before(capacity == NO_CAP) >= per_customer
+
+
 def refusal_reasons(
     customers: np.ndarray, offers: np.ndarray, taken: np.ndarray, *, per_customer: int, capacity: np.ndarray
 ) -> np.ndarray:
@@ -169,16 +181,18 @@ def allocate(
     pc, po = customer_codes[keep.to_numpy()], offer_codes[keep.to_numpy()]
     order = np.lexsort((po, pc, -score))  # last key is primary: score desc, then customer id, then offer id
     cap_by_code = np.array([capacity.get(o, NO_CAP) for o in offer_ids.to_list()], dtype=np.int64)
-    taken, _, rounds = greedy_status(
-        pc[order],
-        po[order],
+    walk_c, walk_o = pc[order], po[order]
+    walk_cap = cap_by_code[walk_o]
+    within = ~out_of_reach(walk_c, walk_cap, per_customer=offers_per_customer)
+    taken = np.zeros(walk_c.size, dtype=bool)
+    taken[within], _, rounds = greedy_status(
+        walk_c[within],
+        walk_o[within],
         per_customer=offers_per_customer,
-        capacity=cap_by_code[po[order]],
+        capacity=walk_cap[within],
         max_audience=max_audience,
     )
-    reason = refusal_reasons(
-        pc[order], po[order], taken, per_customer=offers_per_customer, capacity=cap_by_code[po[order]]
-    )
+    reason = refusal_reasons(walk_c, walk_o, taken, per_customer=offers_per_customer, capacity=walk_cap)
     chosen = order[taken]
     offer_rank = _Groups(pc[chosen]).before(np.ones(chosen.size, dtype=bool)) + 1
     selected = pool[chosen].with_columns(pl.Series("offer_rank", offer_rank, dtype=pl.Int32))
@@ -186,7 +200,7 @@ def allocate(
     # customers with candidates but no offer, and why
     has_offer = np.zeros(customer_ids.len(), dtype=bool)
     has_offer[pc[chosen]] = True
-    left_codes = np.concatenate([customer_codes[~keep.to_numpy()], pc[order][~taken]])
+    left_codes = np.concatenate([customer_codes[~keep.to_numpy()], walk_c[~taken]])
     left_reason = np.concatenate([np.zeros(int((~keep).sum()), dtype=np.int8), reason[~taken]])
     mask = ~has_offer[left_codes]
     unallocated = (

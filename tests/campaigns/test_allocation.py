@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from campaigns.allocation import allocate, apportion
+from campaigns.allocation import NO_CAP, allocate, apportion, out_of_reach
 
 
 def frame(rows):
@@ -158,3 +158,31 @@ def test_unallocated_reasons_equal_the_sequential_definition(seed):
     min_score = [None, 0.4][int(rng.integers(0, 2))]
     result = allocate(df, offers_per_customer=m, capacity=cap, max_audience=audience, min_score=min_score)
     assert result.unallocated.rows() == sequential_reasons(df, m=m, cap=cap, audience=audience, min_score=min_score)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pairs_set_aside_as_out_of_reach_are_never_taken_by_the_walk(seed):
+    """The pruning before the rounds is exact: every pair it sets aside is refused by the one-pair-at-a-time walk
+    (checked against the oracle, not against ``allocate``), and it sets aside exactly what the rule's text says."""
+    rng = np.random.default_rng(1000 + seed)
+    rows = [
+        (f"c{i:02d}", f"o{j}", float(rng.integers(0, 10)))
+        for i in range(int(rng.integers(5, 40)))
+        for j in range(6)
+        if rng.random() < 0.8
+    ]
+    df = frame(rows).sort(["score", "customer_id", "offer_id"], descending=[True, False, False])
+    cap = {f"o{j}": int(rng.integers(0, 6)) for j in range(6) if rng.random() < 0.4}
+    m = int(rng.integers(1, 3))
+    audience = [None, int(rng.integers(1, 20))][int(rng.integers(0, 2))]
+    taken = set(sequential(df, m=m, cap=cap, audience=audience, min_score=None))
+    codes = {c: k for k, c in enumerate(sorted(set(df["customer_id"])))}
+    walk_c = np.array([codes[c] for c in df["customer_id"]])
+    walk_cap = np.array([cap.get(o, NO_CAP) for o in df["offer_id"]], dtype=np.int64)
+    aside = out_of_reach(walk_c, walk_cap, per_customer=m)
+    pairs = list(zip(df["customer_id"], df["offer_id"]))
+    assert not any(pairs[k] in taken for k in np.flatnonzero(aside))
+    # by the rule's text: at least m earlier pairs of the customer on offers without a capacity
+    for k in range(len(pairs)):
+        earlier = sum(1 for j in range(k) if pairs[j][0] == pairs[k][0] and pairs[j][1] not in cap)
+        assert aside[k] == (earlier >= m)
