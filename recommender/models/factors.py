@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import polars as pl
 
-from recommender.errors import NotFittedError
+from recommender.columns import Columns
+from recommender.errors import NotFittedError, UserError
+from recommender.idmap import IdMap
 from recommender.models.base import RankingModel, stable_scores
+
+FACTORS = "factors"
+WARM = "warm"
 
 
 class FactorModel(RankingModel):
@@ -42,3 +48,41 @@ class FactorModel(RankingModel):
     def _restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.customer_factors = arrays["customer_factors"]
         self.offer_factors = arrays["offer_factors"]
+
+    # --- customers kept apart from the model (a distributed run co-partitions them with the customers) ---------
+    def customer_table(self) -> pl.DataFrame:
+        """One row per customer the model knows: ``customer_id``, ``warm`` and ``factors`` (a float32 array)."""
+        fitted = self._fitted()
+        customer_factors, _ = self._factors()
+        return pl.DataFrame(
+            {
+                Columns.Customer: fitted.customers.external_ids.alias(Columns.Customer),
+                WARM: pl.Series(WARM, fitted.warm, dtype=pl.Boolean),
+                FACTORS: pl.Series(FACTORS, customer_factors, dtype=pl.Array(pl.Float32, customer_factors.shape[1])),
+            }
+        )
+
+    def without_customers(self) -> Self:
+        """A copy that knows no customer (offer factors, fallback and version kept): small enough to broadcast;
+        :meth:`with_customers` gives it back the rows of the customers a partition holds."""
+        fitted = self._fitted()
+        customer_factors, _ = self._factors()
+        shell = copy.copy(self)
+        shell.customers = IdMap(fitted.customers.external_ids.clear())
+        shell._warm = fitted.warm[:0]
+        shell.customer_factors = customer_factors[:0]
+        return shell
+
+    def with_customers(self, table: pl.DataFrame) -> Self:
+        """This model with exactly the customers of ``table`` (rows of :meth:`customer_table`)."""
+        _, offer_factors = self._factors()
+        model = copy.copy(self)
+        factors = table[FACTORS].cast(pl.Array(pl.Float32, offer_factors.shape[1]))
+        if factors.null_count() or table[WARM].null_count():
+            raise UserError(f"model '{self.kind}': customer rows without factors")
+        model.customers = IdMap(table[Columns.Customer].cast(pl.String).alias(Columns.Customer))
+        model._warm = table[WARM].to_numpy().astype(bool)
+        model.customer_factors = np.ascontiguousarray(
+            factors.to_numpy().reshape(table.height, offer_factors.shape[1]), dtype=np.float32
+        )
+        return model

@@ -13,6 +13,7 @@ import pytest
 from checkerboard import N_CUSTOMERS, N_OFFERS, _customer, _offer, checkerboard
 
 from recommender.columns import Columns
+from recommender.errors import UserError
 from recommender.interactions import InteractionMatrix
 from recommender.models import build_model, load_model
 from recommender.ranking import rank_within_segments
@@ -171,3 +172,28 @@ def test_cold_customers_get_ranked_offers(fitted, data):
     top = recs.filter(pl.col(Columns.Rank) <= 3).group_by(Columns.Customer).agg(pl.col(Columns.Offer))
     parities = {c: {int(o[1:]) % 2 for o in offers} for c, offers in top.iter_rows()}
     assert parities == {"new_even": {0}, "new_odd": {1}}, name
+
+
+@pytest.mark.parametrize("name", ["als", "als_blocked", "bpr"])
+def test_factor_models_hand_their_customers_to_a_partition_and_score_the_same(name, data):
+    """A distributed run broadcasts a factor model without its customers and gives each partition its
+    customers' rows back: the partition's model scores those customers as the whole model does, knows no one
+    else (others are cold), and the broadcast copy holds no customer row."""
+    kind, params = MODELS[name]
+    model = build_model(kind, params).fit(
+        data["interactions"], customers=data["customers"], offers=data["offers"], threads=1
+    )
+    shell = model.without_customers()
+    assert shell.customer_factors.shape[0] == 0 and shell.customers.size == 0
+    assert shell.version == model.version and model.customers.size == data["customers"].height  # model untouched
+    part = data["customers"].filter(pl.int_range(pl.len()) % 3 == 1)
+    table = model.customer_table().join(part.select(Columns.Customer), on=Columns.Customer).reverse()
+    rebuilt = shell.with_customers(table)
+    assert rebuilt.customers.size == part.height
+    np.testing.assert_allclose(rebuilt.score(part), model.score(part), rtol=1e-6, atol=1e-6)
+    assert _rank(rebuilt, data, customers=part).equals(_rank(model, data, customers=part))
+    outside = data["customers"].filter(pl.int_range(pl.len()) % 3 == 0).head(3)
+    assert not rebuilt.is_warm(outside[Columns.Customer]).any()
+    assert model.is_warm(outside[Columns.Customer]).all()
+    with pytest.raises(UserError, match="without factors"):
+        shell.with_customers(table.with_columns(pl.lit(None, dtype=pl.Array(pl.Float32, 2)).alias("factors")))
