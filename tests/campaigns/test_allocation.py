@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from campaigns.allocation import NO_CAP, allocate, apportion, out_of_reach
+from campaigns.allocation import NO_CAP, allocate, apportion, beyond_audience, out_of_reach
 
 
 def frame(rows):
@@ -186,3 +186,48 @@ def test_pairs_set_aside_as_out_of_reach_are_never_taken_by_the_walk(seed):
     for k in range(len(pairs)):
         earlier = sum(1 for j in range(k) if pairs[j][0] == pairs[k][0] and pairs[j][1] not in cap)
         assert aside[k] == (earlier >= m)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_customers_set_aside_beyond_a_full_audience_are_never_taken(seed):
+    """The audience pruning before the sort is exact: no pair of a customer it sets aside is taken by the
+    one-pair-at-a-time walk (the oracle), with many tied scores at the threshold, capacities and several offers
+    per customer; and the allocation's picks and reasons still equal the oracle's."""
+    rng = np.random.default_rng(2000 + seed)
+    rows = [
+        (f"c{i:02d}", f"o{j}", float(rng.integers(0, 6)))
+        for i in range(int(rng.integers(5, 50)))
+        for j in range(5)
+        if rng.random() < 0.7
+    ]
+    df = frame(rows)
+    cap = {f"o{j}": int(rng.integers(0, 5)) for j in range(5) if rng.random() < 0.4}
+    m, audience = int(rng.integers(1, 3)), int(rng.integers(0, 15))
+    taken = {c for c, _ in sequential(df, m=m, cap=cap, audience=audience, min_score=None)}
+    codes = {c: k for k, c in enumerate(sorted(set(df["customer_id"])))}
+    customers = np.array([codes[c] for c in df["customer_id"]])
+    uncapped = np.array([o not in cap for o in df["offer_id"]])
+    aside = beyond_audience(customers, df["score"].to_numpy(), uncapped, max_audience=audience)
+    names = df["customer_id"].to_list()
+    assert not any(names[k] in taken for k in np.flatnonzero(aside))
+    # all of a customer's pairs or none
+    per_customer = pl.DataFrame({"c": names, "a": aside}).group_by("c").agg(pl.col("a").n_unique())
+    assert per_customer["a"].max() == 1
+    result = allocate(df, offers_per_customer=m, capacity=cap, max_audience=audience)
+    assert sorted(result.selected.select("customer_id", "offer_id").iter_rows()) == sequential(
+        df, m=m, cap=cap, audience=audience, min_score=None
+    )
+    assert result.unallocated.rows() == sequential_reasons(df, m=m, cap=cap, audience=audience, min_score=None)
+
+
+def test_audience_pruning_sets_aside_the_customers_below_the_threshold():
+    # best uncapped scores: a .9, b .8, c .7 (d has only a capped offer at .95); audience 2 -> threshold .8:
+    # c (best .7) is certainly outside; d's best (.95) is above the threshold, so d is kept (its capped offer
+    # might be refused and leave room).
+    df = frame([("a", "X", 0.9), ("b", "X", 0.8), ("c", "X", 0.7), ("c", "Y", 0.6), ("d", "Z", 0.95)])
+    codes = np.array([0, 1, 2, 2, 3])
+    aside = beyond_audience(codes, df["score"].to_numpy(), np.array([1, 1, 1, 1, 0], dtype=bool), max_audience=2)
+    assert aside.tolist() == [False, False, True, True, False]
+    result = allocate(df, capacity={"Z": 0}, max_audience=2)
+    assert picked(result) == [("a", "X", 1), ("b", "X", 1)]
+    assert result.unallocated.rows() == [("c", ["audience"]), ("d", ["capacity"])]
