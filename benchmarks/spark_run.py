@@ -87,6 +87,17 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mktg-spark-bench"))
     parser.add_argument("--skip-single", action="store_true", help="only the Spark run (no agreement check)")
+    parser.add_argument(
+        "--engines",
+        default="single,spark",
+        help="engines to run in this process, in order (at 10M run each in its own process: the target list of "
+        "an earlier invocation's single-machine run in --workdir is still compared)",
+    )
+    parser.add_argument(
+        "--models-from",
+        help="database URL whose registered (active) models to use instead of training ALS + popularity here "
+        "(e.g. models trained by benchmarks/train_lean.py: at 10M training and a run do not fit in one process)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -105,7 +116,7 @@ def main() -> None:
 
     def environment(name: str) -> tuple[Any, Any]:
         var = args.workdir / name
-        shutil.rmtree(var, ignore_errors=True)
+        shutil.rmtree(var, ignore_errors=True)  # only the engines run now: an earlier run's other engine stays
         var.mkdir(parents=True)
         settings = load_settings(config, environ={"MKTG_VAR_DIR": str(var)})
         engine = make_engine(f"sqlite:///{var / 'mktg.db'}")
@@ -117,20 +128,27 @@ def main() -> None:
     prep = Stages()
     with prep("load + validate"):
         world = load_world(args.data, event_types=events.event_types, defer_events=True)
-    with prep("train als + popularity"):
-        models = train_models(
-            world,
-            settings,
-            events,
-            as_of=at - timedelta(days=4),
-            names=["als", "popularity"],
-            params={"als": {"factors": args.als_factors, "iterations": args.als_iterations}},
-        )
+    if args.models_from:
+        with prep("load models"):
+            spec = campaign_service.load_spec(settings, args.campaign)
+            models = campaign_service.models_for(  # type: ignore[assignment]
+                settings, spec, engine=make_engine(args.models_from), as_of=at, allow_future_models=True
+            )
+    else:
+        with prep("train als + popularity"):
+            models = train_models(
+                world,
+                settings,
+                events,
+                as_of=at - timedelta(days=4),
+                names=["als", "popularity"],
+                params={"als": {"factors": args.als_factors, "iterations": args.als_iterations}},
+            )
     print(f"customers {customers:,}; prepared in {prep.seconds}", flush=True)
 
     results: dict[str, Any] = {}
     runs: dict[str, Any] = {}
-    engines = ["spark"] if args.skip_single else ["single", "spark"]
+    engines = ["spark"] if args.skip_single else args.engines.split(",")
     spark_stats = spark_run.SparkStats()
     for name in engines:
         s, engine = environment(name)
@@ -175,9 +193,14 @@ def main() -> None:
         print(f"{name}: {total:.1f} s, {run.row_count:,} rows", flush=True)
 
     agree = None
-    if "single" in runs:
-        a = pl.read_parquet(runs["single"].export_dir / "targets.parquet").sort("arm", "customer_id", "offer_rank")
-        b = pl.read_parquet(runs["spark"].export_dir / "targets.parquet").sort("arm", "customer_id", "offer_rank")
+    files = {name: run.export_dir / "targets.parquet" for name, run in runs.items()}
+    if "single" not in files:  # an earlier invocation's single-machine run in the same work directory
+        earlier = sorted((args.workdir / "single").rglob("targets.parquet"))
+        if earlier:
+            files["single"] = earlier[-1]
+    if "single" in files and "spark" in files:
+        a = pl.read_parquet(files["single"]).sort("arm", "customer_id", "offer_rank")
+        b = pl.read_parquet(files["spark"]).sort("arm", "customer_id", "offer_rank")
         agree = a.drop("score", "generated_at").equals(b.drop("score", "generated_at")) and bool(
             (a["score"] - b["score"]).abs().max() < 1e-6 if a.height else True
         )
@@ -234,7 +257,7 @@ def main() -> None:
         )
     print(f"allocation: {spark_stats.arms}")
     print(f"targets agree: {agree}; load average {summary['machine']['load_average']}")
-    out = args.out or OUT / f"spark-run-{customers}.json"
+    out = args.out or OUT / f"spark-run-{customers}-{'-'.join(engines)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str))
     print(f"wrote {out}")

@@ -47,6 +47,9 @@ def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "mktg", drive
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.driver.memory", driver_memory)
+        # The driver collects the run's exclusions for the one database transaction (46M rows at 10M customers,
+        # ~1.7 GB as Arrow): Spark's default 1 GB cap on collected results would abort such a run.
+        .config("spark.driver.maxResultSize", "0")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", "8")
