@@ -41,11 +41,12 @@ def campaign_job(
     engine: str = "local",
     master: str | None = None,
     partitions: int | None = None,
+    spark_dir: str | None = None,
 ) -> JobResult:
     """Run one campaign for this fire time; the campaign run flow is idempotent on (campaign, scheduled_for).
 
     ``allow_future_models`` only comes from a manual ``mktg campaign run --allow-future-models``; ``engine``
-    ``spark`` (with ``master``, ``partitions``) from ``--engine spark`` (:mod:`jobs.spark.run`)."""
+    ``spark`` (with ``master``, ``partitions``, ``spark_dir``) from ``--engine spark`` (:mod:`jobs.spark.run`)."""
     if engine == "spark":
         from jobs.spark.run import run_scheduled_campaign as run_spark
 
@@ -57,6 +58,7 @@ def campaign_job(
             allow_future_models=allow_future_models,
             master=master,
             partitions=partitions,
+            shared_dir=Path(spark_dir) if spark_dir else None,
         )
     else:
         try:

@@ -259,6 +259,12 @@ def run_cmd(
     partitions: int | None = typer.Option(
         None, "--partitions", min=1, help="Customer partitions (--engine spark; default 8)."
     ),
+    spark_dir: Path | None = typer.Option(
+        None,
+        "--spark-dir",
+        help="Directory every Spark executor can read (a shared mount) for the run's input tables; needed with a "
+        "cluster --master (--engine spark).",
+    ),
 ) -> None:
     """Run once for a fire time: files under <var>/exports/<campaign>/<run>/ and the run in the database.
 
@@ -268,8 +274,13 @@ def run_cmd(
     """
     if engine_name not in ("local", "spark"):
         raise UserError(f"--engine {engine_name}: choose local or spark")
-    if engine_name == "local" and (master is not None or partitions is not None):
-        raise UserError("--master and --partitions need --engine spark")
+    if engine_name == "local" and (master is not None or partitions is not None or spark_dir is not None):
+        raise UserError("--master, --partitions and --spark-dir need --engine spark")
+    if engine_name == "spark":
+        from jobs.spark.run import check_shared_dir
+        from jobs.spark.session import DEFAULT_MASTER
+
+        check_shared_dir(master or DEFAULT_MASTER, spark_dir)
     from jobs.runner import Outcome
     from jobs.scheduled_jobs import CAMPAIGN_JOB_PREFIX, campaign_job
     from jobs.scheduler import make_runner
@@ -289,7 +300,16 @@ def run_cmd(
             when,
             campaign_job,
             {"campaign_id": campaign_id, "allow_future_models": allow_future_models}
-            | ({"engine": "spark", "master": master, "partitions": partitions} if engine_name == "spark" else {}),
+            | (
+                {
+                    "engine": "spark",
+                    "master": master,
+                    "partitions": partitions,
+                    "spark_dir": str(spark_dir.resolve()) if spark_dir else None,
+                }
+                if engine_name == "spark"
+                else {}
+            ),
             trigger="manual",
         )
     if report.outcome == Outcome.RUNNING_ELSEWHERE:

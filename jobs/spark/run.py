@@ -339,11 +339,16 @@ def spark_plan(
     partitions: int = DEFAULT_PARTITIONS,
     keep_factor: float = DEFAULT_KEEP_FACTOR,
     workdir: Path | None = None,
+    shared_dir: Path | None = None,
     stage: Stage = no_stage,
     stats: SparkStats | None = None,
 ) -> Plan:
     """The :class:`~campaigns.campaign_run.Plan` of ``spec`` computed on ``spark`` (same as
-    :func:`campaigns.campaign_run.plan_campaign`; scores of the same model within float tolerance)."""
+    :func:`campaigns.campaign_run.plan_campaign`; scores of the same model within float tolerance).
+
+    The per-customer tables reach Spark as Parquet in ``workdir`` (kept), or in a new directory under
+    ``shared_dir`` (removed afterwards; on a cluster it must be a directory every executor reads), or else in a
+    local temporary directory (local masters only, see :func:`check_shared_dir`)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -360,7 +365,9 @@ def spark_plan(
     tables[CONTACTS] = contacts.select(Columns.Customer, "channel", pl.col("contacted_at").cast(pl.Datetime("us")))
     broadcast_models, model_rows = split_models(models)
     tables |= model_rows
-    own_dir = workdir is None
+    own_dir = workdir is None or shared_dir is not None
+    if shared_dir is not None:  # every executor reads it; this run's own directory, removed at the end
+        workdir = Path(tempfile.mkdtemp(prefix="mktg-spark-", dir=shared_dir))
     workdir = Path(tempfile.mkdtemp(prefix="mktg-spark-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     cached: list[Any] = []
@@ -532,6 +539,23 @@ def _allocate(
     return selected, unallocated
 
 
+def is_local(master: str) -> bool:
+    """``local``, ``local[N]``, ``local[*]``...: driver and executors in one process on this machine."""
+    return master == "local" or master.startswith("local[")
+
+
+def check_shared_dir(master: str, shared_dir: Path | None) -> None:
+    """A cluster's executors cannot read the driver's temporary directory: the run's input tables go to a
+    directory every executor reads (a shared mount), which a non-local master must be given."""
+    if shared_dir is None and not is_local(master):
+        raise UserError(
+            f"--engine spark --master {master}: give --spark-dir, a directory every executor can read (a shared "
+            "mount such as NFS or /dbfs), for the run's input tables; only local masters can use a local temp dir"
+        )
+    if shared_dir is not None and not shared_dir.is_dir():
+        raise UserError(f"--spark-dir {shared_dir}: not a directory")
+
+
 def _worker_environment() -> None:
     """Python workers: this interpreter, one thread each for Polars and BLAS (Spark runs one task per core)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -556,8 +580,10 @@ def run(
     stage: Stage = no_stage,
     allow_future_models: bool = False,
     stats: SparkStats | None = None,
+    shared_dir: Path | None = None,
 ) -> RunResult:
     """:func:`jobs.campaign_service.run` on Spark: exactly once per (campaign, ``scheduled_for``), same outputs."""
+    check_shared_dir(master, shared_dir)
     spec = campaign_service.load_spec(settings, campaign_id)
     scheduled_for = scheduled_for.replace(microsecond=0)
     existing = run_repository.find_run(engine, spec.id, scheduled_for)
@@ -592,6 +618,7 @@ def run(
         contact_history=contacts,
         partitions=partitions,
         keep_factor=keep_factor,
+        shared_dir=shared_dir,
         stage=stage,
         stats=stats,
     )
@@ -616,6 +643,7 @@ def run_scheduled_campaign(
     allow_future_models: bool = False,
     master: str | None = None,
     partitions: int | None = None,
+    shared_dir: Path | None = None,
 ) -> RunResult:
     """``mktg campaign run --engine spark``: the campaign on ``settings.data_dir`` with the active models."""
     from jobs.settings import load_events
@@ -630,4 +658,5 @@ def run_scheduled_campaign(
         master=master or DEFAULT_MASTER,
         partitions=partitions or DEFAULT_PARTITIONS,
         allow_future_models=allow_future_models,
+        shared_dir=shared_dir,
     )
