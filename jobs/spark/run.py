@@ -4,10 +4,11 @@ Flow (see docs/scale.md):
 
 1. driver: the run key (an existing run is returned, nothing is written), spec, rules, the validated world
    (the same loader and snapshot cache as the single machine), the models, the committed contacts;
-2. the per-customer tables (customers, consents, risk, holdings, suppression, contact history) go to Spark as
-   Parquet, each row tagged with its table, unioned and hash-partitioned on ``customer_id`` in ONE shuffle, so
-   every partition holds all the rows of its customers (co-partitioned by construction);
-3. per partition (``mapInArrow``, Arrow -> Polars): :func:`campaigns.segments.assign_segments` and
+2. the per-customer tables (customers, consents, risk, holdings, suppression, contact history, factor models'
+   customer rows) are cut into P buckets by a hash of ``customer_id`` and written as one Parquet file per (table,
+   bucket) to a directory every executor reads (:func:`write_buckets`); the Spark task of bucket b reads exactly
+   its files, so it holds all the rows of its customers with no Spark shuffle (co-partitioned by construction);
+3. per bucket (``spark.range(P)`` -> ``mapInArrow``, Polars): :func:`campaigns.segments.assign_segments` and
    :func:`campaigns.campaign_run.plan_customers` (eligibility, eligible audience, arms, ranking), the exact
    functions of the single-machine path; products, rules, segment rules and the models are broadcast;
 4. allocation, exact: per-partition pruning, the same :func:`campaigns.campaign_run.allocate_arm` on the driver
@@ -27,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -112,36 +112,26 @@ class SparkStats:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _portable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Types Spark reads back from Parquet without loss: naive microsecond datetimes, signed ints, plain text."""
-    casts = []
-    for name, dtype in frame.schema.items():
-        if isinstance(dtype, pl.Datetime):
-            casts.append(pl.col(name).cast(pl.Datetime("us", dtype.time_zone)))
-        elif dtype in (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64):
-            casts.append(pl.col(name).cast(pl.Int64))
-        elif isinstance(dtype, pl.Categorical | pl.Enum):
-            casts.append(pl.col(name).cast(pl.String))
-    return frame.with_columns(casts) if casts else frame
+def write_buckets(tables: dict[str, pl.DataFrame], directory: Path, partitions: int) -> None:
+    """Every per-customer table cut into ``partitions`` buckets by a hash of ``customer_id`` (the same hash for
+    every table, so a bucket holds all rows of its customers): ``<directory>/<table>/<bucket>.parquet``; a bucket
+    without rows of a table has no file."""
+    for name, frame in tables.items():
+        (directory / name).mkdir(parents=True, exist_ok=True)
+        if frame.height == 0:
+            continue
+        bucket = (pl.col(Columns.Customer).hash(seed=0) % partitions).alias("_bucket")
+        for key, part in frame.with_columns(bucket).partition_by("_bucket", as_dict=True, include_key=False).items():
+            part.write_parquet(directory / name / f"{key[0]}.parquet", compression="lz4", statistics=False)
 
 
-def _restore(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Back to the validated schema (Spark may hand timestamps back with a UTC zone)."""
-    exprs = []
-    for name, dtype in schema.items():
-        col = pl.col(name)
-        current = frame.schema[name]
-        if isinstance(current, pl.Datetime) and current.time_zone is not None:
-            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        exprs.append(col.cast(dtype))
-    return frame.select(exprs)
-
-
-def _unpack(frame: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    rows = frame.filter(pl.col("_t") == name).select(pl.col(name)).unnest(name)
-    if rows.height == 0:
-        return pl.DataFrame(schema=schema)
-    return _restore(rows, schema)
+def read_bucket(directory: Path, schemas: dict[str, dict[str, pl.DataType]], bucket: int) -> dict[str, pl.DataFrame]:
+    """The rows of one bucket of every table written by :func:`write_buckets` (empty tables where it has none)."""
+    parts = {}
+    for name, schema in schemas.items():
+        path = directory / name / f"{bucket}.parquet"
+        parts[name] = pl.read_parquet(path).cast(pl.Schema(schema)) if path.exists() else pl.DataFrame(schema=schema)
+    return parts
 
 
 def _out(kind: str, frame: pl.DataFrame) -> pl.DataFrame:
@@ -207,9 +197,8 @@ def partition_models(shared: Shared, parts: dict[str, pl.DataFrame]) -> dict[str
     return models
 
 
-def partition_plan(shared: Shared, frame: pl.DataFrame) -> tuple[CustomerPlan, dict[str, pl.DataFrame]]:
-    """The per-customer plan of one partition's rows (tagged union of the per-customer tables)."""
-    parts = {name: _unpack(frame, name, schema) for name, schema in shared.schemas.items()}
+def partition_plan(shared: Shared, parts: dict[str, pl.DataFrame]) -> CustomerPlan:
+    """The per-customer plan of one partition: ``parts`` holds every per-customer table's rows of its customers."""
     world = World(
         customers=parts["customers"],
         products=shared.products,
@@ -232,39 +221,48 @@ def partition_plan(shared: Shared, frame: pl.DataFrame) -> tuple[CustomerPlan, d
         allowed=shared.allowed,
         contact_history=parts[CONTACTS],
     )
-    return plan, parts
+    return plan
 
 
-def _plan_task(broadcast: Any) -> Callable[[Iterator[Any]], Iterator[Any]]:
+def _plan_task(broadcast: Any, directory: str) -> Callable[[Iterator[Any]], Iterator[Any]]:
     def task(batches: Iterator[Any]) -> Iterator[Any]:
-        from threadpoolctl import threadpool_limits
-
-        begun = time.perf_counter()
-        frame = _collect(batches)
-        if frame is None:
-            return
-        read = time.perf_counter()
-        shared: Shared = broadcast.value
-        started = time.perf_counter()
-        with threadpool_limits(1):
-            plan, parts = partition_plan(shared, frame)
-        seconds = time.perf_counter() - started
-        timing = {"read_seconds": read - begun, "broadcast_seconds": started - read}
-        excluded = plan.eligibility.excluded.select(
-            Columns.Customer, Columns.Offer, pl.col("_mask").reinterpret(signed=True).alias("mask")
-        )
-        yield from _arrow_batches(
-            [
-                _out("pool", plan.ranked),
-                _out("audience", plan.audience),
-                _out("excluded", excluded),
-                _out("stats", pl.DataFrame({"n": [plan.candidates], "score": [seconds]})),
-                _out("rows", pl.DataFrame({"n": [parts["customers"].height], "score": [float(frame.height)]})),
-                _out("timing", pl.DataFrame({"arm": list(timing), "score": list(timing.values())})),
-            ]
-        )
+        for batch in batches:  # the bucket numbers this task owns (one per task: spark.range over P partitions)
+            for bucket in batch.column(0).to_pylist():
+                yield from _plan_bucket(broadcast, Path(directory), int(bucket))
 
     return task
+
+
+def _plan_bucket(broadcast: Any, directory: Path, bucket: int) -> Iterator[Any]:
+    from threadpoolctl import threadpool_limits
+
+    begun = time.perf_counter()
+    shared: Shared = broadcast.value
+    read = time.perf_counter()
+    parts = read_bucket(directory, shared.schemas, bucket)
+    started = time.perf_counter()
+    with threadpool_limits(1):
+        plan = partition_plan(shared, parts)
+    seconds = time.perf_counter() - started
+    timing = {"read_seconds": started - read, "broadcast_seconds": read - begun}
+    excluded = plan.eligibility.excluded.select(
+        Columns.Customer, Columns.Offer, pl.col("_mask").reinterpret(signed=True).alias("mask")
+    )
+    yield from _arrow_batches(
+        [
+            _out("pool", plan.ranked),
+            _out("audience", plan.audience),
+            _out("excluded", excluded),
+            _out("stats", pl.DataFrame({"n": [plan.candidates], "score": [seconds]})),
+            _out(
+                "rows",
+                pl.DataFrame(
+                    {"n": [parts["customers"].height], "score": [float(sum(p.height for p in parts.values()))]}
+                ),
+            ),
+            _out("timing", pl.DataFrame({"arm": list(timing), "score": list(timing.values())})),
+        ]
+    )
 
 
 def _prune_task(broadcast: Any) -> Callable[[Iterator[Any]], Iterator[Any]]:
@@ -308,21 +306,6 @@ def _verify_task(broadcast: Any) -> Callable[[Iterator[Any]], Iterator[Any]]:
 def _to_polars(df: Any) -> pl.DataFrame:
     table = df.toArrow()
     return pl.from_arrow(table) if table.num_rows else pl.DataFrame(schema=OUT_COLUMNS)  # type: ignore[return-value]
-
-
-def _tagged_union(spark: Any, tables: dict[str, pl.DataFrame], workdir: Path) -> Any:
-    """Every per-customer table as (_key, _t, <table> struct) rows, unioned: one frame to partition once."""
-    from pyspark.sql import functions as F
-
-    frames = []
-    for name, frame in tables.items():
-        path = workdir / f"{name}.parquet"
-        _portable(frame).write_parquet(path)
-        df = spark.read.parquet(str(path))
-        frames.append(
-            df.select(F.col(Columns.Customer).alias("_key"), F.lit(name).alias("_t"), F.struct(*df.columns).alias(name))
-        )
-    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
 def spark_plan(
@@ -374,7 +357,7 @@ def spark_plan(
     broadcasts: list[Any] = []
     try:
         with stage("spark inputs"):
-            union = _tagged_union(spark, tables, workdir)
+            write_buckets(tables, workdir, partitions)
             shared = Shared(
                 spec=spec,
                 rules=rules,
@@ -392,8 +375,8 @@ def spark_plan(
             del model_rows
         with stage("per-customer (spark)"):
             out = (
-                union.repartition(partitions, "_key")
-                .mapInArrow(_plan_task(shared_bc), OUT_SCHEMA)
+                spark.range(0, partitions, 1, numPartitions=partitions)
+                .mapInArrow(_plan_task(shared_bc, str(workdir)), OUT_SCHEMA)
                 .persist(StorageLevel.MEMORY_AND_DISK)
             )
             cached.append(out)
