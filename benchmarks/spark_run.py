@@ -251,7 +251,7 @@ def main() -> None:
             f"customers on one core"
         )
         print(
-            f"  before it, per partition (median): shuffle read + Arrow -> Polars "
+            f"  before it, per partition (median): input read (its bucket files) "
             f"{statistics.median(summary['partition_read_seconds']):.2f} s, broadcast (models, config) "
             f"{statistics.median(summary['partition_broadcast_seconds']):.2f} s; rows collected {spark_stats.collected}"
         )
