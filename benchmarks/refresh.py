@@ -52,7 +52,10 @@ def main() -> None:
     from jobs.settings import load_settings
 
     settings = load_settings()
-    names = args.models.split(",") if args.models else list(load_models_config(settings).train)
+    # what model_refresh_job retrains: [refresh] models, or the models.toml `train` list when that is empty
+    names = (
+        args.models.split(",") if args.models else list(settings.refresh.models or load_models_config(settings).train)
+    )
     record = StageRecorder(echo=True)
     started, cpu0 = time.perf_counter(), cpu_seconds()
     candidates = _refresh_candidates(settings, names, dict.fromkeys(names), stage=record)
