@@ -75,6 +75,27 @@ def load_all_specs(settings: Settings) -> dict[str, CampaignSpec]:
     return load_campaigns(campaigns_dir(settings))
 
 
+def models_used_by_campaigns(settings: Settings) -> dict[str, list[str]]:
+    """Model name -> the enabled campaigns that rank with it: arm strategies, the ``best`` strategy's champion
+    candidates, the ranking model of uplift arms. Invalid campaign files are skipped (they never run)."""
+    config = load_models_config(settings)
+    used: dict[str, list[str]] = {}
+    for spec in scan_all_specs(settings).valid.values():
+        if not spec.enabled:
+            continue
+        for strategy in spec.strategies:
+            if strategy == BEST:
+                names = list(config.champion.candidates)
+            elif strategy == UPLIFT_STRATEGY:
+                names = [(spec.uplift.ranking if spec.uplift else None) or config.default]
+            else:
+                names = [strategy]
+            for name in names:
+                if spec.id not in used.setdefault(name, []):
+                    used[name].append(spec.id)
+    return used
+
+
 def scan_all_specs(settings: Settings) -> CampaignScan:
     """Every campaign file: the valid specs and each invalid file's one-line error."""
     return scan_campaigns(campaigns_dir(settings))

@@ -285,6 +285,17 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
         from jobs.model_service import load_models_config
 
         names = list(load_models_config(ctx.settings).train)
+    from jobs.campaign_service import models_used_by_campaigns
+
+    for name, campaigns in sorted(models_used_by_campaigns(ctx.settings).items()):
+        if name not in names:
+            event(
+                log,
+                "refresh: a model campaigns use is not refreshed (not in [refresh] models): it keeps its last version",
+                level=logging.WARNING,
+                model=name,
+                campaigns=",".join(campaigns),
+            )
     run = (
         _tune_within_budget(ctx.settings, names, ctx.session)
         if trainer is None and refresh.tune_budget_seconds > 0

@@ -309,3 +309,30 @@ def test_model_refresh_keeps_the_previous_model_when_the_new_one_is_worse(engine
         rows = {m.version: m.is_active for m in s.scalars(select(ModelVersion))}
     assert rows == {"als-v1": stays_active == "als-v1", "als-v2": stays_active == "als-v2"}
     assert _run_row(engine, "model_refresh").model_versions == {"als": stays_active}
+
+
+def test_model_refresh_warns_about_models_campaigns_use_but_it_does_not_refresh(engine, caplog, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    config = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
+    push = config / "campaigns" / "instalment_push.toml"
+    push.write_text("enabled = false\n" + push.read_text())
+    CANDIDATE_METRIC.update(value=0.3, trained=[])
+    settings = Settings(config_dir=config, refresh={"models": ["als"]})
+    with caplog.at_level("WARNING", logger="mktg"):
+        report = JobRunner(engine, settings=settings).run(
+            "model_refresh", FIRE, model_refresh_job, {"trainer": f"{__name__}:trainer"}
+        )
+    assert report.outcome == Outcome.SUCCEEDED, report.error
+    missing = {
+        r.fields["model"]: r.fields["campaigns"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if "not refreshed" in r.getMessage()
+    }
+    # cc_cross_sell ranks with als (refreshed) and popularity; savings_wealth_email's `best` uses the champion
+    # candidates; instalment_push (lightfm_warp) is disabled here, so nothing is said about its model
+    assert missing["popularity"] == "cc_cross_sell,savings_wealth_email"
+    assert missing["ease"] == "savings_wealth_email" and missing["propensity"] == "savings_wealth_email"
+    assert "als" not in missing and "lightfm_warp" not in missing
