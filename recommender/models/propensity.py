@@ -99,6 +99,10 @@ class PropensityModel(RankingModel):
         self.families: IdMap | None = None
         self.snapshot: Activity | None = None  # activity as of the fit time, for scoring warm customers
         self.loo = False  # trained leave-one-out (no history)
+        # threads of LightGBM's prediction: the fit's thread count when fitted in this process (the evaluation,
+        # the demo), one for a loaded model (campaign runs and Spark tasks keep to one thread). Each row's score
+        # is computed independently, so the thread count does not change it.
+        self.predict_threads = 1
 
     def _family_state(self) -> tuple[IdMap, npt.NDArray[np.int64]]:
         """(offer families, each offer's family index); a clear error before ``fit`` or ``load_model``."""
@@ -279,6 +283,7 @@ class PropensityModel(RankingModel):
         return episodes
 
     def _fit(self, matrix: sp.csr_matrix, *, customers: pl.DataFrame, offers: pl.DataFrame, threads: int) -> None:
+        self.predict_threads = max(1, threads)
         import lightgbm as lgb
 
         families = (
@@ -382,7 +387,11 @@ class PropensityModel(RankingModel):
         for booster, chosen in zip(self.boosters, groups):
             if not chosen.any():
                 continue
-            out[chosen] = booster if isinstance(booster, float) else booster.predict(x[chosen], num_threads=1)
+            out[chosen] = (
+                booster
+                if isinstance(booster, float)
+                else booster.predict(x[chosen], num_threads=self._lgb_threads(self.predict_threads, int(chosen.sum())))
+            )
         return out.reshape(n, m).astype(np.float32)
 
     def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:

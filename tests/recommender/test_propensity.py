@@ -17,6 +17,7 @@ from recommender.history import EventHistory
 from recommender.idmap import IdMap
 from recommender.interactions import build_interactions
 from recommender.models import build_model, load_model
+from recommender.models.propensity import PropensityModel
 
 WEIGHTS = {"click": 1.0, "application": 3.0}
 START = datetime(2026, 1, 1)
@@ -52,7 +53,7 @@ def _world(n_customers: int = 300, seed: int = 3):
     return events, customers, offers
 
 
-def _fit(events, customers, offers, **params):
+def _fit(events, customers, offers, threads=1, **params):
     history = EventHistory(
         events=events.lazy(), weights=WEIGHTS, half_life_days=30.0, positive=("application",), as_of=AS_OF
     )
@@ -67,7 +68,7 @@ def _fit(events, customers, offers, **params):
     model = build_model(
         "propensity", {"window_days": 30, "windows": 4, "n_estimators": 80, "min_child_samples": 10, **params}
     )
-    return model.fit(matrix, customers=customers, offers=offers, history=history)
+    return model.fit(matrix, customers=customers, offers=offers, history=history, threads=threads)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,24 @@ def test_saved_as_lightgbm_text_and_reloaded(world, tmp_path):
     cold = pl.DataFrame({Columns.Customer: ["new"], Columns.Segment: ["all"], "occupation": ["student"]})
     everyone = pl.concat([customers, cold])
     np.testing.assert_array_equal(loaded.score(everyone), model.score(everyone))
+
+
+def test_prediction_threads_follow_the_fit_and_do_not_change_scores(world, tmp_path, monkeypatch):
+    """A model fitted here predicts with the fit's threads (the refresh's evaluation), a loaded one with one (campaign
+    runs, Spark tasks); per-row scores are the same either way."""
+    events, customers, offers = world
+    model = _fit(events, customers, offers, threads=2)
+    assert model.predict_threads == 2  # what fit() was given
+    loaded_dir = model.save(tmp_path / "m")
+    loaded = load_model(loaded_dir)
+    assert loaded.predict_threads == 1
+    used: list[int] = []
+
+    def spy(threads: int, rows: int) -> int:
+        used.append(threads)
+        return threads  # no small-data gating: really predict with `threads`
+
+    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(spy))
+    two, one = model.score(customers), loaded.score(customers)
+    assert used and set(used) == {2, 1}
+    np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-7)
