@@ -134,10 +134,12 @@ def greedy_status(
     return taken_all, reason, rounds
 
 
-def out_of_reach(customers: np.ndarray, capacity: np.ndarray, *, per_customer: int) -> np.ndarray:
+def out_of_reach(
+    customers: np.ndarray, capacity: np.ndarray, *, per_customer: int, by_customer: _Groups | None = None
+) -> np.ndarray:
     """Pairs (in walk order) that the walk certainly refuses: ``per_customer`` or more earlier pairs of the same
     customer on offers without a capacity (see the module docstring for why)."""
-    return _Groups(customers).before(capacity == NO_CAP) >= per_customer
+    return (by_customer or _Groups(customers)).before(capacity == NO_CAP) >= per_customer
 
 
 def beyond_audience(customers: np.ndarray, score: np.ndarray, uncapped: np.ndarray, *, max_audience: int) -> np.ndarray:
@@ -250,7 +252,7 @@ def allocate(
     walk_c, walk_o = pc[order], po[order]
     walk_cap = cap_by_code[walk_o]
     by_customer = _Groups(walk_c)
-    within = ~(by_customer.before(walk_cap == NO_CAP) >= offers_per_customer)  # out_of_reach, groups reused
+    within = ~out_of_reach(walk_c, walk_cap, per_customer=offers_per_customer, by_customer=by_customer)
     taken = np.zeros(walk_c.size, dtype=bool)
     taken[within], _, rounds = greedy_status(
         walk_c[within],
