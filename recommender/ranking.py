@@ -171,10 +171,11 @@ def rank_within_segments(
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
         stop = min(start + batch_size, customers.height)
-        scores = model.score(customers.slice(start, stop - start), rows=model_rows[start:stop])
-        np.copyto(scores, -np.inf, where=blocked[seg_row[start:stop]])
+        needed = ~blocked[seg_row[start:stop]]
         held_block = held_matrix[start:stop]
-        scores[np.repeat(np.arange(stop - start), np.diff(held_block.indptr)), held_block.indices] = -np.inf
+        needed[np.repeat(np.arange(stop - start), np.diff(held_block.indptr)), held_block.indices] = False
+        scores = model.score(customers.slice(start, stop - start), rows=model_rows[start:stop], needed=needed)
+        np.copyto(scores, -np.inf, where=~needed)
         rows, cols, vals, ranks = top_k_masked(scores, k)
         parts_rows.append(rows + start)
         parts_cols.append(cols)

@@ -65,7 +65,11 @@ class Scorer(Protocol):
     def _fitted(self) -> FittedState: ...
 
     def score(
-        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+        self,
+        customers: pl.DataFrame | pl.Series | list[str],
+        *,
+        rows: npt.NDArray[np.int64] | None = None,
+        needed: npt.NDArray[np.bool_] | None = None,
     ) -> npt.NDArray[np.float32]: ...
 
 
@@ -75,6 +79,7 @@ class RankingModel(ABC):
     kind: ClassVar[str]
     uses_features: ClassVar[bool] = False  # customer/offer tag columns change the scores
     uses_history: ClassVar[bool] = False  # learns from event times (``fit(..., history=)``) when given
+    scores_pairs: ClassVar[bool] = False  # scoring costs per (customer, offer) pair: ``score(needed=)`` skips pairs
     deterministic_threads: ClassVar[bool] = True  # same result with threads > 1
 
     def __init__(self) -> None:
@@ -196,7 +201,11 @@ class RankingModel(ABC):
         self._fitted()
 
     def score(
-        self, customers: pl.DataFrame | pl.Series | list[str], *, rows: npt.NDArray[np.int64] | None = None
+        self,
+        customers: pl.DataFrame | pl.Series | list[str],
+        *,
+        rows: npt.NDArray[np.int64] | None = None,
+        needed: npt.NDArray[np.bool_] | None = None,
     ) -> npt.NDArray[np.float32]:
         """Dense (n_customers, n_offers) float32 scores, a fresh array; columns follow ``self.offers``.
 
@@ -204,21 +213,42 @@ class RankingModel(ABC):
         Customers the model has not seen (or who had no interactions) are cold: they get
         ``_score_cold`` (segment popularity, or features for LightFM), never an error. ``rows``: the
         customers' training rows (-1 = unknown) when the caller already mapped them (batched ranking).
+        ``needed``: (n_customers, n_offers) bool, the pairs the caller reads (ranking: allowed and not held). A
+        model whose cost is per pair (``scores_pairs``: propensity's trees) computes only those and leaves -inf
+        elsewhere; the others compute every pair (a dense matrix product costs no more). ``None``: every pair.
         """
         fitted = self._fitted()
         frame = _as_frame(customers)
         if rows is None:
             rows = fitted.customers.to_internal(frame[Columns.Customer], unknown="null")
+        if needed is not None and needed.shape != (frame.height, fitted.offers.size):
+            raise ValueError(f"needed has shape {needed.shape}, expected {(frame.height, fitted.offers.size)}")
+        if not self.scores_pairs:
+            needed = None
         warm = rows >= 0
         warm[warm] = fitted.warm[rows[warm]]
         if warm.all():
-            return np.asarray(self._score_warm(rows, frame), dtype=np.float32)
+            return np.asarray(self._score_warm_pairs(rows, frame, needed), dtype=np.float32)
         out = np.empty((frame.height, fitted.offers.size), dtype=np.float32)
         if warm.any():
-            out[warm] = self._score_warm(rows[warm], frame.filter(pl.Series(warm)))
+            out[warm] = self._score_warm_pairs(
+                rows[warm], frame.filter(pl.Series(warm)), None if needed is None else needed[warm]
+            )
         if (~warm).any():
-            out[~warm] = self._score_cold(frame.filter(pl.Series(~warm)))
+            out[~warm] = self._score_cold_pairs(
+                frame.filter(pl.Series(~warm)), None if needed is None else needed[~warm]
+            )
         return out
+
+    def _score_warm_pairs(
+        self, rows: np.ndarray, frame: pl.DataFrame, needed: npt.NDArray[np.bool_] | None
+    ) -> np.ndarray:
+        """``_score_warm`` computing only the ``needed`` pairs (models with ``scores_pairs`` override it)."""
+        return self._score_warm(rows, frame)
+
+    def _score_cold_pairs(self, frame: pl.DataFrame, needed: npt.NDArray[np.bool_] | None) -> np.ndarray:
+        """``_score_cold`` computing only the ``needed`` pairs (models with ``scores_pairs`` override it)."""
+        return self._score_cold(frame)
 
     def is_warm(self, customer_ids: pl.Series | list[str]) -> npt.NDArray[np.bool_]:
         fitted = self._fitted()

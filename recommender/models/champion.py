@@ -57,7 +57,13 @@ class SegmentChampion:
         )
         return named["_name"].fill_null(self.champions["*"]).to_numpy()
 
-    def score(self, customers: pl.DataFrame | pl.Series | list[str], *, rows: np.ndarray | None = None) -> np.ndarray:
+    def score(
+        self,
+        customers: pl.DataFrame | pl.Series | list[str],
+        *,
+        rows: np.ndarray | None = None,
+        needed: np.ndarray | None = None,
+    ) -> np.ndarray:
         frame = _as_frame(customers)
         if Columns.Segment not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(Columns.Segment))
@@ -68,13 +74,23 @@ class SegmentChampion:
             fitted = member._fitted()
             mask = names == name
             same_rows = rows is not None and fitted.customers.external_ids.equals(self.customers.external_ids)
+            same_offers = fitted.offers.external_ids.equals(self.offers.external_ids)
+            cols = None if same_offers else fitted.offers.to_internal(self.offers.external_ids, unknown="null")
+            member_needed = None
+            if needed is not None:  # the member's columns: the pairs of offers it knows
+                if cols is None:
+                    member_needed = needed[mask]
+                else:
+                    member_needed = np.zeros((int(mask.sum()), fitted.offers.size), dtype=bool)
+                    member_needed[:, cols[cols >= 0]] = needed[mask][:, cols >= 0]
             scores = member.score(
-                frame.filter(pl.Series(mask)), rows=rows[mask] if rows is not None and same_rows else None
+                frame.filter(pl.Series(mask)),
+                rows=rows[mask] if rows is not None and same_rows else None,
+                needed=member_needed,
             )
-            if fitted.offers.external_ids.equals(self.offers.external_ids):
+            if cols is None:
                 out[mask] = scores
             else:
-                cols = fitted.offers.to_internal(self.offers.external_ids, unknown="null")
                 known = cols >= 0
                 block = np.full((int(mask.sum()), self.offers.size), -np.inf, dtype=np.float32)
                 block[:, known] = scores[:, cols[known]]

@@ -50,6 +50,7 @@ class PropensityModel(RankingModel):
     kind = "propensity"
     uses_features = True
     uses_history = True
+    scores_pairs = True  # every pair goes through the trees: ranking hands over only its candidate pairs
 
     def __init__(
         self,
@@ -371,34 +372,52 @@ class PropensityModel(RankingModel):
         return max(1, min(threads, 1 + rows // 250_000))
 
     # --- scoring ----------------------------------------------------------------------------------
-    def _predict(self, frame: pl.DataFrame, rows: np.ndarray | None) -> np.ndarray:
+    def _predict(
+        self, frame: pl.DataFrame, rows: np.ndarray | None, needed: npt.NDArray[np.bool_] | None = None
+    ) -> np.ndarray:
+        """(n, n_offers) scores; with ``needed``, only those pairs go through the trees (the rest are -inf)."""
         n, m = frame.height, self._fitted().offers.size
         act = self._fitted_snapshot() if rows is not None else None
         block = self._customer_block(frame, act, rows)
-        customer_idx = np.repeat(np.arange(n), m)
-        offers = np.tile(np.arange(m), n)
+        if needed is None:
+            customer_idx = np.repeat(np.arange(n), m)
+            offers = np.tile(np.arange(m), n)
+        else:
+            customer_idx, offers = np.nonzero(needed)  # row-major: the same order as the full grid, minus gaps
         x = self._pair_rows(block, act, rows, offers, customer_idx)
-        out = np.empty(n * m, np.float64)
+        values = np.empty(offers.size, np.float64)
         if self.scope == "all":
-            groups = [np.ones(n * m, bool)]
+            groups = [np.ones(offers.size, bool)]
         else:
             families, offer_family = self._family_state()
             groups = [offer_family[offers] == f for f in range(families.size)]
         for booster, chosen in zip(self.boosters, groups):
             if not chosen.any():
                 continue
-            out[chosen] = (
+            values[chosen] = (
                 booster
                 if isinstance(booster, float)
                 else booster.predict(x[chosen], num_threads=self._lgb_threads(self.predict_threads, int(chosen.sum())))
             )
-        return out.reshape(n, m).astype(np.float32)
+        if needed is None:
+            return values.reshape(n, m).astype(np.float32)
+        out = np.full((n, m), -np.inf, np.float32)
+        out[customer_idx, offers] = values
+        return out
 
     def _score_warm(self, rows: np.ndarray, frame: pl.DataFrame) -> np.ndarray:
         return self._predict(frame, rows)
 
     def _score_cold(self, frame: pl.DataFrame) -> np.ndarray:
         return self._predict(frame, None)
+
+    def _score_warm_pairs(
+        self, rows: np.ndarray, frame: pl.DataFrame, needed: npt.NDArray[np.bool_] | None
+    ) -> np.ndarray:
+        return self._predict(frame, rows, needed)
+
+    def _score_cold_pairs(self, frame: pl.DataFrame, needed: npt.NDArray[np.bool_] | None) -> np.ndarray:
+        return self._predict(frame, None, needed)
 
     # --- persistence ------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:

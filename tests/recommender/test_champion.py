@@ -38,3 +38,45 @@ def test_each_segment_is_ranked_by_its_champion_and_unknown_segments_by_the_over
     np.testing.assert_array_equal(scores[:2], np.vstack([ease.score(everyone[:1]), popularity.score(everyone[1:2])]))
     assert champion.version.startswith("best:*=popularity-") and "even=ease-" in champion.version
     assert champion.meta["trained_at"] == max(ease.meta["trained_at"], popularity.meta["trained_at"])
+
+
+def test_a_pair_scoring_member_gets_only_its_segments_candidates_in_its_own_columns(monkeypatch):
+    """A champion whose member (propensity) knows fewer offers than the champion: the member is asked for its own
+    customers' allowed, not-held pairs in its own columns, and ranks them as it would alone."""
+    from recommender.models.propensity import PropensityModel
+
+    train, _, customers, offers = checkerboard()
+    data = InteractionMatrix.from_frame(train)
+    ease = build_model("ease", {"regularization": 1.0}).fit(data, customers=customers, offers=offers)
+    fewer = InteractionMatrix.from_frame(train.filter(pl.col(Columns.Product) != _offer(0)))
+    propensity = build_model("propensity", {"n_estimators": 20, "min_child_samples": 2}).fit(
+        fewer, customers=customers, offers=offers
+    )
+    assert _offer(0) not in propensity.offers.external_ids.to_list()
+    champion = SegmentChampion({"ease": ease, "propensity": propensity}, {"*": "ease", "even": "propensity"})
+    allowed = pl.DataFrame(
+        {
+            Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
+            Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2,
+        }
+    )
+    held = train.select(Columns.Customer, Columns.Product)
+    even = customers.filter(pl.col(Columns.Segment) == "even")
+    expected = rank_within_segments(
+        propensity, customers=even, allowed=allowed, held=held, k=3, unknown_offers="ignore"
+    )
+    predicted = [0]
+    original = PropensityModel._lgb_threads
+
+    def count(threads: int, rows: int) -> int:
+        predicted[0] += rows
+        return original(threads, rows)
+
+    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    got = rank_within_segments(champion, customers=customers, allowed=allowed, held=held, k=3)
+    assert got.filter(pl.col(Columns.Segment) == "even").equals(expected)
+    # the oracle from the rule's text: an even customer's pairs are the offers propensity knows, minus held ones
+    known = set(propensity.offers.external_ids.to_list())
+    held_pairs = set(held.iter_rows())
+    wanted = sum(1 for c in even[Columns.Customer] for o in known if (c, o) not in held_pairs)
+    assert predicted[0] == wanted

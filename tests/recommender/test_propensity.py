@@ -136,3 +136,60 @@ def test_prediction_threads_follow_the_fit_and_do_not_change_scores(world, tmp_p
     two, one = model.score(customers), loaded.score(customers)
     assert used and set(used) == {2, 1}
     np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("scope", ["all", "family"])
+def test_needed_pairs_alone_go_through_the_trees(world, scope, monkeypatch):
+    """``score(needed=)``: the trees see only the needed pairs, which score as in a full scoring; the rest are -inf.
+    Warm and cold customers both (a cold one has no activity rows)."""
+    events, customers, offers = world
+    model = _fit(events, customers, offers, scope=scope)
+    cold = pl.DataFrame({Columns.Customer: ["new1", "new2"], Columns.Segment: "all", "occupation": "employed"})
+    everyone = pl.concat([customers, cold])
+    rng = np.random.default_rng(11)
+    needed = rng.random((everyone.height, N_OFFERS)) < 0.4
+    needed[0] = False  # a customer who needs nothing
+    full = model.score(everyone)
+    predicted = [0]
+    original = PropensityModel._lgb_threads
+
+    def count(threads: int, rows: int) -> int:
+        predicted[0] += rows
+        return original(threads, rows)
+
+    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    partial = model.score(everyone, needed=needed)
+    assert predicted[0] == int(needed.sum())  # not one row more through the boosters
+    np.testing.assert_allclose(partial[needed], full[needed], rtol=1e-6, atol=1e-7)
+    assert np.isneginf(partial[~needed]).all()
+
+
+def test_ranking_hands_propensity_only_its_candidates(world, monkeypatch):
+    """rank_within_segments asks for the allowed, not-held pairs only, and ranks as a full scoring would."""
+    from recommender.ranking import rank_within_segments, top_k
+
+    events, customers, offers = world
+    model = _fit(events, customers, offers)
+    allowed = pl.DataFrame({Columns.Segment: "all", Columns.Offer: ["o0", "o1", "o2", "o4"]})
+    held = pl.DataFrame({Columns.Customer: ["c001", "c002", "c002"], Columns.Product: ["o1", "o0", "o4"]})
+    full = model.score(customers)
+    predicted = [0]
+    original = PropensityModel._lgb_threads
+
+    def count(threads: int, rows: int) -> int:
+        predicted[0] += rows
+        return original(threads, rows)
+
+    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=3)
+    assert predicted[0] == customers.height * 4 - 3  # four allowed offers each, three held pairs among them
+    # the oracle: the full scores, masked by the rule's text (allowed offers, minus what the customer holds)
+    candidates = np.zeros_like(full, dtype=bool)
+    candidates[:, [0, 1, 2, 4]] = True
+    ids = customers[Columns.Customer].to_list()
+    for customer, product in held.iter_rows():
+        candidates[ids.index(customer), int(product[1:])] = False
+    rows, cols, _, ranks = top_k(full, candidates, 3)
+    expected = [(ids[r], f"o{c}", int(k)) for r, c, k in zip(rows, cols, ranks)]
+    got = list(recs.select(Columns.Customer, Columns.Offer, Columns.Rank).iter_rows())
+    assert got == expected
