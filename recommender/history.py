@@ -75,20 +75,27 @@ def activity(
     offer_family: np.ndarray,
     n_families: int,
     recent_days: float,
+    with_weights: bool = True,
 ) -> Activity:
-    """Activity as of ``at`` (<= ``history.as_of``) from events strictly before ``at``."""
+    """Activity as of ``at`` (<= ``history.as_of``) from events strictly before ``at``. ``with_weights=False``
+    leaves the decayed weights out (an empty matrix): for a caller that already holds them (a model's training
+    matrix as of ``history.as_of``), building them again is the costliest part."""
     if at > history.as_of:
         raise ValueError("activity after the history's as_of would look ahead")
     before = history.events.filter(pl.col(Columns.EventTime) < pl.lit(at).cast(pl.Datetime("us")))
-    weights = build_interactions(
-        before,
-        weights=history.weights,
-        half_life_days=history.half_life_days,
-        as_of=at,
-        customers=customers,
-        products=offers,
-        unknown="skip",
-    ).matrix
+    weights = (
+        build_interactions(
+            before,
+            weights=history.weights,
+            half_life_days=history.half_life_days,
+            as_of=at,
+            customers=customers,
+            products=offers,
+            unknown="skip",
+        ).matrix
+        if with_weights
+        else sp.csr_matrix((customers.size, offers.size), dtype=np.float32)
+    )
     cols = offers.frame(id_col=Columns.Product, index_col="_col").with_columns(
         pl.Series("_family", offer_family.astype(np.int64))
     )

@@ -234,7 +234,7 @@ class PropensityModel(RankingModel):
         episodes: list[tuple[Activity, np.ndarray, np.ndarray]] = []
         if history is not None:
 
-            def activity_at(at: datetime) -> Activity:
+            def activity_at(at: datetime, *, with_weights: bool = True) -> Activity:
                 return activity(
                     history,
                     at=at,
@@ -243,9 +243,10 @@ class PropensityModel(RankingModel):
                     offer_family=offer_family,
                     n_families=families.size,
                     recent_days=self.recent_days,
+                    with_weights=with_weights,
                 )
 
-            now = activity_at(history.as_of)
+            now = activity_at(history.as_of, with_weights=False)  # the weights as of then are `matrix`
             self.snapshot = Activity(
                 weights=matrix, held=now.held, family_days_since=now.family_days_since, family_recent=now.family_recent
             )
