@@ -8,6 +8,14 @@ interaction matrix once, fit, save and release each model) on a synthetic world 
 the repository's config/ (``--models`` to choose other models than models.toml ``train``). The registry rows
 themselves (one per model) are not part of it. One run per process; prints a table and writes JSON (default
 ``benchmarks/out/refresh-<N>.json``) with every stage, the metrics, LightFM's early stopping and the machine.
+
+A night that searches LightFM's epochs (the first, and then once every ``[refresh] early_stopping_days``) and one
+that reuses that search (the other nights) cost differently; measure both, each in its own process::
+
+    .venv/bin/python benchmarks/refresh.py --customers 1000000 --json night1.json
+    .venv/bin/python benchmarks/refresh.py --customers 1000000 --earlier night1.json --json night2.json
+
+``--earlier`` hands the second run what the first registered (versions, parameters, metrics), as the registry does.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated model names (default: models.toml train)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--earlier", type=Path, help="an earlier run's JSON: reuse its early-stopping searches")
     args = parser.parse_args()
     data = (args.data or ROOT / "var" / f"world{args.customers // 1000}k").resolve()
     ensure_world(data, args.customers, seed=7)
@@ -48,7 +57,7 @@ def main() -> None:
     )
     load_before = os.getloadavg()
     from jobs.model_service import load_models_config
-    from jobs.scheduled_jobs import _refresh_candidates
+    from jobs.scheduled_jobs import EarlierStopping, _refresh_candidates
     from jobs.settings import load_settings
 
     settings = load_settings()
@@ -56,9 +65,17 @@ def main() -> None:
     names = (
         args.models.split(",") if args.models else list(settings.refresh.models or load_models_config(settings).train)
     )
+    earlier = {}
+    if args.earlier:  # what model_refresh_job reads from the registry: the newest version's early-stopping record
+        before = json.loads(args.earlier.read_text())
+        earlier = {
+            name: EarlierStopping(before["versions"][name], before["params"][name], metrics["early_stopping"])
+            for name, metrics in before["metrics"].items()
+            if name in names and isinstance(metrics.get("early_stopping"), dict)
+        }
     record = StageRecorder(echo=True)
     started, cpu0 = time.perf_counter(), cpu_seconds()
-    candidates = _refresh_candidates(settings, names, dict.fromkeys(names), stage=record)
+    candidates = _refresh_candidates(settings, names, dict.fromkeys(names), stage=record, earlier=earlier)
     total, total_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     record.close()
     lightfm = {
@@ -75,6 +92,9 @@ def main() -> None:
         "peak_rss_mb": maxrss_mb(),
         "stages": record.stages,
         "metrics": {name: c.metrics for name, c in candidates.items()},
+        "versions": {name: c.version for name, c in candidates.items()},
+        "params": {name: c.params for name, c in candidates.items()},
+        "earlier": str(args.earlier) if args.earlier else None,
         "lightfm": lightfm,
         "machine": machine_info(),
         "load_average_before": load_before,

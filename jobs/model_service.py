@@ -120,6 +120,12 @@ def latest_event_time(world: World) -> datetime:
     return value
 
 
+def evaluation_cutoff(world: World, test_days: float) -> datetime:
+    """Where the time split of ``mktg evaluate`` and the refresh's evaluation cuts: ``test_days`` before the last
+    event. Models are fitted on what comes before it and tested on the positive events after it."""
+    return latest_event_time(world) - timedelta(days=test_days)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     interactions: InteractionMatrix
@@ -333,7 +339,7 @@ def evaluate_models(
     rules = load_segment_rules(settings)
     with stage("evaluation: time split"):
         end = latest_event_time(world)
-        cutoff = end - timedelta(days=test_days or config.test_days)
+        cutoff = evaluation_cutoff(world, test_days or config.test_days)
         split = time_split(world.events, cutoff=cutoff, positive=events_cfg.positive)
         data = prepare(world, rules, events_cfg, as_of=cutoff, events=split.train_events)
         held = held_at(world.holdings, cutoff)

@@ -145,6 +145,39 @@ def _metric(metrics: dict[str, Any] | None, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class EarlierStopping:
+    """What the newest registered version of a model recorded of its early stopping (registry metrics)."""
+
+    version: str
+    params: dict[str, Any]  # the version's parameters (``kind`` and the refit values included)
+    record: dict[str, Any]  # metrics["early_stopping"]: best_epochs, as_of, refit_params, the curve
+
+
+def reusable_early_stopping(
+    earlier: EarlierStopping | None, params: dict[str, Any], *, cutoff: datetime, max_days: float
+) -> dict[str, Any] | None:
+    """The refit parameters (``{"epochs": n, "patience": 0}``) an earlier early-stopping search chose, when tonight's
+    model may use them instead of searching again: the search saw data ending at most ``max_days`` before tonight's
+    evaluation cut-off (and not after it), and every parameter but the refit ones is the same as tonight's
+    ``params`` (a new tuning winner or configuration searches again). ``max_days = 0``: never reused."""
+    if earlier is None or max_days <= 0:
+        return None
+    refit = earlier.record.get("refit_params")
+    searched = earlier.record.get("as_of")
+    if not isinstance(refit, dict) or not refit or not isinstance(searched, str):
+        return None  # recorded before the refresh kept what it needs (or not by a search at all)
+    try:
+        age_days = (cutoff - datetime.fromisoformat(searched)).total_seconds() / 86_400
+    except (TypeError, ValueError):  # not a naive ISO time like the events': search again
+        return None
+    if not 0 <= age_days <= max_days:
+        return None
+    same = {key: value for key, value in params.items() if key not in refit and key != "kind"}
+    was = {key: value for key, value in earlier.params.items() if key not in refit and key != "kind"}
+    return dict(refit) if same == was else None
+
+
 def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None = None) -> Candidate:
     """One model through :func:`_refresh_candidates` (the refresh trains all of them in one pass)."""
     return _refresh_candidates(settings, [name], {name: tuning})[name]
@@ -157,6 +190,7 @@ def _refresh_candidates(
     *,
     world: Any = None,
     stage: Callable[[str], AbstractContextManager[Any]] | None = None,
+    earlier: dict[str, EarlierStopping] | None = None,
 ) -> dict[str, Candidate]:
     """Evaluate every model in ``names`` on a time split (metrics), then fit each on all events up to the latest one
     and save it under ``<var_dir>/models/<version>/``. The inputs are read once, the split's and the full data's
@@ -164,13 +198,16 @@ def _refresh_candidates(
     (LightFM's early-stopped epoch count: the production fit does not search again). Models are fitted, saved
     and released one at a time. With ``tunings[name]`` (a search record whose validation window ended before the
     test window) its winner is evaluated and trained, and the record is kept with the metrics. ``stage(name)``
-    wraps each step (benchmarks/refresh.py times them)."""
+    wraps each step (benchmarks/refresh.py times them). ``earlier[name]`` (the newest registered version's early
+    stopping): its epoch count is evaluated and trained instead of searching again, while
+    :func:`reusable_early_stopping` allows it (``[refresh] early_stopping_days``)."""
     import gc
     import time
 
     from jobs.inputs import load_data
     from jobs.model_service import (
         evaluate_models,
+        evaluation_cutoff,
         fit_model,
         latest_event_time,
         load_models_config,
@@ -187,6 +224,27 @@ def _refresh_candidates(
             world = load_data(settings, events, Path(settings.data_dir))
     event(log, "refresh: inputs loaded", seconds=round(time.perf_counter() - started, 1))
     params = {name: dict(t["best_params"]) for name, t in tunings.items() if t}
+    config = load_models_config(settings)
+    cutoff = evaluation_cutoff(world, config.test_days)
+    reused: dict[str, dict[str, Any]] = {}
+    for name, before in (earlier or {}).items():
+        refit = reusable_early_stopping(
+            before,
+            config.build(name, params.get(name)).params,
+            cutoff=cutoff,
+            max_days=settings.refresh.early_stopping_days,
+        )
+        if refit is not None:
+            params[name] = {**params.get(name, {}), **refit}
+            reused[name] = {**before.record, "reused_from": before.record.get("reused_from", before.version)}
+            event(
+                log,
+                "refresh: reusing an earlier early-stopping search",
+                model=name,
+                refit_params=refit,
+                searched_as_of=before.record["as_of"],
+                version=before.version,
+            )
     clock = {"at": time.perf_counter()}
 
     def progress(message: str) -> None:
@@ -200,7 +258,6 @@ def _refresh_candidates(
     by_name = {e.name: e for e in evaluations}
     progress("evaluation done; building the training data")
     gc.collect()
-    config = load_models_config(settings)
     with stage("interactions"):
         data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
     out: dict[str, Candidate] = {}
@@ -217,8 +274,13 @@ def _refresh_candidates(
             path = model.save(Path(settings.model_dir) / model.fitted_version)
         tuning = tunings.get(name)
         extra = {"tuning": tuning} if tuning else {}
-        if "early_stopping" in evaluation.extra:  # how the production fit's epochs were chosen
-            extra["early_stopping"] = evaluation.extra["early_stopping"]
+        if "early_stopping" in evaluation.extra:  # how the production fit's epochs were chosen (tonight's search)
+            extra["early_stopping"] = {
+                **evaluation.extra["early_stopping"],
+                "refit_params": evaluation.extra.get("refit_params", {}),
+            }
+        elif name in reused:  # an earlier night's search (its record, naming the version that made it)
+            extra["early_stopping"] = reused[name]
         out[name] = Candidate(
             version=model.fitted_version,
             kind=name,
@@ -276,7 +338,7 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
 
     ``trainer`` ("module:function", ``fn(settings, kind) -> Candidate``) replaces the standard training.
     """
-    from campaigns.model_registry import active_version, latest_tuning, register_model
+    from campaigns.model_registry import active_version, latest_tuning, latest_version, register_model
 
     refresh = ctx.settings.refresh
     train = _resolve(trainer)
@@ -309,7 +371,13 @@ def model_refresh_job(ctx: JobContext, *, trainer: str | None = None) -> JobResu
             or latest_tuning(ctx.session, name)
             for name in names
         }
-        batch = _refresh_candidates(ctx.settings, names, tunings)
+        earlier = {
+            name: EarlierStopping(version.version, dict(version.params or {}), dict(record))
+            for name in names
+            if (version := latest_version(ctx.session, name)) is not None
+            and isinstance(record := (version.metrics or {}).get("early_stopping"), dict)
+        }
+        batch = _refresh_candidates(ctx.settings, names, tunings, earlier=earlier)
     for name in names:
         candidate = batch[name] if trainer is None else train(ctx.settings, name)
         previous = active_version(ctx.session, candidate.kind)

@@ -114,6 +114,9 @@ class RefreshSettings(BaseModel):
     metric: str = "ndcg"
     max_regression: float = Field(default=0.02, ge=0, le=1)
     tune_budget_seconds: float = Field(default=0, ge=0)  # 0: no search; the latest recorded winners, else defaults
+    # LightFM's early stopping searches the epoch count again only when the latest search is older than this many
+    # days of data, or its parameters changed; 0: search every night
+    early_stopping_days: float = Field(default=7, ge=0)
 
     @field_validator("metric")
     @classmethod

@@ -260,6 +260,7 @@ class LightFMModel(RankingModel):
             "epochs_run": len(scores),
             "validation": scores,
             "validation_start": start.isoformat(),
+            "as_of": history.as_of.isoformat(),  # the data the search saw ends here (the refresh ages it by this)
             "validation_customers": int(rows.size),
             "metric": "ndcg@10",
         }, model

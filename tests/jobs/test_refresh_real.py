@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,69 @@ def test_refresh_registers_every_configured_model_from_one_read_of_the_inputs(wo
         assert 0 < metrics["ndcg"] <= 1, name
     lightfm = active["lightfm_warp"][1]
     assert lightfm["patience"] == 0 and 1 <= lightfm["epochs"] <= 20
+
+
+def _lightfm_refresh(world: Path, tmp_path: Path, extra: str = "") -> tuple[Any, Any]:
+    config = tmp_path / "cfg"
+    if not config.exists():
+        shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
+    (config / "settings.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
+        f'threads = 1\n[refresh]\nmodels = ["lightfm_warp"]\n{extra}'
+    )
+    settings = load_settings(config, environ={})
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return settings, engine
+
+
+def test_refresh_reuses_an_earlier_early_stopping_search_until_it_ages(world, tmp_path, monkeypatch):
+    """Night 1 searches LightFM's epochs; night 2 (same data, same parameters) evaluates and trains that epoch count
+    without searching, and records whose search it was; with `early_stopping_days = 0`, or with another learning
+    rate, the next night searches again."""
+    from recommender.models.lightfm_model import LightFMModel
+
+    searches: list[int] = []
+    original = LightFMModel._early_stopping
+    monkeypatch.setattr(
+        LightFMModel, "_early_stopping", lambda self, *a, **kw: searches.append(1) or original(self, *a, **kw)
+    )
+
+    def night(day: int, extra: str = "") -> ModelVersion:
+        settings, engine = _lightfm_refresh(world, tmp_path, extra)
+        report = JobRunner(engine, settings=settings).run(
+            "model_refresh", datetime(2026, 11, day, 2), model_refresh_job
+        )
+        assert report.outcome == Outcome.SUCCEEDED, report.error
+        with session_scope(engine) as session:
+            row = session.query(ModelVersion).filter(ModelVersion.kind == "lightfm_warp")
+            newest = max(row, key=lambda v: (v.trained_at, v.version))
+            session.expunge(newest)
+        engine.dispose()
+        return newest
+
+    first = night(2)
+    assert len(searches) == 1  # the evaluation's fit searched; the production fit reused its choice
+    record = first.metrics["early_stopping"]
+    assert "reused_from" not in record
+    assert record["refit_params"] == {"epochs": record["best_epochs"], "patience": 0}
+    assert first.params["epochs"] == record["best_epochs"]
+
+    second = night(3)
+    assert len(searches) == 1  # no search at all
+    assert second.metrics["early_stopping"]["reused_from"] == first.version
+    assert second.metrics["early_stopping"]["as_of"] == record["as_of"]
+    assert second.params["epochs"] == record["best_epochs"] and second.params["patience"] == 0
+    assert 0 < second.metrics["ndcg"] <= 1  # still evaluated on the time split
+
+    third = night(4)
+    assert len(searches) == 1
+    assert third.metrics["early_stopping"]["reused_from"] == first.version  # the search's version, not night 2's
+
+    night(5, "early_stopping_days = 0\n")
+    assert len(searches) == 2
+
+    models_toml = tmp_path / "cfg" / "models.toml"
+    models_toml.write_text(models_toml.read_text().replace("learning_rate = 0.15", "learning_rate = 0.12"))
+    night(6)
+    assert len(searches) == 3  # another learning rate: the earlier epoch count says nothing about it
