@@ -320,6 +320,7 @@ def evaluate_models(
     resamples: int = 2000,
     baseline: bool = True,
     stage: Callable[[str], AbstractContextManager[Any]] | None = None,
+    max_customers: int | None = None,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
@@ -329,7 +330,10 @@ def evaluate_models(
     probabilities over each customer's candidates. ``params[name]`` overrides configured defaults.
     ``baseline=False`` (the nightly refresh) skips the baseline and the bootstrap. A model's ``meta["refit_params"]``
     (e.g. the epochs LightFM's early stopping chose) is kept in ``extra["refit_params"]``; each fitted model is
-    released once scored, so at most one is held at a time. ``stage(name)`` wraps each step (benchmarks time them)."""
+    released once scored, so at most one is held at a time. ``stage(name)`` wraps each step (benchmarks time them).
+    ``max_customers``: rank and score at most that many test customers, a random sample fixed by the seed and the
+    customer ids (not their order), the same for every model (``info``: ``test_customers`` all, ``evaluated_customers``
+    the sample)."""
     stage = stage or _no_stage
     config = load_models_config(settings)
     chosen = list(names) if names else config.train
@@ -347,13 +351,18 @@ def evaluate_models(
             held.rename({Columns.Product: Columns.Offer}), on=[Columns.Customer, Columns.Offer], how="anti"
         )
         customers = data.segments.join(relevant.select(Columns.Customer).unique(), on=Columns.Customer, how="semi")
+        test_customers = customers.height
+        if max_customers is not None and customers.height > max_customers:
+            customers = sample_customers(customers, max_customers)
+            relevant = relevant.join(customers.select(Columns.Customer), on=Columns.Customer, how="semi")
         allowed = rules.allowed_offers(world.products)
         truth = _ground_truth_gains(world_dir, customers, allowed, held) if world_dir else None
     info = {
         "cutoff": cutoff.isoformat(),
         "end": end.isoformat(),
         "k": k,
-        "test_customers": customers.height,
+        "test_customers": test_customers,
+        "evaluated_customers": customers.height,
         "test_pairs": relevant.height,
         "warm_test_customers": None,
         "warnings": cutoff_warnings(customers, allowed, held, k=k),
@@ -383,6 +392,17 @@ def evaluate_models(
             del model, recs
     info["baseline"] = compare_with_popularity(results, resamples=resamples) if baseline else None
     return results, info
+
+
+EVALUATION_SEED = 20_260_901
+
+
+def sample_customers(customers: pl.DataFrame, n: int, *, seed: int = EVALUATION_SEED) -> pl.DataFrame:
+    """``n`` rows of ``customers`` (customer_id, ...) drawn without replacement; which ones depends on the seed and the
+    set of customer ids only (they are drawn from the id-sorted frame), and they keep their order in ``customers``."""
+    ids = customers[Columns.Customer].cast(pl.String).sort()
+    chosen = ids.gather(np.sort(np.random.default_rng(seed).choice(ids.len(), size=n, replace=False)))
+    return customers.filter(pl.col(Columns.Customer).cast(pl.String).is_in(chosen.implode()))
 
 
 def cutoff_warnings(customers: pl.DataFrame, allowed: pl.DataFrame, held: pl.DataFrame, *, k: int) -> list[str]:

@@ -252,8 +252,16 @@ def _refresh_candidates(
         event(log, f"refresh: {message}", previous_step_seconds=round(now - clock["at"], 1))
         clock["at"] = now
 
-    evaluations, _info = evaluate_models(
-        world, settings, events, names=names, params=params, baseline=False, progress=progress, stage=stage
+    evaluations, info = evaluate_models(
+        world,
+        settings,
+        events,
+        names=names,
+        params=params,
+        baseline=False,
+        progress=progress,
+        stage=stage,
+        max_customers=settings.refresh.evaluation_customers or None,
     )
     by_name = {e.name: e for e in evaluations}
     progress("evaluation done; building the training data")
@@ -286,7 +294,13 @@ def _refresh_candidates(
             kind=name,
             params={"kind": model.kind, **model.params},
             data_hash=model.meta["data_hash"],
-            metrics={"k": evaluation.result.k, **evaluation.result.overall, **extra},
+            # "customers": those evaluated (at most [refresh] evaluation_customers), of "test_customers" in the window
+            metrics={
+                "k": evaluation.result.k,
+                **evaluation.result.overall,
+                "test_customers": info["test_customers"],
+                **extra,
+            },
             trained_at=datetime.fromisoformat(model.meta["trained_at"]),
             train_seconds=float(model.meta["train_seconds"]),
             path=str(Path(path).resolve()),

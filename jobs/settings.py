@@ -117,6 +117,9 @@ class RefreshSettings(BaseModel):
     # LightFM's early stopping searches the epoch count again only when the latest search is older than this many
     # days of data, or its parameters changed; 0: search every night
     early_stopping_days: float = Field(default=7, ge=0)
+    # the evaluation ranks at most this many of the test window's customers (a fixed random sample, the same for
+    # every model; 0: all of them): at 100,000 the standard error of NDCG@10 is about 0.001
+    evaluation_customers: int = Field(default=100_000, ge=0)
 
     @field_validator("metric")
     @classmethod

@@ -163,3 +163,15 @@ def test_refresh_reuses_an_earlier_early_stopping_search_until_it_ages(world, tm
     models_toml.write_text(models_toml.read_text().replace("learning_rate = 0.15", "learning_rate = 0.12"))
     night(6)
     assert len(searches) == 3  # another learning rate: the earlier epoch count says nothing about it
+
+
+def test_refresh_evaluates_at_most_evaluation_customers_and_records_how_many_there_were(world, tmp_path):
+    settings, engine = _lightfm_refresh(world, tmp_path, "evaluation_customers = 50\n")
+    settings = settings.model_copy(update={"refresh": settings.refresh.model_copy(update={"models": ["popularity"]})})
+    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
+    assert report.outcome == Outcome.SUCCEEDED, report.error
+    with session_scope(engine) as session:
+        metrics = dict(active_version(session, "popularity").metrics)
+    engine.dispose()
+    assert metrics["customers"] == 50 < metrics["test_customers"]
+    assert 0 < metrics["ndcg"] <= 1
