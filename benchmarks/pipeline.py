@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import resource
@@ -94,14 +95,19 @@ class StageRecorder:
     def __init__(self, interval: float = 0.005, *, echo: bool = False):
         self.echo = echo
         self.stages: list[dict[str, Any]] = []
-        self._peak = 0.0
+        self._open: dict[int, float] = {}  # stages under way (they overlap when models fit on lanes) -> peak
+        self._lock = threading.Lock()
+        self._keys = itertools.count()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
         self._thread.start()
 
     def _sample(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self._peak = max(self._peak, rss_mb())
+            rss = rss_mb()
+            with self._lock:
+                for key, peak in self._open.items():
+                    self._open[key] = max(peak, rss)
 
     def close(self) -> None:
         self._stop.set()
@@ -109,13 +115,17 @@ class StageRecorder:
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        """CPU seconds are the whole process's: a stage overlapping another (a lane) counts both lanes' CPU."""
         start_rss, high_before = rss_mb(), maxrss_mb()
-        self._peak = start_rss
+        with self._lock:
+            key = next(self._keys)
+            self._open[key] = start_rss
         started, cpu_started = time.perf_counter(), cpu_seconds()
         yield
         seconds = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_started
-        peak = max(self._peak, rss_mb())
+        with self._lock:
+            peak = max(self._open.pop(key), rss_mb())
         high_after = maxrss_mb()
         if high_after > high_before:
             peak = max(peak, high_after)

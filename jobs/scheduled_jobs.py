@@ -209,10 +209,12 @@ def _refresh_candidates(
         evaluate_models,
         evaluation_cutoff,
         fit_model,
+        lanes,
         latest_event_time,
         load_models_config,
         load_segment_rules,
         prepare,
+        run_lanes,
     )
     from jobs.settings import load_events
 
@@ -262,23 +264,25 @@ def _refresh_candidates(
         progress=progress,
         stage=stage,
         max_customers=settings.refresh.evaluation_customers or None,
+        parallel=True,
     )
     by_name = {e.name: e for e in evaluations}
     progress("evaluation done; building the training data")
     gc.collect()
     with stage("interactions"):
         data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
-    out: dict[str, Candidate] = {}
-    for name in names:
+    refits = {name: {**params.get(name, {}), **by_name[name].extra.get("refit_params", {})} for name in names}
+    plan = lanes({name: config.build(name, refit) for name, refit in refits.items()}, settings.threads)
+
+    def train(name: str, threads: int) -> Candidate:
         evaluation = by_name[name]
-        refit = {**params.get(name, {}), **evaluation.extra.get("refit_params", {})}
         progress(
             f"training {name}"
             + (f" with {evaluation.extra['refit_params']}" if "refit_params" in evaluation.extra else "")
         )
         with stage(f"train {name}"):
-            model = config.build(name, refit)
-            fit_model(model, data, threads=settings.threads)
+            model = config.build(name, refits[name])
+            fit_model(model, data, threads=threads)
             path = model.save(Path(settings.model_dir) / model.fitted_version)
         tuning = tunings.get(name)
         extra = {"tuning": tuning} if tuning else {}
@@ -289,7 +293,7 @@ def _refresh_candidates(
             }
         elif name in reused:  # an earlier night's search (its record, naming the version that made it)
             extra["early_stopping"] = reused[name]
-        out[name] = Candidate(
+        candidate = Candidate(
             version=model.fitted_version,
             kind=name,
             params={"kind": model.kind, **model.params},
@@ -307,6 +311,10 @@ def _refresh_candidates(
         )
         del model
         gc.collect()
+        return candidate
+
+    trained = run_lanes(plan, train)
+    out = {name: trained[name] for name in names}
     progress("all models trained and saved")
     return out
 

@@ -81,6 +81,10 @@ class RankingModel(ABC):
     uses_history: ClassVar[bool] = False  # learns from event times (``fit(..., history=)``) when given
     scores_pairs: ClassVar[bool] = False  # scoring costs per (customer, offer) pair: ``score(needed=)`` skips pairs
     deterministic_threads: ClassVar[bool] = True  # same result with threads > 1
+    # fitted on a lane of its own, beside the other models, when a job fits several at once (the nightly refresh):
+    # for a model whose threads gain little from each other (LightFM's Hogwild threads all write the shared tag
+    # embeddings)
+    own_lane: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.customers: IdMap | None = None

@@ -205,17 +205,16 @@ class PropensityModel(RankingModel):
         customer_idx: np.ndarray,
     ) -> np.ndarray:
         """Feature rows for pairs (customer_idx[i] of ``block``, offers[i])."""
-        own = np.zeros(offers.size, np.float32)
+        width = block.shape[1]
+        out = np.empty((offers.size, width + 3), np.float32)  # filled in place: no second copy of the rows
+        np.take(block, customer_idx, axis=0, out=out[:, :width], mode="clip")  # indices are in range
+        out[:, width] = offers
+        out[:, width + 1] = self._family_state()[1][offers]
         if act is not None and rows is not None:
-            own = np.asarray(act.weights[rows[customer_idx], offers], dtype=np.float32).ravel()
-        return np.hstack(
-            [
-                block[customer_idx],
-                offers[:, None].astype(np.float32),
-                self._family_state()[1][offers][:, None].astype(np.float32),
-                own[:, None],
-            ]
-        )
+            out[:, width + 2] = np.asarray(act.weights[rows[customer_idx], offers], dtype=np.float32).ravel()
+        else:
+            out[:, width + 2] = 0.0
+        return out
 
     def _categorical(self) -> list[int]:
         n_c = len(self.tag_maps) + len(self.numeric) + 4 * self._family_state()[0].size
@@ -326,7 +325,9 @@ class PropensityModel(RankingModel):
             block = self._customer_block(customers[pl.Series(used)], act, rows_all[used])
             xs.append(self._pair_rows(block, act, rows_all[used], c, np.searchsorted(used, r)))
             ys.append(np.concatenate([np.ones(pos_r.size, np.float32), np.zeros(neg_r.size, np.float32)]))
-        x, y = np.vstack(xs), np.concatenate(ys)
+            del block
+        del episodes  # the dense label and candidate grids are not needed for the boosting
+        x, y = (xs[0] if len(xs) == 1 else np.vstack(xs)), np.concatenate(ys)
         del xs
         offer_col = x[:, -3].astype(np.int64)
         params = {
@@ -352,13 +353,16 @@ class PropensityModel(RankingModel):
             if not chosen.any() or y[chosen].min() == y[chosen].max():  # nothing to learn: constant prior
                 self.boosters.append(float(y[chosen].mean()) if chosen.any() else 0.0)
                 continue
+            whole = len(groups) == 1 and bool(chosen.all())  # one booster on every row: no copy of them
             data = lgb.Dataset(
-                x[chosen],
-                label=y[chosen],
+                x if whole else x[chosen],
+                label=y if whole else y[chosen],
                 categorical_feature=self._categorical(),
                 free_raw_data=True,
-                params={"verbose": -1, "max_bin": 63},
-            )
+                params={**params, "max_bin": 63},  # what lgb.train would hand it: bins from the same seed
+            ).construct()  # binned: LightGBM keeps its own compact copy
+            if whole:
+                del x  # the float rows (rows x features x 4 bytes) are not needed for the boosting
             self.boosters.append(lgb.train(params, data, num_boost_round=self.n_estimators))
         self.meta["training_rows"] = int(y.size)
         self.meta["training_positives"] = n_pos
