@@ -358,6 +358,7 @@ def evaluate_models(
     stage: Callable[[str], AbstractContextManager[Any]] | None = None,
     max_customers: int | None = None,
     parallel: bool = False,
+    after_model: Callable[[], None] | None = None,
 ) -> tuple[list[ModelEvaluation], dict[str, Any]]:
     """Time-based split: fit on events before (last event - test_days), rank every customer with a
     positive event afterwards (cold ones included) within their segment minus held products, and score.
@@ -370,7 +371,8 @@ def evaluate_models(
     released once scored, so at most one is held at a time. ``stage(name)`` wraps each step (benchmarks time them).
     ``max_customers``: rank and score at most that many test customers, a random sample fixed by the seed and the
     customer ids (not their order), the same for every model (``info``: ``test_customers`` all, ``evaluated_customers``
-    the sample). ``parallel``: the models are fitted on :func:`lanes` (LightFM beside the others, two at a time)."""
+    the sample). ``parallel``: the models are fitted on :func:`lanes` (LightFM beside the others, two at a time).
+    ``after_model()`` runs once each fitted model is released (the refresh hands freed memory back there)."""
     stage = stage or _no_stage
     config = load_models_config(settings)
     chosen = list(names) if names else config.train
@@ -416,7 +418,7 @@ def evaluate_models(
             result = evaluate(recs, relevant, k=k, catalogue_size=world.products.height, segments=customers)
             gt = graded_ndcg(recs, truth, k=k) if truth is not None else None
             info["warm_test_customers"] = int(model.is_warm(customers[Columns.Customer]).sum())
-            return ModelEvaluation(
+            evaluation = ModelEvaluation(
                 name,
                 result,
                 gt,
@@ -425,6 +427,10 @@ def evaluate_models(
                 per_customer=per_customer_metrics(recs, relevant, k=k) if baseline else None,
                 extra={key: model.meta[key] for key in ("refit_params", "early_stopping") if key in model.meta},
             )
+            del model, recs
+            if after_model is not None:
+                after_model()
+            return evaluation
 
     done = run_lanes(plan, run)
     results = [done[name] for name in [*chosen, BASELINE_NAME] if name in done]

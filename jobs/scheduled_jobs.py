@@ -178,6 +178,22 @@ def reusable_early_stopping(
     return dict(refit) if same == was else None
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``): after one model is
+    released, the next should not find the resident size still holding its pages (freed numpy and scipy buffers
+    below glibc's mmap threshold stay in the heap, and lanes run in threads, each with its own heap arena)."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL(name).malloc_trim(0)
+
+
 def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None = None) -> Candidate:
     """One model through :func:`_refresh_candidates` (the refresh trains all of them in one pass)."""
     return _refresh_candidates(settings, [name], {name: tuning})[name]
@@ -201,7 +217,6 @@ def _refresh_candidates(
     wraps each step (benchmarks/refresh.py times them). ``earlier[name]`` (the newest registered version's early
     stopping): its epoch count is evaluated and trained instead of searching again, while
     :func:`reusable_early_stopping` allows it (``[refresh] early_stopping_days``)."""
-    import gc
     import time
 
     from jobs.inputs import load_data
@@ -265,10 +280,11 @@ def _refresh_candidates(
         stage=stage,
         max_customers=settings.refresh.evaluation_customers or None,
         parallel=True,
+        after_model=release_memory,
     )
     by_name = {e.name: e for e in evaluations}
     progress("evaluation done; building the training data")
-    gc.collect()
+    release_memory()
     with stage("interactions"):
         data = prepare(world, load_segment_rules(settings), events, as_of=latest_event_time(world))
     refits = {name: {**params.get(name, {}), **by_name[name].extra.get("refit_params", {})} for name in names}
@@ -310,7 +326,7 @@ def _refresh_candidates(
             path=str(Path(path).resolve()),
         )
         del model
-        gc.collect()
+        release_memory()
         return candidate
 
     trained = run_lanes(plan, train)
