@@ -239,6 +239,13 @@ def _refresh_candidates(
     if world is None:
         with stage("load + validate"):
             world = load_data(settings, events, Path(settings.data_dir))
+    # validated, the tables no model reads (consents: millions of rows) are not kept for the fits
+    world = world.replace(
+        consents=world.consents.clear(),
+        risk=world.risk.clear(),
+        suppression=world.suppression.clear(),
+        conversions=world.conversions.clear(),
+    )
     event(log, "refresh: inputs loaded", seconds=round(time.perf_counter() - started, 1))
     params = {name: dict(t["best_params"]) for name, t in tunings.items() if t}
     config = load_models_config(settings)
