@@ -43,7 +43,7 @@ def test_each_segment_is_ranked_by_its_champion_and_unknown_segments_by_the_over
 def test_a_pair_scoring_member_gets_only_its_segments_candidates_in_its_own_columns(monkeypatch):
     """A champion whose member (propensity) knows fewer offers than the champion: the member is asked for its own
     customers' allowed, not-held pairs in its own columns, and ranks them as it would alone."""
-    from recommender.models.propensity import PropensityModel
+    from test_propensity import count_predicted_rows
 
     train, _, customers, offers = checkerboard()
     data = InteractionMatrix.from_frame(train)
@@ -65,14 +65,7 @@ def test_a_pair_scoring_member_gets_only_its_segments_candidates_in_its_own_colu
     expected = rank_within_segments(
         propensity, customers=even, allowed=allowed, held=held, k=3, unknown_offers="ignore"
     )
-    predicted = [0]
-    original = PropensityModel._lgb_threads
-
-    def count(threads: int, rows: int) -> int:
-        predicted[0] += rows
-        return original(threads, rows)
-
-    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    predicted = count_predicted_rows(monkeypatch)
     got = rank_within_segments(champion, customers=customers, allowed=allowed, held=held, k=3)
     assert got.filter(pl.col(Columns.Segment) == "even").equals(expected)
     # the oracle from the rule's text: an even customer's pairs are the offers propensity knows, minus held ones

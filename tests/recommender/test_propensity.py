@@ -71,6 +71,19 @@ def _fit(events, customers, offers, threads=1, **params):
     return model.fit(matrix, customers=customers, offers=offers, history=history, threads=threads)
 
 
+def count_predicted_rows(monkeypatch) -> list[int]:
+    """A one-item list that counts the rows every LightGBM prediction of a propensity model is handed."""
+    predicted = [0]
+    original = PropensityModel._lgb_threads
+
+    def count(threads: int, rows: int) -> int:  # asked once per booster prediction, with its row count
+        predicted[0] += rows
+        return original(threads, rows)
+
+    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    return predicted
+
+
 @pytest.fixture(scope="module")
 def world():
     return _world()
@@ -150,14 +163,7 @@ def test_needed_pairs_alone_go_through_the_trees(world, scope, monkeypatch):
     needed = rng.random((everyone.height, N_OFFERS)) < 0.4
     needed[0] = False  # a customer who needs nothing
     full = model.score(everyone)
-    predicted = [0]
-    original = PropensityModel._lgb_threads
-
-    def count(threads: int, rows: int) -> int:
-        predicted[0] += rows
-        return original(threads, rows)
-
-    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    predicted = count_predicted_rows(monkeypatch)
     partial = model.score(everyone, needed=needed)
     assert predicted[0] == int(needed.sum())  # not one row more through the boosters
     np.testing.assert_allclose(partial[needed], full[needed], rtol=1e-6, atol=1e-7)
@@ -173,14 +179,7 @@ def test_ranking_hands_propensity_only_its_candidates(world, monkeypatch):
     allowed = pl.DataFrame({Columns.Segment: "all", Columns.Offer: ["o0", "o1", "o2", "o4"]})
     held = pl.DataFrame({Columns.Customer: ["c001", "c002", "c002"], Columns.Product: ["o1", "o0", "o4"]})
     full = model.score(customers)
-    predicted = [0]
-    original = PropensityModel._lgb_threads
-
-    def count(threads: int, rows: int) -> int:
-        predicted[0] += rows
-        return original(threads, rows)
-
-    monkeypatch.setattr(PropensityModel, "_lgb_threads", staticmethod(count))
+    predicted = count_predicted_rows(monkeypatch)
     recs = rank_within_segments(model, customers=customers, allowed=allowed, held=held, k=3)
     assert predicted[0] == customers.height * 4 - 3  # four allowed offers each, three held pairs among them
     # the oracle: the full scores, masked by the rule's text (allowed offers, minus what the customer holds)
