@@ -7,6 +7,7 @@ run's ``succeeded`` record.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Callable
@@ -182,16 +183,20 @@ def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``): after one model is
     released, the next should not find the resident size still holding its pages (freed numpy and scipy buffers
     below glibc's mmap threshold stay in the heap, and lanes run in threads, each with its own heap arena)."""
-    import contextlib
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-            ctypes.CDLL(name).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` from the symbols already loaded in this process, or None (another C library)."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def _default_trainer(settings: Any, name: str, *, tuning: dict[str, Any] | None = None) -> Candidate:

@@ -3,25 +3,20 @@ register) keeps the active model when the new one is worse than it by more than 
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from refresh_helpers import refresh_project, run_refresh
 
 from campaigns.contracts import load_world
 from campaigns.db.models import ModelVersion
-from campaigns.db.session import make_engine, session_scope, upgrade
+from campaigns.db.session import session_scope
 from campaigns.demo.synthetic import generate_world
 from campaigns.model_registry import active_version
 from jobs.demo import world_as_of
 from jobs.model_service import save_and_register, train_models
-from jobs.runner import JobRunner, Outcome
-from jobs.scheduled_jobs import model_refresh_job
-from jobs.settings import load_events, load_settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from jobs.settings import load_events
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +28,9 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(("previous_ndcg", "kept"), [(0.99, True), (0.0, False)])
 def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, tmp_path, previous_ndcg, kept):
-    config = tmp_path / "cfg"
-    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
-    (config / "settings.toml").write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
-        'threads = 1\n[refresh]\nmodels = ["popularity"]\nmetric = "ndcg"\nmax_regression = 0.02\n'
+    settings, engine = refresh_project(
+        world, tmp_path, refresh='models = ["popularity"]\nmetric = "ndcg"\nmax_regression = 0.02\n'
     )
-    settings = load_settings(config, environ={})
     events = load_events(settings)
     previous = train_models(
         load_world(world, event_types=events.event_types),
@@ -48,12 +39,9 @@ def test_refresh_keeps_a_better_previous_model_and_replaces_a_worse_one(world, t
         as_of=world_as_of(world),
         names=["popularity"],
     )
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
     save_and_register(previous, settings, engine=engine, metrics={"popularity": {"ndcg": previous_ndcg}})
     previous_version = previous["popularity"].version
-    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
-    assert report.outcome == Outcome.SUCCEEDED, report.error
+    run_refresh(settings, engine)
     with session_scope(engine) as session:
         active = active_version(session, "popularity")
         versions = {v.version: v for v in session.query(ModelVersion).filter(ModelVersion.kind == "popularity")}
@@ -72,21 +60,12 @@ def test_refresh_registers_every_configured_model_from_one_read_of_the_inputs(wo
     import jobs.inputs
     from jobs.model_service import load_models_config
 
-    config = tmp_path / "cfg"
-    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
-    (config / "settings.toml").write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
-        "threads = 1\n"
-    )
-    settings = load_settings(config, environ={})
+    settings, engine = refresh_project(world, tmp_path)  # no [refresh] models: the `train` list
     names = load_models_config(settings).train
     reads = []
     original = jobs.inputs.load_data
     monkeypatch.setattr(jobs.inputs, "load_data", lambda *a, **kw: reads.append(1) or original(*a, **kw))
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
-    assert report.outcome == Outcome.SUCCEEDED, report.error
+    run_refresh(settings, engine)
     assert len(reads) == 1
     with session_scope(engine) as session:
         rows = {name: active_version(session, name) for name in names}
@@ -97,20 +76,6 @@ def test_refresh_registers_every_configured_model_from_one_read_of_the_inputs(wo
         assert 0 < metrics["ndcg"] <= 1, name
     lightfm = active["lightfm_warp"][1]
     assert lightfm["patience"] == 0 and 1 <= lightfm["epochs"] <= 20
-
-
-def _lightfm_refresh(world: Path, tmp_path: Path, extra: str = "") -> tuple[Any, Any]:
-    config = tmp_path / "cfg"
-    if not config.exists():
-        shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("settings.toml"))
-    (config / "settings.toml").write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\ndata_dir = "{world}"\nvar_dir = "{tmp_path / "var"}"\n'
-        f'threads = 1\n[refresh]\nmodels = ["lightfm_warp"]\n{extra}'
-    )
-    settings = load_settings(config, environ={})
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return settings, engine
 
 
 def test_refresh_reuses_an_earlier_early_stopping_search_until_it_ages(world, tmp_path, monkeypatch):
@@ -126,11 +91,8 @@ def test_refresh_reuses_an_earlier_early_stopping_search_until_it_ages(world, tm
     )
 
     def night(day: int, extra: str = "") -> ModelVersion:
-        settings, engine = _lightfm_refresh(world, tmp_path, extra)
-        report = JobRunner(engine, settings=settings).run(
-            "model_refresh", datetime(2026, 11, day, 2), model_refresh_job
-        )
-        assert report.outcome == Outcome.SUCCEEDED, report.error
+        settings, engine = refresh_project(world, tmp_path, refresh=f'models = ["lightfm_warp"]\n{extra}')
+        run_refresh(settings, engine, datetime(2026, 11, day, 2))
         with session_scope(engine) as session:
             row = session.query(ModelVersion).filter(ModelVersion.kind == "lightfm_warp")
             newest = max(row, key=lambda v: (v.trained_at, v.version))
@@ -166,10 +128,8 @@ def test_refresh_reuses_an_earlier_early_stopping_search_until_it_ages(world, tm
 
 
 def test_refresh_evaluates_at_most_evaluation_customers_and_records_how_many_there_were(world, tmp_path):
-    settings, engine = _lightfm_refresh(world, tmp_path, "evaluation_customers = 50\n")
-    settings = settings.model_copy(update={"refresh": settings.refresh.model_copy(update={"models": ["popularity"]})})
-    report = JobRunner(engine, settings=settings).run("model_refresh", datetime(2026, 11, 2, 2), model_refresh_job)
-    assert report.outcome == Outcome.SUCCEEDED, report.error
+    settings, engine = refresh_project(world, tmp_path, refresh='models = ["popularity"]\nevaluation_customers = 50\n')
+    run_refresh(settings, engine)
     with session_scope(engine) as session:
         metrics = dict(active_version(session, "popularity").metrics)
     engine.dispose()
