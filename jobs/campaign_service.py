@@ -225,6 +225,8 @@ def campaign_ranker(
     it) and the version of each model it uses, for previews and runs alike."""
     chosen = models_for(settings, spec, models, engine=engine, as_of=as_of, allow_future_models=allow_future_models)
     versions = {name: _version(model) for name, model in chosen.items()}
+    for model in chosen.values():  # this process scores the whole audience: every thread, compiled trees
+        model.prepare_scoring(threads=settings.threads, cache_dir=settings.compiled_dir)
     if UPLIFT_STRATEGY not in spec.strategies:  # the uplift stack (scipy.stats, LightGBM) loads only when used
         return model_ranker(chosen), versions
     from jobs.uplift_service import uplift_ranker_for

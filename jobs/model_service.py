@@ -242,7 +242,9 @@ def save_and_register(
     metrics: dict[str, dict] | None = None,
     activate: bool = True,
 ) -> dict[str, Path]:
-    """Save each model under ``<var_dir>/models/<version>/`` and record it in the registry."""
+    """Save each model under ``<var_dir>/models/<version>/``, record it in the registry, and prepare its scoring
+    for this host (:meth:`~recommender.models.base.RankingModel.prepare_scoring`: at bank scale the propensity
+    model's trees are compiled into ``<var_dir>/cache/compiled``, so the next campaign run does not wait for it)."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import register_model
 
@@ -261,6 +263,13 @@ def save_and_register(
                 metrics=(metrics or {}).get(name),
                 activate=activate,
             )
+    for model in models.values():  # the campaign runs find each model ready for this host (compiled trees)
+        fitted = model._fitted()
+        model.prepare_scoring(
+            threads=settings.threads,
+            cache_dir=settings.compiled_dir,
+            expected_rows=fitted.customers.size * fitted.offers.size,
+        )
     return paths
 
 

@@ -181,6 +181,11 @@ class Settings(BaseModel):
         """Validated snapshots of the input tables (:mod:`campaigns.snapshots`)."""
         return self.var_dir / "cache" / "inputs"
 
+    @property
+    def compiled_dir(self) -> Path:
+        """Models compiled to machine code for this host (:mod:`recommender.models.compiled_trees`)."""
+        return self.var_dir / "cache" / "compiled"
+
     def report_base(self, name: str) -> Path:
         """Where the report named ``name`` goes by default: ``<var_dir>/reports/<slug>`` (+ ``.html``, ``.json``),
         for ``mktg report`` and the nightly conversion analysis alike."""

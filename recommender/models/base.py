@@ -72,6 +72,10 @@ class Scorer(Protocol):
         needed: npt.NDArray[np.bool_] | None = None,
     ) -> npt.NDArray[np.float32]: ...
 
+    def prepare_scoring(
+        self, *, threads: int, cache_dir: Path | None = None, expected_rows: int | None = None
+    ) -> None: ...
+
 
 class RankingModel(ABC):
     """Fit on an interaction matrix; score customers against every offer the model knows."""
@@ -133,6 +137,13 @@ class RankingModel(ABC):
             raise ValueError(f"{type(self).__name__} saves no extra files, found {sorted(texts)[:5]}")
 
     # --- public API -----------------------------------------------------------------------------
+    def prepare_scoring(self, *, threads: int, cache_dir: Path | None = None, expected_rows: int | None = None) -> None:
+        """Get ready to score many customers in this process on ``threads`` threads (a campaign run), with a
+        cache directory for what is worth keeping between runs (``expected_rows``: pairs a run will score, when
+        known, e.g. after training). Most models need nothing: their scoring already runs on the threads their
+        fit set up. Never called in Spark tasks, which keep to one thread each."""
+        del threads, cache_dir, expected_rows
+
     def fit(
         self,
         interactions: InteractionMatrix,

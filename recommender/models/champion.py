@@ -9,6 +9,7 @@ re-aligned (a member's missing offer scores -inf, i.e. it is never chosen).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,8 @@ class SegmentChampion:
 
     def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:
         return self.members[self.champions["*"]].is_warm(customer_ids)
+
+    def prepare_scoring(self, *, threads: int, cache_dir: Path | None = None, expected_rows: int | None = None) -> None:
+        """Every member made ready (:meth:`recommender.models.base.RankingModel.prepare_scoring`)."""
+        for member in self.members.values():
+            member.prepare_scoring(threads=threads, cache_dir=cache_dir, expected_rows=expected_rows)
