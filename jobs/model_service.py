@@ -263,14 +263,20 @@ def save_and_register(
                 metrics=(metrics or {}).get(name),
                 activate=activate,
             )
-    for model in models.values():  # the campaign runs find each model ready for this host (compiled trees)
-        fitted = model._fitted()
-        model.prepare_scoring(
-            threads=settings.threads,
-            cache_dir=settings.compiled_dir,
-            expected_rows=fitted.customers.size * fitted.offers.size,
-        )
+    for model in models.values():
+        prepare_for_runs(model, settings)
     return paths
+
+
+def prepare_for_runs(model: RankingModel, settings: Settings) -> None:
+    """Leave what the campaign runs of a newly saved ``model`` can reuse on this host (the propensity model's
+    compiled trees, at bank scale: a run would score about as many pairs as it was fitted on)."""
+    fitted = model._fitted()
+    model.prepare_scoring(
+        threads=settings.threads,
+        cache_dir=settings.compiled_dir,
+        expected_rows=fitted.customers.size * fitted.offers.size,
+    )
 
 
 def active_model_path(engine: Engine, name: str, *, what: str = "model", train_command: str = "mktg train") -> str:

@@ -234,6 +234,7 @@ def _refresh_candidates(
         load_models_config,
         load_segment_rules,
         prepare,
+        prepare_for_runs,
         run_lanes,
     )
     from jobs.settings import load_events
@@ -312,6 +313,7 @@ def _refresh_candidates(
             model = config.build(name, refits[name])
             fit_model(model, data, threads=threads)
             path = model.save(Path(settings.model_dir) / model.fitted_version)
+            prepare_for_runs(model, settings)  # e.g. propensity's trees compiled for the morning's campaign runs
         tuning = tunings.get(name)
         extra = {"tuning": tuning} if tuning else {}
         if "early_stopping" in evaluation.extra:  # how the production fit's epochs were chosen (tonight's search)

@@ -114,3 +114,24 @@ def test_training_compiles_and_the_campaign_run_uses_that_code(world, tmp_path, 
     )
     assert compiled_targets.filter(pl.col("arm") == "propensity").height > 0
     engine.dispose()
+
+
+def test_the_nightly_refresh_leaves_the_registered_model_compiled(world, tmp_path, monkeypatch):
+    from refresh_helpers import refresh_project, run_refresh
+
+    from campaigns.db.session import session_scope
+    from campaigns.model_registry import active_version
+    from recommender.models import load_model
+
+    settings, engine = refresh_project(world, tmp_path, refresh='models = ["propensity"]\n')
+    models = (settings.config_dir / "models.toml").read_text().replace("n_estimators = 200", "n_estimators = 30")
+    (settings.config_dir / "models.toml").write_text(models)
+    monkeypatch.setattr("recommender.models.propensity.COMPILE_AFTER_ROWS", 1_000)
+    run_refresh(settings, engine)
+    with session_scope(engine) as session:
+        path = active_version(session, "propensity").path
+    engine.dispose()
+    registered = load_model(path)
+    [booster] = registered.boosters
+    key = compiled_trees.cache_key(booster.model_to_string(), inline=True)
+    assert [p.name for p in settings.compiled_dir.glob("*.o")] == [f"{key}.o"]  # the registered model's code
