@@ -193,12 +193,15 @@ def save_and_register(
     outcome: str = DEFAULT_OUTCOME,
     activate: bool = True,
 ) -> Path:
-    """Save under ``<var_dir>/models/<version>/`` and record it in the model registry under ``name``."""
+    """Save under ``<var_dir>/models/<version>/``, record it in the model registry under ``name``, and compile its
+    boosters for this host into ``<var_dir>/cache/compiled/`` (seconds per booster, once per version: every run of
+    an uplift campaign then scores its uplift arm with the compiled code)."""
     from campaigns.db.session import session_scope
     from campaigns.model_registry import register_model
 
     model = fit.model
     path = model.save(settings.model_dir / model.fitted_version)
+    model.prepare_scoring(cache_dir=settings.compiled_dir, compile_now=True)
     with session_scope(engine) as session:
         register_model(
             session,
@@ -249,6 +252,7 @@ def uplift_ranker_for(
             f"{cutoff or 'an unknown time'}Z, after {as_of:%Y-%m-%dT%H:%M:%S}Z: no look-ahead; learn one "
             "as of then (`mktg uplift train --as-of ...`) or pass --allow-future-models"
         )
+    model.prepare_scoring(cache_dir=settings.compiled_dir)  # compiled trees once the run has scored enough rows
     ranker = uplift_ranker(
         base,
         model,

@@ -19,6 +19,8 @@ share that produced it), known exactly because treatment came from the hash spli
 Features are a Polars frame: numeric columns as they are, string columns as LightGBM categoricals with the
 training vocabulary (unknown categories score as missing). A saved model is a directory: ``model.json`` (kind,
 version, parameters, the feature encoding, metadata) and one LightGBM text file per booster; nothing is pickled.
+A campaign run calls :meth:`UpliftModel.prepare_scoring`: the boosters are compiled to machine code once enough
+rows were scored, or at once when an earlier run cached the code (:class:`recommender.models.compiled_trees.Predictor`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy.typing as npt
 import polars as pl
 
 from recommender.errors import UserError
+from recommender.models.compiled_trees import Predictor
 
 Matrix = npt.NDArray[np.float64]  # rows x encoded feature columns
 Vector = npt.NDArray[np.float64]
@@ -149,10 +152,25 @@ class UpliftModel(ABC):
         self.state: dict[str, float] = {}
         self.version: str | None = None
         self.meta: dict[str, Any] = {}
+        self._predictor: Predictor | None = None  # after prepare_scoring
+        self._booster_index: dict[str, int] = {}
 
     @property
     def params(self) -> dict[str, Any]:
         return asdict(self.booster_params)
+
+    def prepare_scoring(self, *, cache_dir: Path | None = None, compile_now: bool = False) -> None:
+        """Bulk scoring in this process (a campaign run): the boosters compiled to machine code (at once with
+        ``compile_now`` or code cached in ``cache_dir`` by an earlier call, else once enough rows were scored),
+        :class:`recommender.models.compiled_trees.Predictor`."""
+        names = sorted(self.boosters)
+        self._booster_index = {name: i for i, name in enumerate(names)}
+        self._predictor = Predictor(
+            [self.boosters[name] for name in names],
+            cache_dir=cache_dir,
+            what=f"uplift model {self.version}",
+            compile_now=compile_now,
+        )
 
     # --- public contract --------------------------------------------------------------------------------
     def fit(
@@ -182,7 +200,7 @@ class UpliftModel(ABC):
         started = time.perf_counter()
         self.encoding = FeatureEncoding.fit(features)
         x = self.encoding.matrix(features)
-        self.boosters, self.state = {}, {}
+        self.boosters, self.state, self._predictor = {}, {}, None
         self._fit(x, t, y, e, threads=threads, seed=seed)
         now = datetime.now(UTC).replace(microsecond=0)
         digest = hashlib.sha256(
@@ -240,6 +258,8 @@ class UpliftModel(ABC):
         )
 
     def _score(self, name: str, x: Matrix, *, threads: int) -> Vector:
+        if self._predictor is not None:
+            return self._predictor.predict(self._booster_index[name], x, threads=threads, lgb_threads=threads)
         return np.asarray(self.boosters[name].predict(x, num_threads=threads), dtype=np.float64)
 
     @property

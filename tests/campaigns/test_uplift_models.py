@@ -81,3 +81,26 @@ def test_bad_training_data_is_one_clear_error():
         build_uplift_model("t_learner").fit(frame, treatment=t, outcome=y, propensity=np.ones(200))
     with pytest.raises(UpliftModelError, match="unknown uplift model kind"):
         build_uplift_model("s_learner")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_compiled_boosters_predict_the_same_uplift(kind, tmp_path):
+    """prepare_scoring (a campaign run): with the code cached by an earlier run, every booster is compiled at once
+    and the uplift is LightGBM's (the oracle: the same model unprepared), unknown categories and nulls included."""
+    from recommender.models.compiled_trees import compile_trees
+
+    frame, t, y, _ = _data(6_000, seed=5)
+    test, _, _, _ = _data(2_000, seed=6)
+    test = pl.concat(
+        [test, pl.DataFrame({"age": [None, 30.0], "busy": [0.5, None], "region": ["atlantis", None]})],
+        how="vertical_relaxed",
+    )
+    model = build_uplift_model(kind, SMALL).fit(frame, treatment=t, outcome=y, threads=1, seed=3)
+    expected = model.predict(test)
+    for booster in model.boosters.values():  # what an earlier large run left in the cache
+        compile_trees(booster.model_to_string(), tmp_path)
+    model.prepare_scoring(cache_dir=tmp_path)
+    assert model._predictor is not None and all(model._predictor.compiled)
+    np.testing.assert_allclose(model.predict(test, threads=2), expected, rtol=0, atol=1e-12)
+    refit = model.fit(frame, treatment=t, outcome=y, threads=1, seed=4)  # new boosters: the old code is dropped
+    assert refit._predictor is None

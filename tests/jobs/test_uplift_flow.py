@@ -129,7 +129,9 @@ def test_no_training_rows_before_the_window_is_over(flow):
         )
 
 
-def test_train_register_target_and_report(flow):
+def test_train_register_target_and_report(flow, monkeypatch):
+    from recommender.models import compiled_trees
+
     settings, engine, world = flow["settings"], flow["engine"], flow["world"]
     after = flow["fire"] + timedelta(days=31)
     table = training_table(settings, engine=engine, world=world, conversions=flow["conversions"], as_of=after)
@@ -143,6 +145,18 @@ def test_train_register_target_and_report(flow):
     assert all(f.evaluation.n > 0 for f in fits)
     path = save_uplift(fits[0], settings, engine=engine)
     assert load_active_uplift(engine).version == fits[0].model.version and (path / "model.json").exists()
+    # registered = compiled for this host: one cached object per booster (the T-learner's treated and control)
+    keys = {
+        compiled_trees.cache_key(b.model_to_string(), inline=True) for b in load_active_uplift(engine).boosters.values()
+    }
+    assert {p.stem for p in settings.compiled_dir.glob("*.o")} >= keys and len(keys) == 2
+    compiled_rows: list[int] = []
+    original_predict = compiled_trees.CompiledTrees.predict
+    monkeypatch.setattr(
+        compiled_trees.CompiledTrees,
+        "predict",
+        lambda self, x, *, threads=1: compiled_rows.append(len(x)) or original_predict(self, x, threads=threads),
+    )
 
     with pytest.raises(LookAheadError, match="uplift model 'uplift' .* was learnt from history up to"):
         campaign_service.preview(
@@ -164,6 +178,7 @@ def test_train_register_target_and_report(flow):
         world=world,
     )
     assert result.model_versions["uplift"] == fits[0].model.version
+    assert compiled_rows  # the run's uplift arm was scored by the compiled boosters (checked below against LightGBM)
     run = load_run_assignments(engine, "target")
     uplift_rows = run.assignments.filter(pl.col("arm").is_in(["uplift", "uplift:holdout"]))
     assert uplift_rows.height > 0
