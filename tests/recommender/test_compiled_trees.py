@@ -192,9 +192,8 @@ def test_prepared_propensity_model_scores_and_ranks_as_before(propensity, tmp_pa
         copy = pickle.loads(pickle.dumps(model))
         assert copy.predict_threads == 1 and copy._predictor is None
         np.testing.assert_allclose(copy.score(everyone), before, rtol=1e-6, atol=1e-7)
-    finally:
-        model.prepare_scoring(threads=1, cache_dir=None)  # the module's other tests see an unprepared model
-        model._predictor = None
+    finally:  # the module's other tests see an unprepared model
+        model.predict_threads, model._predictor = 1, None
 
 
 def test_without_expected_rows_a_small_run_keeps_lightgbm(propensity, tmp_path):
