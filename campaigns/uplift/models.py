@@ -34,13 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from recommender.errors import UserError
 from recommender.models.compiled_trees import Predictor
+from recommender.models.forest_text import BoosterText
 
 Matrix = npt.NDArray[np.float64]  # rows x encoded feature columns
 Vector = npt.NDArray[np.float64]
@@ -148,7 +148,7 @@ class UpliftModel(ABC):
     def __init__(self, params: BoosterParams | None = None, **overrides: Any) -> None:
         self.booster_params = params or BoosterParams(**overrides)
         self.encoding: FeatureEncoding | None = None
-        self.boosters: dict[str, lgb.Booster] = {}
+        self.boosters: dict[str, Any] = {}  # lightgbm.Booster, or BoosterText when loaded
         self.state: dict[str, float] = {}
         self.version: str | None = None
         self.meta: dict[str, Any] = {}
@@ -241,6 +241,8 @@ class UpliftModel(ABC):
         seed: int,
         weight: Vector | None = None,
     ) -> None:
+        import lightgbm as lgb  # here, not at import: a run that finds its compiled code cached never loads it
+
         encoding = self._encoding()
         data = lgb.Dataset(
             x,
@@ -282,7 +284,7 @@ class UpliftModel(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
-            booster.save_model(str(directory / f"{name}.txt"))
+            (directory / f"{name}.txt").write_text(booster.model_to_string())  # a loaded one is only its text
         doc = {
             "format": FORMAT_VERSION,
             "kind": self.kind,
@@ -365,6 +367,6 @@ def load_uplift_model(directory: Path | str) -> UpliftModel:
     model = build_uplift_model(doc["kind"], doc["params"])
     model.encoding = FeatureEncoding.from_json(doc["encoding"])
     model.state = {k: float(v) for k, v in doc["state"].items()}
-    model.boosters = {name: lgb.Booster(model_file=str(directory / f"{name}.txt")) for name in doc["boosters"]}
+    model.boosters = {name: BoosterText((directory / f"{name}.txt").read_text()) for name in doc["boosters"]}
     model.version, model.meta = doc["version"], doc["meta"]
     return model

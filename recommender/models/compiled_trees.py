@@ -12,8 +12,11 @@ temporary name and renamed, so a reader never sees half of one. Forests with mor
 leaves in all are compiled without inlining: 400 trees of 63 leaves take 89 s and 1 GB to compile inlined, 7 s
 without, and still predict about 4x faster than LightGBM.
 
-Every compiled forest is checked against LightGBM on probe rows before use; a forest that disagrees, or a compiler
-that fails (llvmlite missing or broken), leaves the caller on LightGBM with one warning: slower, never different.
+Every compiled forest is checked on probe rows before use, against the trees read from the model's text
+(:mod:`recommender.models.forest_text`, LightGBM's decision rules without importing LightGBM: a run that finds its
+code cached never loads LightGBM) or, for a model kind that reader does not predict, against LightGBM; a forest
+that disagrees, or a compiler that fails (llvmlite missing or broken), leaves the caller on LightGBM with one
+warning: slower, never different.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from recommender.models.forest_text import parse_forest
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +134,26 @@ def cached(model_text: str, cache_dir: Path | None) -> bool:
     return (cache_dir / f"{key}.o").exists()
 
 
-def agrees(compiled: CompiledTrees, booster: Any, probe: npt.NDArray[np.floating]) -> bool:
-    """True when the compiled forest and LightGBM give the same probabilities on ``probe`` rows."""
+def reference_predict(booster: Any, model_text: str) -> Callable[[npt.NDArray[np.floating]], npt.NDArray[np.float64]]:
+    """What compiled code is checked against: the trees read from their text (:mod:`recommender.models.forest_text`,
+    no LightGBM import), or LightGBM itself for a model of a kind that reader does not predict."""
+    forest = parse_forest(model_text)
+    if forest is not None:
+        return forest.predict
+    return lambda rows: np.asarray(booster.predict(rows, num_threads=1), dtype=np.float64)
+
+
+def agrees(
+    compiled: CompiledTrees,
+    reference: Callable[[npt.NDArray[np.floating]], npt.NDArray[np.float64]],
+    probe: npt.NDArray[np.floating],
+) -> bool:
+    """True when the compiled forest and ``reference`` (:func:`reference_predict`) give the same predictions on
+    ``probe`` rows."""
     rows = probe[:PROBE_ROWS]
     if rows.shape[0] == 0:
         return True
-    expected = np.asarray(booster.predict(rows, num_threads=1), dtype=np.float64)
+    expected = reference(rows)
     got = compiled.predict(rows, threads=1)
     return bool(np.allclose(got, expected, rtol=0.0, atol=TOLERANCE, equal_nan=True))
 
@@ -194,7 +214,8 @@ class Predictor:
                 self._compile(j)
         compiled = self._compiled[i]
         if compiled is not None and not self._checked[i]:
-            if agrees(compiled, self._boosters[i], x):
+            text = self._texts[i]
+            if text is not None and agrees(compiled, reference_predict(self._boosters[i], text), x):
                 self._checked[i] = True
             else:
                 log.warning(

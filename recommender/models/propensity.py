@@ -47,6 +47,7 @@ from recommender.history import Activity, activity, positives_between
 from recommender.idmap import IdMap
 from recommender.models.base import RankingModel
 from recommender.models.compiled_trees import COMPILE_AFTER_ROWS, Predictor
+from recommender.models.forest_text import BoosterText
 
 PAIR_COLUMNS = 3  # the offer's id, its family and the customer's weight on it (the last features of a row)
 _CATEGORICAL = (pl.String, pl.Boolean, pl.Categorical, pl.Enum)
@@ -514,9 +515,8 @@ class PropensityModel(RankingModel):
         self._constants = arrays["constant_boosters"]
 
     def _restore_files(self, texts: Mapping[str, str]) -> None:
-        import lightgbm as lgb
-
+        # LightGBM is loaded only if these boosters predict themselves (not when their compiled code is cached)
         self.boosters = [
-            float(v) if not np.isnan(v) else lgb.Booster(model_str=texts[f"booster_{i}.txt"])
+            float(v) if not np.isnan(v) else BoosterText(texts[f"booster_{i}.txt"])
             for i, v in enumerate(self._constants)
         ]
