@@ -16,9 +16,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+
+
+def _sps() -> Any:
+    """scipy.stats, imported on first use: it takes about a second to import, and a campaign run that only imports
+    this module (through the uplift stack) never computes a statistic."""
+    from scipy import stats
+
+    return stats
+
 
 NAN = float("nan")
 SRM_THRESHOLD = 0.001
@@ -172,7 +181,7 @@ class MdeResult:
 
 
 def _z(alpha: float) -> float:
-    return float(sps.norm.ppf(1 - alpha / 2))
+    return float(_sps().norm.ppf(1 - alpha / 2))
 
 
 def wilson_interval(conversions: int, n: int, *, alpha: float = 0.05) -> tuple[float, float]:
@@ -227,7 +236,7 @@ def compare_proportions(
             arm, control_arm, pc, pt, diff, NAN, NAN, NAN, NAN, NAN, NAN, NAN, error=ErrorCode.NO_CONVERSIONS
         )
     z = diff / se_pooled
-    p_value = float(2 * sps.norm.sf(abs(z)))
+    p_value = float(2 * _sps().norm.sf(abs(z)))
     se_diff = math.sqrt(control.variance + treatment.variance)
     rel, rel_low, rel_high = _relative(pt, treatment.variance, pc, control.variance, z_crit)
     return ProportionComparison(
@@ -269,8 +278,8 @@ def compare_revenue(
         )
     df = (vc + vt) ** 2 / (vc**2 / (control.n - 1) + vt**2 / (treatment.n - 1))
     t = diff / se
-    p_value = float(2 * sps.t.sf(abs(t), df))
-    t_crit = float(sps.t.ppf(1 - alpha / 2, df))
+    p_value = float(2 * _sps().t.sf(abs(t), df))
+    t_crit = float(_sps().t.ppf(1 - alpha / 2, df))
     rel, rel_low, rel_high = _relative(mt, vt, mc, vc, _z(alpha))
     return RevenueComparison(
         arm,
@@ -344,7 +353,7 @@ def sample_ratio_mismatch(
         return SrmResult(observed, {}, NAN, NAN, False, error=ErrorCode.INVALID_SHARES)
     expected = {a: total * shares[a] / share_sum for a in arms}
     counts = np.array([observed.get(a, 0) for a in arms], dtype=float)
-    chi2, p_value = sps.chisquare(counts, np.array([expected[a] for a in arms]))
+    chi2, p_value = _sps().chisquare(counts, np.array([expected[a] for a in arms]))
     return SrmResult(observed, expected, float(chi2), float(p_value), bool(p_value < threshold))
 
 
@@ -367,7 +376,7 @@ def covariate_balance(
     clean = {level: {arm: int(n) for arm, n in row.items()} for level, row in counts.items()}
     if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:
         return BalanceResult(clean, NAN, 0, NAN, False, error=ErrorCode.INVALID_SHARES)
-    chi2, p_value, dof, _expected = sps.chi2_contingency(table, correction=False)
+    chi2, p_value, dof, _expected = _sps().chi2_contingency(table, correction=False)
     return BalanceResult(clean, float(chi2), int(dof), float(p_value), bool(p_value < threshold))
 
 
@@ -387,5 +396,5 @@ def minimum_detectable_effect(
     p = control.rate
     if p in (0.0, 1.0):
         return MdeResult(NAN, NAN, alpha, power, error=ErrorCode.NO_CONVERSIONS)
-    effect = (_z(alpha) + float(sps.norm.ppf(power))) * math.sqrt(p * (1 - p) * (1 / control.n + 1 / n_treatment))
+    effect = (_z(alpha) + float(_sps().norm.ppf(power))) * math.sqrt(p * (1 - p) * (1 / control.n + 1 / n_treatment))
     return MdeResult(effect, effect / p, alpha, power)
