@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 from sqlalchemy import Engine
 
@@ -112,28 +113,7 @@ def customer_features(world: World, segments: pl.DataFrame, *, as_of: datetime) 
         *[(pl.col("family") == f).any().cast(pl.Int8).alias(f"held_{_slug(f)}") for f in families],
     )
 
-    age_days = (pl.lit(as_of) - pl.col("event_time")).dt.total_seconds() / 86_400.0
-    events = (
-        world.events.filter(pl.col("event_time") < as_of)
-        .join(ids.lazy(), on=Columns.Customer, how="semi")
-        .join(world.products.select("product_id", "family").lazy(), on="product_id", how="inner")
-        .select(Columns.Customer, "family", age_days.alias("age_days"))
-        .collect()
-    )
-    per_family = events.group_by(Columns.Customer).agg(
-        *[
-            agg
-            for f in families
-            for agg in (
-                ((pl.col("family") == f) & (pl.col("age_days") <= RECENT_DAYS)).sum().alias(f"events_90d_{_slug(f)}"),
-                ((pl.col("family") == f) & (pl.col("age_days") <= YEAR_DAYS)).sum().alias(f"events_365d_{_slug(f)}"),
-                pl.col("age_days").filter(pl.col("family") == f).min().alias(f"days_since_{_slug(f)}"),
-            )
-        ],
-        (pl.col("age_days") <= RECENT_DAYS).sum().alias("events_90d"),
-        (pl.col("age_days") <= YEAR_DAYS).sum().alias("events_365d"),
-        pl.col("age_days").min().alias("days_since_event"),
-    )
+    per_family = _event_counts(world, ids, families, as_of=as_of)
     counts = [c for c in per_family.columns if c.startswith("events_")] + [
         c for c in holdings.columns if c != Columns.Customer
     ]
@@ -148,6 +128,59 @@ def customer_features(world: World, segments: pl.DataFrame, *, as_of: datetime) 
         .with_columns([pl.col(c).fill_null(0) for c in counts])
         .sort(Columns.Customer)
     )
+
+
+def _event_counts(world: World, ids: pl.DataFrame, families: list[str], *, as_of: datetime) -> pl.DataFrame:
+    """Per customer of ``ids`` with an event before ``as_of`` (on a known product): per offer family the number of
+    events in the last 90 and 365 days (UInt32) and the days since the last one (null: none of that family), then
+    the same over every family.
+
+    Customers and families are integer codes and the counts are grouped on one integer key (customer, family),
+    then spread into columns: grouping 13M events by the customer id strings with a filtered aggregation per family
+    and column took 4.4 s for 400,000 customers, this 1.5 s.
+    """
+    n, n_fam = ids.height, len(families)
+    codes = ids.with_row_index("_cid")
+    family_codes = world.products.select(
+        "product_id", pl.col("family").cast(pl.Enum(families)).to_physical().cast(pl.Int64).alias("_fam")
+    )
+    age_days = (pl.lit(as_of) - pl.col("event_time")).dt.total_seconds() / 86_400.0
+    grouped = (
+        world.events.filter(pl.col("event_time") < as_of)
+        .join(codes.lazy(), on=Columns.Customer, how="inner")
+        .join(family_codes.lazy(), on="product_id", how="inner")
+        .group_by((pl.col("_cid").cast(pl.Int64) * n_fam + pl.col("_fam")).alias("_key"))
+        .agg(
+            (age_days <= RECENT_DAYS).sum().alias("recent"),
+            (age_days <= YEAR_DAYS).sum().alias("year"),
+            age_days.min().alias("since"),
+        )
+        .collect()
+    )
+    key = grouped["_key"].to_numpy()
+    recent = np.zeros((n, n_fam), np.uint32)  # (customer code, family code)
+    year = np.zeros((n, n_fam), np.uint32)
+    since = np.full((n, n_fam), np.nan)
+    for array, column in ((recent, "recent"), (year, "year"), (since, "since")):
+        array.reshape(-1)[key] = grouped[column].to_numpy()  # a view: fills the 2-d array
+    present = np.zeros(n, bool)
+    present[np.unique(key // n_fam)] = True
+    columns: list[pl.Series] = [ids[Columns.Customer].filter(pl.Series(present))]
+    for f, family in enumerate(families):
+        slug = _slug(family)
+        columns += [
+            pl.Series(f"events_90d_{slug}", recent[present, f], dtype=pl.UInt32),
+            pl.Series(f"events_365d_{slug}", year[present, f], dtype=pl.UInt32),
+            pl.Series(f"days_since_{slug}", since[present, f], dtype=pl.Float64, nan_to_null=True),
+        ]
+    with np.errstate(invalid="ignore"):  # all-NaN rows never occur: present customers have an event
+        last = np.nanmin(since[present], axis=1) if n_fam else np.empty(0)
+    columns += [
+        pl.Series("events_90d", recent[present].sum(axis=1), dtype=pl.UInt32),
+        pl.Series("events_365d", year[present].sum(axis=1), dtype=pl.UInt32),
+        pl.Series("days_since_event", last, dtype=pl.Float64),
+    ]
+    return pl.DataFrame(columns)
 
 
 def pair_features(customers: pl.DataFrame, pairs: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:

@@ -87,17 +87,31 @@ def test_nothing_after_the_fire_time_changes_a_feature(world, segments, baseline
 
 
 def test_event_counts_match_a_hand_oracle(world, baseline):
-    """events_90d_<family> and days_since_<family>, computed row by row in Python from the rule's text."""
+    """Every family's events_90d / events_365d / days_since and the totals over families, computed row by row in
+    Python from the rule's text (events strictly before the fire time; customers without one count 0, no days)."""
     events = world.events.collect().join(world.products.select("product_id", "family"), on="product_id")
-    family = "credit_card"
-    by_customer: dict[str, list[float]] = {}
+    families = sorted(world.products["family"].unique().to_list())
+    ages: dict[tuple[str, str], list[float]] = {}
     for cid, fam, t in events.select("customer_id", "family", "event_time").iter_rows():
-        if fam == family and t < AS_OF:
-            by_customer.setdefault(cid, []).append((AS_OF - t).total_seconds() / 86_400)
-    for row in baseline.select("customer_id", f"events_90d_{family}", f"days_since_{family}").head(200).iter_rows():
-        ages = by_customer.get(row[0], [])
-        assert row[1] == sum(a <= 90 for a in ages)
-        assert (row[2] is None and not ages) or row[2] == pytest.approx(min(ages))
+        if t < AS_OF:
+            ages.setdefault((cid, fam), []).append((AS_OF - t).total_seconds() / 86_400)
+    slug = {f: "".join(ch if ch.isalnum() else "_" for ch in f.lower()) for f in families}
+    assert any(len(v) > 1 for v in ages.values())  # the world has repeat events to count
+    for row in baseline.iter_rows(named=True):
+        every: list[float] = []
+        for family in families:
+            seen = ages.get((row["customer_id"], family), [])
+            every += seen
+            assert row[f"events_90d_{slug[family]}"] == sum(a <= 90 for a in seen)
+            assert row[f"events_365d_{slug[family]}"] == sum(a <= 365 for a in seen)
+            assert (row[f"days_since_{slug[family]}"] is None and not seen) or row[
+                f"days_since_{slug[family]}"
+            ] == pytest.approx(min(seen), rel=1e-12)
+        assert row["events_90d"] == sum(a <= 90 for a in every)
+        assert row["events_365d"] == sum(a <= 365 for a in every)
+        assert (row["days_since_event"] is None and not every) or row["days_since_event"] == pytest.approx(
+            min(every), rel=1e-12
+        )
 
 
 def test_features_drop_gender_and_band_the_risk(world, segments, baseline):
