@@ -204,3 +204,21 @@ def test_without_expected_rows_a_small_run_keeps_lightgbm(propensity, tmp_path):
         assert list(tmp_path.iterdir()) == []
     finally:
         model._predictor = None
+
+
+def test_a_loaded_propensity_model_scores_by_text_compiled_or_not(propensity, tmp_path):
+    """Loaded from disk the boosters are their texts (no LightGBM until one predicts itself): scores equal the fitted
+    model's with LightGBM, with compiled code (checked against the text reader) and after pickling (Spark)."""
+    from recommender.models.base import load_model
+    from recommender.models.forest_text import BoosterText
+
+    model, customers = propensity
+    expected = model.score(customers)
+    loaded = load_model(model.save(tmp_path / "model"))
+    assert all(isinstance(b, (BoosterText, float)) for b in loaded.boosters)
+    np.testing.assert_allclose(loaded.score(customers), expected, rtol=1e-6, atol=1e-7)  # LightGBM built lazily
+    spark_copy = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_allclose(spark_copy.score(customers), expected, rtol=1e-6, atol=1e-7)
+    loaded.prepare_scoring(threads=2, cache_dir=tmp_path / "compiled", expected_rows=10**9)
+    np.testing.assert_allclose(loaded.score(customers), expected, rtol=1e-6, atol=1e-7)
+    assert loaded._predictor is not None and all(loaded._predictor.compiled)
