@@ -164,7 +164,7 @@ def _event_counts(world: World, ids: pl.DataFrame, families: list[str], *, as_of
     for array, column in ((recent, "recent"), (year, "year"), (since, "since")):
         array.reshape(-1)[key] = grouped[column].to_numpy()  # a view: fills the 2-d array
     present = np.zeros(n, bool)
-    present[np.unique(key // n_fam)] = True
+    present[key // n_fam] = True
     columns: list[pl.Series] = [ids[Columns.Customer].filter(pl.Series(present))]
     for f, family in enumerate(families):
         slug = _slug(family)

@@ -114,7 +114,7 @@ def _numbers(value: str, dtype: type) -> np.ndarray:
 
 def parse_forest(text: str) -> TextForest | None:
     """The forest of a LightGBM text model, or None when it is of a kind this reader does not predict (linear
-    trees, random-forest averaging, objectives other than binary and plain regression)."""
+    trees, random-forest averaging, objectives other than binary and plain regression, square-root regression)."""
     header, _, body = text.partition("\nTree=")
     fields = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
     objective = fields.get("objective", "").split()
@@ -124,7 +124,7 @@ def parse_forest(text: str) -> TextForest | None:
     if objective[0] == "binary":
         options = dict(o.split(":", 1) for o in objective[1:] if ":" in o)
         sigmoid = float(options.get("sigmoid", 1.0))
-    elif objective[0] not in _IDENTITY:
+    elif objective[0] not in _IDENTITY or "sqrt" in objective[1:]:  # reg_sqrt: LightGBM squares the raw score
         return None
     trees = []
     for section in body.split("\nend of trees", 1)[0].split("\nTree="):

@@ -129,8 +129,14 @@ def test_models_it_does_not_read_are_refused():
         lgb.Dataset(x, label=x[:, 0] * 2),
         num_boost_round=2,
     )
+    square_root = lgb.train(
+        {"objective": "regression", "reg_sqrt": True, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, label=np.abs(x[:, 0]) * 3),
+        num_boost_round=2,
+    )
     assert parse_forest(multiclass.model_to_string()) is None
     assert parse_forest(linear.model_to_string()) is None
+    assert parse_forest(square_root.model_to_string()) is None  # LightGBM squares its raw score
 
 
 def test_booster_text_builds_lightgbm_only_to_predict():
