@@ -156,6 +156,8 @@ def models_for(
             from jobs.uplift_service import ranking_strategy  # lazy: the uplift stack loads only for uplift arms
 
             strategy = ranking_strategy(settings, spec)
+        if strategy in chosen:  # an uplift arm's ranking model that another arm uses too: loaded once
+            continue
         if models and strategy in models:
             chosen[strategy] = models[strategy]
         elif strategy == BEST:
