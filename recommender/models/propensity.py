@@ -427,7 +427,6 @@ class PropensityModel(RankingModel):
             offers = np.tile(np.arange(m), n)
         else:
             customer_idx, offers = np.nonzero(needed)  # row-major: the same order as the full grid, minus gaps
-        x = self._pair_rows(block, act, rows, offers, customer_idx)
         values = np.empty(offers.size, np.float64)
         if self.scope == "all":
             groups = [np.ones(offers.size, bool)]
@@ -440,12 +439,20 @@ class PropensityModel(RankingModel):
             if isinstance(booster, float):
                 values[chosen] = booster
                 continue
-            rows_x = x if chosen.all() else x[chosen]  # one booster over every row: no copy of them
-            lgb_threads = self._lgb_threads(self.predict_threads, rows_x.shape[0])
+            pick = None if chosen.all() else np.flatnonzero(chosen)  # one booster over every pair: no copy
+            pair_offers = offers if pick is None else offers[pick]
+            pair_customers = customer_idx if pick is None else customer_idx[pick]
+
+            def build(start: int, stop: int, of: np.ndarray = pair_offers, ci: np.ndarray = pair_customers):
+                return self._pair_rows(block, act, rows, of[start:stop], ci[start:stop])
+
+            lgb_threads = self._lgb_threads(self.predict_threads, pair_offers.size)
             values[chosen] = (
-                self._predictor.predict(i, rows_x, threads=self.predict_threads, lgb_threads=lgb_threads)
+                self._predictor.predict_built(
+                    i, pair_offers.size, build, threads=self.predict_threads, lgb_threads=lgb_threads
+                )
                 if self._predictor is not None
-                else booster.predict(rows_x, num_threads=lgb_threads)
+                else booster.predict(build(0, pair_offers.size), num_threads=lgb_threads)
             )
         if needed is None:
             return values.reshape(n, m).astype(np.float32)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
+import time
 
 import lightgbm as lgb
 import numpy as np
@@ -158,6 +160,55 @@ def test_code_that_disagrees_with_lightgbm_is_dropped(booster, tmp_path, monkeyp
     assert "compiled code disagrees with LightGBM" in caplog.text
 
 
+def test_rows_built_and_scored_in_chunks_on_threads_score_as_all_rows(booster, tmp_path):
+    """predict_built: every row is built exactly once (disjoint ranges covering all rows), chunks are scored on the
+    threads asked for, and the scores are those of all rows at once, compiled or not."""
+    x = _rows(5_000, seed=3)
+    predictor = Predictor([booster], cache_dir=tmp_path, what="test", compile_now=True)
+    ranges: list[tuple[int, int]] = []
+    workers: dict[tuple[int, int], int] = {}
+
+    def build(start: int, stop: int) -> np.ndarray:
+        ranges.append((start, stop))
+        workers[start, stop] = threading.get_ident()
+        time.sleep(0.002)  # long enough for the other worker to take a chunk meanwhile
+        return x[start:stop]
+
+    got = predictor.predict_built(0, x.shape[0], build, threads=2, lgb_threads=1, chunk_rows=300)
+    np.testing.assert_allclose(got, booster.predict(x), rtol=0, atol=1e-12)
+    chunks = sorted(r for r in ranges if r != (0, compiled_trees.PROBE_ROWS))  # the agreement check's probe
+    assert chunks == [(s, min(s + 300, 5_000)) for s in range(0, 5_000, 300)]
+    assert len({workers[c] for c in chunks}) == 2 and threading.get_ident() not in {workers[c] for c in chunks}
+    # one thread: the same chunks in order; fewer rows than a chunk: built once
+    ranges.clear()
+    one = predictor.predict_built(0, x.shape[0], build, threads=1, lgb_threads=1, chunk_rows=300)
+    np.testing.assert_array_equal(one, got)
+    assert ranges == [(s, min(s + 300, 5_000)) for s in range(0, 5_000, 300)]
+    ranges.clear()
+    np.testing.assert_array_equal(predictor.predict_built(0, 200, build, threads=2, lgb_threads=1), got[:200])
+    assert ranges == [(0, 200)]
+    # not compiled (too few rows so far): LightGBM on all rows, built once
+    plain = Predictor([booster], cache_dir=None, what="test", compile_after_rows=10**9)
+    ranges.clear()
+    np.testing.assert_array_equal(
+        plain.predict_built(0, x.shape[0], build, threads=2, lgb_threads=1, chunk_rows=300), booster.predict(x)
+    )
+    assert ranges == [(0, 5_000)]
+
+
+def test_a_failing_chunk_fails_the_prediction(booster, tmp_path):
+    predictor = Predictor([booster], cache_dir=tmp_path, what="test", compile_now=True)
+    x = _rows(1_000)
+
+    def build(start: int, stop: int) -> np.ndarray:
+        if start >= 600:
+            raise MemoryError("chunk")
+        return x[start:stop]
+
+    with pytest.raises(MemoryError, match="chunk"):
+        predictor.predict_built(0, x.shape[0], build, threads=2, lgb_threads=1, chunk_rows=256)
+
+
 # --- the propensity model ----------------------------------------------------------------------------------------
 
 
@@ -169,7 +220,7 @@ def propensity():
     return _fit(events, customers, offers, threads=1, scope="family"), customers
 
 
-def test_prepared_propensity_model_scores_and_ranks_as_before(propensity, tmp_path):
+def test_prepared_propensity_model_scores_and_ranks_as_before(propensity, tmp_path, monkeypatch):
     from recommender.columns import Columns
     from recommender.ranking import rank_within_segments
 
@@ -183,6 +234,8 @@ def test_prepared_propensity_model_scores_and_ranks_as_before(propensity, tmp_pa
     try:
         assert model.predict_threads == 2
         assert len(list(tmp_path.glob("*.o"))) == 3  # scope "family": one booster per family, all compiled
+        np.testing.assert_allclose(model.score(everyone), before, rtol=1e-6, atol=1e-7)
+        monkeypatch.setattr(compiled_trees, "CHUNK_ROWS", 37)  # pair rows built and scored 37 at a time, 2 threads
         np.testing.assert_allclose(model.score(everyone), before, rtol=1e-6, atol=1e-7)
         ranked = rank_within_segments(model, customers=everyone, allowed=allowed, k=3)
         assert ranked.select("customer_id", "offer_id", "rank").equals(
