@@ -154,14 +154,39 @@ def beyond_audience(customers: np.ndarray, score: np.ndarray, uncapped: np.ndarr
     """
     if max_audience <= 0:
         return np.ones(customers.size, dtype=bool)
-    frame = pl.DataFrame({"c": customers, "s": score, "u": uncapped})
-    best = frame.group_by("c").agg(pl.col("s").max().alias("any"), pl.col("s").filter(pl.col("u")).max().alias("free"))
-    free = best["free"].drop_nulls().to_numpy()
+    best_any, best_free, has_free = _best_scores(customers, score, uncapped)
+    free = best_free[has_free]
     if free.size < max_audience:
         return np.zeros(customers.size, dtype=bool)
     threshold = np.partition(free, free.size - max_audience)[free.size - max_audience]
-    outside = best.filter(pl.col("any") < threshold)["c"].to_numpy()
-    return np.isin(customers, outside)
+    present = np.zeros(best_any.size, dtype=bool)
+    present[customers] = True
+    outside = present & (best_any < threshold)
+    return outside[customers]
+
+
+def _best_scores(
+    customers: np.ndarray, score: np.ndarray, uncapped: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer code (0 to max code): the best score of all its pairs, the best on an offer without a capacity,
+    and whether it has such a pair (codes without pairs: -inf, -inf, False). One pass over runs of equal codes when
+    ``customers`` is in code order (the usual case: candidates follow the customers table), else a sort."""
+    n = int(customers.max()) + 1 if customers.size else 0
+    best_any = np.full(n, -np.inf)
+    best_free = np.full(n, -np.inf)
+    has_free = np.zeros(n, dtype=bool)
+    if customers.size == 0:
+        return best_any, best_free, has_free
+    order = None if bool(np.all(customers[1:] >= customers[:-1])) else np.argsort(customers, kind="stable")
+    c = customers if order is None else customers[order]
+    s = score if order is None else score[order]
+    u = uncapped if order is None else uncapped[order]
+    starts = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]]))
+    owners = c[starts]
+    best_any[owners] = np.maximum.reduceat(s, starts)
+    best_free[owners] = np.maximum.reduceat(np.where(u, s, -np.inf), starts)
+    has_free[owners] = np.logical_or.reduceat(u, starts)
+    return best_any, best_free, has_free
 
 
 def refusal_reasons(
@@ -219,9 +244,28 @@ def _codes(values: pl.Series) -> tuple[np.ndarray, pl.Series]:
         change = (values != values.shift(1)).fill_null(True)
         return (change.cum_sum().cast(pl.Int64) - 1).to_numpy(), values.filter(change)
     distinct = values.unique().sort()
+    if values.null_count() == 0:  # each id's position among the distinct ids, by an Enum of them (no join)
+        return values.cast(pl.Enum(distinct)).to_physical().cast(pl.Int64).to_numpy(), distinct
     lookup = pl.DataFrame({values.name: distinct, "_code": pl.arange(0, distinct.len(), eager=True, dtype=pl.Int64)})
     codes = values.to_frame().join(lookup, on=values.name, how="left", maintain_order="left")["_code"]
     return codes.to_numpy(), distinct
+
+
+def _unallocated(codes: np.ndarray, reasons: np.ndarray, customer_ids: pl.Series) -> pl.DataFrame:
+    """(customer_id, reasons) per distinct customer code of ``codes`` in code order, its distinct reasons (indices
+    into :data:`REASONS`, any number of rows each) as a list in :data:`REASONS` order."""
+    bits = np.zeros(customer_ids.len(), dtype=np.int64)
+    for index in range(len(REASONS)):
+        has = np.zeros(customer_ids.len(), dtype=bool)
+        has[codes[reasons == index]] = True
+        bits |= has.astype(np.int64) << index
+    left = np.flatnonzero(bits)
+    lists = pl.Series(
+        "reasons",
+        [[name for index, name in enumerate(REASONS) if combo >> index & 1] for combo in range(1 << len(REASONS))],
+        dtype=pl.List(pl.String),
+    )
+    return pl.DataFrame([customer_ids.gather(left).alias(Columns.Customer), lists.gather(bits[left])])
 
 
 def allocate(
@@ -283,21 +327,7 @@ def allocate(
     left_codes = np.concatenate([customer_codes[~keep], walk_c[~taken], pc[aside]])
     left_reason = np.concatenate([np.zeros(int((~keep).sum()), dtype=np.int8), reason[~taken], aside_reason])
     mask = ~has_offer[left_codes]
-    unallocated = (
-        pl.DataFrame({"_code": left_codes[mask], "_reason": left_reason[mask]})
-        .group_by("_code")
-        .agg(pl.col("_reason").unique().sort())
-        .sort("_code")
-        .select(
-            "_code",
-            pl.col("_reason")
-            .list.eval(pl.element().replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String))
-            .alias("reasons"),
-        )
-    )
-    unallocated = unallocated.with_columns(customer_ids.gather(unallocated["_code"]).alias(Columns.Customer)).select(
-        Columns.Customer, "reasons"
-    )
+    unallocated = _unallocated(left_codes[mask], left_reason[mask], customer_ids)
     return Allocation(selected=selected, unallocated=unallocated, rounds=rounds)
 
 

@@ -218,6 +218,15 @@ def test_customers_set_aside_beyond_a_full_audience_are_never_taken(seed):
         df, m=m, cap=cap, audience=audience, min_score=None
     )
     assert result.unallocated.rows() == sequential_reasons(df, m=m, cap=cap, audience=audience, min_score=None)
+    # rows in any order (not the customers table's): the same verdict per row, the same allocation
+    perm = rng.permutation(df.height)
+    shuffled = beyond_audience(customers[perm], df["score"].to_numpy()[perm], uncapped[perm], max_audience=audience)
+    assert shuffled.tolist() == aside[perm].tolist()
+    again = allocate(df[perm], offers_per_customer=m, capacity=cap, max_audience=audience)
+    assert sorted(again.selected.select("customer_id", "offer_id").iter_rows()) == sorted(
+        result.selected.select("customer_id", "offer_id").iter_rows()
+    )
+    assert again.unallocated.rows() == result.unallocated.rows()
 
 
 def test_audience_pruning_sets_aside_the_customers_below_the_threshold():
