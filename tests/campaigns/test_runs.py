@@ -347,3 +347,30 @@ def test_unselected_customers_stay_in_their_arm_share(db_engine, tmp_path):
     assert audience.filter(pl.col("contacted"))["selected"].all()
     manifest = export.verify_manifest(result.export_dir)
     assert manifest["audience_per_arm"] == dict(audience.group_by("arm").len().sort("arm").iter_rows())
+
+
+def test_a_ranker_that_ignores_eligibility_cannot_put_an_excluded_pair_on_the_list():
+    """The plan keeps only eligible pairs of the campaign's offers, whatever the ranker returns: here every
+    customer's every offer (excluded ones first), an offer outside the campaign and a customer it was not asked
+    about. C000-C009 have no consent (nothing is eligible), C010-C014 are students (no CARD, no LOAN)."""
+    ids = [f"C{i:03d}" for i in range(30)]
+    base = inputs(ids)
+
+    def rogue(strategy, *, customers, allowed, held, k):
+        rows = [(c, o, 10.0 if (c < "C010" or o != "SAVE") else 1.0) for c in customers["customer_id"] for o in OFFERS]
+        rows += [(c, "GOLD_BAR", 99.0) for c in customers["customer_id"]] + [("X999", "SAVE", 99.0)]
+        frame = pl.DataFrame(rows, schema=["customer_id", "offer_id", "score"], orient="row")
+        return frame.with_columns(pl.lit(1, dtype=pl.Int32).alias("rank"))
+
+    plan = plan_campaign(
+        spec(families=["credit_card", "deposit"], offers_per_customer=2),
+        **{**base, "ranker": rogue},
+        as_of=AS_OF,
+    )
+    targeted = set(plan.targets.select("customer_id", "offer_id").iter_rows())
+    # the rule's text: consent from C010 on; students C010-C014 get no card; LOAN is not a campaign family
+    eligible = {(c, o) for c in ids for o in ("CARD", "SAVE") if c >= "C010" and not (c <= "C014" and o == "CARD")}
+    assert targeted <= eligible
+    contacted = plan.targets.filter(pl.col("arm") != "control")
+    assert contacted.height > 0 and targeted  # the test is not vacuous: eligible pairs were taken
+    assert {c for c, _ in targeted} == {c for c, _ in eligible}  # no cap: every eligible customer gets an offer
