@@ -196,8 +196,19 @@ class PropensityModel(RankingModel):
         boosters learn from); ``dtype`` float64 holds them for prediction, which computes in double."""
         n, n_fam = frame.height, self._family_state()[0].size
         parts = []
-        for column, values in self.tag_maps.items():
-            codes = values.to_internal(frame[column], unknown="null") if column in frame.columns else np.full(n, -1)
+        # every tag column's codes in one select (-1: unknown or null), as IdMap.to_internal(unknown="null") gives
+        tags = frame.select(
+            pl.col(column)
+            .cast(pl.String)
+            .replace_strict(
+                values.external_ids, pl.arange(0, values.size, eager=True), default=-1, return_dtype=pl.Int64
+            )
+            .alias(column)
+            for column, values in self.tag_maps.items()
+            if column in frame.columns
+        )
+        for column in self.tag_maps:
+            codes = tags[column].to_numpy() if column in tags.columns else np.full(n, -1)
             parts.append(np.where(codes >= 0, codes, np.nan).astype(np.float32)[:, None])
         for column in self.numeric:
             col = frame[column].cast(pl.Float32).to_numpy() if column in frame.columns else np.full(n, np.nan)

@@ -192,3 +192,25 @@ def test_ranking_hands_propensity_only_its_candidates(world, monkeypatch):
     expected = [(ids[r], f"o{c}", int(k)) for r, c, k in zip(rows, cols, ranks)]
     got = list(recs.select(Columns.Customer, Columns.Offer, Columns.Rank).iter_rows())
     assert got == expected
+
+
+def test_tag_codes_of_known_unseen_null_and_missing_values(world):
+    """The customer block's tag columns: a value's position among the distinct training values in sorted order;
+    NaN (LightGBM's missing) for a value never seen in training, a null, or a column the frame lacks. Any dtype
+    is read as its text, as in training."""
+    events, customers, offers = world
+    model = _fit(events, customers, offers)
+    training = sorted(set(customers["occupation"]))  # the oracle: from the training frame, not from the model
+    assert training == ["employed", "student"]
+    asked = ["student", "employed", "pilot", None, "student"]
+    frame = pl.DataFrame({Columns.Customer: [f"n{i}" for i in range(5)], Columns.Segment: "all", "occupation": asked})
+    tag = list(model.tag_maps).index("occupation")
+    block = model._customer_block(frame, None, None)
+    expected = [training.index(v) if v in training else np.nan for v in asked]
+    np.testing.assert_array_equal(block[:, tag], np.array(expected, np.float32))
+    segment = list(model.tag_maps).index(Columns.Segment)
+    np.testing.assert_array_equal(block[:, segment], np.zeros(5, np.float32))  # "all", the only segment
+    without = model._customer_block(frame.drop("occupation"), None, None)
+    assert np.isnan(without[:, tag]).all()
+    as_categorical = model._customer_block(frame.with_columns(pl.col("occupation").cast(pl.Categorical)), None, None)
+    np.testing.assert_array_equal(as_categorical, block)
