@@ -630,6 +630,10 @@ def compact_eligibility(eligibility: Eligibility, rules: RuleSet) -> pl.DataFram
 def _compact_masked(masked: pl.DataFrame, codes: list[str], customer_bits: int) -> pl.DataFrame:
     """Rows (customer_id, offer_id, ``_mask``) split into one every-offer row per customer (its customer-level
     bits) and one row per pair with the other bits; masks spelled out as text (bit ``b`` = ``codes[b]``)."""
+    ids = masked[Columns.Customer]
+    if masked.height and ids.null_count() == 0 and ids.is_sorted():  # the usual case: no group-by, no merge
+        rows = _compact_sorted(masked, customer_bits)
+        return rows.select(Columns.Customer, Columns.Offer, mask_text(rows["_mask"], codes))
     per_customer = (
         masked.select(Columns.Customer, (pl.col("_mask") & customer_bits).alias("_mask"))
         .filter(pl.col("_mask") != 0)
@@ -642,6 +646,35 @@ def _compact_masked(masked: pl.DataFrame, codes: list[str], customer_bits: int) 
     ).filter(pl.col("_mask") != 0)
     rows = merged_by_customer(per_customer, per_pair, sorted_input=masked[Columns.Customer].is_sorted())
     return rows.select(Columns.Customer, Columns.Offer, mask_text(rows["_mask"], codes))
+
+
+def _compact_sorted(masked: pl.DataFrame, customer_bits: int) -> pl.DataFrame:
+    """:func:`_compact_masked`'s rows (customer_id, offer_id, ``_mask``) for rows in customer-id order, by runs of
+    equal ids: each run's every-offer row (the OR of its customer-level bits, when not 0) and then its pair rows
+    with other bits, in their order; the order the group-by and merge of the general case give."""
+    ids = masked[Columns.Customer]
+    mask = masked["_mask"].fill_null(0).to_numpy().astype(np.uint64, copy=False)
+    customer_part = mask & np.uint64(customer_bits)
+    pair_part = mask & ~np.uint64(customer_bits)
+    starts = np.flatnonzero((ids != ids.shift(1)).fill_null(True).to_numpy())
+    run_bits = np.bitwise_or.reduceat(customer_part, starts)
+    customer_src = starts[run_bits != 0]  # a run's every-offer row stands where its first row stood
+    pair_src = np.flatnonzero(pair_part != 0)
+    # both lists are increasing; a customer row goes before the pair rows from its run start on
+    at = np.searchsorted(pair_src, customer_src, side="left") + np.arange(customer_src.size)
+    is_customer = np.zeros(customer_src.size + pair_src.size, dtype=bool)
+    is_customer[at] = True
+    src = np.empty(is_customer.size, dtype=np.int64)
+    src[is_customer], src[~is_customer] = customer_src, pair_src
+    bits = np.empty(is_customer.size, dtype=np.uint64)
+    bits[is_customer], bits[~is_customer] = run_bits[run_bits != 0], pair_part[pair_src]
+    return pl.DataFrame(
+        [
+            ids.gather(src),
+            masked[Columns.Offer].gather(src).zip_with(pl.Series(~is_customer), pl.Series([None], dtype=pl.String)),
+            pl.Series("_mask", bits, dtype=pl.UInt64),
+        ]
+    )
 
 
 def merged_by_customer(first: pl.DataFrame, second: pl.DataFrame, *, sorted_input: bool) -> pl.DataFrame:

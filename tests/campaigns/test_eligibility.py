@@ -7,6 +7,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import pytest
 from campaign_world import AS_OF, default_rules, tables, world
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaigns.eligibility import (
     EligibilityConfigError,
@@ -479,3 +481,50 @@ def test_pairs_judged_in_slices_give_the_same_verdicts(monkeypatch):
     assert sliced.excluded.rows() == whole.excluded.rows() and sliced.eligible.rows() == whole.eligible.rows()
     assert whole.excluded.height + whole.eligible.height == 8
     assert len({tuple(r) for _, _, r in whole.exclusions.iter_rows()}) >= 3  # the customers are judged differently
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B", "C", "D", "E"]),
+            st.sampled_from(["CARD", "SAVE", "LOAN", None]),
+            st.integers(0, 15),
+        ),
+        max_size=40,
+    ),
+    customer_bits=st.integers(0, 15),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_storage_form_of_bit_masks_follows_its_definition(rows, customer_bits, shuffle, seed):
+    """_compact_masked, in customer order (the run's usual case: runs of equal ids, no group-by) and in any order:
+    per customer one every-offer row with the OR of its customer-level bits (when not 0), then each pair's other
+    bits (when not 0), masks as comma-separated codes. The oracle is that sentence in plain Python."""
+    import random
+
+    from campaigns.eligibility import _compact_masked
+
+    codes = ["consent", "fraud", "age", "credit_score"]
+    ordered = sorted(rows, key=lambda r: r[0]) if not shuffle else random.Random(seed).sample(rows, len(rows))
+    masked = pl.DataFrame(
+        ordered, schema={"customer_id": pl.String, "offer_id": pl.String, "_mask": pl.UInt64}, orient="row"
+    )
+
+    def text(bits: int) -> str:
+        return ",".join(c for b, c in enumerate(codes) if bits >> b & 1)
+
+    expected = []
+    for customer in sorted({c for c, _, _ in ordered}):
+        mine = [(o, m) for c, o, m in ordered if c == customer]
+        everyone = 0
+        for _, m in mine:
+            everyone |= m & customer_bits
+        if everyone:
+            expected.append((customer, None, text(everyone)))
+        expected += [(customer, o, text(m & ~customer_bits)) for o, m in mine if m & ~customer_bits]
+    got = _compact_masked(masked, codes, customer_bits)
+    assert got.columns == ["customer_id", "offer_id", "rule_ids"]
+    if not shuffle:  # in customer order: exactly that order, nothing to sort
+        assert got.rows() == expected
+    assert sorted(got.rows(), key=repr) == sorted(expected, key=repr)
