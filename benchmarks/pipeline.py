@@ -120,17 +120,25 @@ class StageRecorder:
         with self._lock:
             key = next(self._keys)
             self._open[key] = start_rss
-        started, cpu_started = time.perf_counter(), cpu_seconds()
+        started, cpu_started, faults_started = time.perf_counter(), cpu_seconds(), minor_faults()
         yield
         seconds = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_started
+        faults = minor_faults() - faults_started
         with self._lock:
             peak = max(self._open.pop(key), rss_mb())
         high_after = maxrss_mb()
         if high_after > high_before:
             peak = max(peak, high_after)
         self.stages.append(
-            {"stage": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "start_rss_mb": start_rss}
+            {
+                "stage": name,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "minor_faults": faults,
+                "peak_rss_mb": peak,
+                "start_rss_mb": start_rss,
+            }
         )
         if self.echo:  # one line per stage as it ends (a long run shows where it is)
             print(f"  {name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:,.0f} MiB", flush=True)
@@ -139,6 +147,11 @@ class StageRecorder:
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far: mostly first touches of memory it allocated."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # --- setup (parent) ----------------------------------------------------------------------------------------
@@ -387,6 +400,9 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
         stages[name] = {
             "seconds": seconds,
             "cpu_seconds": med([s.get("cpu_seconds", 0.0) for s in rows]) * (len(rows) / len(runs)),
+            "minor_faults": med([s["minor_faults"] for s in rows]) * (len(rows) / len(runs))
+            if all("minor_faults" in s for s in rows)
+            else None,
             "peak_rss_mb": med([s["peak_rss_mb"] for s in rows]),
             "share": seconds / total if total and name not in extra else None,
             "runs": [s["seconds"] for s in rows],
@@ -395,6 +411,7 @@ def summarise(runs: list[dict[str, Any]], order: tuple[str, ...], extra: tuple[s
     stages["other"] = {
         "seconds": max(total - counted, 0.0),
         "cpu_seconds": None,
+        "minor_faults": None,
         "peak_rss_mb": None,
         "share": max(total - counted, 0.0) / total if total else None,
         "runs": [],
@@ -422,6 +439,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
         ("stage", "left"),
         ("median s", "right"),
         ("CPU s", "right"),
+        ("page faults", "right"),
         ("share", "right"),
         ("peak RSS MiB", "right"),
         ("runs (s)", "left"),
@@ -432,6 +450,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
             name,
             f"{s['seconds']:.2f}",
             f"{s['cpu_seconds']:.2f}" if s.get("cpu_seconds") is not None else "-",
+            f"{s['minor_faults']:,.0f}" if s.get("minor_faults") is not None else "-",
             f"{s['share']:.0%}" if s["share"] is not None else "-",
             f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] is not None else "-",
             ", ".join(f"{v:.2f}" for v in s["runs"]),
@@ -440,6 +459,7 @@ def print_table(title: str, summary: dict[str, Any]) -> None:
         "total",
         f"{summary['total_seconds']:.2f}",
         f"{summary.get('cpu_seconds', 0.0):.2f}",
+        f"{summary['minor_faults']:,.0f}" if summary.get("minor_faults") is not None else "-",
         "100%",
         f"{summary['peak_rss_mb']:,.0f}",
         ", ".join(f"{v:.2f}" for v in summary["total_runs"]),

@@ -162,7 +162,7 @@ def beyond_audience(customers: np.ndarray, score: np.ndarray, uncapped: np.ndarr
     present = np.zeros(best_any.size, dtype=bool)
     present[customers] = True
     outside = present & (best_any < threshold)
-    return outside[customers]
+    return np.asarray(outside[customers], dtype=bool)
 
 
 def _best_scores(

@@ -454,7 +454,9 @@ class PropensityModel(RankingModel):
             pair_offers = offers if pick is None else offers[pick]
             pair_customers = customer_idx if pick is None else customer_idx[pick]
 
-            def build(start: int, stop: int, of: np.ndarray = pair_offers, ci: np.ndarray = pair_customers):
+            def build(
+                start: int, stop: int, of: np.ndarray = pair_offers, ci: np.ndarray = pair_customers
+            ) -> np.ndarray:
                 return self._pair_rows(block, act, rows, of[start:stop], ci[start:stop])
 
             lgb_threads = self._lgb_threads(self.predict_threads, pair_offers.size)
