@@ -559,9 +559,13 @@ def synthetic(*, customers: int, budget: float) -> dict[str, Any]:
     return result
 
 
-def propensity_scope(*, customers: int) -> dict[str, Any]:
-    """One booster over all offers vs one per family (defaults otherwise), on Santander and the synthetic world."""
+def propensity_variants(
+    *, customers: int, variants: dict[str, dict[str, Any]], baseline: str, label: str
+) -> dict[str, Any]:
+    """Propensity settings side by side (each ``variants`` entry overrides the defaults of config/models.toml) on
+    Santander and the synthetic world; each variant against ``baseline``, paired per customer."""
     from campaigns.contracts import load_world
+    from campaigns.demo.synthetic import generate_world
     from jobs.model_service import evaluate_models
     from jobs.settings import load_events, load_settings
 
@@ -571,50 +575,78 @@ def propensity_scope(*, customers: int) -> dict[str, Any]:
     test = _santander_task(customers_frame, kept, hidden, products)
     tags = ["segment", "age_band", "income_band", "tenure_band", "segmento", "activity", "sexo"]
     rows = {}
-    for scope in ("all", "family"):
+    for name, overrides in variants.items():
         kind, params, _ = configured(
-            "propensity", scope=scope, customer_columns=tags, numeric_columns=["age", "income", "tenure_months"]
+            "propensity", customer_columns=tags, numeric_columns=["age", "income", "tenure_months"], **overrides
         )
         recs, seconds = fit_rank(test, kind, params)
         overall, per = scored(test, recs)
-        rows[scope] = {
-            "model": f"propensity scope={scope}",
+        rows[name] = {
+            "model": f"propensity {label}={name}",
             "setting": "santander",
             **overall,
             "per_customer": per,
             "fit_rank_s": round(seconds, 1),
         }
-        print_row(rows[scope])
-    out["santander"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("map", "ndcg"))}
+        print_row(rows[name])
+    versus = f"versus_{baseline}"
+    out["santander"] = {"rows": strip(rows), versus: compare(rows, baseline=baseline, metrics=("map", "ndcg"))}
     settings = load_settings(ROOT / "config", environ={})
     events = load_events(settings)
     world_dir = OUT / f"synthetic_world_{customers}"
+    if not (world_dir / "ground_truth.json").exists():
+        generate_world(world_dir, customers=customers, seed=7)
     world = load_world(world_dir, event_types=events.event_types)
     rows = {}
-    for scope in ("all", "family"):
+    for name, overrides in variants.items():
         r = evaluate_models(
-            world,
-            settings,
-            events,
-            names=["propensity"],
-            k=10,
-            world_dir=world_dir,
-            params={"propensity": {"scope": scope}},
+            world, settings, events, names=["propensity"], k=10, world_dir=world_dir, params={"propensity": overrides}
         )[0][0]  # [1] is the added baseline
-        rows[scope] = {
-            "model": f"propensity scope={scope}",
+        rows[name] = {
+            "model": f"propensity {label}={name}",
             "setting": "synthetic",
             **r.result.overall,
             "gt_ndcg": r.ground_truth["ndcg"],
             "per_customer": r.per_customer,
             "fit_s": r.train_seconds,
         }
-        print_row(rows[scope])
-    out["synthetic"] = {"rows": strip(rows), "family_vs_all": compare(rows, baseline="all", metrics=("ndcg", "map"))}
+        print_row(rows[name])
+    out["synthetic"] = {"rows": strip(rows), versus: compare(rows, baseline=baseline, metrics=("ndcg", "map"))}
     for where in ("santander", "synthetic"):
-        d = out[where]["family_vs_all"]["family"]["ndcg"]
-        print(f"  {where}: family - all NDCG {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]", flush=True)
+        for name in variants:
+            if name == baseline:
+                continue
+            d = out[where][versus][name]["ndcg"]
+            print(
+                f"  {where}: {name} - {baseline} NDCG {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
+                flush=True,
+            )
     return out
+
+
+def propensity_scope(*, customers: int) -> dict[str, Any]:
+    """One booster over all offers vs one per family (defaults otherwise)."""
+    return propensity_variants(
+        customers=customers,
+        variants={"all": {"scope": "all"}, "family": {"scope": "family"}},
+        baseline="all",
+        label="scope",
+    )
+
+
+def propensity_trees(*, customers: int) -> dict[str, Any]:
+    """The shipped forest against half the trees at twice the learning rate, and half the trees alone: what a
+    campaign run pays for scoring is proportional to the trees (RESULTS.md, sixth session)."""
+    return propensity_variants(
+        customers=customers,
+        variants={
+            "200x0.05": {"n_estimators": 200, "learning_rate": 0.05},
+            "100x0.10": {"n_estimators": 100, "learning_rate": 0.10},
+            "100x0.05": {"n_estimators": 100, "learning_rate": 0.05},
+        },
+        baseline="200x0.05",
+        label="trees",
+    )
 
 
 def main() -> None:
@@ -649,6 +681,8 @@ def main() -> None:
         results["synthetic"] = synthetic(customers=args.customers, budget=args.budget)
     if "scope" in chosen:
         results["scope"] = propensity_scope(customers=args.customers)
+    if "trees" in chosen:
+        results["trees"] = propensity_trees(customers=args.customers)
     results["seconds"] = round(time.perf_counter() - started, 1)
     target = args.out / f"quality_{'_'.join(chosen)}{'_' + str(int(args.budget)) if subset else ''}.json"
     target.write_text(json.dumps(results, indent=2, default=str) + "\n")
