@@ -29,6 +29,7 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ Bools = npt.NDArray[np.bool_]
 
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
+PREDICT_CHUNK_ROWS = 32_768  # rows encoded and scored at a time by a prepared model (predict)
 
 
 class UpliftModelError(UserError):
@@ -221,7 +223,32 @@ class UpliftModel(ABC):
         return self
 
     def predict(self, features: pl.DataFrame, *, threads: int = 1) -> np.ndarray:
-        return self._predict(self._encoding().matrix(features), threads=threads)
+        """Predicted uplift of each row of ``features``.
+
+        With compiled boosters (a campaign run) the rows are encoded and scored :data:`PREDICT_CHUNK_ROWS` at a
+        time, on ``threads`` threads, every booster on a chunk while it is in the cache: no matrix of all rows
+        (617,000 x 51 doubles for ``cc_uplift`` at 1M, which the compiled code copied once per booster because
+        Polars hands it over column-major). Each row's uplift is computed alone, so the result is the same."""
+        encoding = self._encoding()
+        n = features.height
+        chunk = PREDICT_CHUNK_ROWS
+        if self._predictor is None or n <= chunk:
+            return self._predict(np.ascontiguousarray(encoding.matrix(features)), threads=threads)
+        out = np.empty(n, np.float64)
+
+        def score(start: int, threads: int = 1) -> None:
+            rows = np.ascontiguousarray(encoding.matrix(features.slice(start, chunk)))
+            out[start : start + rows.shape[0]] = self._predict(rows, threads=threads)
+
+        score(0, threads)  # first: each booster's code is checked here, one chunk at a time
+        rest = range(chunk, n, chunk)
+        if threads > 1 and all(self._predictor.compiled):  # compiled code is reentrant; LightGBM stays serial
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(score, rest))  # list(): re-raises a worker's exception here
+        else:
+            for start in rest:
+                score(start, threads)
+        return out
 
     # --- learners ---------------------------------------------------------------------------------------
     @abstractmethod

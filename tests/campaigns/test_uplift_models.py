@@ -84,7 +84,7 @@ def test_bad_training_data_is_one_clear_error():
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_compiled_boosters_predict_the_same_uplift(kind, tmp_path):
+def test_compiled_boosters_predict_the_same_uplift(kind, tmp_path, monkeypatch):
     """prepare_scoring (a campaign run): with the code cached by an earlier run, every booster is compiled at once
     and the uplift is LightGBM's (the oracle: the same model unprepared), unknown categories and nulls included."""
     from recommender.models.compiled_trees import compile_trees
@@ -102,5 +102,9 @@ def test_compiled_boosters_predict_the_same_uplift(kind, tmp_path):
     model.prepare_scoring(cache_dir=tmp_path)
     assert model._predictor is not None and all(model._predictor.compiled)
     np.testing.assert_allclose(model.predict(test, threads=2), expected, rtol=0, atol=1e-12)
+    # in chunks of 300 rows (the last one shorter) on 2 threads, and on 1: the same uplift, row for row
+    monkeypatch.setattr("campaigns.uplift.models.PREDICT_CHUNK_ROWS", 300)
+    np.testing.assert_allclose(model.predict(test, threads=2), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.predict(test, threads=1), expected, rtol=0, atol=1e-12)
     refit = model.fit(frame, treatment=t, outcome=y, threads=1, seed=4)  # new boosters: the old code is dropped
     assert refit._predictor is None
