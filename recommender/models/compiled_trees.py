@@ -246,10 +246,10 @@ class Predictor:
     ) -> npt.NDArray[np.float64]:
         """:meth:`predict` of ``n_rows`` rows that ``build(start, stop)`` makes (rows ``start`` to ``stop - 1``).
 
-        With compiled code, ``threads`` threads each build and score ``chunk_rows`` (:data:`CHUNK_ROWS`) rows at a time: the rows are
-        scored while they are still in the CPU cache, the building runs in parallel too, and the rows are never all
-        in memory at once (4M pairs of 81 features are 2.6 GB of doubles). Each row's score is computed alone, so
-        the result is the same as :meth:`predict` of all rows."""
+        With compiled code, ``threads`` threads each build and score ``chunk_rows`` (default :data:`CHUNK_ROWS`)
+        rows at a time: the rows are scored while they are still in the CPU cache, the building runs in parallel
+        too, and the rows are never all in memory at once (4M pairs of 81 features are 2.6 GB of doubles). Each
+        row's score is computed alone, so the result is the same as :meth:`predict` of all rows."""
         compiled = self._ready(i, n_rows, lambda: build(0, min(n_rows, PROBE_ROWS)))
         if compiled is None:
             return np.asarray(self._boosters[i].predict(build(0, n_rows), num_threads=lgb_threads), dtype=np.float64)
