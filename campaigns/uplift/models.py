@@ -29,7 +29,6 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy.typing as npt
 import polars as pl
 
 from recommender.errors import UserError
-from recommender.models.compiled_trees import Predictor
+from recommender.models.compiled_trees import Predictor, fill_in_chunks
 from recommender.models.forest_text import BoosterText
 
 Matrix = npt.NDArray[np.float64]  # rows x encoded feature columns
@@ -236,18 +235,18 @@ class UpliftModel(ABC):
             return self._predict(np.ascontiguousarray(encoding.matrix(features)), threads=threads)
         out = np.empty(n, np.float64)
 
-        def score(start: int, threads: int = 1) -> None:
-            rows = np.ascontiguousarray(encoding.matrix(features.slice(start, chunk)))
-            out[start : start + rows.shape[0]] = self._predict(rows, threads=threads)
+        def rows(start: int, stop: int) -> Matrix:
+            return np.ascontiguousarray(encoding.matrix(features.slice(start, stop - start)))
 
-        score(0, threads)  # first: each booster's code is checked here, one chunk at a time
-        rest = range(chunk, n, chunk)
+        out[:chunk] = self._predict(rows(0, chunk), threads=threads)  # first: each booster's code is checked here
         if threads > 1 and all(self._predictor.compiled):  # compiled code is reentrant; LightGBM stays serial
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(score, rest))  # list(): re-raises a worker's exception here
+            fill_in_chunks(
+                out, lambda a, b: self._predict(rows(a, b), threads=1), chunk_rows=chunk, threads=threads, start=chunk
+            )
         else:
-            for start in rest:
-                score(start, threads)
+            fill_in_chunks(
+                out, lambda a, b: self._predict(rows(a, b), threads=threads), chunk_rows=chunk, threads=1, start=chunk
+            )
         return out
 
     # --- learners ---------------------------------------------------------------------------------------

@@ -257,19 +257,39 @@ class Predictor:
         if n_rows <= chunk_rows:
             return compiled.predict(build(0, n_rows), threads=threads)
         out = np.empty(n_rows, np.float64)
-
-        def score(start: int) -> None:
-            stop = min(start + chunk_rows, n_rows)
-            out[start:stop] = compiled.predict(build(start, stop), threads=1)
-
-        starts = range(0, n_rows, chunk_rows)
-        if threads <= 1:
-            for start in starts:
-                score(start)
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(score, starts))  # list(): re-raises a worker's exception here
+        fill_in_chunks(
+            out,
+            lambda start, stop: compiled.predict(build(start, stop), threads=1),
+            chunk_rows=chunk_rows,
+            threads=threads,
+        )
         return out
+
+
+def fill_in_chunks(
+    out: npt.NDArray[np.float64],
+    score: Callable[[int, int], npt.NDArray[np.floating]],
+    *,
+    chunk_rows: int,
+    threads: int,
+    start: int = 0,
+) -> None:
+    """``out[a:b] = score(a, b)`` for consecutive chunks of ``chunk_rows`` rows from ``start`` to the end of ``out``:
+    in order on one thread, or on ``threads`` threads, each taking the next chunk as it frees up (``score`` is then
+    called from several threads at once). A chunk's exception is raised here."""
+    n = out.shape[0]
+
+    def one(begin: int) -> None:
+        end = min(begin + chunk_rows, n)
+        out[begin:end] = score(begin, end)
+
+    begins = range(start, n, chunk_rows)
+    if threads <= 1:
+        for begin in begins:
+            one(begin)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, begins))  # list(): re-raises a worker's exception
 
 
 def compiled_or_none(model_text: str, cache_dir: Path | None, *, what: str) -> CompiledTrees | None:
