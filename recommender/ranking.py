@@ -168,6 +168,10 @@ def rank_within_segments(
     # customers whose segment has no allow-list.
     blocked = np.vstack([~mask, np.ones((1, fitted.offers.size), dtype=np.bool_)])
     seg_row = np.where(seg_idx >= 0, seg_idx, segments.size)
+    # Only offers some segment allows can rank: the top-k step sorts those columns, not the whole catalogue (a
+    # campaign's ten offers of a bank's forty). Kept in column order, so ties still go to the lower column.
+    live = np.flatnonzero(~blocked[np.unique(seg_row)].all(axis=0))
+    every_column = live.size == fitted.offers.size
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):
         stop = min(start + batch_size, customers.height)
@@ -175,10 +179,12 @@ def rank_within_segments(
         held_block = held_matrix[start:stop]
         needed[np.repeat(np.arange(stop - start), np.diff(held_block.indptr)), held_block.indices] = False
         scores = model.score(customers.slice(start, stop - start), rows=model_rows[start:stop], needed=needed)
+        if not every_column:
+            scores, needed = scores[:, live], needed[:, live]
         np.copyto(scores, -np.inf, where=~needed)
         rows, cols, vals, ranks = top_k_masked(scores, k)
         parts_rows.append(rows + start)
-        parts_cols.append(cols)
+        parts_cols.append(cols if every_column else live[cols])
         parts_vals.append(vals)
         parts_ranks.append(ranks)
     if not parts_rows:

@@ -52,11 +52,25 @@ class SegmentChampion:
 
     def model_for(self, segments: pl.Series) -> np.ndarray:
         """The member name of each customer, from its segment."""
-        mapping = pl.DataFrame({"_seg": list(self.champions), "_name": list(self.champions.values())})
-        named = pl.DataFrame({"_seg": segments.cast(pl.String)}).join(
-            mapping, on="_seg", how="left", maintain_order="left"
+        names: np.ndarray = np.asarray(self._names, dtype=object)[self._member_codes(segments)]
+        return names
+
+    def _member_codes(self, segments: pl.Series) -> np.ndarray:
+        """Each customer's member as a position in ``self._names`` (from its segment; the overall champion's
+        for any other segment): one integer per customer, not a string, for the masks below."""
+        overall = self._names.index(self.champions["*"])
+        named = {seg: self._names.index(name) for seg, name in self.champions.items() if seg != "*"}
+        if not named:
+            return np.full(segments.len(), overall, dtype=np.int64)
+        return (
+            segments.cast(pl.String)
+            .replace_strict(list(named), list(named.values()), default=overall, return_dtype=pl.Int64)
+            .to_numpy()
         )
-        return named["_name"].fill_null(self.champions["*"]).to_numpy()
+
+    @property
+    def _names(self) -> list[str]:
+        return sorted(set(self.champions.values()))
 
     def score(
         self,
@@ -68,34 +82,44 @@ class SegmentChampion:
         frame = _as_frame(customers)
         if Columns.Segment not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(Columns.Segment))
-        names = self.model_for(frame[Columns.Segment])
-        out = np.full((frame.height, self.offers.size), -np.inf, dtype=np.float32)
-        for name in np.unique(names):
-            member = self.members[str(name)]
+        codes = self._member_codes(frame[Columns.Segment])
+        names = self._names
+        counts = np.bincount(codes, minlength=len(names))
+        out: np.ndarray | None = None
+        for code in np.flatnonzero(counts):
+            member = self.members[names[code]]
             fitted = member._fitted()
-            mask = names == name
+            everyone = counts[code] == frame.height  # one member for the whole block: nothing to select
+            mask = None if everyone else codes == code
             same_rows = rows is not None and fitted.customers.external_ids.equals(self.customers.external_ids)
             same_offers = fitted.offers.external_ids.equals(self.offers.external_ids)
             cols = None if same_offers else fitted.offers.to_internal(self.offers.external_ids, unknown="null")
             member_needed = None
             if needed is not None:  # the member's columns: the pairs of offers it knows
+                mine = needed if mask is None else needed[mask]
                 if cols is None:
-                    member_needed = needed[mask]
+                    member_needed = mine
                 else:
-                    member_needed = np.zeros((int(mask.sum()), fitted.offers.size), dtype=bool)
-                    member_needed[:, cols[cols >= 0]] = needed[mask][:, cols >= 0]
+                    member_needed = np.zeros((mine.shape[0], fitted.offers.size), dtype=bool)
+                    member_needed[:, cols[cols >= 0]] = mine[:, cols >= 0]
             scores = member.score(
-                frame.filter(pl.Series(mask)),
-                rows=rows[mask] if rows is not None and same_rows else None,
+                frame if mask is None else frame.filter(pl.Series(mask)),
+                rows=(rows if mask is None else rows[mask]) if rows is not None and same_rows else None,
                 needed=member_needed,
             )
-            if cols is None:
-                out[mask] = scores
-            else:
+            if cols is not None:
                 known = cols >= 0
-                block = np.full((int(mask.sum()), self.offers.size), -np.inf, dtype=np.float32)
+                block = np.full((scores.shape[0], self.offers.size), -np.inf, dtype=np.float32)
                 block[:, known] = scores[:, cols[known]]
-                out[mask] = block
+                scores = block
+            if mask is None:
+                out = np.asarray(scores, dtype=np.float32)
+                break
+            if out is None:
+                out = np.full((frame.height, self.offers.size), -np.inf, dtype=np.float32)
+            out[mask] = scores
+        if out is None:  # no customers
+            out = np.full((frame.height, self.offers.size), -np.inf, dtype=np.float32)
         return out
 
     def is_warm(self, customer_ids: pl.Series | list[str]) -> np.ndarray:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 COMPILE_AFTER_ROWS = 1_000_000
 INLINE_LEAVES = 10_000  # forests with more leaves in all compile without inlining (see the module docstring)
 PROBE_ROWS = 256  # rows of the agreement check against LightGBM
+PROBE_PIECES = 16  # ... taken in this many runs spread over the rows to score (spread_probe)
 TOLERANCE = 1e-9  # on probabilities; the measured difference is a few ulps of a double
 CHUNK_ROWS = 4096  # rows built and scored at a time by predict_built: 2.6 MB of 81 doubles each, cache-sized
 
@@ -250,7 +251,7 @@ class Predictor:
         rows at a time: the rows are scored while they are still in the CPU cache, the building runs in parallel
         too, and the rows are never all in memory at once (4M pairs of 81 features are 2.6 GB of doubles). Each
         row's score is computed alone, so the result is the same as :meth:`predict` of all rows."""
-        compiled = self._ready(i, n_rows, lambda: build(0, min(n_rows, PROBE_ROWS)))
+        compiled = self._ready(i, n_rows, lambda: spread_probe(n_rows, build))
         if compiled is None:
             return np.asarray(self._boosters[i].predict(build(0, n_rows), num_threads=lgb_threads), dtype=np.float64)
         chunk_rows = CHUNK_ROWS if chunk_rows is None else max(1, int(chunk_rows))
@@ -264,6 +265,19 @@ class Predictor:
             threads=threads,
         )
         return out
+
+
+def spread_probe(
+    n_rows: int, build: Callable[[int, int], npt.NDArray[np.floating]], *, pieces: int = PROBE_PIECES
+) -> npt.NDArray[np.floating]:
+    """About :data:`PROBE_ROWS` rows for the agreement check, in ``pieces`` runs spread evenly over the ``n_rows``
+    rows ``build`` makes: the rows come grouped (the propensity pairs offer by offer), and the first rows alone
+    would check one group's branches only."""
+    if n_rows <= PROBE_ROWS:
+        return build(0, n_rows)
+    run = max(1, PROBE_ROWS // pieces)
+    starts = np.linspace(0, n_rows - run, pieces).astype(np.int64)
+    return np.concatenate([build(int(s), int(s) + run) for s in starts])
 
 
 def fill_in_chunks(

@@ -73,3 +73,34 @@ def test_a_pair_scoring_member_gets_only_its_segments_candidates_in_its_own_colu
     held_pairs = set(held.iter_rows())
     wanted = sum(1 for c in even[Columns.Customer] for o in known if (c, o) not in held_pairs)
     assert predicted[0] == wanted
+
+
+def test_blocks_of_one_segment_and_mixed_blocks_rank_alike():
+    """A block whose customers all share one member is scored by that member alone, with no selection; mixed
+    blocks, one-member blocks and one block of everybody give the same ranking, each segment its champion's."""
+    train, _, customers, offers = checkerboard()
+    data = InteractionMatrix.from_frame(train)
+    ease = build_model("ease", {"regularization": 1.0}).fit(data, customers=customers, offers=offers)
+    popularity = build_model("popularity", {"by_segment": False}).fit(data, customers=customers, offers=offers)
+    champion = SegmentChampion({"ease": ease, "popularity": popularity}, {"*": "popularity", "even": "ease"})
+    ordered = customers.sort(Columns.Segment, Columns.Customer)  # the evens, then the odds
+    evens = int((ordered[Columns.Segment] == "even").sum())
+    assert 0 < evens < ordered.height
+    allowed = pl.DataFrame(
+        {
+            Columns.Segment: ["even"] * N_OFFERS + ["odd"] * N_OFFERS,
+            Columns.Offer: [_offer(j) for j in range(N_OFFERS)] * 2,
+        }
+    )
+    held = train.select(Columns.Customer, Columns.Product)
+    by_segment = rank_within_segments(champion, customers=ordered, allowed=allowed, held=held, k=3, batch_size=evens)
+    mixed = rank_within_segments(champion, customers=ordered, allowed=allowed, held=held, k=3, batch_size=evens + 1)
+    whole = rank_within_segments(champion, customers=ordered, allowed=allowed, held=held, k=3)
+    assert by_segment.equals(mixed) and by_segment.equals(whole)
+    for model, segment in ((ease, "even"), (popularity, "odd")):
+        part = ordered.filter(pl.col(Columns.Segment) == segment)
+        expected = rank_within_segments(model, customers=part, allowed=allowed, held=held, k=3)
+        assert by_segment.filter(pl.col(Columns.Segment) == segment).equals(expected)
+    assert list(champion.model_for(ordered[Columns.Segment])) == ["ease"] * evens + ["popularity"] * (
+        ordered.height - evens
+    )

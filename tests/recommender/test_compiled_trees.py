@@ -176,7 +176,13 @@ def test_rows_built_and_scored_in_chunks_on_threads_score_as_all_rows(booster, t
 
     got = predictor.predict_built(0, x.shape[0], build, threads=2, lgb_threads=1, chunk_rows=300)
     np.testing.assert_allclose(got, booster.predict(x), rtol=0, atol=1e-12)
-    chunks = sorted(r for r in ranges if r != (0, compiled_trees.PROBE_ROWS))  # the agreement check's probe
+    # first the agreement check's probe: 16 runs of 16 rows spread over all rows (the first, the last, between)
+    run, pieces = compiled_trees.PROBE_ROWS // compiled_trees.PROBE_PIECES, compiled_trees.PROBE_PIECES
+    probe = ranges[:pieces]
+    assert [stop - start for start, stop in probe] == [run] * pieces
+    assert probe[0] == (0, run) and probe[-1] == (5_000 - run, 5_000)
+    assert all(b[0] - a[0] in (332, 333) for a, b in zip(probe, probe[1:]))  # (5000 - 16) / 15 apart
+    chunks = sorted(ranges[pieces:])
     assert chunks == [(s, min(s + 300, 5_000)) for s in range(0, 5_000, 300)]
     assert len({workers[c] for c in chunks}) == 2 and threading.get_ident() not in {workers[c] for c in chunks}
     # one thread: the same chunks in order; fewer rows than a chunk: built once
