@@ -436,7 +436,7 @@ class PropensityModel(RankingModel):
         block = self._customer_block(frame, act, rows, np.float64)  # the prediction converts nothing
         # Pairs go through the trees offer by offer (column-major), not customer by customer: 42 % of the splits
         # test the offer or its family, and with one offer after another those branches are all predicted.
-        # The compiled trees took 30 % less CPU for the same rows (benchmarks/RESULTS.md, seventh session).
+        # The compiled trees took 20-30 % less CPU for the same rows (benchmarks/RESULTS.md, seventh session).
         if needed is None:
             offers = np.repeat(np.arange(m), n)
             customer_idx = np.tile(np.arange(n), m)
