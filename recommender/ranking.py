@@ -170,7 +170,8 @@ def rank_within_segments(
     seg_row = np.where(seg_idx >= 0, seg_idx, segments.size)
     # Only offers some segment allows can rank: the top-k step sorts those columns, not the whole catalogue (a
     # campaign's ten offers of a bank's forty). Kept in column order, so ties still go to the lower column.
-    live = np.flatnonzero(~blocked[np.unique(seg_row)].all(axis=0))
+    present = np.bincount(seg_row, minlength=segments.size + 1) > 0  # the segments (rows of blocked) of customers
+    live = np.flatnonzero(~blocked[present].all(axis=0))
     every_column = live.size == fitted.offers.size
     parts_rows, parts_cols, parts_vals, parts_ranks = [], [], [], []
     for start in range(0, customers.height, batch_size):

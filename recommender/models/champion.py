@@ -28,6 +28,7 @@ class SegmentChampion:
             raise UserError("champion per segment needs an overall champion ('*') and every chosen model loaded")
         self.members = members
         self.champions = dict(champions)
+        self._names = sorted(set(self.champions.values()))  # the members that score someone, by code
         overall = members[champions["*"]]
         fitted = overall._fitted()
         self.offers = fitted.offers
@@ -67,10 +68,6 @@ class SegmentChampion:
             .replace_strict(list(named), list(named.values()), default=overall, return_dtype=pl.Int64)
             .to_numpy()
         )
-
-    @property
-    def _names(self) -> list[str]:
-        return sorted(set(self.champions.values()))
 
     def score(
         self,
@@ -112,7 +109,7 @@ class SegmentChampion:
                 block = np.full((scores.shape[0], self.offers.size), -np.inf, dtype=np.float32)
                 block[:, known] = scores[:, cols[known]]
                 scores = block
-            if mask is None:
+            if mask is None:  # the member's own array: RankingModel.score returns a fresh one, the caller's to keep
                 out = np.asarray(scores, dtype=np.float32)
                 break
             if out is None:
