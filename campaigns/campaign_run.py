@@ -632,22 +632,19 @@ def commit_plan(
         "offers": plan.offers,
         "error": None,
     }
-    # Control and held-out rows are virtual contacts: they count toward this campaign's own cap only.
-    contacts = rows.select(
-        "run_id",
-        "campaign_id",
-        Columns.Customer,
-        Columns.Offer,
-        "channel",
-        pl.lit(scheduled_for, dtype=pl.Datetime("us")).alias("contacted_at"),
-        contacted_expr("arm").alias("contacted"),
-    )
     audience = plan.audience.with_columns(pl.lit(run_id).alias("run_id"))
     published = False
     try:
         with stage("database"), engine.begin() as conn:
             run_repository.insert_run(
-                conn, run=run, targets=rows, audience=audience, exclusions=stored_exclusions(plan), contacts=contacts
+                conn,
+                run=run,
+                targets=rows,
+                audience=audience,
+                exclusions=stored_exclusions(plan),
+                # one contact per target row; control and held-out rows are virtual contacts, which count toward
+                # this campaign's own cap only
+                contacted_at=scheduled_for,
             )
             # The run key is ours now (uncommitted row): anything under this run id is an earlier crash's.
             export.remove_leftovers(staged)

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, Select, Table, or_, select
+from sqlalchemy import Connection, Engine, Select, Table, false, literal, or_, select
 
+from campaigns.arms import is_contacted
 from campaigns.db.bulk import insert_frame
 from campaigns.db.models import (
     CampaignRun,
@@ -117,14 +118,19 @@ def insert_run(
     targets: pl.DataFrame,
     audience: pl.DataFrame,
     exclusions: pl.DataFrame,
-    contacts: pl.DataFrame,
+    contacted_at: datetime,
 ) -> None:
     """Insert the run row first (the unique key makes a concurrent second writer fail here), then its rows.
 
     The exclusions (customer_id, offer_id or null for every offer, rule_ids text) and the eligible audience go
     in blocks of :data:`BLOCK_ROWS` rows in customer-id order (:class:`~campaigns.db.models.RunBlock`): a
-    million-customer run excludes millions of pairs, and one row per pair was most of the run's time. Contacts
-    go in customer order: their index leads with the customer id, and appending to a B-tree is several times
+    million-customer run excludes millions of pairs, and one row per pair was most of the run's time.
+
+    The contact history gets one row per target row, at ``contacted_at``: ``contacted`` is true for the arms a
+    contact reaches (:func:`campaigns.arms.is_contacted`: not control, not a holdout), false for the virtual
+    contacts of control and held-out rows. The database copies those rows from the target rows it has just
+    stored (one ``INSERT ... SELECT``): 190,000 rows took 0.5 s that way against 1.6 s through Python tuples.
+    They go in customer order: their index leads with the customer id, and appending to a B-tree is several times
     faster than inserting at random places.
     """
     conn.execute(table_of(CampaignRun).insert().values(**run))
@@ -135,7 +141,30 @@ def insert_run(
     ]
     if blocks:
         conn.execute(table_of(RunBlock).insert(), [{"run_id": run["run_id"], **block} for block in blocks])
-    insert_frame(conn, table_of(ContactHistory), contacts.sort("customer_id", "contacted_at", maintain_order=True))
+    if targets.height:
+        insert_contacts(conn, run_id=run["run_id"], arms=targets["arm"].unique().to_list(), contacted_at=contacted_at)
+
+
+def insert_contacts(conn: Connection, *, run_id: str, arms: list[str], contacted_at: datetime) -> None:
+    """The contact history of run ``run_id`` from its stored target rows (see :func:`insert_run`); ``arms``: the
+    arms of those rows."""
+    targets, contacts = table_of(TargetListRow), table_of(ContactHistory)
+    reached = sorted(arm for arm in arms if is_contacted(arm))
+    rows = (
+        select(
+            targets.c.run_id,
+            targets.c.campaign_id,
+            targets.c.customer_id,
+            targets.c.offer_id,
+            targets.c.channel,
+            literal(contacted_at, type_=contacts.c.contacted_at.type).label("contacted_at"),
+            (targets.c.arm.in_(reached) if reached else false()).label("contacted"),
+        )
+        .where(targets.c.run_id == run_id)
+        .order_by(targets.c.customer_id, targets.c.arm, targets.c.offer_rank)
+    )
+    columns = ["run_id", "campaign_id", "customer_id", "offer_id", "channel", "contacted_at", "contacted"]
+    conn.execute(contacts.insert().from_select(columns, rows))
 
 
 def row_blocks(frame: pl.DataFrame, *, rows: int = BLOCK_ROWS) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from datetime import datetime
 import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 
 from campaigns import run_repository
 from campaigns.db.models import CampaignRun, Exclusion, RunAudience, RunBlock
@@ -123,7 +123,7 @@ def test_audience_blocks_give_the_report_audience_and_the_latest_segment(db_engi
                 targets=pl.DataFrame(),
                 audience=audience(rows),
                 exclusions=pl.DataFrame(schema=run_repository.EXCLUSION_SCHEMA),
-                contacts=pl.DataFrame(schema={"customer_id": pl.String, "contacted_at": pl.Datetime("us")}),
+                contacted_at=when,
             )
         _, _, stored = run_repository.run_for_report(db_engine, f"c{start}", run_id)
         assert stored.sort("customer_id").rows() == audience(rows).sort("customer_id").rows()
@@ -164,7 +164,7 @@ def test_a_customer_segment_from_rows_before_0005_or_blocks_whichever_is_later(d
             targets=pl.DataFrame(),
             audience=audience([("c1", "family")]),
             exclusions=pl.DataFrame(schema=run_repository.EXCLUSION_SCHEMA),
-            contacts=pl.DataFrame(schema={"customer_id": pl.String, "contacted_at": pl.Datetime("us")}),
+            contacted_at=datetime(2026, 6, 1),
         )
     assert run_repository.customer_segment(db_engine, "c1") == "family"
     _, _, old = run_repository.run_for_report(db_engine, "old")
@@ -193,3 +193,70 @@ def test_exclusion_rows_merged_in_customer_order_without_a_sort(first, second, p
     blocks = run_repository.row_blocks(merged, rows=4)
     ids = [i for blk in blocks for i in pl.read_parquet(io.BytesIO(blk["data"]))["customer_id"].to_list()]
     assert ids == sorted(first + second)  # blocks are in customer-id order either way
+
+
+ARMS = st.sampled_from(["control", "model_a", "model_a:holdout", "best", "best:holdout", "uplift"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(IDS, st.sampled_from(["CARD", "LOAN", "DEP"]), ARMS), max_size=15, unique_by=lambda r: r[:2]
+    )
+)
+def test_the_contact_history_has_one_row_per_target_row_and_only_reached_arms_are_contacted(db_engine, rows):
+    """The database copies the contacts from the stored target rows. Oracle from the rule's text: every target row
+    is a contact at the fire time; control rows and held-out rows are virtual contacts (not contacted)."""
+    from campaigns.db.models import ContactHistory, TargetListRow
+
+    with db_engine.begin() as conn:
+        for table in (ContactHistory, TargetListRow, CampaignRun):
+            conn.execute(delete(table))
+    run_id, when = f"h{next(RUN_NUMBERS)}", datetime(2026, 6, 3, 9, 30)
+    targets = pl.DataFrame(
+        {
+            "run_id": [run_id] * len(rows),
+            "schema_version": ["1"] * len(rows),
+            "campaign_id": ["camp"] * len(rows),
+            "customer_id": [r[0] for r in rows],
+            "offer_id": [r[1] for r in rows],
+            "offer_rank": [1] * len(rows),
+            "score": [0.5] * len(rows),
+            "segment": ["s"] * len(rows),
+            "arm": [r[2] for r in rows],
+            "channel": ["sms"] * len(rows),
+            "generated_at": [when] * len(rows),
+        },
+        schema_overrides={"customer_id": pl.String, "offer_id": pl.String, "arm": pl.String},
+    )
+    with db_engine.begin() as conn:
+        run_repository.insert_run(
+            conn,
+            run={
+                "run_id": run_id,
+                "campaign_id": "camp",
+                "scheduled_for": when,
+                "status": "succeeded",
+                "started_at": when,
+            },
+            targets=targets,
+            audience=pl.DataFrame(schema=run_repository.AUDIENCE_SCHEMA),
+            exclusions=pl.DataFrame(schema=run_repository.EXCLUSION_SCHEMA),
+            contacted_at=when,
+        )
+        stored = conn.execute(
+            select(
+                ContactHistory.run_id,
+                ContactHistory.campaign_id,
+                ContactHistory.customer_id,
+                ContactHistory.offer_id,
+                ContactHistory.channel,
+                ContactHistory.contacted_at,
+                ContactHistory.contacted,
+            )
+        ).all()
+    expected = [
+        (run_id, "camp", customer, offer, "sms", when, not (arm == "control" or arm.endswith(":holdout")))
+        for customer, offer, arm in rows
+    ]
+    assert sorted(tuple(r) for r in stored) == sorted(expected)
