@@ -129,7 +129,7 @@ def insert_run(
     The contact history gets one row per target row, at ``contacted_at``: ``contacted`` is true for the arms a
     contact reaches (:func:`campaigns.arms.is_contacted`: not control, not a holdout), false for the virtual
     contacts of control and held-out rows. The database copies those rows from the target rows it has just
-    stored (one ``INSERT ... SELECT``): 190,000 rows took 0.5 s that way against 1.6 s through Python tuples.
+    stored (one ``INSERT ... SELECT``): 190,000 rows took 0.4 s that way against 1.7 s through Python tuples.
     They go in customer order: their index leads with the customer id, and appending to a B-tree is several times
     faster than inserting at random places.
     """
