@@ -28,7 +28,10 @@ class SegmentChampion:
             raise UserError("champion per segment needs an overall champion ('*') and every chosen model loaded")
         self.members = members
         self.champions = dict(champions)
-        self._names = sorted(set(self.champions.values()))  # the members that score someone, by code
+        # members by code (position in _names), and each named segment's member code; others get the overall's
+        self._names = sorted(set(self.champions.values()))
+        self._overall_code = self._names.index(self.champions["*"])
+        self._segment_codes = {seg: self._names.index(name) for seg, name in self.champions.items() if seg != "*"}
         overall = members[champions["*"]]
         fitted = overall._fitted()
         self.offers = fitted.offers
@@ -59,13 +62,12 @@ class SegmentChampion:
     def _member_codes(self, segments: pl.Series) -> np.ndarray:
         """Each customer's member as a position in ``self._names`` (from its segment; the overall champion's
         for any other segment): one integer per customer, not a string, for the masks below."""
-        overall = self._names.index(self.champions["*"])
-        named = {seg: self._names.index(name) for seg, name in self.champions.items() if seg != "*"}
+        named = self._segment_codes
         if not named:
-            return np.full(segments.len(), overall, dtype=np.int64)
+            return np.full(segments.len(), self._overall_code, dtype=np.int64)
         return (
             segments.cast(pl.String)
-            .replace_strict(list(named), list(named.values()), default=overall, return_dtype=pl.Int64)
+            .replace_strict(list(named), list(named.values()), default=self._overall_code, return_dtype=pl.Int64)
             .to_numpy()
         )
 

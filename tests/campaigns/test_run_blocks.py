@@ -195,7 +195,11 @@ def test_exclusion_rows_merged_in_customer_order_without_a_sort(first, second, p
     assert ids == sorted(first + second)  # blocks are in customer-id order either way
 
 
-ARMS = st.sampled_from(["control", "model_a", "model_a:holdout", "best", "best:holdout", "uplift"])
+# arm labels as runs write them, and near misses of the two virtual-contact labels (case, prefix, suffix position)
+ARMS = st.sampled_from(
+    ["control", "model_a", "model_a:holdout", "best", "best:holdout", "uplift"]
+    + ["Control", "control ", "controls", "control:holdout", "holdout", ":holdout", "a:holdout:b", "a:HOLDOUT"]
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
